@@ -1,0 +1,18 @@
+"""Sensor specifications and the registry."""
+
+from rsretrieve.sensors.base import Band, CloudTest, Layout, SensorSpec, SensorSpecError, load_spec, spec_from_dict
+from rsretrieve.sensors.registry import get_sensor, list_sensors, register_sensor, unregister_sensor
+
+__all__ = [
+    "Band",
+    "CloudTest",
+    "Layout",
+    "SensorSpec",
+    "SensorSpecError",
+    "get_sensor",
+    "list_sensors",
+    "load_spec",
+    "register_sensor",
+    "spec_from_dict",
+    "unregister_sensor",
+]
