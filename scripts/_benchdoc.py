@@ -1,0 +1,34 @@
+"""Shared by the bench_*.py scripts: each owns one section of docs/benchmarks.md and rewrites only that section."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Every number here is written by a script in `scripts/` (named in each section) and can be reproduced by\n"
+    "running it again. Ratios compare against a baseline measured in the same run, on the same machine.\n"
+)
+
+
+def machine() -> str:
+    """One line describing where the numbers were measured."""
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def write_section(name: str, markdown: str) -> Path:
+    """Replace (or append) the section ``name`` of docs/benchmarks.md with ``markdown``."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else HEADER
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"<!-- {name}:start -->\n{markdown.rstrip()}\n\n_Measured {stamp} on {machine()}._\n"
+             f"<!-- {name}:end -->")
+    pat = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)
+    return DOC
