@@ -1,0 +1,257 @@
+"""The ``rsretrieve`` command.
+
+Exit codes: 0 success; 1 partial failure (some inputs rejected, the rest committed, each rejection reported);
+2 bad usage or invalid arguments. Expected errors print one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments or unusable inputs: printed as one line, exit code 2."""
+
+
+def _eprint(*args: object) -> None:
+    print(*args, file=sys.stderr)
+
+
+def _progress(enabled: bool, label: str) -> Callable[[int, int, str], None] | None:
+    if not enabled:
+        return None
+
+    def show(done: int, total: int, key: str) -> None:
+        width = 30
+        fill = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r{label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+# -- sensors -------------------------------------------------------------------------------------------------------
+def cmd_sensors(args: argparse.Namespace) -> int:
+    from rsretrieve.sensors import get_sensor, list_sensors
+
+    if args.action == "list":
+        specs = [get_sensor(n) for n in list_sensors()]
+        if args.json:
+            print(json.dumps([{"name": s.name, "family": s.family, "product": s.product, "bands": s.num_bands,
+                               "gsd": s.gsd, "units": s.units} for s in specs], indent=2))
+            return EXIT_OK
+        print(f"{'name':<15} {'family':<14} {'product':<8} {'bands':>5} {'gsd m':>6}  units")
+        for s in specs:
+            print(f"{s.name:<15} {s.family:<14} {s.product:<8} {s.num_bands:>5} {s.gsd:>6g}  {s.units}")
+        return EXIT_OK
+    if not args.name:
+        raise UsageError("sensors show: which sensor? e.g. `rsretrieve sensors show sentinel2`")
+    try:
+        spec = get_sensor(args.name)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+    if args.json:
+        print(json.dumps(spec.to_dict(), indent=2))
+        return EXIT_OK
+    print(f"{spec.name}: {spec.description}")
+    print(f"  family {spec.family}, product {spec.product}, units {spec.units}, dtype {spec.dtype}, "
+          f"nodata {spec.nodata}, physical = DN * {spec.scale:g} + {spec.offset:g}")
+    print(f"  {spec.num_bands} bands ({sum(spec.valid_mask)} valid), quicklook {'/'.join(spec.rgb_bands)}, "
+          f"file layouts: {', '.join(f'{k} ({len(v.bands)})' for k, v in spec.layouts.items())}")
+    print(f"  {'band':<6} {'centre nm':>9} {'fwhm nm':>8} {'gsd m':>6} {'mean':>8} {'std':>7}  valid")
+    shown = spec.bands if args.all or spec.num_bands <= 16 else spec.bands[:6] + spec.bands[-6:]
+    for i, b in enumerate(shown):
+        if not args.all and spec.num_bands > 16 and i == 6:
+            print(f"  ... {spec.num_bands - 12} more (--all shows every band)")
+        c = f"{b.center_nm:.1f}" if b.center_nm else (b.polarization or "-")
+        f = f"{b.fwhm_nm:.1f}" if b.fwhm_nm else "-"
+        print(f"  {b.name:<6} {c:>9} {f:>8} {b.gsd_m:>6g} {b.mean:>8.4g} {b.std:>7.4g}  {'yes' if b.valid else 'no'}")
+    print(f"  spec: {spec.source}")
+    return EXIT_OK
+
+
+# -- synth ---------------------------------------------------------------------------------------------------------
+def cmd_synth(args: argparse.Namespace) -> int:
+    from rsretrieve.data.synthetic import make_archive
+
+    sensors = [s.strip() for s in args.sensors.split(",") if s.strip()]
+    try:
+        summary = make_archive(args.out, scenes=args.scenes, sensors=sensors, seed=args.seed, size_m=args.size_m,
+                               clouds=not args.no_clouds)
+    except (ValueError, KeyError) as e:
+        raise UsageError(str(e.args[0] if e.args else e)) from None
+    n_files = sum(len(s["files"]) for s in summary["scenes"])
+    if args.json:
+        print(json.dumps({"out": str(args.out), "sites": len(summary["scenes"]), "files": n_files}, indent=2))
+    else:
+        print(f"wrote {len(summary['scenes'])} sites x {len(sensors)} sensors = {n_files} scenes to {args.out} "
+              f"(seed {args.seed}); land-cover truth in {Path(args.out) / 'truth'}")
+    return EXIT_OK
+
+
+# -- ingest --------------------------------------------------------------------------------------------------------
+def _print_summary(counts: dict) -> None:
+    print(f"catalog: {counts['scenes']} scenes, {counts['tiles']} tiles on {counts['cells']} cells of "
+          f"{counts['tile_m']:g} m, {counts['labelled_cells']} cells with land-cover labels")
+    if counts["first_acquired"]:
+        print(f"acquired {counts['first_acquired']} .. {counts['last_acquired']}")
+    print(f"  {'sensor':<15} {'scenes':>6} {'tiles':>7} {'cells':>7} {'valid':>6}")
+    for name, c in counts["sensors"].items():
+        print(f"  {name:<15} {c['scenes']:>6} {c.get('tiles', 0):>7} {c.get('cells', 0):>7} "
+              f"{c.get('mean_valid_fraction', 0):>6.3f}")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rsretrieve.data.ingest import ingest
+    from rsretrieve.sensors import get_sensor
+    from rsretrieve.workspace import Workspace, WorkspaceError
+
+    if args.sensor:
+        try:
+            get_sensor(args.sensor)
+        except KeyError as e:
+            raise UsageError(e.args[0]) from None
+    if not 0 <= args.min_coverage <= 1:
+        raise UsageError(f"--min-coverage must be within 0..1, got {args.min_coverage}")
+    if args.tile_size is not None and args.tile_size <= 0:
+        raise UsageError(f"--tile-size must be > 0 metres, got {args.tile_size}")
+    try:
+        ws = Workspace.create(args.workspace, args.tile_size)
+        catalog = ws.catalog()
+    except (WorkspaceError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    with catalog:
+        report = ingest(args.paths, catalog, sensor=args.sensor, min_coverage=args.min_coverage,
+                        workers=args.workers, progress=_progress(sys.stderr.isatty() and not args.json, "ingest"))
+        counts = catalog.counts()
+    if args.json:
+        print(json.dumps({"report": report.to_dict(), "catalog": counts}, indent=2))
+    else:
+        print(f"ingest: {report.added} scenes added, {report.replaced} replaced, {report.skipped} already in the "
+              f"catalog, {report.tiles} tiles; {report.label_sources} land-cover sources "
+              f"({report.labelled_cells} cells); {len(report.problems)} rejected")
+        _print_summary(counts)
+    for p in report.problems:
+        _eprint(f"rejected: {p}")
+    return EXIT_PARTIAL if report.problems else EXIT_OK
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from rsretrieve.workspace import Workspace, WorkspaceError
+
+    try:
+        ws = Workspace.open(args.workspace)
+    except WorkspaceError as e:
+        raise UsageError(str(e)) from None
+    with ws.catalog() as c:
+        counts = c.counts()
+    print(json.dumps(counts, indent=2)) if args.json else _print_summary(counts)
+    return EXIT_OK
+
+
+# -- export --------------------------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from rsretrieve.data.export import export_geoparquet
+    from rsretrieve.workspace import Workspace, WorkspaceError
+
+    try:
+        ws = Workspace.open(args.workspace)
+    except WorkspaceError as e:
+        raise UsageError(str(e)) from None
+    if Path(args.out).suffix.lower() != ".parquet":
+        raise UsageError(f"export writes GeoParquet: OUT must end in .parquet, got {args.out}")
+    with ws.catalog() as c:
+        n = export_geoparquet(c, args.out, embeddings=_load_embeddings(ws))
+    print(json.dumps({"out": str(args.out), "rows": n})) if args.json else print(f"wrote {n} tiles to {args.out}")
+    return EXIT_OK
+
+
+def _load_embeddings(ws: object) -> tuple | None:
+    """(tile_ids, vectors) from the workspace index, or None before anything is indexed."""
+    index_dir = Path(ws.index_dir)  # type: ignore[attr-defined]
+    if not index_dir.exists():
+        return None
+    from rsretrieve.index.store import IndexStore
+
+    store = IndexStore.open(index_dir)
+    return store.load_vectors()
+
+
+# -- parser --------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rsretrieve", description="Multi-sensor remote-sensing scene retrieval.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("sensors", help="the sensor registry: list, show NAME")
+    s.add_argument("action", choices=["list", "show"])
+    s.add_argument("name", nargs="?")
+    s.add_argument("--all", action="store_true", help="show every band of a hyperspectral sensor")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sensors)
+
+    s = sub.add_parser("synth", help="write a co-registered synthetic archive")
+    s.add_argument("out", help="output folder")
+    s.add_argument("--scenes", type=int, default=10, help="number of sites (each imaged by every sensor)")
+    s.add_argument("--sensors", default="sentinel1,sentinel2,enmap", help="comma-separated registered sensors")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size-m", type=float, default=4800.0, help="scene side in metres (multiple of 30)")
+    s.add_argument("--no-clouds", action="store_true", help="no clouds in optical scenes")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("ingest", help="add scenes (files, folders, STAC items) to a workspace catalog")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--sensor", help="force this sensor instead of identifying each scene")
+    s.add_argument("--tile-size", type=float, default=None,
+                   help="grid cell side in metres for a new workspace (default 480)")
+    s.add_argument("--min-coverage", type=float, default=0.25,
+                   help="keep a tile if at least this fraction of its cell holds data (default 0.25)")
+    s.add_argument("--workers", type=int, default=1, help="processes cutting scenes in parallel")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("catalog", help="summary of a workspace catalog")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_catalog)
+
+    s = sub.add_parser("export", help="catalog (+ embeddings) as GeoParquet")
+    s.add_argument("out", metavar="OUT.parquet")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UsageError as e:
+        _eprint(f"rsretrieve {args.command}: error: {e}")
+        return EXIT_USAGE
+    except BrokenPipeError:  # `rsretrieve ... | head`
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
+    except KeyboardInterrupt:
+        _eprint("interrupted: everything committed so far is kept; run the same command again to continue")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""The catalog: scenes and tiles in SQLite (WAL) with an R*Tree over EPSG:4326 tile footprints.
+
+One scene and all its tiles are written in one transaction, so a process killed at any moment leaves the catalog
+as it was before that scene or after it, never in between; together with the per-scene fingerprint this makes
+ingest idempotent and resumable.
+
+Tables:
+    meta(key, value)                 schema version, tile size of the workspace grid
+    scenes(scene_id, key, ...)       one row per scene (a file, or a folder of per-band files), keyed by path
+    tiles(tile_id, scene_id, ...)    one row per grid cell a scene covers
+    tile_rtree(id, lon/lat box, +tile_id)   one entry per footprint part (two for a tile across the antimeridian)
+    cell_labels(cell_id, label, ...) dominant land-cover class per cell, from land-cover truth rasters
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scenes(
+    scene_id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,          -- absolute path of the file, or folder/prefix of a per-band product
+    fingerprint TEXT NOT NULL,         -- sizes and mtimes of its files: a changed file is re-ingested
+    sensor TEXT NOT NULL,
+    layout TEXT NOT NULL,
+    files TEXT NOT NULL,               -- JSON: band name -> path, or {"*": path} for a stacked file
+    aux TEXT NOT NULL,                 -- JSON: auxiliary files (cloud masks, metadata)
+    crs TEXT NOT NULL,                 -- WKT of the reference grid
+    transform TEXT NOT NULL,           -- JSON: the 6 affine coefficients of the reference grid
+    width INTEGER NOT NULL, height INTEGER NOT NULL,
+    res_m REAL NOT NULL,               -- pixel size of the reference grid in metres (approximate for degrees)
+    acquired TEXT,                     -- ISO 8601 UTC, NULL when unknown
+    acquired_ts INTEGER,               -- unix seconds, NULL when unknown
+    west REAL NOT NULL, south REAL NOT NULL, east REAL NOT NULL, north REAL NOT NULL,  -- west > east: antimeridian
+    footprint TEXT NOT NULL,           -- WKT, EPSG:4326
+    grid_epsg INTEGER NOT NULL,
+    valid_fraction REAL NOT NULL,
+    cloud_fraction REAL NOT NULL,
+    n_tiles INTEGER NOT NULL,
+    ingested_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tiles(
+    tile_id INTEGER PRIMARY KEY,
+    scene_id INTEGER NOT NULL REFERENCES scenes(scene_id),
+    cell_id TEXT NOT NULL,
+    grid_epsg INTEGER NOT NULL, row INTEGER NOT NULL, col INTEGER NOT NULL,
+    sensor TEXT NOT NULL,
+    acquired_ts INTEGER,
+    col_off INTEGER NOT NULL, row_off INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    coverage REAL NOT NULL,            -- fraction of the cell with data (inside the scene, not nodata)
+    valid_fraction REAL NOT NULL,      -- fraction of the cell with data and no cloud
+    cloud_fraction REAL NOT NULL,      -- fraction of the data pixels flagged as cloud
+    lon REAL NOT NULL, lat REAL NOT NULL,
+    footprint TEXT NOT NULL,           -- WKT, EPSG:4326
+    UNIQUE(scene_id, cell_id)
+);
+CREATE INDEX IF NOT EXISTS tiles_cell ON tiles(cell_id);
+CREATE INDEX IF NOT EXISTS tiles_scene ON tiles(scene_id);
+CREATE INDEX IF NOT EXISTS tiles_sensor_time ON tiles(sensor, acquired_ts);
+CREATE VIRTUAL TABLE IF NOT EXISTS tile_rtree USING rtree(id, min_lon, max_lon, min_lat, max_lat, +tile_id INTEGER);
+CREATE TABLE IF NOT EXISTS cell_labels(
+    cell_id TEXT PRIMARY KEY,
+    label INTEGER NOT NULL,
+    label_name TEXT NOT NULL,
+    purity REAL NOT NULL,              -- fraction of the cell in the dominant class
+    source TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class TileRow:
+    """A tile to be written: one grid cell of one scene."""
+
+    cell_id: str
+    grid_epsg: int
+    row: int
+    col: int
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+    coverage: float
+    valid_fraction: float
+    cloud_fraction: float
+    lon: float
+    lat: float
+    footprint: str
+    #: (min_lon, min_lat, max_lon, max_lat) per footprint part
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+
+
+@dataclass
+class SceneRow:
+    """A scene to be written."""
+
+    key: str
+    fingerprint: str
+    sensor: str
+    layout: str
+    files: dict[str, str]
+    aux: dict[str, str]
+    crs: str
+    transform: list[float]
+    width: int
+    height: int
+    res_m: float
+    acquired: str | None
+    acquired_ts: int | None
+    west: float
+    south: float
+    east: float
+    north: float
+    footprint: str
+    grid_epsg: int
+    valid_fraction: float
+    cloud_fraction: float
+    ingested_at: str
+
+
+class Catalog:
+    """The workspace catalog. Open with ``Catalog(path)``; use as a context manager to close it."""
+
+    def __init__(self, path: str | Path, tile_m: float | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        with self.transaction():
+            for stmt in _split(_SCHEMA):
+                self.conn.execute(stmt)
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if tile_m is not None:
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('tile_m', ?)", (repr(float(tile_m)),))
+        stored = self.meta("tile_m")
+        if tile_m is not None and stored is not None and float(stored) != float(tile_m):
+            raise ValueError(f"{self.path}: this workspace's grid has {float(stored):g} m tiles, not {tile_m:g} m")
+
+    # -- plumbing ------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @property
+    def tile_m(self) -> float | None:
+        v = self.meta("tile_m")
+        return None if v is None else float(v)
+
+    # -- scenes --------------------------------------------------------------------------------------------------
+    def scene_fingerprint(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT fingerprint FROM scenes WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def write_scene(self, scene: SceneRow, tiles: Sequence[TileRow]) -> int:
+        """Insert a scene and its tiles in one transaction, replacing an older version of the same key.
+
+        Returns:
+            The new scene id.
+        """
+        d = asdict(scene)
+        d["files"], d["aux"], d["transform"] = json.dumps(d["files"]), json.dumps(d["aux"]), json.dumps(d["transform"])
+        d["n_tiles"] = len(tiles)
+        with self.transaction() as c:
+            old = c.execute("SELECT scene_id FROM scenes WHERE key = ?", (scene.key,)).fetchone()
+            if old is not None:
+                self._delete_scene(c, old[0])
+            cols = ", ".join(d)
+            cur = c.execute(f"INSERT INTO scenes ({cols}) VALUES ({', '.join('?' * len(d))})", tuple(d.values()))
+            sid = cur.lastrowid
+            for t in tiles:
+                cur = c.execute(
+                    "INSERT INTO tiles (scene_id, cell_id, grid_epsg, row, col, sensor, acquired_ts, col_off, row_off,"
+                    " width, height, coverage, valid_fraction, cloud_fraction, lon, lat, footprint)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (sid, t.cell_id, t.grid_epsg, t.row, t.col, scene.sensor, scene.acquired_ts, t.col_off,
+                     t.row_off, t.width, t.height, t.coverage, t.valid_fraction, t.cloud_fraction, t.lon, t.lat,
+                     t.footprint),
+                )
+                tid = cur.lastrowid
+                c.executemany(
+                    "INSERT INTO tile_rtree (min_lon, max_lon, min_lat, max_lat, tile_id) VALUES (?,?,?,?,?)",
+                    [(b[0], b[2], b[1], b[3], tid) for b in t.boxes],
+                )
+        return int(sid)
+
+    @staticmethod
+    def _delete_scene(c: sqlite3.Connection, scene_id: int) -> None:
+        c.execute("DELETE FROM tile_rtree WHERE tile_id IN (SELECT tile_id FROM tiles WHERE scene_id = ?)",
+                  (scene_id,))
+        c.execute("DELETE FROM tiles WHERE scene_id = ?", (scene_id,))
+        c.execute("DELETE FROM scenes WHERE scene_id = ?", (scene_id,))
+
+    def remove_scene(self, key: str) -> bool:
+        """Remove a scene and its tiles; ``False`` if no scene has that key."""
+        with self.transaction() as c:
+            row = c.execute("SELECT scene_id FROM scenes WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return False
+            self._delete_scene(c, row[0])
+        return True
+
+    def scenes(self, sensor: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM scenes", ()
+        if sensor:
+            q, args = q + " WHERE sensor = ?", (sensor,)
+        return [_scene_dict(r) for r in self.conn.execute(q + " ORDER BY scene_id", args)]
+
+    def scene(self, scene_id: int) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM scenes WHERE scene_id = ?", (scene_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no scene with id {scene_id} in {self.path}")
+        return _scene_dict(row)
+
+    # -- tiles ---------------------------------------------------------------------------------------------------
+    def tiles(self, where: str = "", args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Tile rows joined with their labels, optionally restricted by an SQL ``where`` over ``t.``/``l.``."""
+        q = ("SELECT t.*, l.label, l.label_name FROM tiles t LEFT JOIN cell_labels l ON l.cell_id = t.cell_id"
+             + (f" WHERE {where}" if where else "") + " ORDER BY t.tile_id")
+        return [dict(r) for r in self.conn.execute(q, args)]
+
+    def tile(self, tile_id: int) -> dict[str, Any]:
+        rows = self.tiles("t.tile_id = ?", (tile_id,))
+        if not rows:
+            raise KeyError(f"no tile with id {tile_id} in {self.path}")
+        return rows[0]
+
+    def tile_ids_in_bbox(self, west: float, south: float, east: float, north: float) -> list[int]:
+        """Ids of tiles whose footprint box intersects the box (``west > east`` crosses the antimeridian)."""
+        spans = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
+        ids: set[int] = set()
+        for w, e in spans:
+            ids.update(r[0] for r in self.conn.execute(
+                "SELECT tile_id FROM tile_rtree WHERE max_lon >= ? AND min_lon <= ? AND max_lat >= ? AND min_lat <= ?",
+                (w, e, south, north)))
+        return sorted(ids)
+
+    def counts(self) -> dict[str, Any]:
+        """Scenes and tiles per sensor, labelled cells, time span: the summary ``ingest`` prints."""
+        per = {r[0]: {"scenes": r[1]} for r in self.conn.execute(
+            "SELECT sensor, COUNT(*) FROM scenes GROUP BY sensor ORDER BY sensor")}
+        for r in self.conn.execute("SELECT sensor, COUNT(*), COUNT(DISTINCT cell_id), AVG(valid_fraction)"
+                                   " FROM tiles GROUP BY sensor"):
+            per.setdefault(r[0], {"scenes": 0}).update(tiles=r[1], cells=r[2], mean_valid_fraction=round(r[3], 4))
+        t0, t1 = self.conn.execute("SELECT MIN(acquired), MAX(acquired) FROM scenes").fetchone()
+        return {
+            "scenes": self.conn.execute("SELECT COUNT(*) FROM scenes").fetchone()[0],
+            "tiles": self.conn.execute("SELECT COUNT(*) FROM tiles").fetchone()[0],
+            "cells": self.conn.execute("SELECT COUNT(DISTINCT cell_id) FROM tiles").fetchone()[0],
+            "labelled_cells": self.conn.execute("SELECT COUNT(*) FROM cell_labels").fetchone()[0],
+            "first_acquired": t0,
+            "last_acquired": t1,
+            "tile_m": self.tile_m,
+            "sensors": per,
+        }
+
+    # -- labels --------------------------------------------------------------------------------------------------
+    def write_labels(self, rows: Iterable[tuple[str, int, str, float, str]]) -> int:
+        """Upsert (cell_id, label, label_name, purity, source) rows in one transaction."""
+        rows = list(rows)
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO cell_labels VALUES (?,?,?,?,?)", rows)
+        return len(rows)
+
+
+def _scene_dict(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    for k in ("files", "aux", "transform"):
+        d[k] = json.loads(d[k])
+    return d
+
+
+def _split(script: str) -> list[str]:
+    """Split the schema into statements (``executescript`` would commit the surrounding transaction)."""
+    out, buf = [], []
+    for line in script.splitlines():
+        buf.append(line.split("--", 1)[0])
+        if line.rstrip().endswith(";"):
+            out.append("\n".join(buf))
+            buf = []
+    return [s for s in out if s.strip()]

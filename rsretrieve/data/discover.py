@@ -1,0 +1,201 @@
+"""Finding scenes in what the user points ``ingest`` at: files, folders and local STAC items.
+
+Three shapes of product are recognised:
+
+* a stacked multiband file (one GeoTIFF holds every band: the synthetic archive, EuroSAT, EnMAP L2A);
+* one file per band in a folder, the band name ending the file name (``..._B8A.tif``, ``VV.tif``: BigEarthNet,
+  SSL4EO-S12, Major TOM, Landsat Collection 2); files sharing the prefix before the band name form one scene;
+* a STAC item (JSON) whose assets have local hrefs.
+
+Files matching a sensor's ``aux_patterns`` (EnMAP quality masks) are attached to the scene beside them, JSON and
+other non-raster sidecars are ignored, and land-cover rasters (``RSRETRIEVE_ROLE=landcover`` tag, or a name such as
+``*_landcover.tif`` / ``*_reference_map.tif``) are kept apart as label sources.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rsretrieve.sensors import get_sensor, list_sensors
+
+log = logging.getLogger(__name__)
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".vrt"}
+LABEL_NAME = re.compile(r"(?i)(landcover|land_cover|reference_map|(^|_)lc(_|$))")
+
+
+@dataclass
+class SceneSource:
+    """One scene as found on disk, before it is opened."""
+
+    #: catalog key: the file, or ``folder/prefix*`` for a per-band product, or the STAC item path
+    key: str
+    #: band token -> path for per-band products, ``{"*": path}`` for a stacked file
+    files: dict[str, str]
+    #: auxiliary files (cloud masks, metadata) by role
+    aux: dict[str, str] = field(default_factory=dict)
+    #: STAC item properties, when the scene came from a STAC item
+    stac: dict | None = None
+    #: ``"scene"`` or ``"labels"`` (a land-cover raster)
+    role: str = "scene"
+
+    @property
+    def stacked(self) -> bool:
+        return "*" in self.files
+
+    def all_files(self) -> list[str]:
+        return sorted(set(self.files.values()) | set(self.aux.values()))
+
+
+@dataclass
+class Problem:
+    """An input that could not be ingested: its path and the reason, one line."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def _band_tokens() -> list[str]:
+    toks = {t for n in list_sensors() for b in get_sensor(n).bands for t in (b.name, *b.aliases)}
+    return sorted(toks, key=len, reverse=True)
+
+
+def _aux_patterns() -> list[str]:
+    return [p for n in list_sensors() for p in get_sensor(n).aux_patterns]
+
+
+def split_band_token(stem: str, tokens: list[str]) -> tuple[str, str] | None:
+    """``"S2A_..._87_48_B8A"`` -> ``("S2A_..._87_48", "B8A")``; ``"VV"`` -> ``("", "VV")``; else ``None``."""
+    for t in tokens:
+        if stem == t:
+            return "", t
+        if stem.endswith(t) and stem[-len(t) - 1] in "_-.":
+            return stem[: -len(t) - 1], t
+    return None
+
+
+def _is_stac_item(path: Path) -> dict | None:
+    try:
+        if path.stat().st_size > 5_000_000:
+            return None
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc and "assets" in doc:
+        return doc
+    return None
+
+
+def _stac_source(path: Path, doc: dict, tokens: list[str]) -> SceneSource | Problem:
+    """Turn a STAC item into a scene: raster assets with local hrefs, keyed by their band names."""
+    files: dict[str, str] = {}
+    for key, asset in doc.get("assets", {}).items():
+        href = asset.get("href", "")
+        if re.match(r"^[a-z][a-z0-9+.-]*://", href) and not href.startswith("file://"):
+            continue  # remote assets are not read: nothing is downloaded
+        href = href.removeprefix("file://")
+        target = (path.parent / href).resolve() if not os.path.isabs(href) else Path(href)
+        if target.suffix.lower() not in RASTER_SUFFIXES:
+            continue
+        roles = asset.get("roles", ["data"])
+        if "data" not in roles:
+            continue
+        eo = asset.get("eo:bands") or asset.get("bands") or []
+        if len(eo) == 1 and eo[0].get("name"):
+            files[eo[0]["name"]] = str(target)
+        elif len(eo) > 1:
+            files["*"] = str(target)
+        else:
+            files[key] = str(target)
+    if not files:
+        return Problem(str(path), "STAC item has no raster asset with a local href")
+    if "*" in files and len(files) > 1:
+        files = {"*": files["*"]}
+    props = dict(doc.get("properties", {}))
+    return SceneSource(key=str(path.resolve()), files=files, stac=props)
+
+
+def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]:
+    """Walk files and folders and group what is found into scenes.
+
+    Returns:
+        (scenes sorted by key, problems such as paths that do not exist)
+    """
+    tokens = _band_tokens()
+    aux_pats = _aux_patterns()
+    problems: list[Problem] = []
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_symlink() and not p.exists():
+            problems.append(Problem(str(p), "cannot read: No such file or directory (broken symbolic link)"))
+        elif not p.exists():
+            problems.append(Problem(str(p), "no such file or directory"))
+        elif p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file():
+                    files.append(f)
+                elif f.is_symlink() and not f.exists():
+                    problems.append(Problem(str(f), "cannot read: No such file or directory (broken symbolic link)"))
+        else:
+            files.append(p)
+    files = sorted({f.resolve() for f in files})
+
+    sources: list[SceneSource] = []
+    claimed: set[Path] = set()
+    for f in files:
+        if f.suffix.lower() == ".json":
+            doc = _is_stac_item(f)
+            if doc is not None:
+                src = _stac_source(f, doc, tokens)
+                if isinstance(src, Problem):
+                    problems.append(src)
+                else:
+                    sources.append(src)
+                    claimed.update(Path(v) for v in src.files.values())
+    rasters = [f for f in files if f.suffix.lower() in RASTER_SUFFIXES and f not in claimed]
+    aux = [f for f in rasters if any(re.search(p, f.name) for p in aux_pats)]
+    rasters = [f for f in rasters if f not in set(aux)]
+
+    groups: dict[tuple[Path, str], dict[str, Path]] = {}
+    singles: list[Path] = []
+    for f in rasters:
+        if LABEL_NAME.search(f.stem):
+            sources.append(SceneSource(key=str(f), files={"*": str(f)}, role="labels"))
+            continue
+        split = split_band_token(f.stem, tokens)
+        if split is None:
+            singles.append(f)
+            continue
+        prefix, tok = split
+        groups.setdefault((f.parent, prefix), {})[tok] = f
+    for (folder, prefix), bands in groups.items():
+        if len(bands) == 1:
+            singles.extend(bands.values())
+            continue
+        key = str(folder / (prefix + "*")) if prefix else str(folder) + os.sep
+        sources.append(SceneSource(key=key, files={k: str(v) for k, v in sorted(bands.items())}))
+    sources.extend(SceneSource(key=str(f), files={"*": str(f)}) for f in singles)
+
+    # attach auxiliary files to the scene in the same folder whose file name shares the longest prefix
+    for a in aux:
+        best, best_len = None, 0
+        for s in sources:
+            for v in s.files.values():
+                v = Path(v)
+                if v.parent == a.parent:
+                    n = len(os.path.commonprefix([v.name, a.name]))
+                    if n > best_len:
+                        best, best_len = s, n
+        if best is not None:
+            role = re.sub(r"^.*-QL_", "QL_", a.stem) if "-QL_" in a.stem else a.stem
+            best.aux[role] = str(a)
+    sources.sort(key=lambda s: s.key)
+    return sources, problems

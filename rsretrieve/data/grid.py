@@ -1,0 +1,158 @@
+"""The ground grid: fixed-metre cells per UTM zone, the co-registration key of the whole toolkit.
+
+A cell is ``tile_m`` x ``tile_m`` metres in one WGS 84 / UTM zone (EPSG 326zz north, 327zz south), with row and
+column ``floor(northing / tile_m)`` and ``floor(easting / tile_m)``. Tiles of any sensor and date over the same ground
+share a cell id such as ``33N_480m_r11020_c735``. Each sensor keeps its native resolution inside a cell (480 m:
+48 px at 10 m, 16 px at 30 m).
+
+A scene in a UTM CRS is tiled in its own zone; a scene in any other CRS (EPSG:4326, say) in the zone of its centre.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+from shapely import affinity
+from shapely.geometry import MultiPolygon, Polygon, box
+
+DEFAULT_TILE_M = 480.0
+
+
+@lru_cache(maxsize=256)
+def _transformer(src: str, dst: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_user_input(src), CRS.from_user_input(dst), always_xy=True)
+
+
+def transformer(src: CRS | str, dst: CRS | str) -> Transformer:
+    """A cached ``always_xy`` transformer between two CRSs (given as CRS or any user input)."""
+    return _transformer(CRS.from_user_input(src).to_wkt(), CRS.from_user_input(dst).to_wkt())
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS 84 / UTM zone containing (lon, lat) in degrees (no Norway/Svalbard exceptions)."""
+    lon = ((lon + 180.0) % 360.0) - 180.0
+    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def grid_epsg_for(crs: CRS | str, center_lon: float, center_lat: float) -> int:
+    """The UTM zone a scene is tiled in: its own zone if its CRS is UTM, else the zone of its centre."""
+    crs = CRS.from_user_input(crs)
+    zone = crs.utm_zone  # e.g. "33N", for WGS 84 and other datums' UTM projections alike
+    if zone:
+        return (32600 if zone[-1].upper() == "N" else 32700) + int(zone[:-1])
+    return utm_epsg(center_lon, center_lat)
+
+
+def zone_label(epsg: int) -> str:
+    """``32633`` -> ``"33N"``, ``32718`` -> ``"18S"``."""
+    return f"{epsg % 100:02d}{'N' if epsg < 32700 else 'S'}"
+
+
+def cell_id(epsg: int, tile_m: float, row: int, col: int) -> str:
+    """The string id of a grid cell, e.g. ``33N_480m_r11020_c735``."""
+    return f"{zone_label(epsg)}_{int(tile_m)}m_r{row}_c{col}"
+
+
+def parse_cell_id(cid: str) -> tuple[int, float, int, int]:
+    """Inverse of :func:`cell_id`: ``(epsg, tile_m, row, col)``."""
+    zone, size, row, col = cid.split("_")
+    epsg = (32600 if zone[-1] == "N" else 32700) + int(zone[:-1])
+    return epsg, float(size.rstrip("m")), int(row[1:]), int(col[1:])
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell."""
+
+    #: EPSG code of the cell's UTM zone
+    epsg: int
+    #: cell side in metres
+    tile_m: float
+    #: floor(northing / tile_m)
+    row: int
+    #: floor(easting / tile_m)
+    col: int
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.epsg, self.tile_m, self.row, self.col)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) in the zone's metres."""
+        return (self.col * self.tile_m, self.row * self.tile_m, (self.col + 1) * self.tile_m,
+                (self.row + 1) * self.tile_m)
+
+    def footprint(self, densify: int = 8) -> Polygon | MultiPolygon:
+        """The cell outline in EPSG:4326, split at the antimeridian when it crosses it."""
+        return to_lonlat(box(*self.bounds), f"EPSG:{self.epsg}", densify)
+
+    def center_lonlat(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.bounds
+        lon, lat = transformer(f"EPSG:{self.epsg}", "EPSG:4326").transform((x0 + x1) / 2, (y0 + y1) / 2)
+        return float(lon), float(lat)
+
+
+def cells_covering(bounds: tuple[float, float, float, float], epsg: int, tile_m: float) -> list[Cell]:
+    """All cells of zone ``epsg`` intersecting ``bounds`` (minx, miny, maxx, maxy in that zone's metres)."""
+    minx, miny, maxx, maxy = bounds
+    c0, c1 = math.floor(minx / tile_m), math.ceil(maxx / tile_m)
+    r0, r1 = math.floor(miny / tile_m), math.ceil(maxy / tile_m)
+    # rows north to south, columns west to east: the reading order of the scene
+    return [Cell(epsg, tile_m, r, c) for r in range(r1 - 1, r0 - 1, -1) for c in range(c0, c1)]
+
+
+def _densify_ring(coords: np.ndarray, n: int) -> np.ndarray:
+    """Insert ``n - 1`` points on each edge of a closed ring (N+1, 2) -> (N*n + 1, 2)."""
+    a, b = coords[:-1], coords[1:]
+    t = np.linspace(0.0, 1.0, n, endpoint=False)[None, :, None]  # (1, n, 1)
+    pts = a[:, None, :] + (b - a)[:, None, :] * t  # (N, n, 2)
+    return np.vstack([pts.reshape(-1, 2), coords[:1]])
+
+
+def to_lonlat(geom: Polygon, crs: CRS | str, densify: int = 8) -> Polygon | MultiPolygon:
+    """Project a polygon to EPSG:4326 with densified edges, splitting it at the antimeridian.
+
+    Args:
+        geom: a polygon in ``crs`` (no holes are kept).
+        crs: its CRS.
+        densify: points per edge, so long edges follow the curved image of a straight projected line.
+
+    Returns:
+        A polygon with longitudes in [-180, 180], or a MultiPolygon of the parts east and west of 180 degrees.
+    """
+    ring = _densify_ring(np.asarray(geom.exterior.coords, dtype=np.float64), densify)
+    if CRS.from_user_input(crs).is_geographic and CRS.from_user_input(crs).equals(CRS.from_epsg(4326)):
+        lon, lat = ring[:, 0].copy(), ring[:, 1].copy()
+    else:
+        lon, lat = transformer(crs, "EPSG:4326").transform(ring[:, 0], ring[:, 1])
+        lon, lat = np.asarray(lon), np.asarray(lat)
+    lon = ((lon + 180.0) % 360.0) - 180.0
+    # unwrap: a jump of more than 180 degrees between consecutive vertices means the edge crosses the antimeridian
+    jumps = np.diff(lon)
+    if np.any(np.abs(jumps) > 180.0):
+        lon = np.concatenate([[lon[0]], lon[0] + np.cumsum(jumps - 360.0 * np.round(jumps / 360.0))])
+    poly = shapely.make_valid(Polygon(np.column_stack([lon, lat])))
+    minx, _, maxx, _ = poly.bounds
+    if minx >= -180.0 and maxx <= 180.0:
+        return poly
+    parts = []
+    for shift, window in ((0.0, box(-180.0, -90.0, 180.0, 90.0)), (360.0, box(-540.0, -90.0, -180.0, 90.0)),
+                          (-360.0, box(180.0, -90.0, 540.0, 90.0))):
+        piece = poly.intersection(window)
+        if not piece.is_empty and piece.area > 0:
+            piece = affinity.translate(piece, xoff=shift)
+            parts.extend(getattr(piece, "geoms", [piece]))
+    parts = [p for p in parts if isinstance(p, Polygon) and p.area > 0]
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def lonlat_boxes(geom: Polygon | MultiPolygon) -> list[tuple[float, float, float, float]]:
+    """Bounding boxes (min_lon, min_lat, max_lon, max_lat) of each part: one per side of the antimeridian."""
+    return [g.bounds for g in getattr(geom, "geoms", [geom])]

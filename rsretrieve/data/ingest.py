@@ -1,0 +1,333 @@
+"""Ingest: scenes -> tiles on the ground grid -> catalog.
+
+``process_scene`` is a pure function from a scene on disk to the rows that describe it (so it can run in worker
+processes, or on Ray later); ``ingest`` discovers scenes, skips those already in the catalog with the same
+fingerprint, and commits each scene with its tiles in one transaction. Expected problems are collected as
+:class:`~rsretrieve.data.discover.Problem` (path + reason) and never stop the other scenes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.errors
+from rasterio.enums import Resampling
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+from shapely.geometry import box
+
+from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
+from rsretrieve.data.discover import Problem, SceneSource, discover
+from rsretrieve.data.grid import Cell, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
+from rsretrieve.data.scene import OpenedScene, SceneError, open_raster, open_scene, to_physical
+
+log = logging.getLogger(__name__)
+
+_STRIP_ROWS = 1024
+
+
+@dataclass
+class IngestReport:
+    """What an ingest run did."""
+
+    added: int = 0
+    replaced: int = 0
+    skipped: int = 0
+    tiles: int = 0
+    label_sources: int = 0
+    labelled_cells: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = self.__dict__.copy()
+        d["problems"] = [{"path": p.path, "reason": p.reason} for p in self.problems]
+        return d
+
+
+def fingerprint(files: list[str]) -> str:
+    """A digest of the files' names, sizes and modification times."""
+    parts = []
+    for f in files:
+        st = Path(f).stat()
+        parts.append([f, st.st_size, st.st_mtime_ns])
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
+
+
+# -- windows and masks ------------------------------------------------------------------------------------------
+def _cell_window(cell: Cell, scene: OpenedScene) -> tuple[int, int, int, int]:
+    """(col_off, row_off, width, height) of a cell in the scene's reference pixel grid (may reach outside it)."""
+    b = cell.bounds
+    if scene.crs.to_epsg() != cell.epsg:
+        b = transform_bounds(f"EPSG:{cell.epsg}", scene.crs, *b, densify_pts=21)
+    w = from_bounds(*b, transform=scene.transform)
+    c0, r0 = round(w.col_off), round(w.row_off)
+    c1, r1 = round(w.col_off + w.width), round(w.row_off + w.height)
+    return c0, r0, max(c1 - c0, 1), max(r1 - r0, 1)
+
+
+class _Reader:
+    """Reads one band of a scene over rows [r0, r1) of the reference grid, at the reference resolution."""
+
+    def __init__(self, scene: OpenedScene):
+        self.scene = scene
+        self.ds: dict[str, rasterio.DatasetReader] = {}
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for d in self.ds.values():
+            d.close()
+
+    def _open(self, path: str) -> rasterio.DatasetReader:
+        if path not in self.ds:
+            self.ds[path] = open_raster(path)
+        return self.ds[path]
+
+    def read(self, path: str, index: int, r0: int, r1: int, fill: float) -> np.ndarray:
+        try:
+            return self._read(path, index, r0, r1, fill)
+        except rasterio.errors.RasterioIOError as e:
+            cause = str(e.__cause__ or e).split("\n")[0]
+            raise SceneError(f"corrupt or truncated TIFF: reading {Path(path).name} failed ({cause})") from None
+
+    def _read(self, path: str, index: int, r0: int, r1: int, fill: float) -> np.ndarray:
+        sc = self.scene
+        ds = self._open(path)
+        if ds.transform == sc.transform and ds.width == sc.width and ds.height == sc.height:
+            return ds.read(index, window=Window(0, r0, sc.width, r1 - r0))
+        left, top = sc.transform * (0, r0)
+        right, bottom = sc.transform * (sc.width, r1)
+        win = ds.window(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+        return ds.read(index, window=win, out_shape=(r1 - r0, sc.width), boundless=True, fill_value=fill,
+                       resampling=Resampling.nearest)
+
+
+def _masks(scene: OpenedScene, reader: _Reader, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+    """(data, cloud) boolean masks (r1 - r0, width): data = not nodata/NaN; cloud = flagged cloud, among data."""
+    spec, nodata = scene.spec, scene.nodata
+    fill = nodata if nodata is not None else 0
+    valid_bands = [b for b in spec.bands if b.valid and b.name in scene.band_files]
+    ref_band = min(valid_bands, key=lambda b: b.gsd_m)
+    data = reader.read(*scene.band_files[ref_band.name], r0, r1, fill)
+    ok = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        ok &= data != nodata
+    cloud = np.zeros_like(ok)
+    if spec.cloud_test is not None and all(spec.band(b).name in scene.band_files for b in spec.cloud_test.bands):
+        acc = np.zeros(ok.shape, np.float32)
+        for b in spec.cloud_test.bands:
+            acc += to_physical(reader.read(*scene.band_files[spec.band(b).name], r0, r1, fill), scene.layout)
+        cloud = ok & (acc / len(spec.cloud_test.bands) > spec.cloud_test.above)
+    qcloud = scene.source.aux.get("QL_QUALITY_CLOUD")
+    if qcloud:
+        cloud |= ok & (reader.read(qcloud, 1, r0, r1, 0) == 1)
+    return ok, cloud
+
+
+def _sat(mask: np.ndarray) -> np.ndarray:
+    """Summed-area table with a zero first row and column: sum over [r0:r1, c0:c1] in O(1)."""
+    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    s[1:, 1:] = mask.cumsum(0).cumsum(1)
+    return s
+
+
+def _box_sum(s: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> int:
+    return int(s[r1, c1] - s[r0, c1] - s[r1, c0] + s[r0, c0])
+
+
+# -- one scene ----------------------------------------------------------------------------------------------------
+def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None, min_coverage: float = 0.25,
+                  min_tile_px: int = 8) -> tuple[SceneRow, list[TileRow]]:
+    """Open a scene and cut it into grid tiles with their valid-pixel statistics.
+
+    Args:
+        source: the scene as discovered.
+        tile_m: grid cell side in metres.
+        sensor: force this registered sensor instead of identifying it.
+        min_coverage: keep a tile only if at least this fraction of its cell holds data.
+        min_tile_px: refuse scenes whose pixels are so coarse that a tile would be fewer pixels across.
+
+    Raises:
+        SceneError: for any expected problem (unreadable, no CRS, unknown sensor, all nodata).
+    """
+    scene = open_scene(source, sensor)
+    crs, t = scene.crs, scene.transform
+    res_m = _res_m(scene)
+    if tile_m / res_m < min_tile_px:
+        raise SceneError(f"{res_m:.0f} m pixels make {tile_m:g} m tiles {tile_m / res_m:.1f} px across (fewer than "
+                         f"{min_tile_px}); ingest it into a workspace with --tile-size >= {min_tile_px * res_m:.0f}")
+    bounds = rasterio.transform.array_bounds(scene.height, scene.width, t)  # (west, south, east, north) in crs
+    west, south, east, north = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
+    footprint = to_lonlat(box(*bounds), crs, densify=16)
+    clon, clat = footprint.centroid.x, footprint.centroid.y
+    if west > east:  # across the antimeridian: the centroid of the split parts is meaningless
+        clon = ((west + (east + 360.0 - west) / 2 + 180.0) % 360.0) - 180.0
+    gepsg = grid_epsg_for(crs, clon, clat)
+    gb = bounds if crs.to_epsg() == gepsg else transform_bounds(crs, f"EPSG:{gepsg}", *bounds, densify_pts=21)
+    cells = cells_covering(gb, gepsg, tile_m)
+    windows = [_cell_window(c, scene) for c in cells]
+    data_n = np.zeros(len(cells), np.int64)
+    clear_n = np.zeros(len(cells), np.int64)
+    tot_data = tot_cloud = 0
+    with _Reader(scene) as reader:
+        for s0 in range(0, scene.height, _STRIP_ROWS):
+            s1 = min(s0 + _STRIP_ROWS, scene.height)
+            ok, cloud = _masks(scene, reader, s0, s1)
+            tot_data += int(ok.sum())
+            tot_cloud += int(cloud.sum())
+            sd, sc = _sat(ok), _sat(ok & ~cloud)
+            for i, (c0, r0, w, h) in enumerate(windows):
+                rr0, rr1 = max(r0, s0), min(r0 + h, s1)
+                cc0, cc1 = max(c0, 0), min(c0 + w, scene.width)
+                if rr0 < rr1 and cc0 < cc1:
+                    data_n[i] += _box_sum(sd, rr0 - s0, rr1 - s0, cc0, cc1)
+                    clear_n[i] += _box_sum(sc, rr0 - s0, rr1 - s0, cc0, cc1)
+    if tot_data == 0:
+        raise SceneError("all pixels are nodata: nothing to tile")
+    tiles = []
+    for cell, (c0, r0, w, h), nd, nc in zip(cells, windows, data_n, clear_n):
+        coverage = nd / (w * h)
+        if coverage < min_coverage:
+            continue
+        fp = cell.footprint()
+        lon, lat = cell.center_lonlat()
+        tiles.append(TileRow(cell.id, cell.epsg, cell.row, cell.col, c0, r0, w, h, round(float(coverage), 6),
+                             round(float(nc / (w * h)), 6), round(float((nd - nc) / nd), 6) if nd else 0.0,
+                             lon, lat, fp.wkt, lonlat_boxes(fp)))
+    acq = scene.acquired
+    px = scene.width * scene.height
+    row = SceneRow(
+        key=source.key, fingerprint=fingerprint(source.all_files()), sensor=scene.spec.name, layout=scene.layout_name,
+        files={b: p for b, (p, _) in scene.band_files.items()} if not source.stacked else {"*": source.files["*"]},
+        aux=source.aux, crs=crs.to_wkt(), transform=list(t)[:6], width=scene.width, height=scene.height,
+        res_m=res_m, acquired=acq.strftime("%Y-%m-%dT%H:%M:%SZ") if acq else None,
+        acquired_ts=int(acq.timestamp()) if acq else None, west=west, south=south, east=east, north=north,
+        footprint=footprint.wkt, grid_epsg=gepsg, valid_fraction=round((tot_data - tot_cloud) / px, 6),
+        cloud_fraction=round(tot_cloud / tot_data, 6), ingested_at=datetime.now(timezone.utc).isoformat())
+    return row, tiles
+
+
+def _res_m(scene: OpenedScene) -> float:
+    res = abs(scene.transform.a)
+    if scene.crs.is_geographic:
+        return res * 111_320.0
+    return res * scene.crs.linear_units_factor[1]
+
+
+def process_labels(source: SceneSource, tile_m: float) -> list[tuple[str, int, str, float, str]]:
+    """Dominant class per grid cell of a land-cover raster: rows for ``Catalog.write_labels``."""
+    path = source.files["*"]
+    with open_raster(path) as src:
+        if src.crs is None:
+            raise SceneError("no CRS: the land-cover raster is not georeferenced")
+        lc = src.read(1)
+        names = [n for n in src.tags().get("RSRETRIEVE_CLASSES", "").split(",") if n]
+        nodata = src.nodata
+        crs, t = src.crs, src.transform
+        bounds = src.bounds
+    clon, clat = to_lonlat(box(*bounds), crs).centroid.coords[0]
+    gepsg = grid_epsg_for(crs, clon, clat)
+    gb = tuple(bounds) if crs.to_epsg() == gepsg else transform_bounds(crs, f"EPSG:{gepsg}", *bounds)
+    rows = []
+    for cell in cells_covering(gb, gepsg, tile_m):
+        b = cell.bounds if crs.to_epsg() == gepsg else transform_bounds(f"EPSG:{gepsg}", crs, *cell.bounds)
+        w = from_bounds(*b, transform=t)
+        r0, c0 = max(round(w.row_off), 0), max(round(w.col_off), 0)
+        r1, c1 = min(round(w.row_off + w.height), lc.shape[0]), min(round(w.col_off + w.width), lc.shape[1])
+        if r1 <= r0 or c1 <= c0:
+            continue
+        vals = lc[r0:r1, c0:c1].ravel()
+        if nodata is not None:
+            vals = vals[vals != nodata]
+        if vals.size < 0.5 * w.width * w.height:
+            continue
+        uniq, counts = np.unique(vals, return_counts=True)
+        k = int(np.argmax(counts))
+        label = int(uniq[k])
+        name = names[label] if 0 <= label < len(names) else f"class_{label}"
+        rows.append((cell.id, label, name, round(float(counts[k] / vals.size), 6), source.key))
+    return rows
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+def _work(args: tuple) -> tuple[str, object]:
+    source, tile_m, sensor, min_cov = args
+    try:
+        if source.role == "labels":
+            return "labels", process_labels(source, tile_m)
+        return "scene", process_scene(source, tile_m, sensor, min_cov)
+    except SceneError as e:
+        return "problem", Problem(source.key, str(e))
+    except Exception as e:  # an unexpected failure of one scene must not lose the others
+        log.exception("unexpected error on %s", source.key)
+        return "problem", Problem(source.key, f"unexpected error: {type(e).__name__}: {e}")
+
+
+def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None, min_coverage: float = 0.25,
+           workers: int = 1, progress: Callable[[int, int, str], None] | None = None) -> IngestReport:
+    """Add the scenes under ``paths`` to ``catalog``; idempotent and resumable.
+
+    Args:
+        paths: files and folders.
+        catalog: an open catalog; its ``tile_m`` sets the grid.
+        sensor: force this sensor for every scene.
+        min_coverage: see :func:`process_scene`.
+        workers: processes to cut scenes in parallel (each scene is still committed by this process).
+        progress: called as ``progress(done, total, key)`` after each scene.
+    """
+    report = IngestReport()
+    tile_m = catalog.tile_m
+    sources, report.problems = discover(paths)
+    todo = []
+    for s in sources:
+        try:
+            fp = fingerprint(s.all_files())
+        except OSError as e:
+            report.problems.append(Problem(s.key, f"cannot read: {e.strerror}"))
+            continue
+        stored = catalog.meta(f"labels:{s.key}") if s.role == "labels" else catalog.scene_fingerprint(s.key)
+        if stored == fp:
+            report.skipped += 1
+            continue
+        todo.append((s, stored is not None))
+    jobs = [(s, tile_m, sensor, min_coverage) for s, _ in todo]
+    if workers > 1 and len(jobs) > 1:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(_work, jobs, chunksize=1)
+    else:
+        pool, results = None, map(_work, jobs)
+    try:
+        for i, ((source, existed), (kind, res)) in enumerate(zip(todo, results)):
+            if kind == "problem":
+                report.problems.append(res)
+            elif kind == "labels":
+                catalog.write_labels(res)
+                with catalog.transaction() as c:
+                    c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                              (f"labels:{source.key}", fingerprint(source.all_files())))
+                report.label_sources += 1
+                report.labelled_cells += len(res)
+            else:
+                scene_row, tiles = res
+                catalog.write_scene(scene_row, tiles)
+                report.tiles += len(tiles)
+                report.replaced += existed
+                report.added += not existed
+            if progress:
+                progress(i + 1, len(todo), source.key)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return report

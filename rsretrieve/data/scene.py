@@ -1,0 +1,238 @@
+"""Opening a scene: which sensor it is, its reference pixel grid, its acquisition time.
+
+Every expected problem raises :class:`SceneError` with a one-line reason; the caller adds the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.transform import Affine
+
+from rsretrieve.data.discover import SceneSource
+from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors
+
+
+class SceneError(Exception):
+    """An expected, reportable problem with one input (no traceback is shown for it)."""
+
+
+@dataclass
+class OpenedScene:
+    """A scene resolved to a sensor and a reference grid (the finest band's)."""
+
+    source: SceneSource
+    spec: SensorSpec
+    layout: Layout
+    layout_name: str
+    #: band name -> (path, 1-based band index in that file)
+    band_files: dict[str, tuple[str, int]]
+    crs: rasterio.crs.CRS
+    transform: Affine
+    width: int
+    height: int
+    nodata: float | None
+    acquired: datetime | None
+
+
+def open_raster(path: str) -> rasterio.DatasetReader:
+    """Open a raster, turning the usual failures into one-line :class:`SceneError` reasons."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise SceneError(f"cannot read: {e.strerror}") from None
+    if size == 0:
+        raise SceneError("empty file (0 bytes)")
+    if not os.access(p, os.R_OK):
+        raise SceneError("cannot read: permission denied")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(p)
+    except RasterioIOError as e:
+        msg = str(e).split("\n")[0]
+        if "not recognized as being in a supported file format" in msg or "not recognised" in msg:
+            raise SceneError("not a raster file GDAL can read") from None
+        if "TIFFReadDirectory" in msg or "TIFF" in msg or "truncated" in msg.lower():
+            raise SceneError(f"corrupt or truncated TIFF ({msg.split(':')[-1].strip() or msg})") from None
+        raise SceneError(f"cannot open as a raster: {msg}") from None
+
+
+def _check_georef(src: rasterio.DatasetReader) -> None:
+    if src.crs is None:
+        raise SceneError("no CRS: the file is not georeferenced")
+    if src.transform == Affine.identity():
+        raise SceneError("no geotransform: the file is not georeferenced")
+
+
+_TIME_TAGS = ("ACQUISITION_DATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "datetime")
+_NAME_TIME = re.compile(r"(?<![0-9])(\d{8}T\d{6})")
+_NAME_DATE = re.compile(r"(?<![0-9])((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?![0-9T])")
+
+
+def parse_time(text: str) -> datetime | None:
+    """Parse an ISO-8601 / ``YYYYMMDDTHHMMSS`` / ``YYYY:MM:DD HH:MM:SS`` string to an aware UTC datetime."""
+    text = text.strip()
+    for fmt in ("%Y%m%dT%H%M%S", "%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text.rstrip("Z"), fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | None:
+    """The acquisition time from, in order: STAC ``datetime``, raster tags, a sidecar JSON, the file name.
+
+    Returns ``None`` when none of them says (EuroSAT chips, rasterio's test scene): unknown, not an error.
+    """
+    if source.stac and source.stac.get("datetime"):
+        t = parse_time(str(source.stac["datetime"]))
+        if t:
+            return t
+    for k in _TIME_TAGS:
+        if tags.get(k):
+            t = parse_time(tags[k])
+            if t:
+                return t
+    first = Path(next(iter(source.files.values())))
+    for side in sorted(first.parent.glob("*.json")):
+        try:
+            doc = json.loads(side.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(doc, dict):
+            for k in ("acquisition_date", "acquisition_time", "datetime", "DATE_ACQUIRED"):
+                if isinstance(doc.get(k), str) and (t := parse_time(doc[k])):
+                    return t
+    names = [first.name, first.parent.name, first.parent.parent.name]
+    for n in names:
+        if m := _NAME_TIME.search(n):
+            return parse_time(m.group(1))
+    for n in names:
+        if m := _NAME_DATE.search(n):
+            return datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)), tzinfo=timezone.utc)
+    return None
+
+
+def _identify_stacked(src: rasterio.DatasetReader, path: str, override: str | None,
+                      stac: dict | None) -> tuple[SensorSpec, str]:
+    """(spec, layout name) of a stacked file, from override, tag, STAC platform, band count + dtype, file name."""
+    count, dtype = src.count, src.dtypes[0]
+    if override:
+        spec = get_sensor(override)
+        fits = [n for n, lay in spec.layouts.items() if len(lay.bands) == count]
+        if not fits:
+            counts = ", ".join(f"{n}: {len(lay.bands)}" for n, lay in spec.layouts.items())
+            raise SceneError(f"has {count} bands but sensor {override!r} files have {counts}")
+        exact = [n for n in fits if spec.layouts[n].dtype == dtype]
+        return spec, (exact or fits)[0]
+    tag = src.tags().get("RSRETRIEVE_SENSOR")
+    if tag:
+        try:
+            spec = get_sensor(tag)
+        except KeyError as e:
+            raise SceneError(f"tag RSRETRIEVE_SENSOR names {e.args[0]}") from None
+        return _identify_stacked(src, path, spec.name, None)
+    cands = [(get_sensor(n), ln) for n in list_sensors() for ln, lay in get_sensor(n).layouts.items()
+             if len(lay.bands) == count]
+    if not cands:
+        known = ", ".join(f"{n} {len(get_sensor(n).bands)}" for n in list_sensors())
+        raise SceneError(f"{count} band(s) of {dtype} fit no registered sensor ({known}); pass --sensor if it is one")
+    if len(cands) > 1:
+        by_dtype = [c for c in cands if c[0].layouts[c[1]].dtype == dtype]
+        cands = by_dtype or cands
+    if len(cands) > 1:
+        text = " ".join([path, json.dumps(stac or {})])
+        by_name = [c for c in cands if c[0].matches_name(text)]
+        cands = by_name or cands
+    if len(cands) > 1:
+        names = ", ".join(sorted({c[0].name for c in cands}))
+        raise SceneError(f"{count} band(s) of {dtype} could be any of {names}; pass --sensor to choose")
+    return cands[0]
+
+
+def _identify_per_band(tokens: list[str], path: str, override: str | None) -> tuple[SensorSpec, dict[str, str]]:
+    """(spec, token -> band name) of a per-band product: the sensor whose full band set the tokens spell."""
+    names = [override] if override else list_sensors()
+    fits = []
+    for n in names:
+        spec = get_sensor(n)
+        mapping = {}
+        for t in tokens:
+            try:
+                mapping[t] = spec.band(t).name
+            except KeyError:
+                break
+        else:
+            if sorted(mapping.values()) == sorted(spec.band_names):
+                fits.append((spec, mapping))
+    if len(fits) > 1:
+        fits = [f for f in fits if f[0].matches_name(path)] or fits
+    if not fits:
+        have = ", ".join(tokens)
+        if override:
+            raise SceneError(f"band files {have} are not the bands of sensor {override!r} "
+                             f"({', '.join(get_sensor(override).band_names)})")
+        raise SceneError(f"band files {have} do not make a complete product of any registered sensor")
+    if len(fits) > 1:
+        raise SceneError(f"band files could be any of {', '.join(f[0].name for f in fits)}; pass --sensor")
+    return fits[0]
+
+
+def open_scene(source: SceneSource, sensor: str | None = None) -> OpenedScene:
+    """Open a scene's files, identify its sensor and reference grid.
+
+    Raises:
+        SceneError: unreadable, not georeferenced, or not recognisable as a registered sensor.
+    """
+    if source.stacked:
+        path = source.files["*"]
+        with open_raster(path) as src:
+            _check_georef(src)
+            spec, lname = _identify_stacked(src, path, sensor, source.stac)
+            layout = spec.layouts[lname]
+            tags = src.tags()
+            band_files = {b: (path, i + 1) for i, b in enumerate(spec.band(x).name for x in layout.bands)}
+            nodata = src.nodata if src.nodata is not None else layout.nodata
+            return OpenedScene(source, spec, layout, lname, band_files, src.crs, src.transform, src.width,
+                               src.height, nodata, acquisition_time(source, tags))
+    spec, mapping = _identify_per_band(list(source.files), source.key, sensor)
+    ref = None
+    tags: dict[str, str] = {}
+    for tok, path in source.files.items():
+        with open_raster(path) as src:
+            _check_georef(src)
+            if src.count != 1:
+                raise SceneError(f"band file {Path(path).name} has {src.count} bands, expected 1")
+            res = abs(src.transform.a)
+            if ref is not None and src.crs != ref[0]:
+                raise SceneError(f"band files disagree on the CRS ({Path(path).name}: {src.crs}, other: {ref[0]})")
+            if ref is None or res < ref[1]:
+                ref = (src.crs, res, src.transform, src.width, src.height, src.nodata)
+            tags.update(src.tags())
+    crs, _, transform, width, height, nodata = ref
+    layout = spec.layouts["full"]
+    band_files = {mapping[t]: (p, 1) for t, p in source.files.items()}
+    band_files = {b: band_files[b] for b in spec.band_names}
+    return OpenedScene(source, spec, layout, "full", band_files, crs, transform, width, height,
+                       nodata if nodata is not None else layout.nodata, acquisition_time(source, tags))
+
+
+def to_physical(dn: np.ndarray, layout: Layout) -> np.ndarray:
+    """DN -> physical units (reflectance, dB) as float32."""
+    return (dn.astype(np.float32) * np.float32(layout.scale) + np.float32(layout.offset)).astype(np.float32)

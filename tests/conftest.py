@@ -1,0 +1,69 @@
+"""Shared fixtures: the real samples (read in place, never copied into the project) and CLI runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path:
+    """``$RSRETRIEVE_REAL_DATA`` or ``../shared/data/real`` relative to the project root."""
+    return Path(os.environ.get("RSRETRIEVE_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    d = real_data_dir()
+    if not (d / "README.md").is_file():
+        pytest.skip(f"real samples not found at {d} (set RSRETRIEVE_REAL_DATA to their folder)")
+    return d
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``rsretrieve`` command in a subprocess; returns the completed process (text output)."""
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "rsretrieve.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=e, cwd=ROOT)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def write_tif(path, data, crs="EPSG:32633", origin=(500_000.0, 5_000_000.0), res=10.0, nodata=None, tags=None):
+    """Write a small GeoTIFF (bands, rows, cols) with a north-up transform at ``origin`` (west, north)."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype,
+                   nodata=nodata)
+    if crs is not None:
+        profile.update(crs=crs, transform=from_origin(*origin, res, res))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if tags:
+            dst.update_tags(**tags)
+    return path
+
+
+def s1_scene(path, seed=0, size=96, **kw):
+    """A plausible 2-band Sentinel-1 dB scene (float32)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vv = -12 + 3 * rng.standard_normal((size, size))
+    vh = vv - 7 + rng.standard_normal((size, size))
+    return write_tif(path, np.stack([vv, vh]).astype("float32"), nodata=float("nan"), **kw)

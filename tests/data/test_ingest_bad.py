@@ -1,0 +1,101 @@
+"""Bad inputs: each is reported with its path and reason, the good files are committed, exit code 1, no traceback."""
+
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+
+from tests.conftest import s1_scene, write_tif
+
+
+@pytest.fixture
+def mixed_archive(tmp_path):
+    d = tmp_path / "archive"
+    good = [s1_scene(d / "S1A_IW_GRDH_1SDV_20210101T000000_good1.tif", seed=1),
+            s1_scene(d / "S1A_IW_GRDH_1SDV_20210102T000000_good2.tif", seed=2, origin=(501_000.0, 5_000_000.0))]
+    (d / "zero_bytes.tif").write_bytes(b"")
+    full = s1_scene(tmp_path / "full.tif", seed=3).read_bytes()
+    (d / "truncated.tif").write_bytes(full[: len(full) // 3])
+    (d / "not_a_raster.tif").write_text("this is a text file, not a GeoTIFF\n")
+    write_tif(d / "no_crs.tif", np.zeros((2, 32, 32), "float32"), crs=None)
+    write_tif(d / "five_bands.tif", np.ones((5, 32, 32), "uint8"))
+    write_tif(d / "S1A_IW_GRDH_1SDV_20210103T000000_allnodata.tif", np.full((2, 64, 64), np.nan, "float32"),
+              nodata=float("nan"))
+    os.symlink(d / "gone.tif", d / "dangling_link.tif")
+    (d / "notes.txt").write_text("sidecar text files are ignored\n")
+    return d, good
+
+
+EXPECTED_REASONS = {
+    "zero_bytes.tif": "empty file (0 bytes)",
+    "truncated.tif": "corrupt or truncated TIFF",
+    "not_a_raster.tif": "not a raster file GDAL can read",
+    "no_crs.tif": "no CRS: the file is not georeferenced",
+    "five_bands.tif": "5 band(s) of uint8 fit no registered sensor",
+    "S1A_IW_GRDH_1SDV_20210103T000000_allnodata.tif": "all pixels are nodata",
+    "dangling_link.tif": "cannot read: No such file or directory",
+}
+
+
+def test_bad_inputs_are_reported_and_good_ones_committed(cli, mixed_archive, tmp_path):
+    d, good = mixed_archive
+    ws = tmp_path / "ws"
+    r = cli("ingest", d, "--workspace", ws)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    rejected = [line for line in r.stderr.splitlines() if line.startswith("rejected: ")]
+    assert len(rejected) == len(EXPECTED_REASONS), r.stderr
+    for name, reason in EXPECTED_REASONS.items():
+        line = next((x for x in rejected if f"{d / name}: " in x), None)
+        assert line is not None, f"{name} not reported:\n{r.stderr}"
+        assert reason in line, line
+    assert "2 scenes added" in r.stdout
+    con = sqlite3.connect(ws / "catalog.sqlite")
+    keys = sorted(k for (k,) in con.execute("SELECT key FROM scenes"))
+    assert keys == sorted(str(g) for g in good)
+    assert con.execute("SELECT COUNT(*) FROM tiles").fetchone()[0] > 0
+    # rerunning commits nothing new and reports the same rejections (nothing lost, nothing duplicated)
+    r2 = cli("ingest", d, "--workspace", ws)
+    assert r2.returncode == 1 and "0 scenes added, 0 replaced, 2 already in the catalog" in r2.stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file, so it is not unreadable here")
+def test_unreadable_file_is_reported(cli, tmp_path):
+    p = s1_scene(tmp_path / "a" / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif")
+    p.chmod(0)
+    r = cli("ingest", tmp_path / "a", "--workspace", tmp_path / "ws")
+    assert r.returncode == 1 and "cannot read: permission denied" in r.stderr
+
+
+def test_missing_path_is_reported_and_others_still_ingested(cli, tmp_path):
+    good = s1_scene(tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif")
+    r = cli("ingest", tmp_path / "nope", good, "--workspace", tmp_path / "ws")
+    assert r.returncode == 1
+    assert f"rejected: {tmp_path / 'nope'}: no such file or directory" in r.stderr
+    assert "1 scenes added" in r.stdout
+
+
+def test_forced_sensor_with_wrong_band_count_is_rejected(cli, tmp_path):
+    good = s1_scene(tmp_path / "x.tif")
+    r = cli("ingest", good, "--workspace", tmp_path / "ws", "--sensor", "sentinel2")
+    assert r.returncode == 1
+    assert "has 2 bands but sensor 'sentinel2' files have full: 12" in r.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sensor", "sentinel9"], "unknown sensor 'sentinel9'"),
+    (["--min-coverage", "1.5"], "--min-coverage must be within 0..1"),
+    (["--tile-size", "-3"], "--tile-size must be > 0 metres"),
+])
+def test_bad_ingest_arguments_exit_2_with_one_line(cli, tmp_path, args, message):
+    r = cli("ingest", tmp_path, "--workspace", tmp_path / "ws", *args)
+    assert r.returncode == 2
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_tile_size_of_an_existing_workspace_cannot_change(cli, tmp_path):
+    good = s1_scene(tmp_path / "a" / "x.tif")
+    assert cli("ingest", good, "--workspace", tmp_path / "ws").returncode == 0
+    r = cli("ingest", good, "--workspace", tmp_path / "ws", "--tile-size", "960")
+    assert r.returncode == 2 and "this workspace's grid has 480 m tiles, not 960 m" in r.stderr
