@@ -1,0 +1,52 @@
+"""The ``rsretrieve`` command: help, sensors, export, exit codes."""
+
+import json
+
+import geopandas as gpd
+import pytest
+
+from tests.conftest import s1_scene
+
+
+@pytest.mark.parametrize("command", ["sensors", "synth", "ingest", "catalog", "export"])
+def test_every_command_has_help(cli, command):
+    r = cli(command, "--help")
+    assert r.returncode == 0 and "usage: rsretrieve " + command in r.stdout
+
+
+def test_sensors_list_and_show(cli):
+    r = cli("sensors", "list", "--json")
+    names = {s["name"]: s for s in json.loads(r.stdout)}
+    assert names["enmap"]["bands"] == 224 and names["sentinel1"]["family"] == "sar"
+    r = cli("sensors", "show", "sentinel2")
+    assert r.returncode == 0 and "B8A" in r.stdout and "864.7" in r.stdout
+    r = cli("sensors", "show", "enmap", "--json")
+    assert len(json.loads(r.stdout)["bands"]) == 224
+
+
+def test_sensors_show_unknown_is_a_usage_error(cli):
+    r = cli("sensors", "show", "sentinel9")
+    assert r.returncode == 2 and r.stderr.strip().startswith("rsretrieve sensors: error: unknown sensor 'sentinel9'")
+
+
+def test_export_writes_geoparquet_one_row_per_tile(cli, tmp_path):
+    s1_scene(tmp_path / "in" / "S1A_IW_GRDH_1SDV_20210101T101010_a.tif")
+    assert cli("ingest", tmp_path / "in", "-w", tmp_path / "ws").returncode == 0
+    r = cli("export", tmp_path / "out.parquet", "-w", tmp_path / "ws", "--json")
+    assert r.returncode == 0, r.stderr
+    df = gpd.read_parquet(tmp_path / "out.parquet")
+    assert len(df) == json.loads(r.stdout)["rows"] == json.loads(cli("catalog", "-w", tmp_path / "ws", "--json")
+                                                                 .stdout)["tiles"]
+    assert df.crs.to_epsg() == 4326 and set(df["sensor"]) == {"sentinel1"}
+    assert str(df["acquired"].iloc[0]) == "2021-01-01 10:10:10+00:00"
+    assert df.geometry.is_valid.all() and (df.geometry.bounds["minx"] > 14).all()
+    assert "embedding" not in df.columns  # nothing indexed yet
+
+
+def test_export_needs_a_workspace_and_a_parquet_name(cli, tmp_path):
+    r = cli("export", tmp_path / "o.parquet", "-w", tmp_path / "nope")
+    assert r.returncode == 2 and "not a workspace (no catalog.sqlite)" in r.stderr
+    s1_scene(tmp_path / "in" / "a.tif")
+    cli("ingest", tmp_path / "in", "-w", tmp_path / "ws")
+    r = cli("export", tmp_path / "o.csv", "-w", tmp_path / "ws")
+    assert r.returncode == 2 and "OUT must end in .parquet" in r.stderr
