@@ -187,6 +187,52 @@ def _load_embeddings(ws: object) -> tuple | None:
     return store.load_vectors()
 
 
+# -- train ---------------------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from rsretrieve.workspace import Workspace, WorkspaceError
+
+    if not Path(args.config).is_file():
+        raise UsageError(f"--config {args.config}: no such file")
+    try:
+        ws = Workspace.open(args.workspace)
+    except WorkspaceError as e:
+        raise UsageError(str(e)) from None
+    from rsretrieve.training.cli import run_train
+
+    try:
+        out = run_train(args.config, ws.path, name=args.name, resume=args.resume, extra_args=args.extra,
+                        progress=sys.stderr.isatty())
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"model written to {out}")
+    return EXIT_OK
+
+
+# -- evaluate ------------------------------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rsretrieve.workspace import Workspace, WorkspaceError
+
+    try:
+        ws = Workspace.open(args.workspace)
+    except WorkspaceError as e:
+        raise UsageError(str(e)) from None
+    from rsretrieve.evaluation.report import evaluate_workspace, format_report
+
+    names = [n for n in (args.models or "").split(",") if n]
+    try:
+        report = evaluate_workspace(ws.path, names or None)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out) if args.out else ws.path / "evaluation.json"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if not args.json:
+        print(f"(written to {out})")
+    return EXIT_OK
+
+
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rsretrieve", description="Multi-sensor remote-sensing scene retrieval.")
@@ -222,6 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_ingest)
 
+    s = sub.add_parser("train", help="fit the model (LightningCLI options such as --trainer.max_time pass through)")
+    s.add_argument("--config", required=True, help="an experiment YAML in configs/")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--name", default="default", help="checkpoints go to WS/checkpoints/NAME (default: default)")
+    s.add_argument("--resume", action="store_true", help="continue from WS/checkpoints/NAME/last.ckpt")
+    s.set_defaults(func=cmd_train, passthrough=True)
+
+    s = sub.add_parser("evaluate", help="recall@k / mAP@k per sensor pair on held-out tiles, with baselines")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--models", help="comma-separated model names (default: every trained model)")
+    s.add_argument("--out", help="where to write the JSON report (default WS/evaluation.json)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
     s = sub.add_parser("catalog", help="summary of a workspace catalog")
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--json", action="store_true")
@@ -237,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

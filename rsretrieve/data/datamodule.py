@@ -1,0 +1,99 @@
+"""LightningDataModule over a workspace catalog: co-registered cells, split by spatial blocks."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.datasets import CellDataset, CellIndex, TileCache, collate_cells, index_cells, spatial_split
+from rsretrieve.data.tiles import tile_px
+from rsretrieve.sensors import get_sensor
+
+log = logging.getLogger(__name__)
+
+
+class CellDataModule(LightningDataModule):
+    """Cells of a workspace with the tiles of ``sensors``; train/val/test by spatial blocks (see ``spatial_split``).
+
+    Args:
+        workspace: the workspace directory (``rsretrieve train --workspace`` fills it in).
+        sensors: sensors whose tiles make a sample.
+        batch_size: cells per batch.
+        block: side of a split block in grid cells.
+        split_seed: seed of the block assignment.
+        fractions: train, val, test fractions of blocks.
+        min_valid: a tile is used when at least this fraction of its cell is valid (data, no cloud).
+        min_sensors: a cell is used when at least this many of ``sensors`` saw it.
+        max_train_cells: cap on training cells (a random, seeded subset), for quick runs.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(self, workspace: str, sensors: list[str], batch_size: int = 64, block: int = 4,
+                 split_seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                 min_valid: float = 0.5, min_sensors: int = 2, max_train_cells: int | None = None,
+                 num_workers: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.workspace = Path(workspace)
+        self.sensors = list(sensors)
+        for s in self.sensors:
+            get_sensor(s)
+        self.datasets: dict[str, CellDataset] = {}
+        self.cache: TileCache | None = None
+
+    def split_index(self, catalog: Catalog) -> dict[str, CellIndex]:
+        """The cell index of each split (cells seen by at least ``min_sensors`` sensors)."""
+        hp = self.hparams
+        full = index_cells(catalog, self.sensors, min_valid=hp["min_valid"])
+        seen = sum((full.tile_ids[s] >= 0).astype(int) for s in self.sensors)
+        keep = [i for i, n in enumerate(seen) if n >= hp["min_sensors"]]
+        split = spatial_split([full.cells[i] for i in keep], block=hp["block"], fractions=tuple(hp["fractions"]),
+                              seed=hp["split_seed"])
+        out = {}
+        for name in ("train", "val", "test"):
+            rows = [i for i in keep if split[full.cells[i]] == name]
+            if name == "train" and hp["max_train_cells"] and len(rows) > hp["max_train_cells"]:
+                rng = np.random.default_rng(hp["split_seed"])
+                rows = sorted(rng.choice(rows, hp["max_train_cells"], replace=False).tolist())
+            out[name] = CellIndex([full.cells[i] for i in rows], full.labels[rows],
+                                  {s: full.tile_ids[s][rows] for s in self.sensors})
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        with Catalog(self.workspace / "catalog.sqlite") as catalog:
+            tile_m = catalog.tile_m
+            index = self.split_index(catalog)
+            wanted = {s: np.concatenate([index[k].tile_ids[s] for k in index]) for s in self.sensors}
+            self.cache = TileCache(catalog, wanted, tile_m)
+        self.shapes = {s: (get_sensor(s).num_bands, tile_px(get_sensor(s), tile_m), tile_px(get_sensor(s), tile_m))
+                       for s in self.sensors}
+        self.datasets = {k: CellDataset(v, self.cache) for k, v in index.items()}
+        log.info("cells: %s", {k: len(v) for k, v in self.datasets.items()})
+        if len(self.datasets["train"]) < self.hparams["batch_size"]:
+            raise ValueError(f"{self.workspace}: only {len(self.datasets['train'])} training cells seen by "
+                             f">= {self.hparams['min_sensors']} of {', '.join(self.sensors)}; need at least one "
+                             f"batch of {self.hparams['batch_size']} (ingest more scenes or lower data.batch_size)")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.hparams["batch_size"], shuffle=shuffle,
+                          drop_last=shuffle, num_workers=self.hparams["num_workers"],
+                          collate_fn=partial(collate_cells, shapes=self.shapes),
+                          generator=torch.Generator().manual_seed(self.hparams["split_seed"]) if shuffle else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
