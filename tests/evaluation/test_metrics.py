@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+from torchmetrics.functional.retrieval import retrieval_average_precision
+
+from rsretrieve.evaluation.metrics import average_precision_at_k, pair_metrics
+
+
+def test_recall_at_k_by_hand():
+    # 3 queries, gallery of 4 cells; embeddings chosen so the ranks of the positives are 0, 1 and 3
+    g = np.eye(4, dtype=np.float32)
+    q = np.array([[1, 0, 0, 0], [1.0, 0.9, 0, 0], [0.5, 0.4, 0.3, 0.1]], np.float32)
+    out = pair_metrics(q, np.array([0, 1, 3]), np.full(3, -1), g, np.array([0, 1, 2, 3]), np.full(4, -1), ks=(1, 2, 4))
+    assert out["queries"] == 3 and out["gallery"] == 4
+    assert out["recall@1"] == pytest.approx(1 / 3)  # only query 0 has its positive first
+    assert out["recall@2"] == pytest.approx(2 / 3)
+    assert out["recall@4"] == pytest.approx(1.0)
+    assert out["chance_recall@1"] == pytest.approx(0.25)
+
+
+def test_queries_without_a_positive_in_the_gallery_do_not_count():
+    g = np.eye(2, dtype=np.float32)
+    out = pair_metrics(np.eye(2, dtype=np.float32), np.array([0, 7]), np.full(2, -1), g, np.array([0, 1]),
+                       np.full(2, -1))
+    assert out["queries"] == 1 and out["recall@1"] == 1.0
+
+
+def test_average_precision_matches_torchmetrics():
+    rng = np.random.default_rng(0)
+    scores = rng.random((20, 30))
+    relevant = rng.random((20, 30)) < 0.2
+    ours = average_precision_at_k(scores, relevant, 10)
+    ref = [float(retrieval_average_precision(torch.tensor(s), torch.tensor(r), top_k=10))
+           for s, r in zip(scores, relevant)]
+    assert ours == pytest.approx(ref, abs=1e-6)
+
+
+def test_ap_by_hand():
+    # relevant at ranks 1 and 3 of the top 3: AP = (1/1 + 2/3) / 2
+    s = np.array([[0.9, 0.8, 0.7, 0.1]])
+    r = np.array([[True, False, True, False]])
+    assert average_precision_at_k(s, r, 3)[0] == pytest.approx((1 + 2 / 3) / 2)
