@@ -233,6 +233,118 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- index / query -------------------------------------------------------------------------------------------------
+def cmd_index(args: argparse.Namespace) -> int:
+    from rsretrieve.index.indexer import index_workspace
+    from rsretrieve.workspace import Workspace, WorkspaceError
+
+    try:
+        ws = Workspace.open(args.workspace)
+        summary = index_workspace(ws.path, model_name=args.model, factory=args.factory or "auto",
+                                  segment_rows=args.segment_rows,
+                                  progress=_progress(sys.stderr.isatty() and not args.json, "embed"))
+    except (WorkspaceError, FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"index: {summary['added']} tiles embedded and added, {summary['removed']} removed; "
+              f"{summary['total']} tiles indexed with model {summary['model']} ({summary['model_checksum']})")
+        for s, n in summary["skipped_sensors"].items():
+            print(f"  {n} {s} tiles not indexed: the model has no {s} branch")
+    return EXIT_OK
+
+
+def _parse_date(value: str | None, flag: str):
+    if value is None:
+        return None
+    from datetime import date, datetime
+
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{flag} must be an ISO date (2021-06-30) or date-time, got {value!r}") from None
+
+
+def _floats(value: str | None, n: int, flag: str, what: str) -> tuple | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        out = ()
+    if len(out) != n:
+        raise UsageError(f"{flag} must be {what}, got {value!r}")
+    return out
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from rsretrieve.index.filters import QueryFilter, load_region
+    from rsretrieve.index.query import QueryEngine, QueryError, tile_from_catalog, tile_from_file
+    from rsretrieve.index.store import IndexMismatchError
+    from rsretrieve.sensors import get_sensor
+    from rsretrieve.workspace import Workspace, WorkspaceError
+
+    if args.k <= 0:
+        raise UsageError(f"-k must be a positive integer, got {args.k}")
+    point = _floats(args.point, 2, "--point", "LON,LAT in degrees")
+    window = _floats(args.window, 4, "--window", "COL,ROW,WIDTH,HEIGHT in pixels")
+    targets = [s for s in (args.target_sensors or "").split(",") if s]
+    for name in targets + ([args.sensor] if args.sensor else []):
+        try:
+            get_sensor(name)
+        except KeyError as e:
+            raise UsageError(e.args[0]) from None
+    try:
+        region = load_region(args.within) if args.within else None
+        bbox = _floats(args.bbox, 4, "--bbox", "W,S,E,N in degrees") if args.bbox else None
+        start, end = _parse_date(args.start, "--start"), _parse_date(args.end, "--end")
+        ws = Workspace.open(args.workspace)
+        engine = QueryEngine(ws.path, args.model)
+    except (WorkspaceError, FileNotFoundError, ValueError, IndexMismatchError, OSError) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    try:
+        if args.tile_id is not None:
+            q = tile_from_catalog(engine.catalog, args.tile_id)
+        else:
+            q = tile_from_file(args.tile, engine.tile_m, args.sensor, point=point,
+                               window=tuple(int(v) for v in window) if window else None)
+        flt = QueryFilter(bbox=bbox, polygon=region, start=start, end=end,
+                          sensors=frozenset(targets) if targets else None,
+                          exclude_scene_ids=frozenset([q.scene_id]) if args.exclude_own_scene and q.scene_id else (),
+                          exclude_cell_ids=frozenset([q.cell_id]) if args.exclude_own_cell and q.cell_id else (),
+                          one_per_cell=args.one_per_cell)
+        hits, plan = engine.search(q, k=args.k, flt=flt)
+    except (QueryError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    finally:
+        engine.close()
+    from rsretrieve.viz.results import write_geojson, write_png
+
+    if args.geojson:
+        write_geojson(args.geojson, q, hits)
+    if args.png:
+        write_png(args.png, ws.path, q, hits)
+    if args.json:
+        print(json.dumps({"query": {"origin": q.origin, "sensor": q.sensor, "tile_id": q.tile_id,
+                                    "cell_id": q.cell_id, "acquired": q.acquired},
+                          "plan": {"mode": plan["mode"], "candidates": plan["candidates"]},
+                          "hits": [h.to_dict() for h in hits]}, indent=2))
+    else:
+        print(f"query: {q.origin} ({q.sensor}{', ' + q.cell_id if q.cell_id else ''}); "
+              f"search: {plan['mode']} over {plan['candidates']} candidate tiles")
+        print(f"{'rank':>4} {'score':>7} {'sensor':<13} {'acquired':<20} {'cell':<24} {'tile':>7}  scene")
+        for h in hits:
+            print(f"{h.rank:>4} {h.score:>7.4f} {h.sensor:<13} {h.acquired or '-':<20} {h.cell_id:<24} "
+                  f"{h.tile_id:>7}  {Path(h.scene).name}")
+        if not hits:
+            print("  (no tile matches the filter)")
+    for f in (args.geojson, args.png):
+        if f and not args.json:
+            print(f"wrote {f}")
+    return EXIT_OK
+
+
 # -- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rsretrieve", description="Multi-sensor remote-sensing scene retrieval.")
@@ -281,6 +393,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="where to write the JSON report (default WS/evaluation.json)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("index", help="embed new tiles and build or update the index")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--model", default="default", help="trained model name (WS/checkpoints/NAME)")
+    s.add_argument("--factory", help='FAISS index factory for the ANN index of each segment, e.g. "IVF4096,PQ32" '
+                   "(default: exact below 1M vectors per segment, IVF above)")
+    s.add_argument("--segment-rows", type=int, default=50_000, help="rows per immutable segment (unit of progress)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("query", help="query by example tile, with region / time / sensor filters")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--tile", help="a raster file (any registered sensor, any CRS) or folder of band files")
+    g.add_argument("--tile-id", type=int, help="a tile of the catalog")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--sensor", help="sensor of --tile when it cannot be recognised")
+    s.add_argument("--point", help="LON,LAT: query with the grid cell containing this point of --tile")
+    s.add_argument("--window", help="COL,ROW,WIDTH,HEIGHT: query with this pixel window of --tile")
+    s.add_argument("--bbox", help="W,S,E,N in degrees (W > E crosses the antimeridian)")
+    s.add_argument("--within", help="a GeoJSON file: Polygon or MultiPolygon (Feature/FeatureCollection too)")
+    s.add_argument("--start", help="ISO date or date-time, inclusive")
+    s.add_argument("--end", help="ISO date or date-time, inclusive")
+    s.add_argument("--target-sensors", help="comma-separated sensors the results may come from")
+    s.add_argument("--exclude-own-scene", action="store_true", help="never return tiles of the query's scene")
+    s.add_argument("--exclude-own-cell", action="store_true", help="never return tiles of the query's cell")
+    s.add_argument("--one-per-cell", action="store_true", help="only the best tile of each ground cell")
+    s.add_argument("-k", type=int, default=10)
+    s.add_argument("--model", default="default")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--geojson", help="write the results' footprints with scores (opens in QGIS)")
+    s.add_argument("--png", help="write a contact sheet of the query and its results")
+    s.set_defaults(func=cmd_query)
 
     s = sub.add_parser("catalog", help="summary of a workspace catalog")
     s.add_argument("--workspace", "-w", required=True)

@@ -1,0 +1,122 @@
+"""``rsretrieve index``: embed every catalog tile not yet in the index and add it, resumably.
+
+Tiles are embedded scene by scene (each scene read once) in batches, and written as immutable segments of at most
+``segment_rows`` rows; a segment is the unit of progress, so a run killed at any moment loses at most the segment
+being built and the next run picks up from there. Vectors of scenes that left the catalog (removed, or re-ingested
+under new tile ids) are removed first. A model other than the index's builds a new generation beside the current
+one, published only when complete: queries keep working on the old one meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.index.store import TIME_UNKNOWN, IndexStore
+from rsretrieve.model.checkpoint import load_model
+
+log = logging.getLogger(__name__)
+
+
+def model_checksum(path: str | Path) -> str:
+    """SHA-256 (first 16 hex digits) of a model file: the identity an index is tied to."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def model_path(workspace: Path, name: str = "default") -> Path:
+    """``WS/checkpoints/NAME/model.pt``, which must exist."""
+    p = Path(workspace) / "checkpoints" / name / "model.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"no trained model {name!r} in {Path(workspace) / 'checkpoints'}: "
+                                "run `rsretrieve train` first")
+    return p
+
+
+@torch.no_grad()
+def embed_tiles(model: torch.nn.Module, sensor: str, tiles: list[np.ndarray], batch: int = 256) -> np.ndarray:
+    """(N, E) float32 exported vectors of normalised tiles of one sensor."""
+    out = []
+    for i in range(0, len(tiles), batch):
+        x = torch.from_numpy(np.stack(tiles[i:i + batch]).astype(np.float32))
+        out.append(model.embed(sensor, x).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
+
+
+def index_workspace(workspace: str | Path, model_name: str = "default", factory: str | None = "auto",
+                    segment_rows: int = 50_000, batch: int = 256,
+                    progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Bring the workspace index up to date with its catalog and model; returns a summary."""
+    ws = Path(workspace)
+    mpath = model_path(ws, model_name)
+    checksum = model_checksum(mpath)
+    model = load_model(mpath).eval()
+    store = IndexStore.open_for_update(ws / "index", dim=model.embed_dim, model_checksum=checksum)
+    summary = {"model": model_name, "model_checksum": checksum, "generation": store.generation,
+               "removed": 0, "added": 0, "skipped_sensors": {}}
+    with Catalog(ws / "catalog.sqlite") as catalog:
+        tiles = catalog.tiles()
+        live = {t["tile_id"] for t in tiles}
+        stale_scenes = set()
+        for seg in store.segments:
+            rows = seg.alive_rows()
+            gone = ~np.isin(seg.tile_id[rows], np.fromiter(live, np.int64, len(live)))
+            stale_scenes.update(seg.scene_id[rows][gone].tolist())
+        if stale_scenes:
+            summary["removed"] = store.remove_scenes(sorted(stale_scenes))
+        indexed = set(store.indexed_tile_ids().tolist())
+        by_scene: dict[int, list[dict]] = defaultdict(list)
+        for t in tiles:
+            if t["tile_id"] in indexed:
+                continue
+            if t["sensor"] not in model.sensors:
+                summary["skipped_sensors"][t["sensor"]] = summary["skipped_sensors"].get(t["sensor"], 0) + 1
+                continue
+            by_scene[t["scene_id"]].append(t)
+        todo = sum(len(v) for v in by_scene.values())
+        buf: dict[str, list] = defaultdict(list)
+        done = 0
+
+        def flush() -> None:
+            if buf["tile_id"]:
+                store.add_segment(np.concatenate(buf["vec"]), buf["tile_id"], np.array(buf["lon"]),
+                                  np.array(buf["lat"]), np.array(buf["time"], np.int64), buf["sensor"],
+                                  buf["cell"], buf["scene"], factory=factory)
+                summary["added"] += len(buf["tile_id"])
+                buf.clear()
+
+        for sid, rows in sorted(by_scene.items()):
+            scene = catalog.scene(sid)
+            arrays = dict(read_scene_tiles(scene, rows, catalog.tile_m))
+            vecs = embed_tiles(model, scene["sensor"], [arrays[t["tile_id"]] for t in rows], batch)
+            buf["vec"].append(vecs)
+            for t in rows:
+                buf["tile_id"].append(t["tile_id"])
+                buf["lon"].append(t["lon"])
+                buf["lat"].append(t["lat"])
+                buf["time"].append(TIME_UNKNOWN if t["acquired_ts"] is None else t["acquired_ts"])
+                buf["sensor"].append(t["sensor"])
+                buf["cell"].append(t["cell_id"])
+                buf["scene"].append(sid)
+            done += len(rows)
+            if progress:
+                progress(done, todo, scene["key"])
+            if len(buf["tile_id"]) >= segment_rows:
+                flush()
+        flush()
+    if not store.published:
+        store.publish()
+    summary["pruned_generations"] = IndexStore.prune(ws / "index", keep=0)
+    summary["total"] = IndexStore.open(ws / "index").ntotal
+    return summary

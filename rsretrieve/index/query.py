@@ -1,0 +1,189 @@
+"""Query by example: a tile (from the catalog, or cut from any raster file) -> vector -> filtered search -> hits.
+
+A query tile file may be of any registered sensor and CRS. Without a window or a point the whole file is the tile
+(resampled to the sensor's tile size); with ``point=(lon, lat)`` the query is the grid cell containing the point;
+with ``window=(col, row, width, height)`` that pixel window.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from pyproj import Transformer
+from rasterio.transform import rowcol
+from rasterio.windows import from_bounds
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.discover import SceneSource, discover
+from rsretrieve.data.grid import Cell, grid_epsg_for
+from rsretrieve.data.scene import SceneError, open_scene
+from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.index.filters import QueryFilter
+from rsretrieve.index.indexer import embed_tiles, model_checksum, model_path
+from rsretrieve.index.search import Searcher
+from rsretrieve.index.store import IndexStore
+from rsretrieve.model.checkpoint import load_model
+
+log = logging.getLogger(__name__)
+
+
+class QueryError(ValueError):
+    """A query that cannot run; the message says why in one line."""
+
+
+@dataclass
+class Hit:
+    """One result."""
+
+    rank: int
+    tile_id: int
+    score: float
+    sensor: str
+    cell_id: str
+    acquired: str | None
+    scene_id: int
+    scene: str
+    lon: float
+    lat: float
+    footprint: str  # WKT, EPSG:4326
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QueryTile:
+    """The query: its normalised pixels, sensor and where it came from."""
+
+    array: np.ndarray
+    sensor: str
+    origin: str
+    tile_id: int | None = None
+    scene_id: int | None = None
+    cell_id: str | None = None
+    acquired: str | None = None
+
+
+def tile_from_catalog(catalog: Catalog, tile_id: int) -> QueryTile:
+    try:
+        t = catalog.tile(tile_id)
+    except KeyError:
+        raise QueryError(f"no tile with id {tile_id} in the catalog") from None
+    scene = catalog.scene(t["scene_id"])
+    _, arr = next(read_scene_tiles(scene, [t], catalog.tile_m))
+    return QueryTile(arr, t["sensor"], f"tile {tile_id}", tile_id, t["scene_id"], t["cell_id"], scene["acquired"])
+
+
+def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
+                   point: tuple[float, float] | None = None,
+                   window: tuple[int, int, int, int] | None = None) -> QueryTile:
+    """Cut a query tile from a raster file (or a folder of per-band files)."""
+    p = Path(path)
+    if not p.exists():
+        raise QueryError(f"{p}: no such file or directory")
+    sources, problems = discover([p])
+    sources = [s for s in sources if s.role == "scene"]
+    if problems:
+        raise QueryError(str(problems[0]))
+    if len(sources) != 1:
+        raise QueryError(f"{p}: expected one raster scene, found {len(sources)}")
+    src: SceneSource = sources[0]
+    try:
+        sc = open_scene(src, sensor)
+    except SceneError as e:
+        raise QueryError(f"{p}: {e}") from None
+    if point is not None and window is not None:
+        raise QueryError("give a point or a window, not both")
+    if point is not None:
+        lon, lat = point
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise QueryError(f"point must be lon,lat in degrees, got {lon:g},{lat:g}")
+        epsg = grid_epsg_for(sc.crs, lon, lat)
+        x, y = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True).transform(lon, lat)
+        cell = Cell(epsg, tile_m, int(np.floor(y / tile_m)), int(np.floor(x / tile_m)))
+        sx, sy = Transformer.from_crs("EPSG:4326", sc.crs, always_xy=True).transform(lon, lat)
+        r, c = rowcol(sc.transform, sx, sy)
+        if not (0 <= r < sc.height and 0 <= c < sc.width):
+            raise QueryError(f"point {lon:g},{lat:g} is outside {p} (a tile outside every scene)")
+        b = cell.bounds
+        if sc.crs.to_epsg() != epsg:
+            from rasterio.warp import transform_bounds
+
+            b = transform_bounds(f"EPSG:{epsg}", sc.crs, *b, densify_pts=21)
+        w = from_bounds(*b, transform=sc.transform)
+        window = (round(w.col_off), round(w.row_off), max(round(w.width), 1), max(round(w.height), 1))
+        cid = cell.id
+    else:
+        cid = None
+    if window is None:
+        window = (0, 0, sc.width, sc.height)
+    c0, r0, ww, hh = window
+    if ww <= 0 or hh <= 0 or c0 >= sc.width or r0 >= sc.height or c0 + ww <= 0 or r0 + hh <= 0:
+        raise QueryError(f"window {c0},{r0},{ww},{hh} does not overlap {p} ({sc.width} x {sc.height} px)")
+    scene = {"files": {b: f for b, (f, _) in sc.band_files.items()} if not src.stacked else dict(src.files),
+             "width": sc.width, "height": sc.height, "transform": list(sc.transform)[:6], "layout": sc.layout_name,
+             "sensor": sc.spec.name}
+    tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh}
+    _, arr = next(read_scene_tiles(scene, [tile], tile_m))
+    when = sc.acquired.strftime("%Y-%m-%dT%H:%M:%SZ") if sc.acquired else None
+    return QueryTile(arr, sc.spec.name, str(p), cell_id=cid, acquired=when)
+
+
+class QueryEngine:
+    """A model and an index loaded once, for many queries (the CLI, the Python API and the service use it)."""
+
+    def __init__(self, workspace: str | Path, model_name: str = "default"):
+        self.workspace = Path(workspace)
+        mpath = model_path(self.workspace, model_name)
+        self.model = load_model(mpath).eval()
+        checksum = model_checksum(mpath)
+        try:
+            self.store = IndexStore.open(self.workspace / "index", expect_model_checksum=checksum,
+                                         expect_dim=self.model.embed_dim)
+        except FileNotFoundError:
+            raise QueryError(f"{self.workspace}: no index yet; run `rsretrieve index --workspace "
+                             f"{self.workspace}` first") from None
+        self.searcher = Searcher(self.store)
+        self.catalog = Catalog(self.workspace / "catalog.sqlite")
+        self.tile_m = self.catalog.tile_m
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def embed(self, q: QueryTile) -> np.ndarray:
+        if q.sensor not in self.model.sensors:
+            raise QueryError(f"the model has no branch for sensor {q.sensor!r} (it knows "
+                             f"{', '.join(self.model.sensors)}); add one with configs/add_sensor.yaml")
+        return embed_tiles(self.model, q.sensor, [q.array])[0]
+
+    def search(self, q: QueryTile, k: int = 10, flt: QueryFilter | None = None) -> tuple[list[Hit], dict]:
+        """Top-``k`` hits for a query tile under ``flt``; returns (hits, plan)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+            raise QueryError(f"k must be a positive integer, got {k!r}")
+        flt = flt or QueryFilter()
+        try:
+            flt.check_sensors(self._known_sensors())
+        except ValueError as e:
+            raise QueryError(str(e)) from None
+        res = self.searcher.search(self.embed(q)[None, :], k=k, flt=flt)
+        ids = [int(t) for t in res.tile_ids[0] if t >= 0]
+        rows = {t["tile_id"]: t for t in self.catalog.tiles(
+            "t.tile_id IN (%s)" % ",".join(map(str, ids)))} if ids else {}
+        scenes: dict[int, dict] = {}
+        hits = []
+        for rank, (tid, score) in enumerate(zip(res.tile_ids[0], res.scores[0]), 1):
+            if tid < 0 or int(tid) not in rows:
+                continue
+            t = rows[int(tid)]
+            s = scenes.setdefault(t["scene_id"], self.catalog.scene(t["scene_id"]))
+            hits.append(Hit(rank, int(tid), float(score), t["sensor"], t["cell_id"], s["acquired"], t["scene_id"],
+                            s["key"], t["lon"], t["lat"], t["footprint"]))
+        return hits, res.plan
+
+    def _known_sensors(self) -> list[str]:
+        from rsretrieve.sensors import list_sensors
+
+        return list_sensors()

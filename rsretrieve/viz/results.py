@@ -1,0 +1,51 @@
+"""Query results as files: GeoJSON footprints with scores (QGIS opens it) and a PNG contact sheet."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from shapely import wkt
+from shapely.geometry import mapping
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.viz.quicklook import contact_sheet
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def feature_collection(query, hits) -> dict:
+    """A GeoJSON FeatureCollection (EPSG:4326) of the hits, best first; the query in ``properties``."""
+    feats = []
+    for h in hits:
+        props = {k: v for k, v in h.to_dict().items() if k not in ("footprint",)}
+        feats.append({"type": "Feature", "geometry": mapping(wkt.loads(h.footprint)), "properties": props})
+    return {"type": "FeatureCollection", "features": feats,
+            "properties": {"query": {"origin": query.origin, "sensor": query.sensor, "cell_id": query.cell_id,
+                                     "tile_id": query.tile_id, "acquired": query.acquired}}}
+
+
+def write_geojson(path: str | Path, query, hits) -> Path:
+    path = Path(path)
+    _write_atomic(path, json.dumps(feature_collection(query, hits), indent=1))
+    return path
+
+
+def write_png(path: str | Path, workspace: str | Path, query, hits) -> Path:
+    """Contact sheet: the query tile, then each hit with rank, score, sensor and date."""
+    with Catalog(Path(workspace) / "catalog.sqlite") as cat:
+        items = []
+        for h in hits:
+            t = cat.tile(h.tile_id)
+            _, arr = next(read_scene_tiles(cat.scene(t["scene_id"]), [t], cat.tile_m))
+            items.append((arr, h.sensor, f"#{h.rank} {h.score:.3f}\n{h.sensor} {(h.acquired or '')[:10]}"))
+    qcap = f"query {query.sensor}\n{(query.acquired or '')[:10]}"
+    return contact_sheet(path, (query.array, query.sensor, qcap), items,
+                         title=f"{query.origin}  ({query.cell_id or ''})")
