@@ -255,17 +255,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parse_date(value: str | None, flag: str):
-    if value is None:
-        return None
-    from datetime import date, datetime
-
-    try:
-        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"{flag} must be an ISO date (2021-06-30) or date-time, got {value!r}") from None
-
-
 def _floats(value: str | None, n: int, flag: str, what: str) -> tuple | None:
     if value is None:
         return None
@@ -279,68 +268,45 @@ def _floats(value: str | None, n: int, flag: str, what: str) -> tuple | None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from rsretrieve.index.filters import QueryFilter, load_region
-    from rsretrieve.index.query import QueryEngine, QueryError, tile_from_catalog, tile_from_file
+    from rsretrieve.index.query import QueryError
     from rsretrieve.index.store import IndexMismatchError
-    from rsretrieve.sensors import get_sensor
     from rsretrieve.workspace import Workspace, WorkspaceError
 
-    if args.k <= 0:
-        raise UsageError(f"-k must be a positive integer, got {args.k}")
     point = _floats(args.point, 2, "--point", "LON,LAT in degrees")
     window = _floats(args.window, 4, "--window", "COL,ROW,WIDTH,HEIGHT in pixels")
     targets = [s for s in (args.target_sensors or "").split(",") if s]
-    for name in targets + ([args.sensor] if args.sensor else []):
-        try:
-            get_sensor(name)
-        except KeyError as e:
-            raise UsageError(e.args[0]) from None
     try:
-        region = load_region(args.within) if args.within else None
-        bbox = _floats(args.bbox, 4, "--bbox", "W,S,E,N in degrees") if args.bbox else None
-        start, end = _parse_date(args.start, "--start"), _parse_date(args.end, "--end")
         ws = Workspace.open(args.workspace)
-        engine = QueryEngine(ws.path, args.model)
-    except (WorkspaceError, FileNotFoundError, ValueError, IndexMismatchError, OSError) as e:
+        res = ws.query(args.tile, args.tile_id, sensor=args.sensor, point=point,
+                       window=tuple(int(v) for v in window) if window else None, bbox=args.bbox,
+                       within=args.within, start=args.start, end=args.end, target_sensors=targets or None, k=args.k,
+                       exclude_own_scene=args.exclude_own_scene, exclude_own_cell=args.exclude_own_cell,
+                       one_per_cell=args.one_per_cell, model=args.model)
+    except (WorkspaceError, QueryError, IndexMismatchError, FileNotFoundError) as e:
         raise UsageError(str(e).splitlines()[0]) from None
-    try:
-        if args.tile_id is not None:
-            q = tile_from_catalog(engine.catalog, args.tile_id)
-        else:
-            q = tile_from_file(args.tile, engine.tile_m, args.sensor, point=point,
-                               window=tuple(int(v) for v in window) if window else None)
-        flt = QueryFilter(bbox=bbox, polygon=region, start=start, end=end,
-                          sensors=frozenset(targets) if targets else None,
-                          exclude_scene_ids=frozenset([q.scene_id]) if args.exclude_own_scene and q.scene_id else (),
-                          exclude_cell_ids=frozenset([q.cell_id]) if args.exclude_own_cell and q.cell_id else (),
-                          one_per_cell=args.one_per_cell)
-        hits, plan = engine.search(q, k=args.k, flt=flt)
-    except (QueryError, ValueError) as e:
-        raise UsageError(str(e)) from None
     finally:
-        engine.close()
+        if "ws" in locals():
+            ws.close()
     from rsretrieve.viz.results import write_geojson, write_png
 
+    q, hits, plan = res.query, res.hits, res.plan
     if args.geojson:
         write_geojson(args.geojson, q, hits)
     if args.png:
         write_png(args.png, ws.path, q, hits)
     if args.json:
-        print(json.dumps({"query": {"origin": q.origin, "sensor": q.sensor, "tile_id": q.tile_id,
-                                    "cell_id": q.cell_id, "acquired": q.acquired},
-                          "plan": {"mode": plan["mode"], "candidates": plan["candidates"]},
-                          "hits": [h.to_dict() for h in hits]}, indent=2))
-    else:
-        print(f"query: {q.origin} ({q.sensor}{', ' + q.cell_id if q.cell_id else ''}); "
-              f"search: {plan['mode']} over {plan['candidates']} candidate tiles")
-        print(f"{'rank':>4} {'score':>7} {'sensor':<13} {'acquired':<20} {'cell':<24} {'tile':>7}  scene")
-        for h in hits:
-            print(f"{h.rank:>4} {h.score:>7.4f} {h.sensor:<13} {h.acquired or '-':<20} {h.cell_id:<24} "
-                  f"{h.tile_id:>7}  {Path(h.scene).name}")
-        if not hits:
-            print("  (no tile matches the filter)")
+        print(json.dumps(res.to_dict(), indent=2))
+        return EXIT_OK
+    print(f"query: {q.origin} ({q.sensor}{', ' + q.cell_id if q.cell_id else ''}); "
+          f"search: {plan['mode']} over {plan['candidates']} candidate tiles")
+    print(f"{'rank':>4} {'score':>7} {'sensor':<13} {'acquired':<20} {'cell':<24} {'tile':>7}  scene")
+    for h in hits:
+        print(f"{h.rank:>4} {h.score:>7.4f} {h.sensor:<13} {h.acquired or '-':<20} {h.cell_id:<24} "
+              f"{h.tile_id:>7}  {Path(h.scene).name}")
+    if not hits:
+        print("  (no tile matches the filter)")
     for f in (args.geojson, args.png):
-        if f and not args.json:
+        if f:
             print(f"wrote {f}")
     return EXIT_OK
 

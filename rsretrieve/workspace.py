@@ -64,3 +64,52 @@ class Workspace:
     def catalog(self) -> Catalog:
         """A new connection to the catalog (close it, or use it in a ``with`` block)."""
         return Catalog(self.catalog_path)
+
+    def engine(self, model: str = "default"):  # noqa: ANN201 (QueryEngine, imported lazily: torch is heavy)
+        """The query engine of ``model`` (model and index loaded once and kept)."""
+        from rsretrieve.index.query import QueryEngine
+
+        engines = self.__dict__.setdefault("_engines", {})
+        if model not in engines:
+            engines[model] = QueryEngine(self.path, model)
+        return engines[model]
+
+    def query(self, tile: str | Path | None = None, tile_id: int | None = None, *, sensor: str | None = None,
+              point: tuple[float, float] | None = None, window: tuple[int, int, int, int] | None = None,
+              bbox: tuple[float, float, float, float] | str | None = None, within: str | Path | object = None,
+              start: object = None, end: object = None, target_sensors: list[str] | None = None, k: int = 10,
+              exclude_own_scene: bool = False, exclude_own_cell: bool = False, one_per_cell: bool = False,
+              model: str = "default"):  # noqa: ANN201
+        """Find tiles like an example tile, under region / time / sensor filters.
+
+        Args:
+            tile: a raster file (any registered sensor and CRS) to cut the query from; or
+            tile_id: a tile of the catalog.
+            sensor: the sensor of ``tile`` when it cannot be recognised.
+            point: (lon, lat): query with the grid cell of ``tile`` containing this point.
+            window: (col, row, width, height): query with this pixel window of ``tile``.
+            bbox: (W, S, E, N) degrees, or ``"W,S,E,N"``; W > E crosses the antimeridian.
+            within: a GeoJSON file, or a shapely Polygon / MultiPolygon, in EPSG:4326.
+            start, end: inclusive time range (dates, datetimes or ISO strings).
+            target_sensors: sensors the results may come from.
+            k: number of results.
+            exclude_own_scene, exclude_own_cell: leave out the query's own scene / ground cell.
+            one_per_cell: at most one result per ground cell (its best tile).
+            model: the trained model (``WS/checkpoints/NAME``).
+
+        Returns:
+            :class:`rsretrieve.index.query.QueryResult` with ``query``, ``hits`` (best first) and ``plan``.
+
+        Raises:
+            rsretrieve.index.query.QueryError: (a ValueError) with a one-line reason for any bad input.
+        """
+        from rsretrieve.index.query import run_query
+
+        return run_query(self.engine(model), tile=tile, tile_id=tile_id, sensor=sensor, point=point,
+                         window=window, bbox=bbox, within=within, start=start, end=end,
+                         target_sensors=target_sensors, k=k, exclude_own_scene=exclude_own_scene,
+                         exclude_own_cell=exclude_own_cell, one_per_cell=one_per_cell)
+
+    def close(self) -> None:
+        for e in self.__dict__.pop("_engines", {}).values():
+            e.close()

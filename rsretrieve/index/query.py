@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,8 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
     sources = [s for s in sources if s.role == "scene"]
     if problems:
         raise QueryError(str(problems[0]))
+    if not sources and p.is_file():
+        raise QueryError(f"{p}: not a raster file ({p.suffix or 'no extension'})")
     if len(sources) != 1:
         raise QueryError(f"{p}: expected one raster scene, found {len(sources)}")
     src: SceneSource = sources[0]
@@ -187,3 +190,59 @@ class QueryEngine:
         from rsretrieve.sensors import list_sensors
 
         return list_sensors()
+
+
+@dataclass
+class QueryResult:
+    """What a query returns: the query tile, the hits (best first) and the search plan."""
+
+    query: QueryTile
+    hits: list[Hit]
+    plan: dict
+
+    def to_dict(self) -> dict:
+        q = self.query
+        return {"query": {"origin": q.origin, "sensor": q.sensor, "tile_id": q.tile_id, "cell_id": q.cell_id,
+                          "acquired": q.acquired},
+                "plan": {"mode": self.plan["mode"], "candidates": self.plan["candidates"]},
+                "hits": [h.to_dict() for h in self.hits]}
+
+
+def _when(value: object, flag: str) -> object:
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(f"{flag} must be an ISO date (2021-06-30) or date-time, got {value!r}") from None
+
+
+def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int | None = None, *,
+              sensor: str | None = None, point: tuple[float, float] | None = None,
+              window: tuple[int, int, int, int] | None = None, bbox: object = None, within: object = None,
+              start: object = None, end: object = None, target_sensors: list[str] | None = None, k: int = 10,
+              exclude_own_scene: bool = False, exclude_own_cell: bool = False,
+              one_per_cell: bool = False) -> QueryResult:
+    """Validate the inputs, cut and embed the query tile, search; see ``Workspace.query``."""
+    from rsretrieve.index.filters import load_region
+
+    if (tile is None) == (tile_id is None):
+        raise QueryError("give exactly one of a tile file or a tile id")
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise QueryError(f"k must be a positive integer, got {k!r}")
+    try:
+        region = load_region(within) if isinstance(within, (str, Path)) else within
+        flt_args = dict(bbox=bbox, polygon=region, start=_when(start, "start"), end=_when(end, "end"),
+                        sensors=frozenset(target_sensors) if target_sensors else None, one_per_cell=one_per_cell)
+        QueryFilter(**flt_args)  # validate before any pixel is read
+    except OSError as e:
+        raise QueryError(f"{within}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise QueryError(str(e).splitlines()[0]) from None
+    q = tile_from_catalog(engine.catalog, tile_id) if tile_id is not None else tile_from_file(
+        tile, engine.tile_m, sensor, point=point, window=window)
+    flt = QueryFilter(**flt_args,
+                      exclude_scene_ids=frozenset([q.scene_id]) if exclude_own_scene and q.scene_id else frozenset(),
+                      exclude_cell_ids=frozenset([q.cell_id]) if exclude_own_cell and q.cell_id else frozenset())
+    hits, plan = engine.search(q, k=k, flt=flt)
+    return QueryResult(q, hits, plan)
