@@ -67,3 +67,44 @@ def s1_scene(path, seed=0, size=96, **kw):
     vv = -12 + 3 * rng.standard_normal((size, size))
     vh = vv - 7 + rng.standard_normal((size, size))
     return write_tif(path, np.stack([vv, vh]).astype("float32"), nodata=float("nan"), **kw)
+
+
+SENSORS3 = ["sentinel1", "sentinel2", "enmap"]
+
+
+def save_untrained_model(ws, name: str = "default", seed: int = 0, sensors=None) -> Path:
+    """A model file of the cross-sensor encoder at random init (what a user's own checkpoint would be)."""
+    import torch
+
+    from rsretrieve.model.encoder import CrossSensorEncoder
+
+    torch.manual_seed(seed)
+    path = Path(ws) / "checkpoints" / name / "model.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    CrossSensorEncoder(list(sensors or SENSORS3)).save(path)
+    return path
+
+
+def make_workspace(root, scenes: int = 2, seed: int = 5, size_m: float = 1920, index: bool = True) -> Path:
+    """Synth + ingest (+ an untrained model and its index): a small real workspace for query tests."""
+    from rsretrieve.data.catalog import Catalog
+    from rsretrieve.data.ingest import ingest
+    from rsretrieve.data.synthetic import make_archive
+
+    root = Path(root)
+    make_archive(root / "archive", scenes=scenes, seed=seed, size_m=size_m)
+    ws = root / "ws"
+    with Catalog(ws / "catalog.sqlite", tile_m=480) as cat:
+        ingest([root / "archive"], cat)
+    if index:
+        from rsretrieve.index.indexer import index_workspace
+
+        save_untrained_model(ws)
+        index_workspace(ws)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def small_workspace(tmp_path_factory) -> Path:
+    """Read-only for tests: 2 synthetic sites x 3 sensors, ingested and indexed with an untrained model."""
+    return make_workspace(tmp_path_factory.mktemp("small"))

@@ -1,0 +1,113 @@
+"""`rsretrieve query` and Workspace.query on a real (small) workspace: filters, outputs, bad inputs."""
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import rasterio
+from shapely.geometry import box, shape
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.index.store import IndexStore
+from rsretrieve.workspace import Workspace
+from tests.conftest import run_cli, save_untrained_model
+
+
+def _brute_force(ws, query_vec, k, keep):
+    """Exact top-k by inner product over the indexed tiles that ``keep(tile_row)`` accepts."""
+    ids, vecs = IndexStore.open(ws / "index").load_vectors()
+    with Catalog(ws / "catalog.sqlite") as cat:
+        rows = {t["tile_id"]: t for t in cat.tiles()}
+    mask = np.array([keep(rows[int(i)]) for i in ids])
+    scores = vecs[mask] @ query_vec
+    order = np.argsort(-scores, kind="stable")[:k]
+    return ids[mask][order].tolist(), scores[order]
+
+
+def test_filtered_query_equals_brute_force(small_workspace):
+    ws = Workspace.open(small_workspace)
+    with ws.catalog() as cat:
+        t0 = cat.tile(3)
+        lons = [t["lon"] for t in cat.tiles()]
+    w, e = min(lons) - 1, max(lons) + 1
+    res = ws.query(tile_id=3, target_sensors=["sentinel2", "enmap"], bbox=(w, -90, e, 90), k=7,
+                   start="2000-01-01", end="2100-01-01")
+    qv = ws.engine().embed(res.query)
+    want, wscores = _brute_force(small_workspace, qv, 7, lambda t: t["sensor"] in ("sentinel2", "enmap"))
+    assert [h.tile_id for h in res.hits] == want
+    assert [h.score for h in res.hits] == pytest.approx(wscores.tolist(), abs=1e-5)
+    assert res.plan["mode"] == "exact" and res.query.sensor == t0["sensor"]
+    ws.close()
+
+
+def test_time_filter_and_one_per_cell(small_workspace):
+    ws = Workspace.open(small_workspace)
+    with ws.catalog() as cat:
+        s2 = [s for s in cat.scenes() if s["sensor"] == "sentinel2"][0]
+    day = s2["acquired"][:10]
+    res = ws.query(tile_id=1, start=day, end=day, k=50)
+    assert res.hits and all(h.acquired[:10] == day for h in res.hits)
+    res = ws.query(tile_id=1, k=30, one_per_cell=True)
+    cells = [h.cell_id for h in res.hits]
+    assert len(cells) == 30 == len(set(cells))
+    res = ws.query(tile_id=1, k=5, exclude_own_cell=True, exclude_own_scene=True)
+    assert all(h.cell_id != res.query.cell_id and h.scene_id != res.query.scene_id for h in res.hits)
+    ws.close()
+
+
+def test_query_by_file_point_finds_its_own_tile_first(small_workspace, tmp_path):
+    with Catalog(small_workspace / "catalog.sqlite") as cat:
+        t = [t for t in cat.tiles("t.sensor = 'sentinel1' AND t.coverage = 1.0")][0]
+        scene = cat.scene(t["scene_id"])
+    r = run_cli("query", "--workspace", small_workspace, "--tile", scene["files"]["*"], "--point",
+                f"{t['lon']},{t['lat']}", "-k", "3", "--json", "--geojson", tmp_path / "r.geojson", "--png",
+                tmp_path / "r.png")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    top = out["hits"][0]
+    assert out["query"]["cell_id"] == t["cell_id"] == top["cell_id"] and top["tile_id"] == t["tile_id"]
+    assert top["score"] == pytest.approx(1.0, abs=1e-4)  # the same pixels as the indexed tile
+    gj = json.loads((tmp_path / "r.geojson").read_text())
+    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == 3
+    assert shape(gj["features"][0]["geometry"]).contains(shape({"type": "Point", "coordinates": [t["lon"], t["lat"]]}))
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _bowtie(path):
+    path.write_text(json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}))
+    return path
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tile-id", "1", "--bbox", "10,50,11"], "bbox must be W,S,E,N"),
+    (["--tile-id", "1", "--bbox", "10,50,11,40"], "bbox must be W,S,E,N"),
+    (["--tile-id", "1", "--within", "BOWTIE"], "is not a valid polygon: Self-intersection"),
+    (["--tile-id", "1", "--start", "2021-02-01", "--end", "2021-01-01"], "is before start"),
+    (["--tile-id", "1", "--target-sensors", "sentinel9"], "unknown sensor 'sentinel9'"),
+    (["--tile-id", "1", "-k", "0"], "k must be a positive integer, got 0"),
+    (["--tile-id", "99999"], "no tile with id 99999"),
+    (["--tile", "MISSING"], "no such file or directory"),
+    (["--tile", "TEXT"], "not a raster file GDAL can read"),
+    (["--tile", "S1FILE", "--point", "0,0"], "is outside"),
+])
+def test_bad_query_inputs_exit_2_with_one_line(small_workspace, tmp_path, args, message):
+    with Catalog(small_workspace / "catalog.sqlite") as cat:
+        s1 = [s for s in cat.scenes() if s["sensor"] == "sentinel1"][0]["files"]["*"]
+    (tmp_path / "t.tif").write_text("not a tiff")
+    subst = {"BOWTIE": str(_bowtie(tmp_path / "bow.geojson")), "MISSING": str(tmp_path / "none.tif"),
+             "TEXT": str(tmp_path / "t.tif"), "S1FILE": s1}
+    r = run_cli("query", "--workspace", small_workspace, *[subst.get(a, a) for a in args])
+    assert r.returncode == 2, r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+
+
+def test_a_search_with_another_model_is_refused(small_workspace, tmp_path):
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    save_untrained_model(ws, seed=1)  # a different model file: another checksum
+    r = run_cli("query", "--workspace", ws, "--tile-id", "1")
+    assert r.returncode == 2 and "re-run `rsretrieve index`" in r.stderr
