@@ -1,0 +1,88 @@
+"""`rsretrieve index`: resumable after kill -9, removes vectors of removed scenes, switches models atomically."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.ingest import ingest
+from rsretrieve.data.synthetic import make_archive
+from rsretrieve.index.indexer import index_workspace
+from rsretrieve.index.store import IndexStore
+from rsretrieve.workspace import Workspace
+from tests.conftest import ROOT, make_workspace, run_cli, save_untrained_model
+
+
+def _catalog_ids(ws):
+    with Catalog(ws / "catalog.sqlite") as cat:
+        return sorted(t["tile_id"] for t in cat.tiles())
+
+
+def test_kill_9_during_an_index_update_keeps_the_old_index_and_resumes(tmp_path):
+    ws = make_workspace(tmp_path, scenes=2, size_m=1920)  # indexed: the "previous index"
+    before = IndexStore.open(ws / "index").ntotal
+    make_archive(tmp_path / "more", scenes=6, seed=11, size_m=3840)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        ingest([tmp_path / "more"], cat)
+    t0 = time.monotonic()
+    ref = tmp_path / "ref"
+    shutil.copytree(ws, ref)
+    assert run_cli("index", "-w", ref, "--segment-rows", "300").returncode == 0
+    t_full = time.monotonic() - t0
+    kills = 0
+    for frac in (0.45, 0.55, 0.65):
+        p = subprocess.Popen([sys.executable, "-m", "rsretrieve.cli", "index", "-w", str(ws), "--segment-rows",
+                              "300"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(frac * t_full)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait()
+        # after every kill the index opens, holds at least the old tiles, and queries run
+        store = IndexStore.open(ws / "index")
+        assert store.ntotal >= before
+        res = Workspace.open(ws).query(tile_id=1, k=5)
+        assert len(res.hits) == 5
+    assert kills >= 1
+    r = run_cli("index", "-w", ws, "--json")
+    assert r.returncode == 0, r.stderr
+    store = IndexStore.open(ws / "index")
+    assert sorted(store.indexed_tile_ids().tolist()) == _catalog_ids(ws)
+    ref_ids, ref_vecs = IndexStore.open(ref / "index").load_vectors()
+    ids, vecs = store.load_vectors()
+    order, ref_order = np.argsort(ids), np.argsort(ref_ids)
+    np.testing.assert_allclose(vecs[order], ref_vecs[ref_order], atol=1e-5)  # same vectors as uninterrupted
+
+
+def test_index_is_incremental_and_removes_removed_scenes(tmp_path):
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)
+    again = index_workspace(ws)
+    assert again["added"] == 0 and again["removed"] == 0
+    with Catalog(ws / "catalog.sqlite") as cat:
+        scene = cat.scenes("sentinel1")[0]
+        n = scene["n_tiles"]
+        cat.remove_scene(scene["key"])
+    out = index_workspace(ws)
+    assert out["removed"] == n and out["added"] == 0
+    assert sorted(IndexStore.open(ws / "index").indexed_tile_ids().tolist()) == _catalog_ids(ws)
+
+
+def test_a_new_model_builds_beside_the_old_index_and_switches_atomically(tmp_path):
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)
+    old = Workspace.open(ws)
+    old_hits = [h.tile_id for h in old.query(tile_id=2, k=5).hits]
+    old_checksum = IndexStore.open(ws / "index").model_checksum
+    save_untrained_model(ws, seed=9)  # "retrained": the index no longer matches
+    out = index_workspace(ws)
+    assert out["model_checksum"] != old_checksum
+    assert IndexStore.open(ws / "index").model_checksum == out["model_checksum"]
+    # the engine opened before the switch keeps answering from its snapshot of the old generation
+    assert [h.tile_id for h in old.query(tile_id=2, k=5).hits] == old_hits
+    old.close()
+    new = Workspace.open(ws)
+    assert len(new.query(tile_id=2, k=5).hits) == 5
+    new.close()
