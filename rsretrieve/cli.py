@@ -402,7 +402,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="a local HTTP query service (FastAPI): POST /query, GET /health, previews")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--model", default="default", help="trained model name (WS/checkpoints/NAME)")
+    s.add_argument("--max-upload-mb", type=float, default=50.0, help="largest uploaded query tile in MB")
+    s.set_defaults(func=cmd_serve)
     return p
+
+
+# -- serve ---------------------------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rsretrieve.index.query import QueryError
+    from rsretrieve.index.store import IndexMismatchError
+    from rsretrieve.workspace import WorkspaceError
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be within 1..65535, got {args.port}")
+    if not args.max_upload_mb > 0:
+        raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    import uvicorn
+
+    from rsretrieve.serve import create_app
+
+    try:
+        app = create_app(args.workspace, model=args.model, max_upload_mb=args.max_upload_mb)
+    except (WorkspaceError, QueryError, IndexMismatchError, FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        _eprint(f"warning: --host {args.host} lets other machines query this workspace (there is no authentication)")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving {args.workspace} (model {args.model}, {app.state.health['tiles_indexed']} tiles) on "
+          f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=["warning", "info", "debug"][min(args.verbose, 2)])
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,8 @@ import pytest
 from tests.conftest import s1_scene
 
 
-@pytest.mark.parametrize("command", ["sensors", "synth", "ingest", "catalog", "export"])
+@pytest.mark.parametrize("command", ["sensors", "synth", "ingest", "catalog", "export", "train", "index", "query",
+                                     "evaluate", "serve"])
 def test_every_command_has_help(cli, command):
     r = cli(command, "--help")
     assert r.returncode == 0 and "usage: rsretrieve " + command in r.stdout

@@ -1,0 +1,245 @@
+"""``rsretrieve serve``: a local HTTP service over one workspace (FastAPI).
+
+Endpoints:
+
+* ``GET /health``: status, number of indexed tiles, model name and checksum, sensors.
+* ``POST /query``: multipart form with either ``tile`` (an uploaded GeoTIFF) or ``tile_id`` (a catalog tile), and
+  ``filters`` (a JSON object, see :data:`rsretrieve.serve.filters.FILTER_KEYS`); returns a GeoJSON
+  FeatureCollection of the hits, best first, with the search ``plan``.
+* ``GET /tiles/{tile_id}/preview.png``: a quicklook of a catalog tile, about 192 px across.
+
+Errors are JSON ``{"detail": "<one line>"}``: 400 malformed form, 404 unknown tile id, 413 upload over the limit,
+422 bad filters or an upload that is not a usable GeoTIFF. The model and the index are loaded once, by
+:func:`create_app`, and shared by all requests.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from rasterio.errors import RasterioError
+from starlette.datastructures import UploadFile
+
+from rsretrieve.index.query import QueryError, QueryResult, run_query
+from rsretrieve.serve.filters import UPLOAD_ONLY, FilterError, parse_filters
+from rsretrieve.serve.uploads import (MAX_FIELD_BYTES, UploadError, check_content_length, check_geotiff,
+                                      limited_receive, save_upload)
+from rsretrieve.serve.worker import EngineWorker
+from rsretrieve.viz.results import feature_collection
+
+log = logging.getLogger(__name__)
+
+#: side of a preview PNG in pixels (approximately: tiles are scaled by a whole factor, nearest neighbour)
+PREVIEW_PX = 192
+_FORM_FIELDS = ("tile", "tile_id", "filters")
+_QUERY_BODY = {"requestBody": {"content": {"multipart/form-data": {"schema": {
+    "type": "object",
+    "properties": {"tile": {"type": "string", "format": "binary", "description": "a GeoTIFF query tile"},
+                   "tile_id": {"type": "integer", "description": "or a tile of the catalog"},
+                   "filters": {"type": "string", "description": 'JSON object, e.g. {"bbox": [W, S, E, N], "k": 10}'}},
+}}}}}
+
+
+class ServiceError(Exception):
+    """A request refused with an HTTP status and a one-line message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def create_app(workspace: str | Path, model: str = "default", max_upload_mb: float = 50) -> FastAPI:
+    """The service over ``workspace``; the model and the index are loaded here, once.
+
+    Args:
+        workspace: a workspace with a trained model and its index.
+        model: the model name (``WS/checkpoints/NAME``).
+        max_upload_mb: largest uploaded query tile, in MB (10^6 bytes).
+
+    Raises:
+        ValueError: ``max_upload_mb`` not a positive number.
+        rsretrieve.workspace.WorkspaceError, FileNotFoundError, rsretrieve.index.query.QueryError,
+        rsretrieve.index.store.IndexMismatchError: no workspace, model or index, or an index of another model.
+    """
+    if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not (
+            math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise ValueError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb!r}")
+    worker = EngineWorker(workspace, model)
+    engine = worker.engine
+    health = {"status": "ok", "tiles_indexed": int(engine.store.ntotal), "model": model,
+              "model_checksum": engine.store.model_checksum, "sensors": list(engine.store.sensors),
+              "query_sensors": list(engine.model.sensors), "max_upload_mb": max_upload_mb}
+    log.info("serving %s: model %s (%s), %d tiles indexed", workspace, model, health["model_checksum"],
+             health["tiles_indexed"])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        worker.close()
+
+    app = FastAPI(title="rsretrieve", summary="Multi-sensor remote-sensing scene retrieval", lifespan=lifespan)
+    app.state.worker, app.state.engine, app.state.health = worker, engine, health
+    app.state.max_upload_bytes = int(max_upload_mb * 1e6)
+
+    @app.get("/health")
+    async def get_health() -> dict[str, Any]:
+        """Status, indexed tiles, model name and checksum, sensors."""
+        return health
+
+    @app.post("/query", openapi_extra=_QUERY_BODY)
+    async def post_query(request: Request) -> Response:
+        """Query by an uploaded GeoTIFF tile or a catalog tile id, under the ``filters``; GeoJSON out."""
+        try:
+            return JSONResponse(await _query(app, request))
+        except (UploadError, ServiceError) as e:
+            return _error(e.status, e.message)
+        except (QueryError, FilterError) as e:
+            return _error(422, (str(e).splitlines() or ["invalid query"])[0])
+
+    @app.get("/tiles/{tile_id}/preview.png", response_class=Response,
+             responses={200: {"content": {"image/png": {}}}})
+    async def get_preview(tile_id: int) -> Response:
+        """A quicklook PNG of a catalog tile (true colour, or the usual VV/VH composite for SAR)."""
+        try:
+            png = await worker.run(_preview_png, engine, tile_id)
+        except ServiceError as e:
+            return _error(e.status, e.message)
+        return Response(png, media_type="image/png")
+
+    return app
+
+
+async def _query(app: FastAPI, request: Request) -> dict[str, Any]:
+    limit = app.state.max_upload_bytes
+    check_content_length(request.headers, limit)
+    limited = Request(request.scope, receive=limited_receive(request.receive, limit))
+    form = await limited.form(max_files=1, max_fields=len(_FORM_FIELDS), max_part_size=MAX_FIELD_BYTES)
+    try:
+        unknown = sorted(set(form.keys()) - set(_FORM_FIELDS))
+        if unknown:
+            raise ServiceError(422, f"unknown form field {unknown[0]!r}; expected {', '.join(_FORM_FIELDS)}")
+        tile, tile_id, filters = (form.get(k) for k in _FORM_FIELDS)
+        if tile is not None and not isinstance(tile, UploadFile):
+            raise ServiceError(422, "tile must be an uploaded file (a multipart file part); the service never opens "
+                                    "paths given in a request")
+        if isinstance(filters, UploadFile) or isinstance(tile_id, UploadFile):
+            raise ServiceError(422, "tile_id and filters must be form fields, not files")
+        if (tile is None) == (tile_id is None):
+            raise ServiceError(422, "give exactly one of a tile (an uploaded GeoTIFF) or a tile_id")
+        kwargs = parse_filters(filters)
+        if tile_id is not None:
+            return await _query_catalog(app, tile_id, kwargs)
+        return await _query_upload(app, tile, kwargs)
+    finally:
+        await form.close()
+
+
+async def _query_catalog(app: FastAPI, text: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    try:
+        tile_id = int(text.strip())
+    except ValueError:
+        raise ServiceError(422, f"tile_id must be an integer, got {text[:40]!r}") from None
+    given = [k for k in UPLOAD_ONLY if k in kwargs]
+    if given:
+        raise FilterError(f"filter {given[0]!r} applies to an uploaded tile, not to a tile_id")
+    res = await app.state.worker.run(_run_catalog, app.state.engine, tile_id, kwargs)
+    return _response(res)
+
+
+def _run_catalog(engine: Any, tile_id: int, kwargs: dict[str, Any]) -> QueryResult:
+    _catalog_tile(engine, tile_id)
+    try:
+        return run_query(engine, tile_id=tile_id, **kwargs)
+    except (RasterioError, OSError) as e:
+        raise ServiceError(500, f"tile {tile_id}: cannot read its scene: {_first_line(e)}") from None
+
+
+async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="rsretrieve-upload-") as tmp:
+        path = Path(tmp) / "query.tif"  # the server's name, never the client's
+        size = await save_upload(upload, path, app.state.max_upload_bytes)
+        log.info("query upload: %d bytes", size)
+        try:
+            res = await app.state.worker.run(_run_upload, app.state.engine, path, kwargs)
+        except UploadError as e:
+            raise UploadError(e.status, _scrub(e.message, path)) from None
+        except QueryError as e:
+            raise QueryError(_scrub(str(e), path)) from None
+    name = (upload.filename or "")[:100]
+    res.query.origin = f"uploaded tile{f' ({name})' if name else ''}"
+    return _response(res)
+
+
+def _scrub(message: str, path: Path) -> str:
+    """A message without the server's temporary paths."""
+    return message.replace(str(path), "uploaded tile").replace(str(path.parent), "upload folder")
+
+
+def _run_upload(engine: Any, path: Path, kwargs: dict[str, Any]) -> QueryResult:
+    check_geotiff(path)
+    try:
+        return run_query(engine, tile=path, **kwargs)
+    except (RasterioError, OSError) as e:
+        raise UploadError(422, f"uploaded tile cannot be read: {_first_line(e)}") from None
+
+
+def _response(res: QueryResult) -> dict[str, Any]:
+    fc = feature_collection(res.query, res.hits)
+    fc["plan"] = json.loads(json.dumps(res.plan, default=_jsonable))
+    return fc
+
+
+def _catalog_tile(engine: Any, tile_id: int) -> dict[str, Any]:
+    if not 0 <= tile_id < 2**63:
+        raise ServiceError(404, f"no tile with id {tile_id} in the catalog")
+    try:
+        return engine.catalog.tile(tile_id)
+    except KeyError:
+        raise ServiceError(404, f"no tile with id {tile_id} in the catalog") from None
+
+
+def _preview_png(engine: Any, tile_id: int) -> bytes:
+    """PNG bytes of a catalog tile's quicklook, scaled by a whole factor to about :data:`PREVIEW_PX` pixels."""
+    from PIL import Image  # a dependency of matplotlib
+
+    from rsretrieve.data.tiles import read_scene_tiles
+    from rsretrieve.viz.quicklook import quicklook
+
+    t = _catalog_tile(engine, tile_id)
+    try:
+        _, arr = next(read_scene_tiles(engine.catalog.scene(t["scene_id"]), [t], engine.tile_m))
+    except (RasterioError, OSError) as e:
+        raise ServiceError(500, f"tile {tile_id}: cannot read its scene: {_first_line(e)}") from None
+    rgb = quicklook(arr, t["sensor"])
+    f = max(1, round(PREVIEW_PX / max(rgb.shape[:2])))
+    rgb = np.repeat(np.repeat(rgb, f, axis=0), f, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]

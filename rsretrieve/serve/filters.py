@@ -1,0 +1,155 @@
+"""The ``filters`` field of ``POST /query``: a JSON object -> keyword arguments of ``run_query``.
+
+Only the shape of each value is checked here (the query layer checks the values themselves, with the same one-line
+messages as the CLI). ``within`` must be a GeoJSON object in the request: the service never opens a path taken from a
+request, so a string there is refused rather than read as a file name.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, shape
+
+from rsretrieve.sensors import get_sensor
+
+#: filter name -> what it must be (for messages)
+FILTER_KEYS: dict[str, str] = {
+    "bbox": "[W, S, E, N] in degrees",
+    "within": "a GeoJSON Polygon / MultiPolygon geometry, Feature or FeatureCollection object (EPSG:4326)",
+    "start": "an ISO date or date-time string",
+    "end": "an ISO date or date-time string",
+    "target_sensors": "a list of sensor names",
+    "k": "a positive integer",
+    "one_per_cell": "true or false",
+    "exclude_own_scene": "true or false",
+    "exclude_own_cell": "true or false",
+    "sensor": "a sensor name",
+    "point": "[lon, lat] in degrees",
+    "window": "[col, row, width, height] in pixels",
+}
+#: filters that only make sense for an uploaded tile
+UPLOAD_ONLY = ("sensor", "point", "window")
+
+
+class FilterError(ValueError):
+    """A ``filters`` field that cannot be used; the message says why in one line."""
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _need(ok: bool, key: str, value: object) -> None:
+    if not ok:
+        raise FilterError(f"filter {key!r} must be {FILTER_KEYS[key]}, got {json.dumps(value)[:80]}")
+
+
+def parse_filters(text: str | None) -> dict[str, Any]:
+    """Parse and shape-check the ``filters`` JSON text.
+
+    Args:
+        text: the form field; ``None`` or blank means no filters.
+
+    Returns:
+        Keyword arguments for :func:`rsretrieve.index.query.run_query` (``within`` as a shapely geometry,
+        ``point`` / ``window`` / ``bbox`` as tuples).
+
+    Raises:
+        FilterError: not a JSON object, an unknown key, or a value of the wrong kind.
+    """
+    if text is None or not text.strip():
+        return {}
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FilterError(f"filters must be a JSON object: {e}") from None
+    if not isinstance(doc, dict):
+        raise FilterError(f"filters must be a JSON object, got {type(doc).__name__}")
+    unknown = sorted(set(doc) - set(FILTER_KEYS))
+    if unknown:
+        raise FilterError(f"unknown filter {unknown[0]!r}; known filters: {', '.join(FILTER_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, v in doc.items():
+        if v is None:
+            continue
+        match key:
+            case "bbox":
+                _need(isinstance(v, list) and len(v) == 4 and all(map(_number, v)), key, v)
+                out[key] = tuple(float(x) for x in v)
+            case "within":
+                if not isinstance(v, dict):
+                    raise FilterError(f"filter 'within' must be {FILTER_KEYS[key]}, not a {type(v).__name__}: "
+                                      "the service never opens files named in a request")
+                out[key] = region_from_geojson(v)
+            case "start" | "end":
+                _need(isinstance(v, str), key, v)
+                out[key] = v
+            case "target_sensors":
+                _need(isinstance(v, list) and bool(v) and all(isinstance(s, str) and s for s in v), key, v)
+                out[key] = list(v)
+            case "k":
+                _need(isinstance(v, int) and not isinstance(v, bool), key, v)
+                out[key] = v
+            case "one_per_cell" | "exclude_own_scene" | "exclude_own_cell":
+                _need(isinstance(v, bool), key, v)
+                out[key] = v
+            case "sensor":
+                _need(isinstance(v, str), key, v)
+                try:
+                    get_sensor(v)
+                except KeyError as e:
+                    raise FilterError(str(e.args[0] if e.args else e)) from None
+                out[key] = v
+            case "point":
+                _need(isinstance(v, list) and len(v) == 2 and all(map(_number, v)), key, v)
+                out[key] = (float(v[0]), float(v[1]))
+            case "window":
+                _need(isinstance(v, list) and len(v) == 4 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                 for x in v), key, v)
+                out[key] = tuple(v)
+    return out
+
+
+def region_from_geojson(doc: dict[str, Any]) -> Polygon | MultiPolygon:
+    """A (multi)polygon from a GeoJSON geometry, Feature or FeatureCollection object (parts are unioned).
+
+    Validity, emptiness and lon/lat bounds are checked by the query filter itself.
+
+    Raises:
+        FilterError: another CRS than EPSG:4326 / CRS84, unreadable geometries, or parts that are not polygons.
+    """
+    crs = doc.get("crs")
+    name = crs.get("properties", {}).get("name", "") if isinstance(crs, dict) else ""
+    if name and not str(name).upper().endswith(("CRS84", "4326")):
+        raise FilterError(f"within has CRS {name}; only EPSG:4326 / CRS84 lon/lat is accepted")
+    kind = doc.get("type")
+    if kind == "FeatureCollection":
+        feats = doc.get("features")
+        if not isinstance(feats, list) or not all(isinstance(f, dict) for f in feats):
+            raise FilterError("within: a FeatureCollection needs a list of Feature objects in 'features'")
+        geoms = [f.get("geometry") for f in feats]
+    elif kind == "Feature":
+        geoms = [doc.get("geometry")]
+    else:
+        geoms = [doc]
+    try:
+        parts = [shape(g) for g in geoms if g]
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError, shapely.errors.GEOSException) as e:
+        raise FilterError(f"within holds no readable GeoJSON geometry: {_first_line(e)}") from None
+    polys = [g for g in parts if isinstance(g, (Polygon, MultiPolygon))]
+    if not polys or len(polys) != len(parts):
+        raise FilterError(f"within must hold Polygon or MultiPolygon geometries only, "
+                          f"got {sorted({g.geom_type for g in parts}) or 'none'}")
+    if len(polys) == 1:
+        return polys[0]
+    try:
+        return shapely.union_all(polys)
+    except shapely.errors.GEOSException as e:
+        raise FilterError(f"within: its polygons cannot be merged: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]

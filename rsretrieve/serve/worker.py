@@ -1,0 +1,71 @@
+"""The query engine on one dedicated thread: loaded once, used by every request in turn.
+
+The engine's catalog is an SQLite connection, which may only be used by the thread that opened it, and the model
+and the index are not meant for concurrent calls; so the engine is created, used and closed on a single worker
+thread, and requests queue for it (``await worker.run(fn, ...)`` does not block the event loop meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rsretrieve.workspace import Workspace
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class EngineWorker:
+    """A workspace's query engine for ``model``, owned by one thread.
+
+    Args:
+        workspace: the workspace folder.
+        model: the model name (``WS/checkpoints/NAME``).
+
+    Raises:
+        rsretrieve.workspace.WorkspaceError: not a workspace.
+        FileNotFoundError: no such model.
+        rsretrieve.index.query.QueryError: no index yet.
+        rsretrieve.index.store.IndexMismatchError: the index was built with another model.
+    """
+
+    def __init__(self, workspace: str | Path, model: str = "default"):
+        self.model_name = model
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1,
+                                                                   thread_name_prefix="rsretrieve-engine")
+        try:
+            self.workspace = self.call(Workspace.open, workspace)
+            self.engine = self.call(self.workspace.engine, model)
+        except BaseException:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            raise
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            raise RuntimeError("the query engine is closed")
+        return self._pool
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the engine thread and wait for it (for use outside the event loop)."""
+        return self._executor().submit(fn, *args).result()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the engine thread without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
+
+    def close(self) -> None:
+        """Close the engine on its thread and stop the thread; idempotent."""
+        if self._pool is None:
+            return
+        try:
+            self.call(self.workspace.close)
+        finally:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            log.info("engine for model %s closed", self.model_name)

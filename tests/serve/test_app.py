@@ -1,0 +1,258 @@
+"""The HTTP service on a small real workspace: health, queries by tile id and by upload, filters, previews, and
+uploads that are malformed, oversized or name a path."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from fastapi.testclient import TestClient
+from PIL import Image
+from rasterio.windows import Window
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.index.indexer import model_checksum
+from rsretrieve.index.store import IndexStore
+from rsretrieve.serve import create_app
+from rsretrieve.viz.quicklook import quicklook
+from tests.conftest import write_tif
+
+
+@pytest.fixture(scope="module")
+def ws(small_workspace):
+    return small_workspace
+
+
+@pytest.fixture(scope="module")
+def client(ws):
+    with TestClient(create_app(ws)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tiny_client(ws):
+    """A service whose uploads may be at most 0.01 MB (10 kB)."""
+    with TestClient(create_app(ws, max_upload_mb=0.01)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def s1_tile(ws):
+    """A fully covered Sentinel-1 tile of the catalog."""
+    with Catalog(ws / "catalog.sqlite") as cat:
+        t = cat.tiles("t.sensor = 'sentinel1' AND t.coverage = 1.0")[0]
+        return t, cat.scene(t["scene_id"])
+
+
+@pytest.fixture(scope="module")
+def s1_upload(s1_tile, tmp_path_factory):
+    """The 48 x 48 px window of the S1 scene that is ``s1_tile``, as its own GeoTIFF (tags kept)."""
+    t, scene = s1_tile
+    out = tmp_path_factory.mktemp("upload") / "S1A_window.tif"
+    with rasterio.open(scene["files"]["*"]) as src:
+        win = Window(t["col_off"], t["row_off"], t["width"], t["height"])
+        profile = {k: v for k, v in src.profile.items() if k not in ("blockxsize", "blockysize", "tiled")}
+        profile.update(width=t["width"], height=t["height"], transform=src.window_transform(win))
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=win))
+            dst.update_tags(**src.tags())
+    return out.read_bytes()
+
+
+def _query(c, tile_id=None, filters=None, upload=None, name="tile.tif"):
+    data = {} if tile_id is None else {"tile_id": str(tile_id)}
+    if filters is not None:
+        data["filters"] = filters if isinstance(filters, str) else json.dumps(filters)
+    files = None if upload is None else {"tile": (name, upload, "image/tiff")}
+    return c.post("/query", data=data, files=files)
+
+
+def test_health_reports_the_index_and_the_model(client, ws):
+    r = client.get("/health")
+    assert r.status_code == 200
+    h = r.json()
+    assert h["status"] == "ok" and h["model"] == "default"
+    assert h["tiles_indexed"] == IndexStore.open(ws / "index").ntotal == 120
+    assert h["model_checksum"] == model_checksum(ws / "checkpoints" / "default" / "model.pt")
+    assert sorted(h["sensors"]) == ["enmap", "sentinel1", "sentinel2"]
+
+
+def test_query_by_tile_id_equals_brute_force_under_sensor_and_bbox_filters(client, ws, s1_tile):
+    t, _ = s1_tile
+    with Catalog(ws / "catalog.sqlite") as cat:
+        rows = {r["tile_id"]: r for r in cat.tiles()}
+    site = [r for r in rows.values() if abs(r["lon"] - t["lon"]) < 0.1 and r["sensor"] == "sentinel2"]
+    w, e = min(r["lon"] for r in site) - 1e-6, float(np.median([r["lon"] for r in site]))
+    s, n = t["lat"] - 1, t["lat"] + 1
+    r = _query(client, t["tile_id"], {"target_sensors": ["sentinel2"], "bbox": [w, s, e, n], "k": 4})
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    assert fc["type"] == "FeatureCollection" and fc["properties"]["query"]["tile_id"] == t["tile_id"]
+    props = [f["properties"] for f in fc["features"]]
+    assert len(props) == 4
+    assert all(p["sensor"] == "sentinel2" and w <= p["lon"] <= e and s <= p["lat"] <= n for p in props)
+    scores = [p["score"] for p in props]
+    assert scores == sorted(scores, reverse=True) and [p["rank"] for p in props] == [1, 2, 3, 4]
+    # brute force: the query's indexed vector against every indexed S2 tile whose centroid is in the box
+    ids, vecs = IndexStore.open(ws / "index").load_vectors()
+    keep = np.array([rows[int(i)]["sensor"] == "sentinel2" and w <= rows[int(i)]["lon"] <= e
+                     and s <= rows[int(i)]["lat"] <= n for i in ids])
+    assert keep.sum() >= 4
+    ref = vecs[keep] @ vecs[ids == t["tile_id"]][0]
+    order = np.argsort(-ref, kind="stable")[:4]
+    assert [p["tile_id"] for p in props] == ids[keep][order].tolist()
+    assert scores == pytest.approx(ref[order].tolist(), abs=1e-5)
+    assert fc["plan"]["mode"] == "exact" and fc["plan"]["candidates"] == int(keep.sum())
+
+
+def test_within_geojson_object_filters_hits(client, s1_tile):
+    t, _ = s1_tile
+    lon, lat = t["lon"], t["lat"]
+    poly = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[
+        [lon - 0.002, lat - 0.002], [lon + 0.002, lat - 0.002], [lon + 0.002, lat + 0.002],
+        [lon - 0.002, lat + 0.002], [lon - 0.002, lat - 0.002]]]}}
+    r = _query(client, t["tile_id"], {"within": poly, "k": 10})
+    assert r.status_code == 200, r.text
+    cells = {f["properties"]["cell_id"] for f in r.json()["features"]}
+    assert cells == {t["cell_id"]}  # 480 m cells: only the query's own cell has its centre within ~200 m
+
+
+def test_query_by_uploaded_tile_finds_the_tile_it_was_cut_from(client, s1_tile, s1_upload, tmp_path, monkeypatch):
+    import tempfile
+
+    made = []
+
+    class Recording(tempfile.TemporaryDirectory):
+        def __init__(self, **kw):
+            super().__init__(dir=tmp_path, **kw)
+            made.append((Path(self.name), oct(Path(self.name).stat().st_mode & 0o777)))
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", Recording)
+    t, scene = s1_tile
+    r = _query(client, filters={"k": 3}, upload=s1_upload, name="../../etc/evil.tif")
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    top = fc["features"][0]["properties"]
+    assert len(fc["features"]) == 3 and fc["properties"]["query"]["sensor"] == "sentinel1"
+    assert top["tile_id"] == t["tile_id"] and top["score"] == pytest.approx(1.0, abs=1e-4)  # the same pixels
+    assert fc["properties"]["query"]["acquired"] == scene["acquired"]  # from the GeoTIFF's tags
+    assert "rsretrieve-upload" not in r.text and str(tmp_path) not in r.text
+    assert len(made) == 1 and made[0][1] == "0o700"  # a private folder ...
+    assert not made[0][0].exists() and list(tmp_path.iterdir()) == []  # ... deleted after the query
+
+
+def test_uploaded_tile_with_target_sensor_and_window(client, s1_upload):
+    r = _query(client, filters={"k": 2, "target_sensors": ["enmap"], "window": [0, 0, 24, 24]}, upload=s1_upload)
+    assert r.status_code == 200, r.text
+    assert [f["properties"]["sensor"] for f in r.json()["features"]] == ["enmap", "enmap"]
+
+
+def _not_georeferenced(tmp_path):
+    return write_tif(tmp_path / "plain.tif", np.zeros((2, 8, 8), "float32"), crs=None).read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("make, message", [
+    (lambda p, s1: b"just some text, not a raster\n", "is not a GeoTIFF (no TIFF / BigTIFF signature"),
+    (lambda p, s1: b"", "uploaded tile is empty"),
+    (lambda p, s1: s1[:len(s1) // 2], "uploaded tile is not a readable GeoTIFF: corrupt or truncated TIFF"),
+    (lambda p, s1: s1[:8] + b"\0" * 64, "uploaded tile is not a readable GeoTIFF"),
+    (lambda p, s1: _not_georeferenced(p), "uploaded tile is not georeferenced"),
+], ids=["text", "empty", "truncated", "bad-header", "no-crs"])
+def test_malformed_uploads_are_refused_with_a_message(client, s1_upload, tmp_path, make, message):
+    r = _query(client, upload=make(tmp_path, s1_upload))
+    assert r.status_code == 422 and message in r.json()["detail"], r.text
+
+
+def test_tile_given_as_a_path_string_is_refused(client):
+    r = client.post("/query", data={"tile": "/etc/passwd"})
+    assert r.status_code == 422 and "must be an uploaded file" in r.json()["detail"]
+
+
+def test_oversized_uploads_are_413(tiny_client, s1_tile, s1_upload):
+    assert len(s1_upload) > 10_000
+    r = _query(tiny_client, upload=s1_upload)  # within the body allowance, over the tile limit
+    assert r.status_code == 413 and "exceeds the upload limit of 0.01 MB" in r.json()["detail"]
+    r = _query(tiny_client, upload=b"II*\0" + bytes(3_000_000))  # refused on its Content-Length
+    assert r.status_code == 413 and r.json()["detail"].startswith("request body of 3.")
+    # no Content-Length (chunked): refused by the byte count of the stream (see test_uploads for the cut-off point)
+    boundary = "rsretrieve-test-boundary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="tile"; filename="t.tif"\r\n'
+            "Content-Type: image/tiff\r\n\r\nII*\0").encode()
+
+    def body():
+        yield head
+        for _ in range(100):  # 100 x 64 KiB = 6.5 MB
+            yield bytes(64 << 10)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = tiny_client.post("/query", content=body(),
+                         headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413 and r.json()["detail"].startswith("request body exceeds the upload limit")
+    assert "content-length" not in r.request.headers
+    # small requests still work on this service
+    assert _query(tiny_client, s1_tile[0]["tile_id"], {"k": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("within", ["/etc/passwd", "region.geojson"])
+def test_within_path_string_is_422_and_never_opened(client, s1_tile, tmp_path, within):
+    # a region file that would be a valid filter if the service opened it
+    region = tmp_path / "region.geojson"
+    region.write_text(json.dumps({"type": "Polygon", "coordinates": [[[-180, -90], [180, -90], [180, 90],
+                                                                      [-180, 90], [-180, -90]]]}))
+    path = str(region) if within == "region.geojson" else within
+    r = _query(client, s1_tile[0]["tile_id"], {"within": path})
+    assert r.status_code == 422
+    assert "must be a GeoJSON Polygon / MultiPolygon geometry, Feature or FeatureCollection object" in r.json()[
+        "detail"] and "never opens files" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("filters, message", [
+    ({"bbox": [0, 10, 1, 5]}, "bbox must be W,S,E,N with -180<=W,E<=180 and -90<=S<N<=90, got 0,10,1,5"),
+    ({"bbox": [0, 1]}, "filter 'bbox' must be [W, S, E, N] in degrees"),
+    ({"start": "2022-01-01", "end": "2021-06-30"}, "end (2021-06-30) is before start (2022-01-01)"),
+    ({"start": "yesterday"}, "start must be an ISO date (2021-06-30) or date-time, got 'yesterday'"),
+    ({"target_sensors": ["sentinel9"]}, "unknown sensor 'sentinel9'; known sensors:"),
+    ({"k": 0}, "k must be a positive integer, got 0"),
+    ({"k": "5"}, "filter 'k' must be a positive integer"),
+    ({"colour": "red"}, "unknown filter 'colour'; known filters: bbox, within"),
+    ("{not json", "filters must be a JSON object: Expecting property name"),
+    ("[1, 2]", "filters must be a JSON object, got list"),
+    ({"window": [0, 0, 8, 8]}, "filter 'window' applies to an uploaded tile, not to a tile_id"),
+    ({"within": {"type": "Point", "coordinates": [0, 0]}}, "within must hold Polygon or MultiPolygon geometries"),
+    ({"within": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}},
+     "polygon is not a valid polygon: Self-intersection"),
+], ids=["bbox", "bbox-len", "time", "iso", "sensor", "k0", "kstr", "key", "json", "list", "window", "point",
+        "bowtie"])
+def test_bad_filters_are_422_with_the_reason(client, s1_tile, filters, message):
+    r = _query(client, s1_tile[0]["tile_id"], filters)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(message) or message in r.json()["detail"], r.json()["detail"]
+
+
+def test_unknown_or_missing_tile_ids(client, s1_upload):
+    r = _query(client, 999_999)
+    assert r.status_code == 404 and r.json()["detail"] == "no tile with id 999999 in the catalog"
+    assert client.get("/tiles/999999/preview.png").status_code == 404
+    r = _query(client, "abc")
+    assert r.status_code == 422 and r.json()["detail"] == "tile_id must be an integer, got 'abc'"
+    r = _query(client)
+    assert r.status_code == 422 and "exactly one of a tile" in r.json()["detail"]
+    r = _query(client, 1, upload=s1_upload)
+    assert r.status_code == 422 and "exactly one of a tile" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("sensor", ["sentinel1", "sentinel2", "enmap"])
+def test_preview_png_is_the_quicklook_scaled_to_192_px(client, ws, sensor):
+    with Catalog(ws / "catalog.sqlite") as cat:
+        t = cat.tiles("t.sensor = ?", (sensor,))[0]
+        _, arr = next(read_scene_tiles(cat.scene(t["scene_id"]), [t], cat.tile_m))
+    r = client.get(f"/tiles/{t['tile_id']}/preview.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    img = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert img.shape == (192, 192, 3)  # 48 px x 4 (Sentinel-1/2), 16 px x 12 (EnMAP)
+    f = 192 // arr.shape[1]
+    np.testing.assert_array_equal(img, np.repeat(np.repeat(quicklook(arr, sensor), f, 0), f, 1))
