@@ -230,7 +230,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if not args.json:
         print(f"(written to {out})")
+    if args.charts:
+        for path in _evaluation_charts(ws, report, Path(args.charts)):
+            print(f"wrote {path}") if not args.json else None
     return EXIT_OK
+
+
+def _evaluation_charts(ws: object, report: dict, out: Path) -> list[Path]:
+    """recall.png from the report; projection.png of the indexed vectors (when an index exists)."""
+    import numpy as np
+
+    from rsretrieve.viz.charts import embedding_projection, recall_chart
+
+    paths = [recall_chart(report, out / "recall.png")]
+    emb = _load_embeddings(ws)
+    if emb is not None and len(emb[0]):
+        ids, vecs = emb
+        with ws.catalog() as cat:  # type: ignore[attr-defined]
+            rows = {t["tile_id"]: t for t in cat.tiles()}
+            names = dict(cat.conn.execute("SELECT DISTINCT label, label_name FROM cell_labels").fetchall())
+        sensors = np.array([rows[int(i)]["sensor"] for i in ids])
+        labels = np.array([rows[int(i)]["label"] if rows[int(i)]["label"] is not None else -1 for i in ids])
+        label_names = [names.get(i, f"class_{i}") for i in range(int(labels.max()) + 1)] if labels.max() >= 0 else []
+        paths.append(embedding_projection(vecs, sensors, labels, label_names, out / "projection.png"))
+    return paths
 
 
 # -- index / query -------------------------------------------------------------------------------------------------
@@ -357,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--models", help="comma-separated model names (default: every trained model)")
     s.add_argument("--out", help="where to write the JSON report (default WS/evaluation.json)")
+    s.add_argument("--charts", help="folder for recall.png (per sensor pair) and projection.png (embeddings)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
 
