@@ -51,3 +51,17 @@ def test_export_needs_a_workspace_and_a_parquet_name(cli, tmp_path):
     cli("ingest", tmp_path / "in", "-w", tmp_path / "ws")
     r = cli("export", tmp_path / "o.csv", "-w", tmp_path / "ws")
     assert r.returncode == 2 and "OUT must end in .parquet" in r.stderr
+
+
+def test_export_carries_embeddings_once_indexed(cli, small_workspace, tmp_path):
+    import numpy as np
+
+    from rsretrieve.index.store import IndexStore
+
+    r = cli("export", tmp_path / "e.parquet", "-w", small_workspace)
+    assert r.returncode == 0, r.stderr
+    df = gpd.read_parquet(tmp_path / "e.parquet")
+    ids, vecs = IndexStore.open(small_workspace / "index").load_vectors()
+    got = np.stack(df.set_index("tile_id").loc[ids, "embedding"].to_numpy())
+    np.testing.assert_array_equal(got, vecs)
+    assert got.shape[1] == 128 and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
