@@ -345,7 +345,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
         name=name,
         family=family,  # type: ignore[arg-type]
         description=f.str("description", default=name),
-        product=f.str("product", default=""),
+        product=f.str("product", default="-"),
         units=units,
         dtype=dtype,
         nodata=nodata,

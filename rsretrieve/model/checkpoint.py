@@ -1,0 +1,68 @@
+"""Build and load embedding models from plain-typed configs and checkpoints.
+
+Two checkpoint layouts load, both with ``torch.load(weights_only=True)``:
+
+* a model file written by ``encoder.save(path)``: ``{"config": {...}, "state_dict": {...}}``;
+* a Lightning checkpoint of :class:`~rsretrieve.training.task.CrossSensorTask`: the model config under
+  ``checkpoint["rsretrieve"]["model_config"]`` and the weights under ``state_dict`` with the prefix ``model.``.
+
+    model = load_model("workspace/checkpoints/last.ckpt")
+    v = model.embed("sentinel1", x)            # (B, 128)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rsretrieve.model.dual_encoder import DualEncoder
+from rsretrieve.model.encoder import CrossSensorEncoder
+
+log = logging.getLogger(__name__)
+
+EmbeddingModel = CrossSensorEncoder | DualEncoder
+
+_KINDS: dict[str, type[CrossSensorEncoder] | type[DualEncoder]] = {
+    CrossSensorEncoder.kind: CrossSensorEncoder,
+    DualEncoder.kind: DualEncoder,
+}
+
+
+def build_model(config: dict[str, Any]) -> EmbeddingModel:
+    """An untrained model of ``config["kind"]`` (``ours`` or ``dual_encoder``) from its plain-typed config."""
+    kind = config.get("kind")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(_KINDS)}")
+    return _KINDS[kind].from_config(config)
+
+
+def model_state(checkpoint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(config, state_dict)`` of a model file or of a Lightning checkpoint of the training task."""
+    if "config" in checkpoint and "state_dict" in checkpoint:
+        return checkpoint["config"], checkpoint["state_dict"]
+    meta = checkpoint.get("rsretrieve")
+    if meta is None or "state_dict" not in checkpoint:
+        raise ValueError("not an rsretrieve checkpoint: no model config ('config' or 'rsretrieve' entry)")
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    return meta["model_config"], state
+
+
+def load_model(source: str | Path | dict[str, Any], map_location: str | torch.device = "cpu") -> EmbeddingModel:
+    """Load a model (in eval mode) from a checkpoint path or an already loaded checkpoint dict.
+
+    Raises:
+        ValueError: if the checkpoint is not an rsretrieve one, or a sensor's spec changed since training.
+    """
+    if isinstance(source, dict):
+        checkpoint = source
+    else:
+        checkpoint = torch.load(source, map_location=map_location, weights_only=True)
+    config, state = model_state(checkpoint)
+    model = build_model(config)
+    model.load_state_dict(state)
+    log.info("loaded %s model with sensors %s", config["kind"], ", ".join(config["sensors"]))
+    return model.eval()

@@ -1,0 +1,177 @@
+"""The cross-sensor encoder: sensor branches -> shared semantic head -> learned metric -> exported vector.
+
+    encoder = CrossSensorEncoder(["sentinel1", "sentinel2", "enmap"], dim=64)
+    v = encoder.embed("sentinel2", x)           # x (B, 12, 48, 48) normalised -> v (B, 128), unit norm
+
+Adding a sensor trains only its branch against the frozen shared parts::
+
+    encoder.freeze_shared()                     # head, metric and every existing branch stop learning
+    encoder.add_sensor("landsat8")              # starts from the optical family's weights (sentinel2's branch)
+
+so existing sensors' embeddings, and the index segments built from them, stay bit-identical.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rsretrieve.model.branches import SensorBranch, build_branch
+from rsretrieve.model.head import HeadConfig, SemanticHead
+from rsretrieve.model.metric import LearnedMetric
+from rsretrieve.sensors.base import SensorSpec
+from rsretrieve.sensors.registry import get_sensor
+
+log = logging.getLogger(__name__)
+
+
+def spec_fingerprint(spec: SensorSpec) -> dict[str, Any]:
+    """Plain-typed facts of a spec that the branch weights depend on (stored in checkpoints, checked on load)."""
+    return {
+        "family": spec.family,
+        "bands": list(spec.band_names),
+        "center_nm": [b.center_nm for b in spec.bands],
+        "valid": [b.valid for b in spec.bands],
+        "polarization": [b.polarization for b in spec.bands],
+    }
+
+
+class CrossSensorEncoder(nn.Module):
+    """Branches per sensor, one shared head and one learned metric.
+
+    Args:
+        sensors: registered sensor names.
+        dim: token and head width ``D`` (a multiple of 4 and of ``head.heads``).
+        embed_dim: width ``E`` of the exported vectors.
+        head: head shape (``dim`` is overwritten by ``dim``); a dict is accepted (from a checkpoint).
+        temperature: initial temperature of the metric.
+        branch: keyword arguments of every branch (``stem_dim``, ``cells``, ``tokens``).
+    """
+
+    kind = "ours"
+
+    def __init__(self, sensors: list[str], dim: int = 64, embed_dim: int = 128,
+                 head: HeadConfig | dict[str, Any] | None = None, temperature: float = 0.07,
+                 branch: dict[str, Any] | None = None):
+        super().__init__()
+        if not sensors:
+            raise ValueError("an encoder needs at least one sensor")
+        head = HeadConfig(**head) if isinstance(head, dict) else (head or HeadConfig())
+        head = replace(head, dim=dim)
+        self.dim, self.embed_dim, self.temperature_init = dim, embed_dim, temperature
+        self.head_config = head
+        self.branch_kwargs = dict(branch or {})
+        self.branches = nn.ModuleDict()
+        self.head = SemanticHead(head)
+        self.metric = LearnedMetric(dim, embed_dim, temperature=temperature)
+        self._frozen: set[str] = set()
+        for name in sensors:
+            self.add_sensor(name, init_from_family=False)
+
+    # -- structure --------------------------------------------------------------------------------------------
+    @property
+    def sensors(self) -> list[str]:
+        """Sensor names, in the order they were added."""
+        return list(self.branches.keys())
+
+    def add_sensor(self, name: str, init_from_family: bool = True) -> SensorBranch:
+        """Add the branch of a registered sensor.
+
+        Args:
+            name: registered sensor name.
+            init_from_family: copy the weights of the first existing branch of the same family (the branches of a
+                family have identical parameter shapes), so e.g. Landsat 8 starts from Sentinel-2's optical weights.
+
+        Returns:
+            The new branch (trainable even after :meth:`freeze_shared`).
+        """
+        if name in self.branches:
+            raise ValueError(f"sensor {name!r} is in the encoder already")
+        spec = get_sensor(name)
+        new = build_branch(spec, self.dim, **self.branch_kwargs)
+        donor = next((s for s, b in self.branches.items() if b.family == spec.family), None)
+        if init_from_family and donor is not None:
+            new.load_state_dict(self.branches[donor].state_dict())
+            log.info("branch %s starts from the %s weights of %s", name, spec.family, donor)
+        param = next(self.parameters(), None)
+        if param is not None:
+            new.to(param.device)
+        self.branches[name] = new
+        return new
+
+    def freeze_shared(self) -> None:
+        """Stop training of the head, the metric and every branch there is now; later branches stay trainable."""
+        self._frozen = set(self.branches.keys())
+        for module in (self.head, self.metric, *self.branches.values()):
+            module.requires_grad_(False)
+        log.info("frozen: head, metric and branches %s", ", ".join(sorted(self._frozen)))
+
+    @property
+    def frozen(self) -> list[str]:
+        """Sensors whose branches are frozen (empty unless :meth:`freeze_shared` was called)."""
+        return sorted(self._frozen)
+
+    # -- computation -----------------------------------------------------------------------------------------
+    def tokens(self, sensor: str, x: Tensor) -> Tensor:
+        """Branch tokens: ``(B, C, H, W)`` -> ``(B, N, D)``."""
+        if sensor not in self.branches:
+            raise KeyError(f"no branch for sensor {sensor!r}; the encoder has {', '.join(self.sensors)}")
+        return self.branches[sensor].forward_features(x)
+
+    def features(self, sensor: str, x: Tensor) -> Tensor:
+        """Pooled head output ``h``: ``(B, C, H, W)`` -> ``(B, D)``."""
+        return self.head(self.tokens(sensor, x), self.branches[sensor].family)
+
+    def project(self, sensor: str, x: Tensor) -> Tensor:
+        """``W h`` before normalisation: ``(B, C, H, W)`` -> ``(B, E)`` (what the objective trains on)."""
+        return self.metric.project(self.features(sensor, x))
+
+    def embed(self, sensor: str, x: Tensor) -> Tensor:
+        """Exported vectors: ``(B, C, H, W)`` normalised tiles -> ``(B, E)`` unit vectors (inner product = cosine).
+
+        The learned similarity is ``logit_scale * <v_a, v_b>`` (see :mod:`rsretrieve.model.metric`).
+        """
+        return self.metric.export(self.features(sensor, x))
+
+    def forward(self, sensor: str, x: Tensor) -> Tensor:
+        """Same as :meth:`embed`."""
+        return self.embed(sensor, x)
+
+    @property
+    def logit_scale(self) -> Tensor:
+        """``1 / tau`` of the learned metric."""
+        return self.metric.logit_scale
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Plain-typed constructor arguments plus the spec facts of each sensor (for checkpoints)."""
+        return {
+            "kind": self.kind,
+            "sensors": self.sensors,
+            "dim": self.dim,
+            "embed_dim": self.embed_dim,
+            "head": self.head_config.to_dict(),
+            "temperature": self.temperature_init,
+            "branch": dict(self.branch_kwargs),
+            "specs": {name: spec_fingerprint(get_sensor(name)) for name in self.sensors},
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CrossSensorEncoder:
+        """Build an (untrained) encoder from :meth:`config`, checking that the specs did not change."""
+        for name, facts in config.get("specs", {}).items():
+            now = spec_fingerprint(get_sensor(name))
+            if now != facts:
+                raise ValueError(f"sensor {name!r}: the registered spec differs from the one the model was trained "
+                                 f"with (bands, wavelengths, validity or polarisation)")
+        return cls(list(config["sensors"]), dim=config["dim"], embed_dim=config["embed_dim"],
+                   head=dict(config["head"]), temperature=config["temperature"], branch=dict(config["branch"]))
+
+    def save(self, path: str | Path) -> None:
+        """Write ``{"config": ..., "state_dict": ...}``, loadable with ``torch.load(weights_only=True)``."""
+        torch.save({"config": self.config(), "state_dict": self.state_dict()}, path)

@@ -1,0 +1,74 @@
+"""SAR branch: backscatter in dB, a stem robust to speckle.
+
+The input is already in the log domain (sigma0 in dB, normalised), where speckle is additive. Channels are placed
+in fixed polarisation slots (VV, VH, HH, HV), so a dual-pol VV/VH sensor and an HH/HV sensor share the family
+weights; an absent polarisation is a zero slot flagged by a presence channel. Before the patch convolution each
+slot is summarised by its local 3x3 mean (a boxcar multi-look that averages speckle out) and local 3x3 standard
+deviation (texture, which speckle alone keeps near a constant), as in the statistics of a Lee filter.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rsretrieve.model.branches import SensorBranch, init_convolutions, register_branch
+from rsretrieve.sensors.base import SensorSpec
+
+#: polarisation slots, in order
+POLARIZATIONS = ("VV", "VH", "HH", "HV")
+
+
+def _local_stats(x: Tensor, size: int = 3) -> tuple[Tensor, Tensor]:
+    """Local mean and standard deviation over ``size`` x ``size`` windows, same shape as ``x`` ``(B, C, H, W)``."""
+    pad = size // 2
+    mean = F.avg_pool2d(x, size, stride=1, padding=pad, count_include_pad=False)  # (B, C, H, W)
+    sq = F.avg_pool2d(x * x, size, stride=1, padding=pad, count_include_pad=False)  # (B, C, H, W)
+    return mean, (sq - mean * mean).clamp(min=0).add(1e-6).sqrt()
+
+
+@register_branch("sar")
+class SarBranch(SensorBranch):
+    """Branch of SAR sensors (one band per polarisation, normalised dB).
+
+    Args:
+        spec: the sensor; every band needs ``polarization``.
+        dim: token width ``D``.
+        stem_dim: channels of the patch convolution.
+        cells: stem grid positions per tile side.
+        tokens: token grid positions per tile side at most.
+        window: side of the speckle-smoothing window in pixels.
+    """
+
+    def __init__(self, spec: SensorSpec, dim: int, stem_dim: int = 32, cells: int = 16, tokens: int = 4,
+                 window: int = 3):
+        super().__init__(spec, dim, stem_dim=stem_dim, cells=cells, tokens=tokens)
+        slots = []
+        for b in spec.bands:
+            if b.polarization not in POLARIZATIONS:
+                raise ValueError(f"{spec.name}: band {b.name} has polarisation {b.polarization!r}, "
+                                 f"expected one of {POLARIZATIONS}")
+            slots.append(POLARIZATIONS.index(b.polarization))
+        valid = torch.tensor([b.valid for b in spec.bands])
+        present = torch.zeros(len(POLARIZATIONS))
+        present[torch.tensor(slots)[valid]] = 1.0
+        self.register_buffer("slots", torch.tensor(slots, dtype=torch.long), persistent=False)
+        self.register_buffer("band_valid", valid.float(), persistent=False)
+        self.register_buffer("present", present, persistent=False)
+        self.window = window
+        n = len(POLARIZATIONS)
+        self.patch = nn.Conv2d(3 * n, stem_dim, kernel_size=3)
+        init_convolutions(self)
+
+    def stem(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        x = x * self.band_valid.to(x.dtype)[None, :, None, None]  # (B, C, H, W), invalid bands zeroed
+        slots = x.new_zeros(b, len(POLARIZATIONS), h, w)  # (B, 4, H, W)
+        slots = slots.index_add(1, self.slots, x)  # (B, 4, H, W)
+        mean, std = _local_stats(slots, self.window)  # (B, 4, H, W) each
+        flags = self.present.to(x.dtype)[None, :, None, None].expand(b, -1, h, w)  # (B, 4, H, W)
+        feats = torch.cat([mean, std, flags], dim=1)  # (B, 12, H, W)
+        stride = self.stride_for(h, w)
+        return F.conv2d(feats, self.patch.weight, self.patch.bias, stride=stride,
+                        padding=self.padding_for(stride))  # (B, S, ~cells, ~cells)

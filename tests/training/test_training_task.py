@@ -1,0 +1,98 @@
+"""CrossSensorTask: tiny fits of both models on every registered sensor, checkpoints, adding a sensor."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from rsretrieve.model import load_model
+from rsretrieve.sensors import get_sensor, list_sensors
+from rsretrieve.training.task import CrossSensorRecall, CrossSensorTask
+
+
+def make_batch(sensors: list[str], n: int = 6, seed: int = 0) -> dict:
+    """Random tiles in the training batch format, native sizes of 480 m tiles, some sensors missing."""
+    g = torch.Generator().manual_seed(seed)
+    inputs, present = {}, {}
+    for s in sensors:
+        size = round(480 / get_sensor(s).gsd)
+        inputs[s] = torch.randn(n, get_sensor(s).num_bands, size, size, generator=g)
+        present[s] = torch.rand(n, generator=g) > 0.3
+    return {"cell": torch.arange(n) + 100 * seed, "label": torch.tensor([0, 1, -1, 0, 1, -1][:n]),
+            "inputs": inputs, "present": present}
+
+
+def _trainer(steps: int = 3) -> L.Trainer:
+    return L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
+                     num_sanity_val_steps=0)
+
+
+def _loader(sensors: list[str], k: int = 3) -> DataLoader:
+    return DataLoader([make_batch(sensors, seed=i) for i in range(k)], batch_size=None)
+
+
+@pytest.mark.parametrize("model", ["ours", "dual_encoder"])
+def test_tiny_fit_on_every_registered_sensor(model, tmp_path):
+    torch.manual_seed(0)
+    sensors = list_sensors()
+    task = CrossSensorTask(sensors, model=model, dim=32, adversarial=model == "ours", queue_size=32,
+                           queue_warmup=1)
+    trainer = _trainer()
+    trainer.fit(task, train_dataloaders=_loader(sensors), val_dataloaders=_loader(sensors, 1))
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"])
+    assert "val/recall@1" in metrics and "val/recall@1/sentinel1_to_sentinel2" in metrics
+    if model == "ours":
+        assert {"train/cross", "train/within", "train/vicreg", "train/adversarial"} <= set(metrics)
+    else:
+        assert "train/vicreg" not in metrics  # the plain baseline: symmetric InfoNCE only
+
+    path = tmp_path / "task.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    meta = ckpt["rsretrieve"]
+    json.dumps(meta)  # plain types only
+    assert meta["sensors"] == sensors and meta["model_config"]["kind"] == model
+    assert meta["sensor_specs"]["enmap"]["num_bands"] == 224
+    loaded = load_model(path)
+    task.model.eval()
+    x = make_batch(["enmap"], n=2)["inputs"]["enmap"]
+    with torch.no_grad():
+        assert torch.equal(loaded.embed("enmap", x), task.model.embed("enmap", x))
+
+
+def test_adding_a_sensor_from_a_checkpoint_keeps_old_embeddings(tmp_path):
+    torch.manual_seed(0)
+    old = ["sentinel1", "sentinel2"]
+    task = CrossSensorTask(old, dim=32)
+    trainer = _trainer(2)
+    trainer.fit(task, train_dataloaders=_loader(old))
+    path = tmp_path / "base.ckpt"
+    trainer.save_checkpoint(path)
+    x = make_batch(old, n=3, seed=7)["inputs"]
+    before = {s: load_model(path).embed(s, x[s]) for s in old}
+
+    new = CrossSensorTask([*old, "landsat8"], pretrained=str(path))
+    assert new.model.frozen == old
+    trainable = {n.split(".")[1] for n, p in new.model.named_parameters() if p.requires_grad}
+    assert trainable == {"landsat8"}
+    trainer = _trainer(3)
+    trainer.fit(new, train_dataloaders=_loader([*old, "landsat8"]))
+    new.model.eval()
+    with torch.no_grad():
+        for s in old:
+            assert torch.equal(new.model.embed(s, x[s]), before[s])
+
+
+def test_recall_metric_by_hand():
+    metric = CrossSensorRecall(["a", "b"], k=1)
+    eye = torch.eye(3)
+    metric.update(eye, torch.tensor([1, 2, 3]), "a")
+    # b: cell 1 matches, cell 2's vector is closest to a's cell 3, cell 4 has no partner in a
+    metric.update(torch.stack([eye[0], eye[2], eye[1]]), torch.tensor([1, 2, 4]), "b")
+    out = metric.compute()
+    assert out["a_to_b"].item() == pytest.approx(1 / 2)  # queries 1, 2 have partners; 1 hit
+    assert out["b_to_a"].item() == pytest.approx(1 / 2)  # queries 1, 2; 2's vector (e3) finds cell 3
