@@ -305,7 +305,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                        within=args.within, start=args.start, end=args.end, target_sensors=targets or None, k=args.k,
                        exclude_own_scene=args.exclude_own_scene, exclude_own_cell=args.exclude_own_cell,
                        one_per_cell=args.one_per_cell, model=args.model)
-    except (WorkspaceError, QueryError, IndexMismatchError, FileNotFoundError) as e:
+    except (WorkspaceError, QueryError, IndexMismatchError, FileNotFoundError, ValueError) as e:
         raise UsageError(str(e).splitlines()[0]) from None
     finally:
         if "ws" in locals():

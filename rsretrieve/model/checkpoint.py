@@ -63,6 +63,19 @@ def load_model(source: str | Path | dict[str, Any], map_location: str | torch.de
         checkpoint = torch.load(source, map_location=map_location, weights_only=True)
     config, state = model_state(checkpoint)
     model = build_model(config)
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        where = "the checkpoint" if isinstance(source, dict) else str(source)
+        raise ValueError(f"{where} does not fit this version of the model code ({len(missing)} weights missing, "
+                         f"{len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]}); retrain it")
     model.load_state_dict(state)
     log.info("loaded %s model with sensors %s", config["kind"], ", ".join(config["sensors"]))
     return model.eval()
+
+
+def _key_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """(missing, unexpected) weight names, shapes included: a checkpoint of another architecture."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    unexpected = [k for k in state if k not in own]
+    return missing, unexpected

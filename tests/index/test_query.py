@@ -111,3 +111,19 @@ def test_a_search_with_another_model_is_refused(small_workspace, tmp_path):
     save_untrained_model(ws, seed=1)  # a different model file: another checksum
     r = run_cli("query", "--workspace", ws, "--tile-id", "1")
     assert r.returncode == 2 and "re-run `rsretrieve index`" in r.stderr
+
+
+def test_a_model_file_of_another_architecture_is_a_one_line_error(small_workspace, tmp_path):
+    import shutil
+
+    import torch
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    path = ws / "checkpoints" / "default" / "model.pt"
+    ck = torch.load(path, weights_only=True)
+    ck["state_dict"] = {k + "_renamed": v for k, v in ck["state_dict"].items()}
+    torch.save(ck, path)
+    r = run_cli("query", "--workspace", ws, "--tile-id", "1")
+    assert r.returncode == 2 and "does not fit this version of the model code" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
