@@ -40,6 +40,16 @@ def _progress(enabled: bool, label: str) -> Callable[[int, int, str], None] | No
     return show
 
 
+def _open_workspace(path: str):  # noqa: ANN202 (Workspace; imported lazily)
+    """An existing workspace, or a one-line usage error."""
+    from rsretrieve.workspace import Workspace, WorkspaceError
+
+    try:
+        return Workspace.open(path)
+    except WorkspaceError as e:
+        raise UsageError(str(e)) from None
+
+
 # -- sensors -------------------------------------------------------------------------------------------------------
 def cmd_sensors(args: argparse.Namespace) -> int:
     from rsretrieve.sensors import get_sensor, list_sensors
@@ -147,12 +157,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from rsretrieve.workspace import Workspace, WorkspaceError
 
-    try:
-        ws = Workspace.open(args.workspace)
-    except WorkspaceError as e:
-        raise UsageError(str(e)) from None
+    ws = _open_workspace(args.workspace)
     with ws.catalog() as c:
         counts = c.counts()
     print(json.dumps(counts, indent=2)) if args.json else _print_summary(counts)
@@ -162,12 +168,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 # -- export --------------------------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
     from rsretrieve.data.export import export_geoparquet
-    from rsretrieve.workspace import Workspace, WorkspaceError
 
-    try:
-        ws = Workspace.open(args.workspace)
-    except WorkspaceError as e:
-        raise UsageError(str(e)) from None
+    ws = _open_workspace(args.workspace)
     if Path(args.out).suffix.lower() != ".parquet":
         raise UsageError(f"export writes GeoParquet: OUT must end in .parquet, got {args.out}")
     with ws.catalog() as c:
@@ -189,14 +191,10 @@ def _load_embeddings(ws: object) -> tuple | None:
 
 # -- train ---------------------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from rsretrieve.workspace import Workspace, WorkspaceError
 
     if not Path(args.config).is_file():
         raise UsageError(f"--config {args.config}: no such file")
-    try:
-        ws = Workspace.open(args.workspace)
-    except WorkspaceError as e:
-        raise UsageError(str(e)) from None
+    ws = _open_workspace(args.workspace)
     from rsretrieve.training.cli import run_train
 
     try:
@@ -210,12 +208,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- evaluate ------------------------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rsretrieve.workspace import Workspace, WorkspaceError
 
-    try:
-        ws = Workspace.open(args.workspace)
-    except WorkspaceError as e:
-        raise UsageError(str(e)) from None
+    ws = _open_workspace(args.workspace)
     from rsretrieve.evaluation.report import evaluate_workspace, format_report
 
     names = [n for n in (args.models or "").split(",") if n]

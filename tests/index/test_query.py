@@ -1,12 +1,10 @@
 """`rsretrieve query` and Workspace.query on a real (small) workspace: filters, outputs, bad inputs."""
 
 import json
-from datetime import datetime, timezone
 
 import numpy as np
 import pytest
-import rasterio
-from shapely.geometry import box, shape
+from shapely.geometry import shape
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.index.store import IndexStore

@@ -59,7 +59,7 @@ def test_a_new_sensor_is_one_yaml_file(tmp_path):
     data["cloud_test"] = None
     path = tmp_path / "planetscope_test.yaml"
     path.write_text(yaml.safe_dump(data))
-    spec = register_sensor(load_spec(path))
+    register_sensor(load_spec(path))
     try:
         assert get_sensor("planetscope_test").num_bands == 4
         assert "planetscope_test" in list_sensors("optical")
