@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -40,11 +41,15 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
     if resume and last.exists():
         args += ["--ckpt_path", str(last)]
     callbacks = [ModelCheckpoint(dirpath=ckdir, filename="best", monitor="val/recall@1", mode="max", save_last=True)]
-    cli = RetrievalCLI(CrossSensorTask, CellDataModule, args=args, run=True,
-                       save_config_kwargs={"overwrite": True, "config_filename": "config.yaml"},
-                       trainer_defaults={"callbacks": callbacks, "enable_progress_bar": progress,
-                                         "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                                    "init_args": {"save_dir": str(ckdir), "name": "logs"}}})
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the options are in ``args``; LightningCLI must not read them twice
+    try:
+        cli = RetrievalCLI(CrossSensorTask, CellDataModule, args=args, run=True,
+                           save_config_kwargs={"overwrite": True, "config_filename": "config.yaml"},
+                           trainer_defaults={"callbacks": callbacks, "enable_progress_bar": progress,
+                                             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                        "init_args": {"save_dir": str(ckdir), "name": "logs"}}})
+    finally:
+        sys.argv = argv
     out = ckdir / "model.pt"
     cli.model.model.save(out)
     # the resolved experiment config beside the model: evaluate and index read the data split from it
