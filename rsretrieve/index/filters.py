@@ -1,0 +1,338 @@
+"""Query filters: bbox, polygon, time range, sensors, exclusions; and the geometry-to-rows step over a segment.
+
+A tile matches a filter when its centroid (lon, lat) lies in the bbox (edges included) and in the closed polygon
+(``shapely.intersects_xy``), its time is within ``[start, end]`` (an unknown time never matches a time filter), its
+sensor is one of ``sensors``, and neither its scene nor its cell is excluded. ``one_per_cell`` is applied by the
+planner on the ranked results, not here.
+
+Rows are found in three steps: the filter's boxes become Hilbert key ranges (:func:`box_key_ranges`), the segment's
+sorted keys turn those into row ranges (``np.searchsorted``), and vectorised checks on the columns of just those
+rows keep the exact matches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+
+import numpy as np
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, shape
+
+from rsretrieve.index.hilbert import HILBERT_ORDER, box_cells, cell_ranges, merge_ranges
+from rsretrieve.index.store import TIME_UNKNOWN, Segment
+
+_BBOX_RULE = "bbox must be W,S,E,N with -180<=W,E<=180 and -90<=S<N<=90"
+_SAMPLE = np.sort(np.random.default_rng(0).random(1024))  # fixed positions for selectivity estimates
+
+
+@dataclass(frozen=True)
+class QueryFilter:
+    """What a search may return. All fields are optional; the empty filter matches every tile.
+
+    Attributes:
+        bbox: (W, S, E, N) degrees, EPSG:4326; ``W > E`` means the box crosses the antimeridian.
+        polygon: Polygon or MultiPolygon in EPSG:4326 degrees (see :func:`load_region`).
+        start, end: inclusive time range; naive datetimes are UTC; a ``date`` as ``end`` includes that whole day.
+        sensors: sensor names a result may come from.
+        exclude_scene_ids: scenes never returned (e.g. the query's own scene).
+        exclude_cell_ids: ground cells never returned (e.g. the query's own cell).
+        one_per_cell: return only the best tile of each ground cell.
+    """
+
+    bbox: tuple[float, float, float, float] | None = None
+    polygon: Polygon | MultiPolygon | None = None
+    start: datetime | date | None = None
+    end: datetime | date | None = None
+    sensors: frozenset[str] | None = None
+    exclude_scene_ids: frozenset[int] = field(default_factory=frozenset)
+    exclude_cell_ids: frozenset[str] = field(default_factory=frozenset)
+    one_per_cell: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bbox is not None:
+            object.__setattr__(self, "bbox", parse_bbox(self.bbox))
+        if self.polygon is not None:
+            _check_polygon(self.polygon, "polygon")
+        lo, hi = self.time_range()
+        if lo is not None and hi is not None and hi < lo:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        if self.sensors is not None:
+            names = frozenset([self.sensors] if isinstance(self.sensors, str) else self.sensors)
+            if not names or not all(isinstance(s, str) and s for s in names):
+                raise ValueError(f"sensors must be a non-empty set of sensor names, got {sorted(map(str, names))}")
+            object.__setattr__(self, "sensors", names)
+        object.__setattr__(self, "exclude_scene_ids", frozenset(int(s) for s in self.exclude_scene_ids))
+        object.__setattr__(self, "exclude_cell_ids", frozenset(str(c) for c in self.exclude_cell_ids))
+
+    def time_range(self) -> tuple[int | None, int | None]:
+        """Inclusive bounds in unix seconds (None where open)."""
+        return _seconds(self.start, False), _seconds(self.end, True)
+
+    def check_sensors(self, known: list[str] | set[str]) -> None:
+        """Raise ValueError naming the first sensor of the filter that is not in ``known``."""
+        for name in sorted(self.sensors or ()):
+            if name not in known:
+                raise ValueError(f"unknown sensor {name!r}; known sensors: {', '.join(sorted(known))}")
+
+    @property
+    def is_trivial(self) -> bool:
+        """Whether the filter matches every tile (``one_per_cell`` aside)."""
+        return (self.bbox is None and self.polygon is None and self.start is None and self.end is None
+                and self.sensors is None and not self.exclude_scene_ids and not self.exclude_cell_ids)
+
+
+def parse_bbox(value: str | tuple | list) -> tuple[float, float, float, float]:
+    """``"W,S,E,N"`` (or a 4-sequence) as validated floats, in degrees."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        w, s, e, n = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"{_BBOX_RULE}, got {value!r}") from None
+    if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s < n <= 90):
+        raise ValueError(f"{_BBOX_RULE}, got {w:g},{s:g},{e:g},{n:g}")
+    return w, s, e, n
+
+
+def load_region(path: str | os.PathLike) -> Polygon | MultiPolygon:
+    """Read a (multi)polygon in EPSG:4326 from a GeoJSON Feature, FeatureCollection (union) or geometry file."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"region file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"region file {p} is not GeoJSON: {str(exc).splitlines()[0]}") from None
+    crs = (doc.get("crs") or {}).get("properties", {}).get("name", "") if isinstance(doc, dict) else ""
+    if crs and not crs.upper().endswith(("CRS84", "4326")):
+        raise ValueError(f"region file {p} has CRS {crs}; only EPSG:4326 / CRS84 lon/lat is accepted")
+    kind = doc.get("type") if isinstance(doc, dict) else None
+    geoms = ([f.get("geometry") for f in doc.get("features", [])] if kind == "FeatureCollection"
+             else [doc.get("geometry")] if kind == "Feature" else [doc])
+    try:
+        parts = [shape(g) for g in geoms if g]
+    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+        raise ValueError(f"region file {p} holds no readable geometry: {exc}") from None
+    polys = [g for g in parts if isinstance(g, (Polygon, MultiPolygon))]
+    if not polys or len(polys) != len(parts):
+        raise ValueError(f"region file {p} must hold Polygon or MultiPolygon geometries only, "
+                         f"got {sorted({g.geom_type for g in parts}) or 'none'}")
+    for g in polys:
+        _check_polygon(g, f"region file {p}")
+    geom = polys[0] if len(polys) == 1 else shapely.union_all(polys)
+    return _check_polygon(geom, f"region file {p}")
+
+
+def _check_polygon(geom: object, what: str) -> Polygon | MultiPolygon:
+    if not isinstance(geom, (Polygon, MultiPolygon)):
+        raise ValueError(f"{what} must be a Polygon or MultiPolygon, got {type(geom).__name__}")
+    if geom.is_empty:
+        raise ValueError(f"{what} is empty")
+    if not geom.is_valid:
+        raise ValueError(f"{what} is not a valid polygon: {shapely.is_valid_reason(geom)}")
+    w, s, e, n = geom.bounds
+    if not (-180 <= w and e <= 180 and -90 <= s and n <= 90):
+        raise ValueError(f"{what} must be in lon/lat degrees (EPSG:4326, lon -180..180, lat -90..90; split shapes "
+                         f"crossing the antimeridian), got bounds {w:g},{s:g},{e:g},{n:g}")
+    return geom
+
+
+def _seconds(value: datetime | date | None, end: bool) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        if not isinstance(value, date):
+            raise ValueError(f"start/end must be dates or datetimes, got {value!r}")
+        value = datetime.combine(value, time.max if end else time.min)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    ts = value.timestamp()
+    return math.floor(ts) if end else math.ceil(ts)
+
+
+class CompiledFilter:
+    """A :class:`QueryFilter` prepared for one index: key ranges, time bounds, sensor codes, polygon test."""
+
+    def __init__(self, flt: QueryFilter, sensor_table: list[str]) -> None:
+        self.filter = flt
+        self.region = _Region(flt.polygon) if flt.polygon is not None else None
+        self.geo = flt.bbox is not None or flt.polygon is not None
+        self._keys: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.t_lo, self.t_hi = flt.time_range()
+        self.sensor_codes = None if flt.sensors is None else np.array(
+            [i for i, name in enumerate(sensor_table) if name in flt.sensors], dtype=np.int16)
+        self.scenes = np.array(sorted(flt.exclude_scene_ids), dtype=np.int64)
+        self.cells = np.array(sorted(flt.exclude_cell_ids), dtype=str)
+
+    def _key_ranges(self, flt: QueryFilter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Key ranges covering the bbox (or the polygon's parts), flagged 1 where every point is inside."""
+        parts = []
+        if flt.bbox is not None:
+            w, s, e, n = flt.bbox
+            for b in [(w, s, e, n)] if w <= e else [(w, s, 180.0, n), (-180.0, s, e, n)]:
+                level, cx, cy, inside = box_cells(*b)
+                parts.append(cell_ranges(level, cx, cy, inside if flt.polygon is None else None))
+        else:
+            for g in getattr(flt.polygon, "geoms", [flt.polygon]):
+                level, cx, cy, _ = box_cells(*g.bounds)
+                flags = self.region.classify_cells(level, cx, cy)
+                keep = flags >= 0
+                parts.append(cell_ranges(level, cx[keep], cy[keep], flags[keep]))
+        if len(parts) == 1:
+            return parts[0]
+        starts, stops, flags = (np.concatenate(x) for x in zip(*parts))
+        o = np.argsort(starts)
+        starts, stops, flags = starts[o], stops[o], flags[o]
+        if (starts[1:] < stops[:-1]).any():  # covers of several parts overlap: check every row
+            starts, stops = merge_ranges(starts, stops)
+            flags = np.zeros(starts.size, np.int8)
+        return starts, stops, flags
+
+    def row_ranges(self, seg: Segment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Half-open row ranges of ``seg`` that may hold matches (all rows without a geographic filter), and
+        for each a flag: 1 where every row is inside the geometry (no point test needed)."""
+        if not self.geo:
+            return np.zeros(1, np.int64), np.full(1, seg.n, np.int64), np.ones(1, np.int8)
+        if self._keys is None:  # computed on first use: broad filters searched by ANN never need them
+            self._keys = self._key_ranges(self.filter)
+        key_starts, key_stops, key_inside = self._keys
+        starts = np.searchsorted(seg.hkey, key_starts)
+        stops = np.searchsorted(seg.hkey, key_stops)
+        keep = stops > starts
+        return starts[keep], stops[keep], key_inside[keep]
+
+    def rows(self, seg: Segment, ranges: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+        """All rows (int64, ascending) of ``seg`` that match, removed rows excluded; ``ranges`` as from
+        :meth:`row_ranges` when already computed."""
+        starts, stops, inside = self.row_ranges(seg) if ranges is None else ranges
+        if starts.size == 1 and starts[0] == 0 and stops[0] == seg.n:
+            return np.flatnonzero(self.check(seg, None))
+        rows = ranges_to_rows(starts, stops)
+        return rows[self.check(seg, rows, np.repeat(inside.astype(bool), stops - starts))]
+
+    def quick_estimate(self, seg: Segment) -> float:
+        """Estimated number of matching rows from the segment's fixed sample of rows (no key ranges needed)."""
+        sample = seg.sample()
+        return float(self.check(sample, None).mean()) * seg.n if sample.n else 0.0
+
+    def estimate(self, seg: Segment, ranges: tuple[np.ndarray, ...] | None = None) -> float:
+        """Estimated number of matching rows, from a fixed sample of 1024 rows of the key ranges."""
+        starts, stops, inside = self.row_ranges(seg) if ranges is None else ranges
+        lens = stops - starts
+        total = int(lens.sum())
+        if total == 0:
+            return 0.0
+        pos = (_SAMPLE * total).astype(np.int64)
+        ends = np.cumsum(lens)
+        which = np.searchsorted(ends, pos, side="right")
+        rows = starts[which] + pos - (ends[which] - lens[which])
+        return float(self.check(seg, rows, inside[which].astype(bool)).mean()) * total
+
+    def check(self, seg: Segment, rows: np.ndarray | None, inside: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask: which of ``rows`` (all rows when None) of ``seg`` match, removed rows excluded.
+
+        ``inside`` marks rows known to lie inside the geometry (the bbox / polygon test is skipped for them).
+        """
+        take = (lambda col: col) if rows is None else (lambda col: col[rows])
+        ok = take(seg.alive_mask()) if seg.has_deleted else np.ones(seg.n if rows is None else rows.size, bool)
+        if self.t_lo is not None or self.t_hi is not None:
+            t = take(seg.time)
+            ok &= t != TIME_UNKNOWN
+            if self.t_lo is not None:
+                ok &= t >= self.t_lo
+            if self.t_hi is not None:
+                ok &= t <= self.t_hi
+        if self.geo:
+            idx = np.flatnonzero(ok if inside is None else ok & ~inside)
+            at = idx if rows is None else rows[idx]
+            lon, lat = seg.lon[at], seg.lat[at]
+            good = np.ones(idx.size, bool)
+            if self.filter.bbox is not None:
+                w, s, e, n = self.filter.bbox
+                good &= ((lon >= w) & (lon <= e) if w <= e else (lon >= w) | (lon <= e)) & (lat >= s) & (lat <= n)
+            if self.region is not None:
+                w, s, e, n = self.filter.polygon.bounds
+                good &= (lon >= w) & (lon <= e) & (lat >= s) & (lat <= n)
+                sub = np.flatnonzero(good)
+                good[sub] = self.region(lon[sub], lat[sub])
+            ok[idx] = good
+        if self.sensor_codes is not None:
+            sensor = take(seg.sensor)
+            hit = np.zeros(ok.shape, bool)
+            for code in self.sensor_codes:
+                hit |= sensor == code
+            ok &= hit
+        if self.scenes.size:
+            ok &= ~np.isin(take(seg.scene_id), self.scenes)
+        if self.cells.size:
+            pos = np.minimum(np.searchsorted(seg.cell_names, self.cells), seg.cell_names.size - 1)
+            codes = pos[seg.cell_names[pos] == self.cells]
+            if codes.size:
+                ok &= ~np.isin(take(seg.cell), codes)
+        return ok
+
+
+def ranges_to_rows(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(a, b)`` for each half-open range, without a Python loop."""
+    lens = stops - starts
+    total = int(lens.sum())
+    if total == 0:
+        return np.empty(0, np.int64)
+    step = np.ones(total, dtype=np.int64)
+    step[0] = starts[0]
+    heads = np.cumsum(lens)[:-1]
+    step[heads] = starts[1:] - stops[:-1] + 1
+    return np.cumsum(step)
+
+
+class _Region:
+    """Point tests against a closed (multi)polygon (``shapely.intersects_xy``, prepared) and a classification of
+    Hilbert grid cells into inside / outside / near an edge, so that only points near an edge need the test."""
+
+    def __init__(self, geom: Polygon | MultiPolygon) -> None:
+        self.geom = geom
+        shapely.prepare(geom)
+        rings = []
+        for poly in getattr(geom, "geoms", [geom]):
+            rings += [np.asarray(poly.exterior.coords)] + [np.asarray(r.coords) for r in poly.interiors]
+        self.edges = (np.concatenate([r[:-1] for r in rings]), np.concatenate([r[1:] for r in rings]))
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return shapely.intersects_xy(self.geom, x, y)
+
+    def classify_cells(self, level: int, cx: np.ndarray, cy: np.ndarray, order: int = HILBERT_ORDER) -> np.ndarray:
+        """Classify Hilbert grid cells of ``level``: 1 inside, -1 outside, 0 near an edge (points need a test).
+
+        Edges are sampled every half cell of a grid 4x finer and the cells they touch, dilated by one fine cell,
+        are boundary; any other cell is wholly on one side, decided by its centre.
+        """
+        fine = min(order, level + 2)
+        f = 1 << (fine - level)
+        size_x, size_y = 360.0 / (1 << fine), 180.0 / (1 << fine)
+        ox, oy = cx.min() * f, cy.min() * f
+        nx, ny = (cx.max() + 1) * f - ox, (cy.max() + 1) * f - oy
+        a, b = self.edges
+        u0, v0 = (a[:, 0] + 180.0) / size_x - ox, (a[:, 1] + 90.0) / size_y - oy
+        du, dv = (b[:, 0] + 180.0) / size_x - ox - u0, (b[:, 1] + 90.0) / size_y - oy - v0
+        m = np.ceil(2 * np.maximum(np.abs(du), np.abs(dv))).astype(np.int64) + 1
+        rep = np.repeat(np.arange(m.size), m)
+        t = (np.arange(rep.size) - np.repeat(np.cumsum(m) - m, m)) / np.maximum(m[rep] - 1, 1)
+        iu = np.clip(np.floor(u0[rep] + t * du[rep]), -1, nx).astype(np.int64) + 1
+        iv = np.clip(np.floor(v0[rep] + t * dv[rep]), -1, ny).astype(np.int64) + 1
+        marked = np.zeros((nx + 2, ny + 2), bool)
+        marked[iu, iv] = True
+        near = marked.copy()
+        for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+            near[max(sx, 0):nx + 2 + min(sx, 0), max(sy, 0):ny + 2 + min(sy, 0)] |= \
+                marked[max(-sx, 0):nx + 2 + min(-sx, 0), max(-sy, 0):ny + 2 + min(-sy, 0)]
+        near = near[1:-1, 1:-1].reshape(nx // f, f, ny // f, f).any(axis=(1, 3))
+        boundary = near[cx - cx.min(), cy - cy.min()]
+        lon = (cx + 0.5) * (360.0 / (1 << level)) - 180.0
+        lat = (cy + 0.5) * (180.0 / (1 << level)) - 90.0
+        inside = self(lon, lat)
+        return np.where(boundary, 0, np.where(inside, 1, -1)).astype(np.int8)
+

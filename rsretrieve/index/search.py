@@ -1,0 +1,307 @@
+"""The filtered-search planner: exact scans of the matching rows when selective, ANN when broad.
+
+Per segment, the filter is first tried on a fixed sample of the segment's rows. A possibly selective filter gets its
+Hilbert key ranges turned into row ranges (``np.searchsorted``); when those rows, or the matches estimated from a
+sample of them, number at most ``exact_max_rows``, or the filter keeps less than ``ann_min_selectivity`` of the
+segment, or the segment has no ANN index, the matches are materialised by vectorised column checks (rows in grid
+cells wholly inside the geometry skip the geometric test) and scanned exactly (FAISS ``knn_inner_products_by_idx``
+for one query, a gather and BLAS for a batch). Broader filters search the segment's ANN index without materialising
+anything: an over-fetch of ``k / selectivity`` hits at a search width scaled by ``selectivity ** -0.5``, every hit
+checked against the filter, widened 4x per round for the queries still short of ``k`` matches; past ``max_fetch``
+those queries finish on the ANN index with a FAISS ``IDSelectorBitmap`` of the materialised matches and a width
+scaled by ``1 / selectivity`` (CPU), or on the exact scan. Segments merge into an exact top-k over their union.
+``one_per_cell`` over-fetches and de-duplicates by ground cell until ``k`` distinct cells are found or the matches
+run out: a top-k is never truncated and called filtered.
+
+GPU: classic FAISS GPU indexes ignore ``IDSelector`` without a word (faiss issues 3114, 3924). The planner never
+relies on it: ANN hits are always re-checked on the CPU, the GPU path never passes a selector, and it falls back to
+the exact CPU scan when widening reaches the GPU's largest k.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import faiss
+import numpy as np
+
+from rsretrieve.index.filters import CompiledFilter, QueryFilter
+from rsretrieve.index.store import IndexStore, Segment, ann_params, ann_search
+
+log = logging.getLogger(__name__)
+
+#: matches below which a segment with an ANN index is still scanned exactly, at d = 128 (scaled by 128 / d)
+EXACT_MAX_ROWS_128 = 65_536
+_GPU_MAX_K = 2048  # largest k classic FAISS GPU indexes accept
+
+
+class SearchResult:
+    """Ranked hits for each query.
+
+    Attributes:
+        tile_ids: (nq, k) int64, best first; -1 where fewer than k tiles match.
+        scores: (nq, k) float32 inner products, descending; -inf where fewer than k tiles match.
+        plan: what ran: ``mode`` ("exact", "ann" or "mixed"), ``candidates`` (matching tiles; estimated for ANN
+            segments), and per segment details.
+    """
+
+    def __init__(self, tile_ids: np.ndarray, scores: np.ndarray, plan: dict, cells: np.ndarray | None = None,
+                 hits: list[tuple[Segment, np.ndarray]] | None = None) -> None:
+        self.tile_ids, self.scores, self.plan = tile_ids, scores, plan
+        self._cells, self._hits = cells, hits
+
+    @property
+    def cell_ids(self) -> np.ndarray:
+        """(nq, k) ground cell id (str) of each hit, "" where fewer than k tiles match."""
+        if self._cells is None:
+            seg, rows = self._hits[0]
+            self._cells = _cells_of(seg, rows)
+        return self._cells
+
+    def __repr__(self) -> str:
+        return f"SearchResult(tile_ids={self.tile_ids!r}, scores={self.scores!r}, plan={self.plan!r})"
+
+
+class Searcher:
+    """Searches a snapshot of an :class:`IndexStore`: the segments it holds when the searcher is made (make a new
+    searcher to see later writes).
+
+    Args:
+        store: the open index.
+        exact_max_rows: matches up to which a segment with an ANN index is scanned exactly (default
+            ``EXACT_MAX_ROWS_128 * 128 / d``, from the cost model measured by ``scripts/bench_search.py``).
+        use_gpu: "auto" (GPU when faiss sees one), True or False.
+        trust_selector: use FAISS selectors in the CPU fallback; default: on CPU only (GPU indexes ignore them).
+        overfetch: a broad filter of selectivity s first fetches ``overfetch * k / s`` ANN hits.
+        max_fetch: the most ANN hits fetched per query before the selector / exact fallback.
+        width_exponent: the first ANN round searches at ``width * s ** -width_exponent`` (nprobe / efSearch).
+        ann_min_selectivity: filters keeping less than this share of a segment are scanned exactly however many
+            tiles match: below it, post-filtered ANN (and plain FAISS with a selector) lose recall when the
+            filtered region is unlike the query (measured: 0.89 at 10%, 0.98 at 20% on the benchmark data).
+    """
+
+    def __init__(self, store: IndexStore, *, exact_max_rows: int | None = None, use_gpu: bool | str = "auto",
+                 trust_selector: bool | None = None, overfetch: float = 1.5, max_fetch: int = 4096,
+                 width_exponent: float = 0.5, ann_min_selectivity: float = 0.15) -> None:
+        self.store, self.segments, self.sensors, self.dim = store, list(store.segments), store.sensors, store.dim
+        self.overfetch, self.max_fetch, self.width_exponent = overfetch, max_fetch, width_exponent
+        self.ann_min_selectivity = ann_min_selectivity
+        self.exact_max_rows = exact_max_rows or max(1024, EXACT_MAX_ROWS_128 * 128 // self.dim)
+        self.gpu = faiss.get_num_gpus() > 0 if use_gpu == "auto" else bool(use_gpu)
+        self.trust_selector = (not self.gpu) if trust_selector is None else trust_selector
+        self._ann: dict[str, faiss.Index] = {}
+        if self.gpu:
+            self._res = faiss.StandardGpuResources()
+        for seg in self.segments:
+            if seg.ann is not None:
+                self._ann[seg.name] = faiss.index_cpu_to_gpu(self._res, 0, seg.ann) if self.gpu else seg.ann
+        # the unfiltered fast path: one segment searched through its ANN index with fixed parameters
+        only = self.segments[0] if len(self.segments) == 1 else None
+        self._fast = None
+        if only is not None and only.name in self._ann and not only.has_deleted and only.n > self.exact_max_rows \
+                and only.ann_info["rerank"] == 1:
+            self._fast = (only, self._ann[only.name], ann_params(only.ann_info, only.ann_info["width"]),
+                          {"mode": "ann", "candidates": only.n,
+                           "segments": [{"segment": only.name, "mode": "ann", "candidates": only.n}]})
+
+    def search(self, queries: np.ndarray, k: int = 10, flt: QueryFilter | None = None) -> SearchResult:
+        """Top-``k`` tiles by inner product for each query among the tiles matching ``flt``.
+
+        Args:
+            queries: (nq, d) or (d,) float32, L2-normalised embeddings.
+            k: results per query, positive.
+            flt: filter; None matches every indexed tile.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        fast = isinstance(queries, np.ndarray) and queries.ndim == 2 and queries.dtype == np.float32 \
+            and queries.flags.c_contiguous
+        q = queries if fast else np.ascontiguousarray(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (nq, {self.dim}), got {np.shape(queries)}")
+        k = int(k)
+        if flt is None and self._fast is not None:
+            seg, index, params, plan = self._fast
+            scores, rows = index.search(q, k, params=params)
+            tiles = seg.tile_id[rows] if rows.min() >= 0 else np.where(rows >= 0, seg.tile_id[rows], -1)
+            return SearchResult(tiles, scores, dict(plan), hits=[(seg, rows)])
+        flt = flt or QueryFilter()
+        per_cell = flt.one_per_cell
+        cf = None if flt.is_trivial else CompiledFilter(flt, self.sensors)
+        parts, plan_segs, total = [], [], 0
+        for seg in self.segments:
+            scores, rows, info = self._search_segment(seg, q, k, cf, per_cell)
+            parts.append((seg, scores, rows))
+            plan_segs.append(info)
+            total += info["candidates"]
+        modes = {p["mode"] for p in plan_segs if p["candidates"]}
+        plan = {"mode": modes.pop() if len(modes) == 1 else "mixed" if modes else "exact", "candidates": total,
+                "segments": plan_segs}
+        return _merge(parts, q.shape[0], k, per_cell, plan)
+
+    # ------------------------------------------------------------------------------------------- one segment
+    def _search_segment(self, seg: Segment, q: np.ndarray, k: int, cf: CompiledFilter | None,
+                        per_cell: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+        index = self._ann.get(seg.name)
+        thr, ranges, est = self.exact_max_rows, None, float(seg.n_alive)
+        if index is None:
+            broad = False
+        elif cf is None:
+            broad = seg.n_alive > max(thr, self.ann_min_selectivity * seg.n)
+        else:  # a sample of the segment first; only a possibly selective filter pays for its key ranges
+            est = cf.quick_estimate(seg)
+            broad = est > max(4 * thr, self.ann_min_selectivity * seg.n)
+            if not broad:
+                ranges = cf.row_ranges(seg)
+                broad = int((ranges[1] - ranges[0]).sum()) > thr and \
+                    cf.estimate(seg, ranges) > max(thr, self.ann_min_selectivity * seg.n)
+        if not broad:
+            rows = seg.alive_rows() if cf is None else cf.rows(seg, ranges)
+            plan = {"segment": seg.name, "mode": "exact", "candidates": int(rows.size)}
+            return (*_exact(seg, q, k, rows, per_cell), plan)
+        est = max(est, 1.0)
+        plan = {"segment": seg.name, "mode": "ann", "candidates": int(round(est)), "estimated": cf is not None}
+        if cf is None and not seg.has_deleted and not per_cell:
+            return (*ann_search(index, seg.ann_info, seg.vectors, q, k, seg.ann_info["width"]), plan)
+        return (*self._ann_post_filter(seg, index, q, k, cf, per_cell, est / seg.n, plan), plan)
+
+    def _ann_post_filter(self, seg: Segment, index: faiss.Index, q: np.ndarray, k: int, cf: CompiledFilter | None,
+                         per_cell: bool, selectivity: float, plan: dict) -> tuple[np.ndarray, np.ndarray]:
+        """ANN search over-fetching ``k / selectivity`` hits at a width scaled by ``selectivity ** -0.5``, keeping
+        the hits that match; queries short of ``k`` matches (or distinct cells) are widened 4x per round, and past
+        ``max_fetch`` finish on the selector path (CPU) or the exact scan (GPU)."""
+        info = seg.ann_info
+        limit = faiss.extract_index_ivf(seg.ann).nlist if info["param"] == "nprobe" else 4096
+        cap = self.max_fetch if not self.gpu else _GPU_MAX_K // int(info["rerank"])
+        s = max(selectivity, 1e-6)
+        want = k * (4 if per_cell else 1)
+        kk = min(seg.n, cap, math.ceil(want * self.overfetch / s) + 8)
+        width = min(limit, math.ceil(info["width"] * s ** -self.width_exponent))
+        out_s, out_r = np.full((q.shape[0], k), -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64)
+        todo, rounds = np.arange(q.shape[0]), 0
+        while todo.size:
+            rounds += 1
+            scores, rows = ann_search(index, info, seg.vectors, q[todo], kk, width)
+            ok = rows >= 0
+            ok[ok] = _matches(seg, cf, rows[ok])
+            short = []
+            for j, i in enumerate(todo):
+                sc, r = scores[j][ok[j]], rows[j][ok[j]]
+                if per_cell:
+                    sc, r = _best_per_cell(seg, sc, r, k)
+                seen_all = kk >= seg.n or (width >= limit and int((rows[j] >= 0).sum()) < kk)
+                if r.size >= k or seen_all:
+                    out_s[i], out_r[i] = _pad(sc[:k], k, -np.inf, np.float32)[0], _pad(r[:k], k, -1, np.int64)[0]
+                else:
+                    short.append(i)
+            todo = np.array(short, dtype=np.int64)
+            if todo.size and kk >= cap:
+                plan["fallback"] = int(todo.size)
+                out_s[todo], out_r[todo] = self._fallback(seg, index, q[todo], k, cf, per_cell, limit)
+                break
+            kk, width = min(seg.n, cap, kk * 4), min(limit, width * 2)
+        plan.update(width=int(width), fetch=int(kk), rounds=rounds)
+        return out_s, out_r
+
+    def _fallback(self, seg: Segment, index: faiss.Index, q: np.ndarray, k: int, cf: CompiledFilter | None,
+                  per_cell: bool, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Matches far from the queries: materialise them and search with a FAISS selector (CPU) or exactly."""
+        rows = seg.alive_rows() if cf is None else cf.rows(seg)
+        if not self.trust_selector or per_cell or rows.size <= 4 * self.exact_max_rows:
+            return _exact(seg, q, k, rows, per_cell)
+        mask = np.zeros(seg.n, dtype=bool)
+        mask[rows] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(seg.n, faiss.swig_ptr(bitmap))
+        width = min(limit, math.ceil(seg.ann_info["width"] * seg.n / rows.size))
+        scores, got = ann_search(index, seg.ann_info, seg.vectors, q, k, width, sel)
+        bad = (got >= 0) & ~mask[np.maximum(got, 0)]
+        if bad.any():  # never expected on CPU: the selector is trusted but still verified
+            log.warning("ANN index returned %d rows outside the filter; dropped", int(bad.sum()))
+            scores, got = np.where(bad, -np.inf, scores), np.where(bad, -1, got)
+        return scores, got
+
+
+def _matches(seg: Segment, cf: CompiledFilter | None, rows: np.ndarray) -> np.ndarray:
+    """Which ``rows`` of ``seg`` match ``cf`` (None: which are not removed)."""
+    return cf.check(seg, rows) if cf is not None else seg.alive_mask()[rows]
+
+
+def _exact(seg: Segment, q: np.ndarray, k: int, rows: np.ndarray, per_cell: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (or best-per-cell top-k) over ``rows`` of ``seg``: ((nq, k) scores, (nq, k) rows)."""
+    nq = q.shape[0]
+    if rows.size == 0:
+        return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+    if not per_cell:
+        kk = min(k, rows.size)
+        if nq == 1 and rows.size < seg.n:
+            vals, ids = np.empty((1, kk), np.float32), np.empty((1, kk), np.int64)
+            faiss.knn_inner_products_by_idx(faiss.swig_ptr(q), faiss.swig_ptr(seg.vectors), faiss.swig_ptr(rows),
+                                            q.shape[1], 1, seg.n, rows.size, kk, faiss.swig_ptr(vals),
+                                            faiss.swig_ptr(ids))
+        else:
+            whole = rows.size == seg.n
+            vals, pos = faiss.knn(q, seg.vectors if whole else seg.vectors[rows], kk,
+                                  metric=faiss.METRIC_INNER_PRODUCT)
+            ids = pos if whole else rows[pos]
+        return _pad(vals, k, -np.inf, np.float32), _pad(ids, k, -1, np.int64)
+    scores = faiss.pairwise_distances(q, seg.vectors[rows], metric=faiss.METRIC_INNER_PRODUCT)  # (nq, n_rows)
+    out_s, out_r = [], []
+    for i in range(nq):
+        m = min(rows.size, 4 * k)
+        while True:
+            top = np.argpartition(-scores[i], m - 1)[:m] if m < rows.size else np.arange(rows.size)
+            top = top[np.argsort(-scores[i][top], kind="stable")]
+            s, r = _best_per_cell(seg, scores[i][top], rows[top], k)
+            if r.size >= k or m >= rows.size:
+                break
+            m = min(rows.size, m * 4)
+        out_s.append(_pad(s, k, -np.inf, np.float32))
+        out_r.append(_pad(r, k, -1, np.int64))
+    return np.vstack(out_s), np.vstack(out_r)
+
+
+def _best_per_cell(seg: Segment, scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From hits sorted by descending score, the first (best) hit of each cell, at most ``k``."""
+    _, first = np.unique(seg.cell[rows], return_index=True)
+    first = np.sort(first)[:k]
+    return scores[first], rows[first]
+
+
+def _pad(a: np.ndarray, k: int, fill: float, dtype: type) -> np.ndarray:
+    a = np.atleast_2d(np.asarray(a, dtype=dtype))
+    if a.shape[1] >= k:
+        return a[:, :k]
+    return np.concatenate([a, np.full((a.shape[0], k - a.shape[1]), fill, dtype=dtype)], axis=1)
+
+
+def _cells_of(seg: Segment, rows: np.ndarray) -> np.ndarray:
+    """Cell ids (object array of str, "" for rows < 0) of ``rows`` of ``seg``."""
+    valid = rows >= 0
+    return np.where(valid, seg.cell_names[seg.cell[np.where(valid, rows, 0)]], "").astype(object)
+
+
+def _merge(parts: list[tuple[Segment, np.ndarray, np.ndarray]], nq: int, k: int, per_cell: bool,
+           plan: dict) -> SearchResult:
+    """Exact top-k over the union of per-segment top-k lists (best hit per cell first when ``per_cell``)."""
+    if not parts:
+        return SearchResult(np.full((nq, k), -1, np.int64), np.full((nq, k), -np.inf, np.float32), plan,
+                            cells=np.full((nq, k), "", dtype=object))
+    if len(parts) == 1:
+        seg, scores, rows = parts[0]
+        return SearchResult(np.where(rows >= 0, seg.tile_id[np.maximum(rows, 0)], -1), scores, plan,
+                            hits=[(seg, rows)])
+    tiles = np.concatenate([np.where(r >= 0, sg.tile_id[np.maximum(r, 0)], -1) for sg, _, r in parts], axis=1)
+    cells = np.concatenate([_cells_of(sg, r) for sg, _, r in parts], axis=1)
+    scores = np.concatenate([p[1] for p in parts], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    scores, tiles, cells = (np.take_along_axis(a, order, 1) for a in (scores, tiles, cells))
+    if per_cell:
+        for i in range(nq):
+            valid = np.flatnonzero(tiles[i] >= 0)
+            _, first = np.unique(cells[i][valid], return_index=True)
+            keep = valid[np.sort(first)][:k]
+            scores[i, :k], tiles[i, :k], cells[i, :k] = (_pad(a[i][keep][None], k, f, a.dtype)[0] for a, f in
+                                                         ((scores, -np.inf), (tiles, -1), (cells, "")))
+    return SearchResult(tiles[:, :k], scores[:, :k], plan, cells=cells[:, :k])

@@ -1,0 +1,134 @@
+"""The planner: exact mode equals numpy brute force, ANN mode stays inside the filter with high recall."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import faiss
+import numpy as np
+import pytest
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from rsretrieve.index.filters import QueryFilter
+from rsretrieve.index.search import Searcher
+
+from .conftest import brute_mask, brute_topk, queries
+
+FILTERS = {
+    "bbox": QueryFilter(bbox=(-5, 40, 10, 50)),
+    "antimeridian_bbox": QueryFilter(bbox=(175, -22, -175, -12)),
+    "polygon": QueryFilter(polygon=Polygon([(72, 10), (88, 12), (80, 28), (74, 20)])),
+    "multipolygon": QueryFilter(polygon=MultiPolygon([box(0, 45, 5, 50), box(120, -30, 125, -25)])),
+    "time_range": QueryFilter(start=datetime(2019, 1, 1), end=datetime(2019, 12, 31, 23, 59, 59)),
+    "sensor_set": QueryFilter(sensors={"enmap"}),
+    "exclusion": QueryFilter(exclude_scene_ids=set(range(0, 150, 2)), exclude_cell_ids={"c000001", "c000002"}),
+    "combined": QueryFilter(bbox=(-10, 36, 30, 60), start=date(2018, 1, 1), end=date(2020, 12, 31),
+                            sensors={"sentinel2", "enmap"}, exclude_scene_ids={3, 4, 5}),
+    "nothing_matches": QueryFilter(bbox=(-30, -60, -29, -59)),
+}
+
+
+def _check_exact(result, tiles, q, flt, k):
+    mask = brute_mask(tiles, flt)
+    for i in range(q.shape[0]):
+        ids, scores = brute_topk(tiles, q[i], mask, k, flt.one_per_cell)
+        n = ids.size
+        assert result.tile_ids[i, :n].tolist() == ids.tolist()
+        np.testing.assert_allclose(result.scores[i, :n], scores, rtol=0, atol=1e-5)
+        assert (result.tile_ids[i, n:] == -1).all() and np.isneginf(result.scores[i, n:]).all()
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_exact_mode_equals_brute_force_topk(store, tiles, name):
+    flt = FILTERS[name]
+    q = queries(tiles, 4)
+    for nq in (1, 4):  # single query (faiss by-idx path) and a batch (gather + BLAS path)
+        result = Searcher(store, exact_max_rows=10**9).search(q[:nq], 10, flt)
+        assert result.plan["mode"] == "exact"
+        assert result.plan["candidates"] == brute_mask(tiles, flt).sum()
+        _check_exact(result, tiles, q[:nq], flt, 10)
+
+
+def test_unfiltered_exact_equals_brute_force(store, tiles):
+    q = queries(tiles, 3)
+    _check_exact(Searcher(store, exact_max_rows=10**9).search(q, 7), tiles, q, QueryFilter(), 7)
+
+
+@pytest.mark.parametrize("flt", [QueryFilter(one_per_cell=True), QueryFilter(bbox=(-10, 36, 30, 60), one_per_cell=True),
+                                 QueryFilter(sensors={"sentinel1"}, one_per_cell=True)])
+def test_one_per_cell_exact_returns_distinct_cells_equal_to_brute_force(store, tiles, flt):
+    q = queries(tiles, 3, seed=5)
+    result = Searcher(store, exact_max_rows=10**9).search(q, 20, flt)
+    for i in range(3):
+        assert len(set(result.cell_ids[i].tolist())) == 20
+    _check_exact(result, tiles, q, flt, 20)
+
+
+def test_tiles_of_one_cell_are_similar_so_one_per_cell_changes_the_answer(store, tiles):
+    q = queries(tiles, 1, seed=5)
+    plain = Searcher(store).search(q, 20).cell_ids[0]
+    assert len(set(plain.tolist())) < 20  # the filter is not vacuous on this data
+
+
+BROAD = QueryFilter(start=date(2017, 1, 1), end=date(2022, 12, 31))  # ~74% of the tiles, ~7k of the IVF segment
+
+
+@pytest.mark.parametrize("trust_selector, max_fetch", [(True, 4096), (True, 16), (False, 16)])
+def test_ann_mode_stays_inside_filter_with_high_recall(store, tiles, trust_selector, max_fetch):
+    """Post-filtered ANN; with max_fetch=16 every query ends on the fallback (IVF + IDSelectorBitmap, or exact)."""
+    q = queries(tiles, 40, seed=7)
+    searcher = Searcher(store, exact_max_rows=1000, trust_selector=trust_selector, max_fetch=max_fetch)
+    result = searcher.search(q, 10, BROAD)
+    assert result.plan["mode"] == "mixed"  # exact on the segment without ANN index, ANN on the IVF segment
+    assert {s["mode"] for s in result.plan["segments"]} == {"exact", "ann"}
+    assert (result.plan["segments"][1].get("fallback", 0) > 0) == (max_fetch == 16)
+    mask = brute_mask(tiles, BROAD)
+    allowed = set(tiles["tile_ids"][mask].tolist())
+    assert set(result.tile_ids.ravel().tolist()) <= allowed
+    recall = np.mean([len(set(brute_topk(tiles, q[i], mask, 10)[0].tolist()) & set(result.tile_ids[i].tolist())) / 10
+                      for i in range(q.shape[0])])
+    assert recall >= 0.95
+
+
+def test_ann_one_per_cell_gives_k_distinct_cells_inside_filter(store, tiles):
+    q = queries(tiles, 10, seed=9)
+    flt = QueryFilter(start=date(2017, 1, 1), end=date(2022, 12, 31), one_per_cell=True)
+    result = Searcher(store, exact_max_rows=1000).search(q, 10, flt)
+    allowed = set(tiles["tile_ids"][brute_mask(tiles, flt)].tolist())
+    for i in range(10):
+        assert len(set(result.cell_ids[i].tolist())) == 10
+        assert set(result.tile_ids[i].tolist()) <= allowed
+
+
+@pytest.mark.parametrize("k", [0, -3, 2.5, True])
+def test_bad_k_is_refused(store, tiles, k):
+    with pytest.raises(ValueError, match=r"^k must be a positive integer, got "):
+        Searcher(store).search(queries(tiles, 1), k)
+
+
+def test_query_of_wrong_dimension_is_refused(store):
+    with pytest.raises(ValueError, match=r"^queries must have shape \(nq, 128\), got \(1, 64\)$"):
+        Searcher(store).search(np.ones((1, 64), np.float32), 5)
+
+
+@pytest.mark.skipif(faiss.get_num_gpus() == 0, reason="faiss sees no GPU")
+def test_gpu_results_all_satisfy_the_filter(store, tiles):
+    """Classic GPU indexes ignore IDSelector: the planner must re-check every hit itself."""
+    q = queries(tiles, 20, seed=11)
+    for flt in (BROAD, QueryFilter(bbox=(-10, 36, 30, 60)), QueryFilter(sensors={"enmap"})):
+        searcher = Searcher(store, exact_max_rows=100, use_gpu=True)
+        assert searcher.gpu and not searcher.trust_selector
+        result = searcher.search(q, 10, flt)
+        allowed = set(tiles["tile_ids"][brute_mask(tiles, flt)].tolist())
+        assert set(result.tile_ids.ravel().tolist()) - {-1} <= allowed
+        assert (result.tile_ids >= 0).all()
+
+
+def test_filter_below_ann_min_selectivity_is_scanned_exactly_however_many_match(store, tiles):
+    """~2.5% of the IVF segment (~250 tiles > exact_max_rows=100): still exact, as post-filtered ANN loses recall."""
+    flt = QueryFilter(sensors={"enmap"}, start=date(2019, 1, 1), end=date(2019, 12, 31))
+    q = queries(tiles, 3, seed=13)
+    result = Searcher(store, exact_max_rows=100).search(q, 10, flt)
+    assert [s["mode"] for s in result.plan["segments"]] == ["exact", "exact"]
+    assert result.plan["segments"][1]["candidates"] > 100
+    _check_exact(result, tiles, q, flt, 10)

@@ -1,0 +1,193 @@
+"""Segments, manifest, model checks, removal, compaction, generations, and crash safety (kill -9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsretrieve.index.filters import QueryFilter
+from rsretrieve.index.hilbert import hilbert_key
+from rsretrieve.index.search import Searcher
+from rsretrieve.index.store import IndexMismatchError, IndexStore
+
+from .conftest import DIM, brute_mask, brute_topk, make_tiles, queries, subset
+
+WRITER = Path(__file__).with_name("_kill_writer.py")
+
+
+@pytest.fixture()
+def small(tmp_path):
+    tiles = make_tiles(6000, seed=2)
+    st = IndexStore.create(tmp_path / "idx", DIM, "model-a")
+    st.add_segment(**subset(tiles, slice(0, 3000)), factory=None)
+    st.add_segment(**subset(tiles, slice(3000, None)), factory="IVF16,Flat")
+    return tiles, st
+
+
+def test_manifest_names_model_dim_sensor_table_and_segments(small):
+    tiles, st = small
+    man = json.loads((st.root / st.generation / "manifest.json").read_text())
+    assert (man["model_checksum"], man["dim"], man["version"]) == ("model-a", 128, 2)
+    assert man["sensors"] == sorted(set(tiles["sensor_names"][:3000])) + sorted(
+        set(tiles["sensor_names"][3000:]) - set(tiles["sensor_names"][:3000]))
+    assert [e["rows"] for e in man["segments"]] == [3000, 3000]
+    assert man["segments"][0]["ann"] is None and man["segments"][1]["ann"]["factory"] == "IVF16,Flat"
+    assert (st.root / "current").read_text() == st.generation
+
+
+def test_segment_rows_are_sorted_by_hilbert_key_of_their_centroid(small):
+    _, st = small
+    for seg in st.segments:
+        assert (np.diff(seg.hkey) >= 0).all()
+        assert (seg.hkey == hilbert_key(seg.lon, seg.lat)).all()
+
+
+def test_columns_and_vectors_round_trip_by_tile_id(small):
+    tiles, st = small
+    ids, vecs = st.load_vectors()
+    order = np.argsort(ids)
+    assert (ids[order] == tiles["tile_ids"]).all()
+    assert np.array_equal(vecs[order], tiles["vectors"])
+    pick = tiles["tile_ids"][[5, 4000, 17]]
+    assert np.array_equal(st.get_vectors(pick), tiles["vectors"][[5, 4000, 17]])
+    with pytest.raises(KeyError, match="tile 7 is not in the index"):
+        st.get_vectors([7])
+
+
+def test_other_model_or_dim_is_refused_with_message(small):
+    _, st = small
+    with pytest.raises(IndexMismatchError) as exc:
+        IndexStore.open(st.root, expect_model_checksum="model-b", expect_dim=128)
+    assert str(exc.value) == (f"index at {st.root} was built with model model-a (dim 128); this model is model-b "
+                              "(dim 128): re-run `rsretrieve index`")
+    with pytest.raises(IndexMismatchError, match=r"this model is model-a \(dim 64\)"):
+        IndexStore.open(st.root, expect_model_checksum="model-a", expect_dim=64)
+
+
+def test_missing_index_and_duplicate_tiles_are_refused(small, tmp_path):
+    tiles, st = small
+    with pytest.raises(FileNotFoundError, match="no index at .*: run `rsretrieve index` first"):
+        IndexStore.open(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="3000 tile ids are indexed already"):
+        st.add_segment(**subset(tiles, slice(0, 3000)))
+
+
+@pytest.mark.parametrize("exact_max_rows", [10**9, 100])  # exact scans, and the IVF segment through its index
+def test_removed_scenes_are_never_returned(small, exact_max_rows):
+    tiles, st = small
+    gone = np.unique(tiles["scene_ids"])[::3]
+    removed = st.remove_scenes(gone)
+    dead = np.isin(tiles["scene_ids"], gone)
+    assert removed == dead.sum()
+    assert sorted(st.indexed_tile_ids().tolist()) == tiles["tile_ids"][~dead].tolist()
+    reopened = IndexStore.open(st.root)
+    q = tiles["vectors"][np.flatnonzero(dead)[:20]]  # each query is a removed tile itself
+    for flt in (None, QueryFilter(sensors={"sentinel1", "sentinel2", "enmap"}), QueryFilter(one_per_cell=True)):
+        result = Searcher(reopened, exact_max_rows=exact_max_rows).search(q, 10, flt)
+        assert not set(result.tile_ids.ravel().tolist()) & set(tiles["tile_ids"][dead].tolist())
+    exact = Searcher(reopened, exact_max_rows=10**9).search(q[:3], 10)
+    for i in range(3):
+        assert exact.tile_ids[i].tolist() == brute_topk(tiles, q[i], ~dead, 10)[0].tolist()
+
+
+def test_compact_merges_segments_and_drops_removed_rows(small):
+    tiles, st = small
+    st.remove_scenes([0, 1])
+    q = queries(tiles, 3)
+    flt = QueryFilter(bbox=(-10, 36, 30, 60))
+    before = Searcher(st, exact_max_rows=10**9).search(q, 10, flt)
+    st.compact(factory=None)
+    after = IndexStore.open(st.root)
+    alive = (~np.isin(tiles["scene_ids"], [0, 1])).sum()
+    assert len(after.segments) == 1 and after.segments[0].n == after.ntotal == alive
+    assert not after.segments[0].has_deleted
+    assert np.array_equal(Searcher(after, exact_max_rows=10**9).search(q, 10, flt).tile_ids, before.tile_ids)
+    left = sorted(p.name for p in (st.root / st.generation).iterdir())
+    assert left == sorted(["manifest.json", after.segments[0].name])  # old segments and temp files cleaned up
+
+
+def test_new_model_builds_beside_old_and_switches_atomically(small):
+    tiles, st = small
+    old_reader = IndexStore.open(st.root, expect_model_checksum="model-a")
+    q = queries(tiles, 2)
+    expected = Searcher(old_reader).search(q, 5).tile_ids
+    new = IndexStore.open_for_update(st.root, DIM, "model-b")
+    assert new.generation != st.generation and not new.published
+    new.add_segment(**subset(tiles, slice(0, 2000)), factory=None)
+    assert IndexStore.open(st.root).model_checksum == "model-a"  # readers opening meanwhile get the old index
+    assert IndexStore.open_for_update(st.root, DIM, "model-b").generation == new.generation  # resumable
+    new.publish()
+    assert IndexStore.open(st.root, expect_model_checksum="model-b").ntotal == 2000
+    assert IndexStore.prune(st.root, keep=0) == [st.generation]
+    assert np.array_equal(Searcher(old_reader).search(q, 5).tile_ids, expected)  # old snapshot keeps working
+    with pytest.raises(IndexMismatchError, match="built with model model-b"):
+        IndexStore.open(st.root, expect_model_checksum="model-a")
+
+
+def _run_writer(root: Path, model: str, kill_at: tuple[int, float] | None) -> list[str]:
+    """Run the writer; with ``kill_at = (n, delay)``, SIGKILL it ``delay`` s after its n-th progress line."""
+    proc = subprocess.Popen([sys.executable, str(WRITER), str(root), model], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = [proc.stdout.readline().strip()]
+    assert lines == ["ready"], proc.stderr.read()
+    if kill_at is None:  # read through the same buffered pipe as readline (communicate() would skip its buffer)
+        lines += proc.stdout.read().split()
+        assert proc.wait(timeout=120) == 0 and lines[-1] == "done", (lines, proc.stderr.read())
+        return lines
+    while len(lines) <= kill_at[0] and lines[-1] not in ("done", ""):
+        lines.append(proc.stdout.readline().strip())
+    time.sleep(kill_at[1])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return lines
+
+
+def _assert_consistent(root: Path, tiles: dict, model: str, generation: str | None = None) -> int:
+    """Open the index (or one generation), check every row against the source tiles and search it; row count."""
+    st = IndexStore.open(root, expect_model_checksum=model, generation=generation)
+    ids = st.indexed_tile_ids()
+    assert np.unique(ids).size == ids.size
+    pos = ids - tiles["tile_ids"][0]
+    if ids.size:
+        assert np.array_equal(st.get_vectors(ids), tiles["vectors"][pos])
+        flt = QueryFilter(bbox=(-10, 36, 30, 60))
+        result = Searcher(st, exact_max_rows=10**9).search(tiles["vectors"][:2], 5, flt)
+        mask = brute_mask(tiles, flt) & np.isin(tiles["tile_ids"], ids)
+        assert result.tile_ids[0].tolist() == brute_topk(tiles, tiles["vectors"][0], mask, 5)[0].tolist()
+    return ids.size
+
+
+def test_kill_9_during_update_leaves_previous_index_usable_and_rerun_completes(tmp_path):
+    sys.path.insert(0, str(WRITER.parent))
+    from _kill_writer import N_TILES
+    tiles = make_tiles(N_TILES, seed=3)
+    root, rnd = tmp_path / "idx", random.Random(0)
+    steps_hit: set[str] = set()
+    for model in ("model-1", "model-2"):  # build, then re-index with a new model beside the old one
+        partial = []
+        for _ in range(5):
+            lines = _run_writer(root, model, kill_at=(rnd.randint(1, 6), rnd.uniform(0.0, 0.02)))
+            steps_hit.add(lines[-1])
+            current = IndexStore.open(root).model_checksum
+            count = _assert_consistent(root, tiles, current)
+            if model == "model-2" and current == "model-1":  # the old index serves until the new one is published
+                assert count == N_TILES
+                staged = [g.name for g in root.glob("gen-*") if g.name != IndexStore.open(root).generation]
+                count = _assert_consistent(root, tiles, "model-2", generation=staged[0])
+            partial.append(count)
+        assert _run_writer(root, model, kill_at=None)[-1] == "done"
+        assert _assert_consistent(root, tiles, model) == N_TILES
+        st = IndexStore.open(root)
+        assert len(st.segments) == 1
+        assert not [p for p in (root / st.generation).iterdir() if p.name.startswith(".tmp")]
+        assert any(0 < n < N_TILES for n in partial)  # kills landed in the middle of the update
+    assert "add" in steps_hit
