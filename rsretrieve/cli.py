@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -458,9 +459,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_COORD_FLAGS = ("--bbox", "--point", "--window")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--bbox -121.7,38.0,-120.7,39.0`` -> ``--bbox=-121.7,...``: argparse would take the value for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _COORD_FLAGS and i + 1 < len(argv) and re.match(r"^-\d", argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra

@@ -4,7 +4,9 @@ Tiles are embedded scene by scene (each scene read once) in batches, and written
 ``segment_rows`` rows; a segment is the unit of progress, so a run killed at any moment loses at most the segment
 being built and the next run picks up from there. Vectors of scenes that left the catalog (removed, or re-ingested
 under new tile ids) are removed first. A model other than the index's builds a new generation beside the current
-one, published only when complete: queries keep working on the old one meanwhile.
+one, published only when complete: queries keep working on the old one meanwhile. When a run changed anything, the
+segments are merged into one at the end (atomically), so queries pay for one segment and large indexes get an ANN
+index (``--factory``, or IVF above 1M vectors).
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
             if len(buf["tile_id"]) >= segment_rows:
                 flush()
         flush()
+    if len(store.segments) > 1 and (summary["added"] or summary["removed"]):
+        # one segment per generation: each extra segment costs every filtered query a fixed amount, and only a
+        # large segment gets an ANN index; the merge is atomic like every other write
+        store.compact(factory)
+        summary["compacted"] = True
     if not store.published:
         store.publish()
     summary["pruned_generations"] = IndexStore.prune(ws / "index", keep=0)

@@ -125,3 +125,14 @@ def test_a_model_file_of_another_architecture_is_a_one_line_error(small_workspac
     r = run_cli("query", "--workspace", ws, "--tile-id", "1")
     assert r.returncode == 2 and "does not fit this version of the model code" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_western_longitudes_are_values_not_options(small_workspace):
+    with Catalog(small_workspace / "catalog.sqlite") as cat:
+        lon, lat = cat.tile(1)["lon"], cat.tile(1)["lat"]
+    r = run_cli("query", "--workspace", small_workspace, "--tile-id", "1", "--bbox", "-179.9,-89,-179.8,-88", "-k", "3")
+    assert r.returncode == 0, r.stderr
+    assert "(no tile matches the filter)" in r.stdout  # nothing indexed near the south pole: a valid, empty answer
+    r = run_cli("query", "--workspace", small_workspace, "--tile-id", "1", "--bbox",
+                f"{lon - 0.01},{lat - 0.01},{lon + 0.01},{lat + 0.01}", "-k", "3", "--json")
+    assert all(abs(h["lon"] - lon) < 0.02 for h in json.loads(r.stdout)["hits"])
