@@ -243,7 +243,10 @@ def _evaluation_charts(ws: object, report: dict, out: Path) -> list[Path]:
         ids, vecs = emb
         with ws.catalog() as cat:  # type: ignore[attr-defined]
             rows = {t["tile_id"]: t for t in cat.tiles()}
-            names = dict(cat.conn.execute("SELECT DISTINCT label, label_name FROM cell_labels").fetchall())
+            names: dict[int, str] = {}
+            for label, name in cat.conn.execute("SELECT DISTINCT label, label_name FROM cell_labels"):
+                if label not in names or names[label].startswith("class_"):  # a real name beats a bare code
+                    names[label] = name
         sensors = np.array([rows[int(i)]["sensor"] for i in ids])
         labels = np.array([rows[int(i)]["label"] if rows[int(i)]["label"] is not None else -1 for i in ids])
         label_names = [names.get(i, f"class_{i}") for i in range(int(labels.max()) + 1)] if labels.max() >= 0 else []
