@@ -48,4 +48,4 @@ def write_png(path: str | Path, workspace: str | Path, query, hits) -> Path:
             items.append((arr, h.sensor, f"#{h.rank} {h.score:.3f}\n{h.sensor} {(h.acquired or '')[:10]}"))
     qcap = f"query {query.sensor}\n{(query.acquired or '')[:10]}"
     return contact_sheet(path, (query.array, query.sensor, qcap), items,
-                         title=f"{query.origin}  ({query.cell_id or ''})")
+                         title=query.origin + (f"  ({query.cell_id})" if query.cell_id else ""))
