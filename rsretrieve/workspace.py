@@ -45,8 +45,7 @@ class Workspace:
             raise WorkspaceError(f"{ws.path}: exists and is not a directory")
         ws.path.mkdir(parents=True, exist_ok=True)
         new = not ws.catalog_path.exists()
-        with Catalog(ws.catalog_path, tile_m=(tile_m or DEFAULT_TILE_M) if new else tile_m):
-            pass
+        Catalog(ws.catalog_path, tile_m=(tile_m or DEFAULT_TILE_M) if new else tile_m).close()  # creates / checks
         return ws
 
     @classmethod

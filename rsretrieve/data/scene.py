@@ -87,7 +87,7 @@ def parse_time(text: str) -> datetime | None:
         try:
             return datetime.strptime(text.rstrip("Z"), fmt).replace(tzinfo=timezone.utc)
         except ValueError:
-            pass
+            continue
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
