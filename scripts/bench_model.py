@@ -72,10 +72,27 @@ def main() -> None:
     ap.add_argument("--ablation-sites", type=int, default=40)
     ap.add_argument("--ablation-budget", default="00:00:01:30")
     ap.add_argument("--skip-ablation", action="store_true")
+    ap.add_argument("--skip-main", action="store_true", help="keep the main comparison already in the doc")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_model_"))
     out = ["## Cross-sensor retrieval (`scripts/bench_model.py`)", ""]
 
+    if args.skip_main:
+        import re
+
+        from _benchdoc import DOC
+
+        m = re.search(r"<!-- model:start -->\n(.*?)\n\n_Measured", DOC.read_text(), re.S)
+        out = m.group(1).split("\n### Ablation")[0].rstrip().split("\n") + [""]
+    else:
+        out = _main_comparison(args, tmp, out)
+    if not args.skip_ablation:
+        _ablation(args, tmp, out)
+    print("\n".join(out))
+    print(f"\nraw reports in {tmp}")
+
+
+def _main_comparison(args: argparse.Namespace, tmp: Path, out: list[str]) -> list[str]:
     print("main comparison", flush=True)
     ws = workspace(tmp / "main", args.sites, 0)
     t = time.time()
@@ -105,41 +122,41 @@ def main() -> None:
             f"{rep['models']['baseline']['calibration']['pos_score_spread_across_pairs']:.3f}.", ""]
     (tmp / "main.json").write_text(json.dumps(rep, indent=1))
     write_section("model", "\n".join(out))
+    return out
 
-    if not args.skip_ablation:
-        print("ablation", flush=True)
-        ws = workspace(tmp / "abl", args.ablation_sites, 1)
-        names = []
-        for i, (label, extra) in enumerate(ABLATIONS):
-            name = f"abl{i}"
-            train(ws, "demo.yaml", name, args.ablation_budget, extra)
-            names.append(name)
-        train(ws, "dual_encoder.yaml", "abl_base", args.ablation_budget)
-        rep = evaluate(ws, names + ["abl_base"])
-        out += ["### Ablation", "",
-                f"Each objective term off (or on) in turn, one flag each, on a smaller archive "
-                f"(`--scenes {args.ablation_sites} --seed 1`, {rep['cells']['test']} test cells) with a shorter "
-                f"budget (`--trainer.max_time {args.ablation_budget}`) so that the whole table is one run. Command "
-                "per row: `rsretrieve train --config configs/demo.yaml --workspace WS --name NAME "
-                f"--trainer.max_time {args.ablation_budget} FLAG`.", "",
-                "| variant | flag | mean recall@1 (6 pairs) | S1->S2 | S2->S1 | S1->EnMAP | S2->EnMAP | mean mAP@10 |",
-                "|---|---|---:|---:|---:|---:|---:|---:|"]
-        full = None
-        for (label, extra), name in zip(ABLATIONS + [("plain dual encoder", ["configs/dual_encoder.yaml"])],
-                                        names + ["abl_base"]):
-            p = rep["models"][name]["pairs"]
-            mean = sum(p[k]["recall@1"] for k in PAIRS) / len(PAIRS)
-            mmap = sum(p[k].get("mAP@10", 0) for k in PAIRS) / len(PAIRS)
-            full = mean if full is None else full
-            out.append(f"| {label} | `{' '.join(extra) or '-'}` | {mean:.3f} | {p['sentinel1->sentinel2']['recall@1']:.3f}"
-                       f" | {p['sentinel2->sentinel1']['recall@1']:.3f} | {p['sentinel1->enmap']['recall@1']:.3f} | "
-                       f"{p['sentinel2->enmap']['recall@1']:.3f} | {mmap:.3f} |")
-        out += ["", "A variant whose mean recall@1 is not above the full objective's means that term does not help "
-                "at this budget."]
-        (tmp / "ablation.json").write_text(json.dumps(rep, indent=1))
-        write_section("model", "\n".join(out))
-    print("\n".join(out))
-    print(f"\nraw reports in {tmp}")
+
+def _ablation(args: argparse.Namespace, tmp: Path, out: list[str]) -> None:
+    print("ablation", flush=True)
+    ws = workspace(tmp / "abl", args.ablation_sites, 1)
+    names = []
+    for i, (label, extra) in enumerate(ABLATIONS):
+        name = f"abl{i}"
+        train(ws, "demo.yaml", name, args.ablation_budget, extra)
+        names.append(name)
+    train(ws, "dual_encoder.yaml", "abl_base", args.ablation_budget)
+    rep = evaluate(ws, names + ["abl_base"])
+    out += ["### Ablation", "",
+            f"Each objective term off (or on) in turn, one flag each, on a smaller archive "
+            f"(`--scenes {args.ablation_sites} --seed 1`, {rep['cells']['test']} test cells) with a shorter "
+            f"budget (`--trainer.max_time {args.ablation_budget}`) so that the whole table is one run. Command "
+            "per row: `rsretrieve train --config configs/demo.yaml --workspace WS --name NAME "
+            f"--trainer.max_time {args.ablation_budget} FLAG`.", "",
+            "| variant | flag | mean recall@1 (6 pairs) | S1->S2 | S2->S1 | S1->EnMAP | S2->EnMAP | mean mAP@10 |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    full = None
+    for (label, extra), name in zip(ABLATIONS + [("plain dual encoder", ["configs/dual_encoder.yaml"])],
+                                    names + ["abl_base"]):
+        p = rep["models"][name]["pairs"]
+        mean = sum(p[k]["recall@1"] for k in PAIRS) / len(PAIRS)
+        mmap = sum(p[k].get("mAP@10", 0) for k in PAIRS) / len(PAIRS)
+        full = mean if full is None else full
+        out.append(f"| {label} | `{' '.join(extra) or '-'}` | {mean:.3f} | {p['sentinel1->sentinel2']['recall@1']:.3f}"
+                   f" | {p['sentinel2->sentinel1']['recall@1']:.3f} | {p['sentinel1->enmap']['recall@1']:.3f} | "
+                   f"{p['sentinel2->enmap']['recall@1']:.3f} | {mmap:.3f} |")
+    out += ["", "A variant whose mean recall@1 is not above the full objective's means that term does not help "
+            "at this budget."]
+    (tmp / "ablation.json").write_text(json.dumps(rep, indent=1))
+    write_section("model", "\n".join(out))
 
 
 if __name__ == "__main__":
