@@ -26,6 +26,7 @@ Branch classes are registered by family (``optical``) or, to override one sensor
 
 from __future__ import annotations
 
+import abc
 import importlib
 import logging
 import math
@@ -160,7 +161,7 @@ def init_convolutions(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-class SensorBranch(nn.Module):
+class SensorBranch(nn.Module, abc.ABC):
     """Base class of the branches: a family stem, the spatial stage, the sensor adapter.
 
     Subclasses implement :meth:`stem` and call :func:`init_convolutions` on themselves at the end of their
@@ -188,9 +189,9 @@ class SensorBranch(nn.Module):
         self.adapter = _SensorAdapter(dim)
         self.pos_scale = nn.Parameter(torch.tensor(0.1))
 
+    @abc.abstractmethod
     def stem(self, x: Tensor) -> Tensor:
         """Bands to stem features: ``(B, C, H, W)`` -> ``(B, stem_dim, h, w)`` with ``h ~ min(H, cells)``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement stem()")
 
     def stride_for(self, height: int, width: int) -> int:
         """Stride of the stem's 3x3 patch convolution so that the output has about ``cells`` positions a side."""
