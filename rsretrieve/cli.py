@@ -114,6 +114,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def _print_summary(counts: dict) -> None:
     print(f"catalog: {counts['scenes']} scenes, {counts['tiles']} tiles on {counts['cells']} cells of "
           f"{counts['tile_m']:g} m, {counts['labelled_cells']} cells with land-cover labels")
+    if counts.get("label_schemes"):
+        print("label schemes: " + ", ".join(f"{k} ({n} cells)" for k, n in counts["label_schemes"].items()))
     if counts["first_acquired"]:
         print(f"acquired {counts['first_acquired']} .. {counts['last_acquired']}")
     print(f"  {'sensor':<15} {'scenes':>6} {'tiles':>7} {'cells':>7} {'valid':>6}")
@@ -134,6 +136,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise UsageError(e.args[0]) from None
     if not 0 <= args.min_coverage <= 1:
         raise UsageError(f"--min-coverage must be within 0..1, got {args.min_coverage}")
+    if args.label_scheme is not None:
+        from rsretrieve.data.labels import check_scheme
+
+        try:
+            check_scheme(args.label_scheme)
+        except ValueError as e:
+            raise UsageError(f"--label-scheme: {e}") from None
     if args.tile_size is not None and args.tile_size <= 0:
         raise UsageError(f"--tile-size must be > 0 metres, got {args.tile_size}")
     try:
@@ -143,7 +152,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     with catalog:
         report = ingest(args.paths, catalog, sensor=args.sensor, min_coverage=args.min_coverage,
-                        workers=args.workers, progress=_progress(sys.stderr.isatty() and not args.json, "ingest"))
+                        workers=args.workers, progress=_progress(sys.stderr.isatty() and not args.json, "ingest"),
+                        label_scheme=args.label_scheme)
         counts = catalog.counts()
     if args.json:
         print(json.dumps({"report": report.to_dict(), "catalog": counts}, indent=2))
@@ -243,13 +253,19 @@ def _evaluation_charts(ws: object, report: dict, out: Path) -> list[Path]:
         ids, vecs = emb
         with ws.catalog() as cat:  # type: ignore[attr-defined]
             rows = {t["tile_id"]: t for t in cat.tiles()}
-            names: dict[int, str] = {}
-            for label, name in cat.conn.execute("SELECT DISTINCT label, label_name FROM cell_labels"):
-                if label not in names or names[label].startswith("class_"):  # a real name beats a bare code
-                    names[label] = name
+            names: dict[tuple[str, int], str] = {}
+            for scheme, label, name in cat.conn.execute("SELECT DISTINCT scheme, label, label_name FROM cell_labels"):
+                k = (scheme, label)
+                if k not in names or names[k].startswith("class_"):  # a real name beats a bare code
+                    names[k] = name
         sensors = np.array([rows[int(i)]["sensor"] for i in ids])
-        labels = np.array([rows[int(i)]["label"] if rows[int(i)]["label"] is not None else -1 for i in ids])
-        label_names = [names.get(i, f"class_{i}") for i in range(int(labels.max()) + 1)] if labels.max() >= 0 else []
+        # one colour per (scheme, class): class values of different schemes are different classes
+        keys = sorted({(rows[int(i)]["label_scheme"], rows[int(i)]["label"]) for i in ids
+                       if rows[int(i)]["label"] is not None})
+        key_id = {k: j for j, k in enumerate(keys)}
+        labels = np.array([key_id.get((rows[int(i)]["label_scheme"], rows[int(i)]["label"]), -1) for i in ids])
+        several = len({k[0] for k in keys}) > 1
+        label_names = [(f"{k[0]}:" if several else "") + names.get(k, f"class_{k[1]}") for k in keys]
         paths.append(embedding_projection(vecs, sensors, labels, label_names, out / "projection.png"))
     return paths
 
@@ -359,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", metavar="PATH")
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--sensor", help="force this sensor instead of identifying each scene")
+    s.add_argument("--label-scheme", help="nomenclature of the land-cover rasters of this run, e.g. corine, "
+                   "esa_worldcover (default: from their RSRETRIEVE_LABEL_SCHEME tag or name); labels are only "
+                   "compared within one scheme")
     s.add_argument("--tile-size", type=float, default=None,
                    help="grid cell side in metres for a new workspace (default 480)")
     s.add_argument("--min-coverage", type=float, default=0.25,
@@ -490,9 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setLevel(level)  # libraries with their own handlers (Lightning) must not be echoed a second time
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
+    from rsretrieve.data.catalog import SchemaError
+
     try:
         return args.func(args)
-    except UsageError as e:
+    except (UsageError, SchemaError) as e:
         _eprint(f"rsretrieve {args.command}: error: {e}")
         return EXIT_USAGE
     except BrokenPipeError:  # `rsretrieve ... | head`

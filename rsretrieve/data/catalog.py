@@ -9,7 +9,13 @@ Tables:
     scenes(scene_id, key, ...)       one row per scene (a file, or a folder of per-band files), keyed by path
     tiles(tile_id, scene_id, ...)    one row per grid cell a scene covers
     tile_rtree(id, lon/lat box, +tile_id)   one entry per footprint part (two for a tile across the antimeridian)
-    cell_labels(cell_id, label, ...) dominant land-cover class per cell, from land-cover truth rasters
+    cell_labels(cell_id, scheme, label, ...)   dominant land-cover class per cell and label scheme, from
+                                     land-cover rasters; labels compare only within a scheme
+                                     (:mod:`rsretrieve.data.labels`)
+
+Schema versions: 1 had one label per cell without a scheme (every source's class values in one integer space);
+2 keys labels by (cell, scheme). Opening a version-1 catalog migrates it in place, in one transaction (the scheme of
+each old label is found from its source raster as a fresh ingest would find it).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,13 +74,28 @@ CREATE INDEX IF NOT EXISTS tiles_scene ON tiles(scene_id);
 CREATE INDEX IF NOT EXISTS tiles_sensor_time ON tiles(sensor, acquired_ts);
 CREATE VIRTUAL TABLE IF NOT EXISTS tile_rtree USING rtree(id, min_lon, max_lon, min_lat, max_lat, +tile_id INTEGER);
 CREATE TABLE IF NOT EXISTS cell_labels(
-    cell_id TEXT PRIMARY KEY,
-    label INTEGER NOT NULL,
+    cell_id TEXT NOT NULL,
+    scheme TEXT NOT NULL,              -- nomenclature of the label ("synthetic", "corine", "igbp", "local:DIR", ...)
+    label INTEGER NOT NULL,            -- class value within the scheme
     label_name TEXT NOT NULL,
     purity REAL NOT NULL,              -- fraction of the cell in the dominant class
-    source TEXT NOT NULL
+    source TEXT NOT NULL,              -- the land-cover raster it came from
+    PRIMARY KEY (cell_id, scheme)
 );
 """
+
+#: one label per cell for views that show a single class: the purest, ties by scheme name
+_PRIMARY_LABELS = """
+CREATE VIEW IF NOT EXISTS primary_labels AS
+SELECT l.* FROM cell_labels l WHERE l.scheme = (
+    SELECT l2.scheme FROM cell_labels l2 WHERE l2.cell_id = l.cell_id ORDER BY l2.purity DESC, l2.scheme LIMIT 1);
+CREATE INDEX IF NOT EXISTS cell_labels_scheme ON cell_labels(scheme, label);
+CREATE INDEX IF NOT EXISTS cell_labels_source ON cell_labels(source);
+"""
+
+
+class SchemaError(Exception):
+    """A catalog whose schema this version cannot use; the message names the file and what to do."""
 
 
 @dataclass
@@ -138,15 +159,62 @@ class Catalog:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        with self.transaction():
-            for stmt in _split(_SCHEMA):
-                self.conn.execute(stmt)
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            if tile_m is not None:
-                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('tile_m', ?)", (repr(float(tile_m)),))
+        try:
+            with self.transaction():
+                for stmt in _split(_SCHEMA):
+                    self.conn.execute(stmt)
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                if tile_m is not None:
+                    self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('tile_m', ?)", (repr(float(tile_m)),))
+                self._upgrade()
+                for stmt in _split(_PRIMARY_LABELS):
+                    self.conn.execute(stmt)
+        except SchemaError:
+            self.conn.close()
+            raise
+        except sqlite3.OperationalError as e:
+            self.conn.close()
+            version = _stored_version(self.path)
+            if version is not None and version < SCHEMA_VERSION:
+                raise SchemaError(
+                    f"{self.path}: catalog schema version {version} needs upgrading to {SCHEMA_VERSION} (land-cover "
+                    f"labels keyed by scheme), which failed: {e}. Make the file and its folder writable and run "
+                    f"`rsretrieve catalog --workspace {self.path.parent}` once to upgrade it, or ingest the data "
+                    f"again into a new workspace") from None
+            raise
         stored = self.meta("tile_m")
         if tile_m is not None and stored is not None and float(stored) != float(tile_m):
             raise ValueError(f"{self.path}: this workspace's grid has {float(stored):g} m tiles, not {tile_m:g} m")
+
+    # -- schema versions -----------------------------------------------------------------------------------------
+    def _upgrade(self) -> None:
+        """Bring an older catalog to :data:`SCHEMA_VERSION` (inside the opening transaction)."""
+        version = int(self.meta("schema_version") or SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"{self.path}: catalog schema version {version} was written by a newer rsretrieve "
+                              f"(this one reads up to {SCHEMA_VERSION}); upgrade rsretrieve to use this workspace")
+        if version < 2:
+            self._upgrade_labels_to_schemes()
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    def _upgrade_labels_to_schemes(self) -> None:
+        """v1 -> v2: each old label gets the scheme of its source raster (see :func:`~.labels.scheme_for`)."""
+        from rsretrieve.data.labels import scheme_for
+
+        c = self.conn
+        cols = [r[1] for r in c.execute("PRAGMA table_info(cell_labels)")]
+        if "scheme" in cols:
+            return
+        old = c.execute("SELECT cell_id, label, label_name, purity, source FROM cell_labels").fetchall()
+        schemes = {src: scheme_for(src) for src in {r["source"] for r in old}}
+        c.execute("ALTER TABLE cell_labels RENAME TO cell_labels_v1")
+        for stmt in _split(_SCHEMA):
+            if "cell_labels(" in stmt:
+                c.execute(stmt)
+        c.executemany("INSERT OR REPLACE INTO cell_labels VALUES (?,?,?,?,?,?)",
+                      [(r["cell_id"], schemes[r["source"]], r["label"], r["label_name"], r["purity"], r["source"])
+                       for r in old])
+        c.execute("DROP TABLE cell_labels_v1")
 
     # -- plumbing ------------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -245,8 +313,13 @@ class Catalog:
 
     # -- tiles ---------------------------------------------------------------------------------------------------
     def tiles(self, where: str = "", args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Tile rows joined with their labels, optionally restricted by an SQL ``where`` over ``t.``/``l.``."""
-        q = ("SELECT t.*, l.label, l.label_name FROM tiles t LEFT JOIN cell_labels l ON l.cell_id = t.cell_id"
+        """Tile rows joined with their cell's label, optionally restricted by an SQL ``where`` over ``t.``/``l.``.
+
+        A cell labelled in several schemes shows its purest label here (``label_scheme``, ``label``,
+        ``label_name``); :meth:`labels` has them all.
+        """
+        q = ("SELECT t.*, l.scheme AS label_scheme, l.label, l.label_name FROM tiles t"
+             " LEFT JOIN primary_labels l ON l.cell_id = t.cell_id"
              + (f" WHERE {where}" if where else "") + " ORDER BY t.tile_id")
         return [dict(r) for r in self.conn.execute(q, args)]
 
@@ -278,7 +351,9 @@ class Catalog:
             "scenes": self.conn.execute("SELECT COUNT(*) FROM scenes").fetchone()[0],
             "tiles": self.conn.execute("SELECT COUNT(*) FROM tiles").fetchone()[0],
             "cells": self.conn.execute("SELECT COUNT(DISTINCT cell_id) FROM tiles").fetchone()[0],
-            "labelled_cells": self.conn.execute("SELECT COUNT(*) FROM cell_labels").fetchone()[0],
+            "labelled_cells": self.conn.execute("SELECT COUNT(DISTINCT cell_id) FROM cell_labels").fetchone()[0],
+            "label_schemes": dict(self.conn.execute(
+                "SELECT scheme, COUNT(*) FROM cell_labels GROUP BY scheme ORDER BY scheme").fetchall()),
             "first_acquired": t0,
             "last_acquired": t1,
             "tile_m": self.tile_m,
@@ -286,12 +361,51 @@ class Catalog:
         }
 
     # -- labels --------------------------------------------------------------------------------------------------
-    def write_labels(self, rows: Iterable[tuple[str, int, str, float, str]]) -> int:
-        """Upsert (cell_id, label, label_name, purity, source) rows in one transaction."""
+    def write_labels(self, rows: Iterable[tuple[str, str, int, str, float, str]], source: str | None = None,
+                     stamp: str | None = None) -> int:
+        """Upsert (cell_id, scheme, label, label_name, purity, source) rows in one transaction.
+
+        Args:
+            source: replace every label of this land-cover source (its earlier rows are removed first).
+            stamp: recorded as meta ``labels:SOURCE`` in the same transaction (what ingest skips on).
+        """
         rows = list(rows)
+        for r in rows:
+            if len(r) != 6 or not isinstance(r[1], str) or not r[1]:
+                raise ValueError(f"label row {r!r}: expected (cell_id, scheme, label, label_name, purity, source)")
         with self.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO cell_labels VALUES (?,?,?,?,?)", rows)
+            if source is not None:
+                c.execute("DELETE FROM cell_labels WHERE source = ?", (source,))
+            c.executemany("INSERT OR REPLACE INTO cell_labels VALUES (?,?,?,?,?,?)", rows)
+            if source is not None and stamp is not None:
+                c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"labels:{source}", stamp))
         return len(rows)
+
+    def labels(self, cells: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every label of the catalog (or of ``cells``): dicts with cell_id, scheme, label, label_name, purity."""
+        q = "SELECT cell_id, scheme, label, label_name, purity FROM cell_labels"
+        if cells is None:
+            return [dict(r) for r in self.conn.execute(q + " ORDER BY cell_id, scheme")]
+        out: list[dict[str, Any]] = []
+        cells = list(cells)
+        for i in range(0, len(cells), 500):
+            chunk = cells[i:i + 500]
+            out += [dict(r) for r in self.conn.execute(
+                q + f" WHERE cell_id IN ({','.join('?' * len(chunk))}) ORDER BY cell_id, scheme", chunk)]
+        return out
+
+
+def _stored_version(path: Path) -> int | None:
+    """The schema version recorded in a catalog file (read-only), or None when it cannot be read."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        finally:
+            con.close()
+        return None if row is None else int(row[0])
+    except (sqlite3.Error, ValueError):
+        return None
 
 
 def _scene_dict(row: sqlite3.Row) -> dict[str, Any]:

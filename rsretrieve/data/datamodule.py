@@ -62,8 +62,7 @@ class CellDataModule(LightningDataModule):
             if name == "train" and hp["max_train_cells"] and len(rows) > hp["max_train_cells"]:
                 rng = np.random.default_rng(hp["split_seed"])
                 rows = sorted(rng.choice(rows, hp["max_train_cells"], replace=False).tolist())
-            out[name] = CellIndex([full.cells[i] for i in rows], full.labels[rows],
-                                  {s: full.tile_ids[s][rows] for s in self.sensors})
+            out[name] = full.subset(rows)
         return out
 
     def setup(self, stage: str | None = None) -> None:

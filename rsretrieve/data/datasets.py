@@ -7,6 +7,13 @@ expects::
     {"cell": LongTensor(B), "label": LongTensor(B) (-1 = unknown),
      "inputs": {sensor: FloatTensor(B, C, n, n)}, "present": {sensor: BoolTensor(B)}}
 
+Land-cover labels are (scheme, class) pairs (:mod:`rsretrieve.data.labels`): each distinct pair gets its own integer
+id, so class 3 of one scheme never equals class 3 of another. A cell labelled in several schemes trains with its
+purest label; and since a within-sensor supervised term compares every labelled tile of a batch with every other,
+:func:`collate_cells` keeps the labels of one scheme per batch (the one most of its labelled cells have) and turns
+the others into "unknown" (those tiles then learn from augmented views), so labels of different schemes are never
+compared, as positives or as negatives.
+
 Why not torchgeo's ``RasterDataset`` and ``IntersectionDataset`` here: they warp every file into one CRS, which for
 an archive spread over several UTM zones and both hemispheres distorts most of it; the ground grid already gives an
 exact co-registration key (the cell id) and each tile's pixel window in its own scene, so tiles are read natively.
@@ -18,7 +25,7 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,6 +33,7 @@ from torch.utils.data import Dataset
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.grid import parse_cell_id
+from rsretrieve.data.labels import label_key
 from rsretrieve.data.tiles import read_scene_tiles, tile_px
 from rsretrieve.sensors import get_sensor
 
@@ -61,32 +69,75 @@ def spatial_split(cells: Iterable[str], block: int = 4, fractions: tuple[float, 
 
 @dataclass
 class CellIndex:
-    """Which tile of each sensor represents each cell."""
+    """Which tile of each sensor represents each cell, and the cells' land-cover labels."""
 
     cells: list[str]
-    labels: np.ndarray  # (N,) int64, -1 unknown
+    labels: np.ndarray  # (N,) int64: id of the cell's training label (an index into label_keys), -1 unknown
     tile_ids: dict[str, np.ndarray]  # sensor -> (N,) int64, -1 absent
+    #: label id -> (scheme, class value); ids are distinct for distinct pairs
+    label_keys: list[tuple[str, int]] = field(default_factory=list)
+    #: scheme -> (N,) int64 label id of each cell in that scheme, -1 where the scheme does not label the cell
+    scheme_labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def schemes(self) -> list[str]:
+        return sorted(self.scheme_labels)
+
+    def label_scheme_ids(self) -> np.ndarray:
+        """(N,) int64 index into :attr:`schemes` of each cell's training label, -1 unknown."""
+        pos = {s: i for i, s in enumerate(self.schemes)}
+        of_id = np.array([pos[s] for s, _ in self.label_keys] + [-1], np.int64)  # [-1] serves label -1
+        return of_id[self.labels]
+
+    def label_names(self) -> list[str]:
+        """``"scheme:class"`` of each label id."""
+        return [label_key(s, v) for s, v in self.label_keys]
+
+    def class_labels(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """scheme -> label ids of ``rows`` in that scheme (-1 unlabelled there): what class metrics compare."""
+        return {s: a[rows] for s, a in self.scheme_labels.items()}
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> CellIndex:
+        """The index restricted to ``rows`` (label ids unchanged)."""
+        rows = np.asarray(rows, np.int64)
+        return CellIndex([self.cells[i] for i in rows], self.labels[rows],
+                         {s: a[rows] for s, a in self.tile_ids.items()}, self.label_keys,
+                         {s: a[rows] for s, a in self.scheme_labels.items()})
 
 
 def index_cells(catalog: Catalog, sensors: Sequence[str], cells: Sequence[str] | None = None,
                 min_valid: float = 0.5) -> CellIndex:
-    """Pick, for each cell and sensor, the tile with the largest valid fraction (at least ``min_valid``)."""
+    """Pick, for each cell and sensor, the tile with the largest valid fraction (at least ``min_valid``).
+
+    Labels: every (scheme, class) pair found on the indexed cells gets an id (in sorted order); a cell's training
+    label is its purest one (ties: the scheme first by name), as ``Catalog.tiles`` shows it.
+    """
     rows = catalog.tiles("t.valid_fraction >= ? AND t.sensor IN (%s)" % ",".join("?" * len(sensors)),
                          (min_valid, *sensors))
     best: dict[tuple[str, str], tuple[float, int]] = {}
-    label: dict[str, int] = {}
     for t in rows:
         k = (t["cell_id"], t["sensor"])
         cand = (t["valid_fraction"], -t["tile_id"])
         if k not in best or cand > best[k]:
             best[k] = cand
-        if t["label"] is not None:
-            label[t["cell_id"]] = int(t["label"])
     wanted = sorted({c for c, _ in best}) if cells is None else list(cells)
     tile_ids = {s: np.array([-best[(c, s)][1] if (c, s) in best else -1 for c in wanted], np.int64)
                 for s in sensors}
-    labels = np.array([label.get(c, -1) for c in wanted], np.int64)
-    return CellIndex(wanted, labels, tile_ids)
+    pos = {c: i for i, c in enumerate(wanted)}
+    found = [r for r in catalog.labels() if r["cell_id"] in pos]
+    keys = sorted({(r["scheme"], int(r["label"])) for r in found})
+    key_id = {k: i for i, k in enumerate(keys)}
+    scheme_labels = {s: np.full(len(wanted), -1, np.int64) for s in sorted({r["scheme"] for r in found})}
+    labels = np.full(len(wanted), -1, np.int64)
+    purest: dict[str, tuple[float, str]] = {}
+    for r in found:
+        i, k = pos[r["cell_id"]], (r["scheme"], int(r["label"]))
+        scheme_labels[r["scheme"]][i] = key_id[k]
+        rank = (-float(r["purity"]), r["scheme"])
+        if r["cell_id"] not in purest or rank < purest[r["cell_id"]]:
+            purest[r["cell_id"]] = rank
+            labels[i] = key_id[k]
+    return CellIndex(wanted, labels, tile_ids, keys, scheme_labels)
 
 
 class TileCache:
@@ -120,6 +171,7 @@ class CellDataset(Dataset):
     def __init__(self, index: CellIndex, cache: TileCache):
         self.index, self.cache = index, cache
         self.sensors = list(index.tile_ids)
+        self.label_scheme = index.label_scheme_ids()
 
     def __len__(self) -> int:
         return len(self.index.cells)
@@ -131,13 +183,31 @@ class CellDataset(Dataset):
             present[s] = tid >= 0
             if tid >= 0:
                 inputs[s] = torch.from_numpy(self.cache.get(s, tid).astype(np.float32))
-        return {"cell": i, "label": int(self.index.labels[i]), "inputs": inputs, "present": present}
+        return {"cell": i, "label": int(self.index.labels[i]), "scheme": int(self.label_scheme[i]),
+                "inputs": inputs, "present": present}
+
+
+def one_scheme_labels(labels: Sequence[int], schemes: Sequence[int]) -> list[int]:
+    """Labels of a batch with only one scheme's kept: the scheme most labelled cells have (ties: the lowest index);
+    the others become -1 (unknown), so no two labels of different schemes are ever compared."""
+    counts: dict[int, int] = defaultdict(int)
+    for lab, sch in zip(labels, schemes):
+        if lab >= 0:
+            counts[sch] += 1
+    if len(counts) <= 1:
+        return list(labels)
+    keep = max(sorted(counts), key=lambda k: counts[k])
+    return [lab if sch == keep else -1 for lab, sch in zip(labels, schemes)]
 
 
 def collate_cells(samples: list[dict], shapes: dict[str, tuple[int, ...]]) -> dict:
-    """Stack samples into the batch format; absent sensors get zeros and ``present = False``."""
+    """Stack samples into the batch format; absent sensors get zeros and ``present = False``; labels of one
+    scheme per batch (:func:`one_scheme_labels`)."""
+    labels = [s["label"] for s in samples]
+    if any("scheme" in s for s in samples):
+        labels = one_scheme_labels(labels, [s.get("scheme", -1) for s in samples])
     batch = {"cell": torch.tensor([s["cell"] for s in samples], dtype=torch.long),
-             "label": torch.tensor([s["label"] for s in samples], dtype=torch.long), "inputs": {}, "present": {}}
+             "label": torch.tensor(labels, dtype=torch.long), "inputs": {}, "present": {}}
     for sensor, shape in shapes.items():
         batch["present"][sensor] = torch.tensor([s["present"][sensor] for s in samples], dtype=torch.bool)
         batch["inputs"][sensor] = torch.stack([s["inputs"].get(sensor, torch.zeros(shape)) for s in samples])

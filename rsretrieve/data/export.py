@@ -13,13 +13,16 @@ from rsretrieve.data.catalog import Catalog
 log = logging.getLogger(__name__)
 
 _COLUMNS = ["tile_id", "scene_id", "cell_id", "sensor", "acquired", "grid_epsg", "row", "col", "col_off", "row_off",
-            "width", "height", "coverage", "valid_fraction", "cloud_fraction", "lon", "lat", "label", "label_name",
-            "scene_key"]
+            "width", "height", "coverage", "valid_fraction", "cloud_fraction", "lon", "lat", "label_scheme", "label",
+            "label_name", "scene_key"]
 
 
 def export_geoparquet(catalog: Catalog, out: str | Path,
                       embeddings: tuple[np.ndarray, np.ndarray] | None = None) -> int:
     """Write every tile as a GeoParquet row (geometry = footprint in EPSG:4326), atomically.
+
+    The label columns are the cell's purest land-cover label (``label_scheme``, ``label``, ``label_name``); a class
+    value means something only together with its scheme.
 
     Args:
         catalog: the workspace catalog.
@@ -34,8 +37,8 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
     from shapely import wkt
 
     rows = catalog.conn.execute(
-        "SELECT t.*, s.acquired, s.key AS scene_key, l.label, l.label_name FROM tiles t"
-        " JOIN scenes s ON s.scene_id = t.scene_id LEFT JOIN cell_labels l ON l.cell_id = t.cell_id"
+        "SELECT t.*, s.acquired, s.key AS scene_key, l.scheme AS label_scheme, l.label, l.label_name FROM tiles t"
+        " JOIN scenes s ON s.scene_id = t.scene_id LEFT JOIN primary_labels l ON l.cell_id = t.cell_id"
         " ORDER BY t.tile_id").fetchall()
     df = pd.DataFrame([dict(r) for r in rows], columns=[*_COLUMNS, "footprint"])
     df["acquired"] = pd.to_datetime(df["acquired"], utc=True)

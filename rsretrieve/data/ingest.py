@@ -30,6 +30,7 @@ from shapely.geometry import box
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
 from rsretrieve.data.discover import Problem, SceneSource, discover
 from rsretrieve.data.grid import Cell, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
+from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import OpenedScene, SceneError, open_raster, open_scene, to_physical
 
 log = logging.getLogger(__name__)
@@ -226,14 +227,22 @@ def _res_m(scene: OpenedScene) -> float:
     return res * scene.crs.linear_units_factor[1]
 
 
-def process_labels(source: SceneSource, tile_m: float) -> list[tuple[str, int, str, float, str]]:
-    """Dominant class per grid cell of a land-cover raster: rows for ``Catalog.write_labels``."""
+def process_labels(source: SceneSource, tile_m: float,
+                   scheme: str | None = None) -> list[tuple[str, str, int, str, float, str]]:
+    """Dominant class per grid cell of a land-cover raster: rows for ``Catalog.write_labels``.
+
+    Args:
+        scheme: the label scheme of the raster's class values; found from its tags and name when omitted
+            (:func:`rsretrieve.data.labels.scheme_for`).
+    """
     path = source.files["*"]
     with open_raster(path) as src:
         if src.crs is None:
             raise SceneError("no CRS: the land-cover raster is not georeferenced")
         lc = src.read(1)
-        names = [n for n in src.tags().get("RSRETRIEVE_CLASSES", "").split(",") if n]
+        tags = src.tags()
+        scheme = scheme or scheme_for(path, tags)
+        names = [n for n in tags.get("RSRETRIEVE_CLASSES", "").split(",") if n]
         nodata = src.nodata
         crs, t = src.crs, src.transform
         bounds = src.bounds
@@ -256,17 +265,22 @@ def process_labels(source: SceneSource, tile_m: float) -> list[tuple[str, int, s
         uniq, counts = np.unique(vals, return_counts=True)
         k = int(np.argmax(counts))
         label = int(uniq[k])
-        name = names[label] if 0 <= label < len(names) else f"class_{label}"
-        rows.append((cell.id, label, name, round(float(counts[k] / vals.size), 6), source.key))
+        name = names[label] if 0 <= label < len(names) else class_name(scheme, label)
+        rows.append((cell.id, scheme, label, name, round(float(counts[k] / vals.size), 6), source.key))
     return rows
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
+def _label_stamp(fp: str, label_scheme: str | None) -> str:
+    """What is recorded for an ingested land-cover raster: its fingerprint, and the scheme when one was forced."""
+    return fp if label_scheme is None else f"{fp}|scheme={label_scheme}"
+
+
 def _work(args: tuple) -> tuple[str, object]:
-    source, tile_m, sensor, min_cov = args
+    source, tile_m, sensor, min_cov, label_scheme = args
     try:
         if source.role == "labels":
-            return "labels", process_labels(source, tile_m)
+            return "labels", process_labels(source, tile_m, label_scheme)
         return "scene", process_scene(source, tile_m, sensor, min_cov)
     except SceneError as e:
         return "problem", Problem(source.key, str(e))
@@ -276,7 +290,8 @@ def _work(args: tuple) -> tuple[str, object]:
 
 
 def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None, min_coverage: float = 0.25,
-           workers: int = 1, progress: Callable[[int, int, str], None] | None = None) -> IngestReport:
+           workers: int = 1, progress: Callable[[int, int, str], None] | None = None,
+           label_scheme: str | None = None) -> IngestReport:
     """Add the scenes under ``paths`` to ``catalog``; idempotent and resumable.
 
     Args:
@@ -286,7 +301,11 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         min_coverage: see :func:`process_scene`.
         workers: processes to cut scenes in parallel (each scene is still committed by this process).
         progress: called as ``progress(done, total, key)`` after each scene.
+        label_scheme: the label scheme of every land-cover raster of this run (see :mod:`rsretrieve.data.labels`);
+            found per raster when omitted.
     """
+    if label_scheme is not None:
+        label_scheme = check_scheme(label_scheme)
     report = IngestReport()
     tile_m = catalog.tile_m
     sources, report.problems = discover(paths)
@@ -297,12 +316,14 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         except OSError as e:
             report.problems.append(Problem(s.key, f"cannot read: {e.strerror}"))
             continue
+        if s.role == "labels":
+            fp = _label_stamp(fp, label_scheme)
         stored = catalog.meta(f"labels:{s.key}") if s.role == "labels" else catalog.scene_fingerprint(s.key)
         if stored == fp:
             report.skipped += 1
             continue
         todo.append((s, stored is not None))
-    jobs = [(s, tile_m, sensor, min_coverage) for s, _ in todo]
+    jobs = [(s, tile_m, sensor, min_coverage, label_scheme) for s, _ in todo]
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(_work, jobs, chunksize=1)
@@ -313,10 +334,8 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
             if kind == "problem":
                 report.problems.append(res)
             elif kind == "labels":
-                catalog.write_labels(res)
-                with catalog.transaction() as c:
-                    c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                              (f"labels:{source.key}", fingerprint(source.all_files())))
+                catalog.write_labels(res, source=source.key,
+                                     stamp=_label_stamp(fingerprint(source.all_files()), label_scheme))
                 report.label_sources += 1
                 report.labelled_cells += len(res)
             else:

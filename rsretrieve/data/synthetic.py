@@ -211,7 +211,8 @@ def _make_scene(out: Path, i: int, specs: list[SensorSpec], responses: dict[str,
     ground = _ground(_rng(seed, i, _GROUND), n)
     truth = Path("truth") / f"{site.name}_landcover.tif"
     _write(out / truth, ground.lc[None], site, 10.0, 255, ["landcover"],
-           {"RSRETRIEVE_ROLE": "landcover", "RSRETRIEVE_CLASSES": ",".join(CLASSES), "RSRETRIEVE_SITE": site.name})
+           {"RSRETRIEVE_ROLE": "landcover", "RSRETRIEVE_CLASSES": ",".join(CLASSES), "RSRETRIEVE_SITE": site.name,
+            "RSRETRIEVE_LABEL_SCHEME": "synthetic"})
     counts = np.bincount(ground.lc.ravel(), minlength=len(CLASSES)) / ground.lc.size
     times = _acquisitions(seed, site, specs)
     row = {"site": site.name, "epsg": site.epsg, "utm_zone": f"{site.zone}{'S' if site.south else 'N'}",

@@ -4,7 +4,10 @@
   when the gallery holds its positive; a hit when the positive is among the k best-scored gallery tiles.
 * class mAP@k: a gallery tile is relevant when its cell has the query's dominant land-cover class; AP@k is
   torchmetrics' ``retrieval_average_precision(top_k=k)`` (mean precision at the ranks of the relevant tiles among the
-  top k, 0 when none is), averaged over queries with a known class.
+  top k, 0 when none is), averaged over queries with a known class. Classes are compared only within one label
+  scheme (:mod:`rsretrieve.data.labels`): for each scheme, the queries labelled in it are ranked against the gallery
+  tiles labelled in it (tiles of unknown class, or labelled only in another scheme, are left out of that ranking);
+  the mAP is the mean over all those (query, scheme) rankings, with a per-scheme breakdown.
 * chance levels: recall@k of a random ranking is k / gallery size (one positive per query); mAP@k of a random
   ranking is measured by scoring with seeded random numbers.
 * calibration: mean score of positive pairs and of all other pairs, and the separation d' between them, so pairs
@@ -33,14 +36,16 @@ def average_precision_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> 
     return np.where(n > 0, (prec * rel).sum(1) / np.maximum(n, 1), 0.0)
 
 
-def pair_metrics(q_emb: np.ndarray, q_cells: np.ndarray, q_labels: np.ndarray, g_emb: np.ndarray,
-                 g_cells: np.ndarray, g_labels: np.ndarray, ks: tuple[int, ...] = (1, 5, 10),
-                 map_k: int = 10, seed: int = 0) -> dict[str, float | int]:
+def pair_metrics(q_emb: np.ndarray, q_cells: np.ndarray, q_labels: np.ndarray | dict[str, np.ndarray],
+                 g_emb: np.ndarray, g_cells: np.ndarray, g_labels: np.ndarray | dict[str, np.ndarray],
+                 ks: tuple[int, ...] = (1, 5, 10), map_k: int = 10, seed: int = 0) -> dict:
     """All metrics of one ordered pair.
 
     Args:
         q_emb: (Nq, E) query vectors; q_cells (Nq,) cell indices; q_labels (Nq,) class or -1.
         g_emb: (Ng, E) gallery vectors; g_cells (Ng,) distinct cell indices; g_labels (Ng,) class or -1.
+        q_labels, g_labels: one array each (one label scheme), or dicts scheme -> array with the same keys (class
+            of each tile in that scheme, -1 where it has none); classes are only compared within a scheme.
     """
     scores = q_emb.astype(np.float64) @ g_emb.astype(np.float64).T  # (Nq, Ng)
     col = {int(c): i for i, c in enumerate(g_cells)}
@@ -60,11 +65,43 @@ def pair_metrics(q_emb: np.ndarray, q_cells: np.ndarray, q_labels: np.ndarray, g
         out["pos_score"] = float(pos.mean())
         out["neg_score"] = float(neg.mean())
         out["separation"] = float((pos.mean() - neg.mean()) / np.sqrt(0.5 * (pos.var() + neg.var()) + 1e-12))
-    lab = q_labels >= 0
-    if lab.any() and (g_labels >= 0).any():
-        relevant = (q_labels[lab][:, None] == g_labels[None, :]) & (g_labels[None, :] >= 0)
-        out[f"mAP@{map_k}"] = float(average_precision_at_k(scores[lab], relevant, map_k).mean())
+    out.update(class_map(scores, q_labels, g_labels, map_k, seed))
+    return out
+
+
+def class_map(scores: np.ndarray, q_labels: np.ndarray | dict[str, np.ndarray],
+              g_labels: np.ndarray | dict[str, np.ndarray], k: int = 10, seed: int = 0) -> dict:
+    """Class mAP@k and its chance level over (Nq, Ng) ``scores``, one label scheme at a time (see module doc).
+
+    Returns:
+        ``{}`` when no scheme has both a labelled query and a labelled gallery tile; else ``mAP@k``,
+        ``chance_mAP@k``, ``labelled_queries`` (query-scheme rankings), and with dict labels ``mAP@k_by_scheme``:
+        scheme -> {mAP@k, chance_mAP@k, labelled_queries, labelled_gallery}.
+    """
+    by_dict = isinstance(q_labels, dict)
+    if not by_dict:
+        q_labels, g_labels = {"": np.asarray(q_labels)}, {"": np.asarray(g_labels)}
+    if set(q_labels) != set(g_labels):
+        raise ValueError(f"query and gallery label schemes differ: {sorted(q_labels)} vs {sorted(g_labels)}")
+    aps, chances, per = [], [], {}
+    for scheme in sorted(q_labels):
+        ql, gl = np.asarray(q_labels[scheme]), np.asarray(g_labels[scheme])
+        lq, lg = ql >= 0, gl >= 0
+        if not (lq.any() and lg.any()):
+            continue
+        relevant = ql[lq][:, None] == gl[lg][None, :]
+        ap = average_precision_at_k(scores[np.ix_(lq, lg)], relevant, k)
         rnd = np.random.default_rng(seed).random(relevant.shape)
-        out[f"chance_mAP@{map_k}"] = float(average_precision_at_k(rnd, relevant, map_k).mean())
-        out["labelled_queries"] = int(lab.sum())
+        ch = average_precision_at_k(rnd, relevant, k)
+        aps.append(ap)
+        chances.append(ch)
+        per[scheme] = {f"mAP@{k}": float(ap.mean()), f"chance_mAP@{k}": float(ch.mean()),
+                       "labelled_queries": int(lq.sum()), "labelled_gallery": int(lg.sum())}
+    if not aps:
+        return {}
+    out: dict = {f"mAP@{k}": float(np.concatenate(aps).mean()),
+                 f"chance_mAP@{k}": float(np.concatenate(chances).mean()),
+                 "labelled_queries": int(sum(len(a) for a in aps))}
+    if by_dict:
+        out[f"mAP@{k}_by_scheme"] = per
     return out

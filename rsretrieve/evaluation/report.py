@@ -91,7 +91,7 @@ def _pairs_from_embeddings(emb: dict[str, tuple], index: CellIndex, sensors: lis
     for a, b in permutations(sensors, 2):
         if a in emb and b in emb:
             (qa, ra), (gb, rb) = emb[a], emb[b]
-            res[f"{a}->{b}"] = pair_metrics(qa, ra, index.labels[ra], gb, rb, index.labels[rb])
+            res[f"{a}->{b}"] = pair_metrics(qa, ra, index.class_labels(ra), gb, rb, index.class_labels(rb))
     return res
 
 
@@ -120,7 +120,9 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
     test = index["test"]
     report: dict[str, Any] = {"workspace": str(ws), "split": {**dcfg, "reference_model": ref},
                               "cells": {k: len(v.cells) for k, v in index.items()},
-                              "tiles": {s: int((test.tile_ids[s] >= 0).sum()) for s in sensors}, "models": {}}
+                              "tiles": {s: int((test.tile_ids[s] >= 0).sum()) for s in sensors},
+                              "labelled_test_cells": {k: int((v >= 0).sum()) for k, v in test.scheme_labels.items()},
+                              "models": {}}
     for name, path in models.items():
         model = load_model(path)
         report["models"][name] = {"kind": model.config()["kind"],
@@ -133,8 +135,8 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
                                                                      sensors)}
     hand = handmade_embeddings(index["train"], test, cache, sensors)
     report["models"]["band_stats"] = {"kind": "per-band mean/std + ridge map", "pairs": {
-        f"{a}->{b}": pair_metrics(q, rq, test.labels[rq], g, rg, test.labels[rg]) for (a, b), (q, rq, g, rg)
-        in hand.items()}}
+        f"{a}->{b}": pair_metrics(q, rq, test.class_labels(rq), g, rg, test.class_labels(rg))
+        for (a, b), (q, rq, g, rg) in hand.items()}}
     for m in report["models"].values():
         pos = [p["pos_score"] for p in m["pairs"].values() if "pos_score" in p]
         m["calibration"] = {"pos_score_spread_across_pairs": float(np.std(pos)) if pos else None}
@@ -146,6 +148,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"held-out test split: {report['cells']['test']} cells ({report['cells']['train']} train, "
              f"{report['cells']['val']} val); test tiles: "
              + ", ".join(f"{s} {n}" for s, n in report["tiles"].items())]
+    if report.get("labelled_test_cells"):
+        lines.append("labelled test cells (class mAP compares labels within a scheme only): "
+                     + ", ".join(f"{k} {n}" for k, n in report["labelled_test_cells"].items()))
     head = (f"{'model':<12} {'pair':<28} {'queries':>7} {'gallery':>7} {'R@1':>6} {'R@5':>6} {'R@10':>6} "
             f"{'mAP@10':>7} {'chance R@1':>10} {'chance mAP':>10} {'sep':>6}")
     lines += [head, "-" * len(head)]

@@ -114,9 +114,13 @@ def test_enmap_quality_masks_are_attached_not_rejected(real_catalog):
 def test_reference_maps_become_cell_labels(real_catalog):
     cat, report = real_catalog
     assert report.label_sources == 2  # BigEarthNet v2 reference map, SEN12MS land cover
-    rows = cat.conn.execute("SELECT cell_id, label, purity FROM cell_labels").fetchall()
+    rows = cat.conn.execute("SELECT cell_id, scheme, label, purity, source FROM cell_labels").fetchall()
     assert len(rows) == report.labelled_cells > 0
     assert all(0 < r["purity"] <= 1 for r in rows)
+    # CORINE codes of the reference map and IGBP classes of SEN12MS are different schemes, never one integer space
+    assert {r["scheme"] for r in rows if "reference_map" in r["source"]} == {"corine"}
+    assert {r["scheme"] for r in rows if "_lc_" in r["source"]} == {"igbp"}
+    assert all(r["label"] > 100 for r in rows if r["scheme"] == "corine")
 
 
 def test_torchgeo_fake_fixtures_read_without_error(real_data, tmp_path):
