@@ -28,8 +28,12 @@ MODELS = [("default", "ours (`configs/s1_s2.yaml`)"), ("baseline", "plain dual e
           ("untrained", "ours, untrained"), ("band_stats", "band statistics + ridge")]
 
 
-def cli(*args: object) -> tuple[str, float]:
+LOAD: dict[str, str] = {}
+
+
+def cli(*args: object, tag: str = "") -> tuple[str, float]:
     """Run ``rsretrieve ARGS``; (stdout, seconds). Exit code 1 (some inputs rejected) is reported, not fatal."""
+    before = os.getloadavg()[0]
     t0 = time.time()
     r = subprocess.run([sys.executable, "-m", "rsretrieve.cli", *map(str, args)], capture_output=True, text=True,
                        cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
@@ -38,7 +42,8 @@ def cli(*args: object) -> tuple[str, float]:
     if r.returncode == 1:
         print(r.stderr.strip(), file=sys.stderr)
     dt = time.time() - t0
-    print(f"  rsretrieve {args[0]} ... {dt:.0f} s", flush=True)
+    LOAD[tag or str(args[0])] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
+    print(f"  rsretrieve {args[0]} ... {dt:.0f} s (load average {LOAD[tag or str(args[0])]})", flush=True)
     return r.stdout, dt
 
 
@@ -86,10 +91,10 @@ def _run(args: argparse.Namespace, ben: Path, ssl: Path, ws: Path, tmp: Path) ->
               "--trainer.enable_model_summary", "false", *data]
     print("train ours", flush=True)
     _, t_ours = cli("train", "--config", ROOT / "configs/s1_s2.yaml", "--workspace", ws, "--name", "default",
-                    *common)
+                    *common, tag="ours")
     print("train plain dual encoder", flush=True)
     _, t_base = cli("train", "--config", ROOT / "configs/dual_encoder.yaml", "--workspace", ws, "--name", "baseline",
-                    "--data.sensors", "[sentinel1,sentinel2]", *common)
+                    "--data.sensors", "[sentinel1,sentinel2]", *common, tag="baseline")
     print("evaluate", flush=True)
     out, t_eval = cli("evaluate", "--workspace", ws, "--models", "default,baseline", "--json")
     rep = json.loads(out)
@@ -114,7 +119,9 @@ def _run(args: argparse.Namespace, ben: Path, ssl: Path, ws: Path, tmp: Path) ->
         f"(each seen by both sensors).", "",
         f"Both models trained with `--trainer.max_time {args.budget}` on the same split (wall time incl. start-up "
         f"and tile caching: ours {t_ours:.0f} s, {ep_o} epochs / {st_o} steps; dual encoder {t_base:.0f} s, "
-        f"{ep_b} epochs / {st_b} steps). Gallery = every test tile of the archive sensor. No land-cover labels "
+        f"{ep_b} epochs / {st_b} steps; 1-min load average before -> after: ours {LOAD['ours']}, dual encoder "
+        f"{LOAD['baseline']}). The budget is wall time on a shared machine: a model that ran while the machine was "
+        f"busier made fewer steps, so the comparison is only as fair as the load was even. Gallery = every test tile of the archive sensor. No land-cover labels "
         f"here (BigEarthNet-MM's patch multi-labels name no dominant class), so no class mAP.", "",
         "| model | " + " | ".join(f"{p} R@1 | {p} R@10" for p in PAIRS) + " |",
         "|---|" + "---:|---:|" * len(PAIRS)]
