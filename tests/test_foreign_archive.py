@@ -117,8 +117,6 @@ def test_train_then_evaluate_reports_all_six_pairs_with_queries_and_gallery(fore
             assert 0 <= p["recall@1"] <= p["recall@10"] <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="tiles.read_scene_tiles masks the sensor spec's nodata (nan for sentinel1), "
-                                       "not the file's: -9999 pixels of an S1 file reach the model")
 def test_s1_file_with_nodata_minus9999_gives_tiles_with_those_pixels_zeroed(foreign, tmp_path):
     from rsretrieve.data.catalog import Catalog
     from rsretrieve.data.ingest import ingest

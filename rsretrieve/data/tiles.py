@@ -79,6 +79,14 @@ def _read_rows(scene: dict, spec: SensorSpec, r0: int, r1: int, fill: float) -> 
     return np.stack(bands)
 
 
+def _file_nodata(scene: dict, layout) -> float | None:
+    """The nodata value of the scene's files (as ingest saw it), else the layout's (same rule as ``open_scene``)."""
+    files = scene["files"]
+    first = files["*"] if "*" in files else files[next(iter(files))]
+    with rasterio.open(first) as ds:
+        return ds.nodata if ds.nodata is not None else layout.nodata
+
+
 def read_scene_tiles(scene: dict, tiles: Sequence[dict], tile_m: float) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(tile_id, array (C, n, n) float32 normalised)`` for ``tiles`` of one catalog ``scene``.
 
@@ -90,7 +98,7 @@ def read_scene_tiles(scene: dict, tiles: Sequence[dict], tile_m: float) -> Itera
     spec = get_sensor(scene["sensor"])
     layout = spec.layouts[scene["layout"]]
     n = tile_px(spec, tile_m)
-    nodata = layout.nodata
+    nodata = _file_nodata(scene, layout)
     fill = nodata if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)) else 0
     h, w = scene["height"], scene["width"]
     tiles = sorted(tiles, key=lambda t: t["row_off"])
