@@ -23,7 +23,9 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 
-from rsretrieve.index.hilbert import HILBERT_ORDER, box_cells, cell_ranges, merge_ranges
+from rsretrieve.index.hilbert import box_cells, cell_ranges, merge_ranges
+from rsretrieve.index import region as _region
+from rsretrieve.index.region import Region
 from rsretrieve.index.store import TIME_UNKNOWN, Segment
 
 _BBOX_RULE = "bbox must be W,S,E,N with -180<=W,E<=180 and -90<=S<N<=90"
@@ -159,7 +161,7 @@ class CompiledFilter:
 
     def __init__(self, flt: QueryFilter, sensor_table: list[str]) -> None:
         self.filter = flt
-        self.region = _Region(flt.polygon) if flt.polygon is not None else None
+        self.region = Region(flt.polygon) if flt.polygon is not None else None
         self.geo = flt.bbox is not None or flt.polygon is not None
         self._keys: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.t_lo, self.t_hi = flt.time_range()
@@ -174,14 +176,11 @@ class CompiledFilter:
         if flt.bbox is not None:
             w, s, e, n = flt.bbox
             for b in [(w, s, e, n)] if w <= e else [(w, s, 180.0, n), (-180.0, s, e, n)]:
-                level, cx, cy, inside = box_cells(*b)
+                level, cx, cy, inside = box_cells(*b, max_cells=_region.MAX_CELLS)
                 parts.append(cell_ranges(level, cx, cy, inside if flt.polygon is None else None))
         else:
-            for g in getattr(flt.polygon, "geoms", [flt.polygon]):
-                level, cx, cy, _ = box_cells(*g.bounds)
-                flags = self.region.classify_cells(level, cx, cy)
-                keep = flags >= 0
-                parts.append(cell_ranges(level, cx[keep], cy[keep], flags[keep]))
+            for level, cx, cy, inside in self.region.key_cells():
+                parts.append(cell_ranges(level, cx, cy, inside))
         if len(parts) == 1:
             return parts[0]
         starts, stops, flags = (np.concatenate(x) for x in zip(*parts))
@@ -238,27 +237,32 @@ class CompiledFilter:
         ``inside`` marks rows known to lie inside the geometry (the bbox / polygon test is skipped for them).
         """
         take = (lambda col: col) if rows is None else (lambda col: col[rows])
-        ok = take(seg.alive_mask()) if seg.has_deleted else np.ones(seg.n if rows is None else rows.size, bool)
+        size = seg.n if rows is None else rows.size
+        ok = None
         if self.t_lo is not None or self.t_hi is not None:
             t = take(seg.time)
-            ok &= t != TIME_UNKNOWN
-            if self.t_lo is not None:
-                ok &= t >= self.t_lo
-            if self.t_hi is not None:
-                ok &= t <= self.t_hi
+            if self.t_lo is not None and self.t_hi is not None:  # one unsigned comparison for both bounds;
+                ok = (t - self.t_lo).view(np.uint64) <= np.uint64(self.t_hi - self.t_lo)  # TIME_UNKNOWN wraps high
+            elif self.t_lo is not None:
+                ok = t >= self.t_lo  # TIME_UNKNOWN is the smallest int64
+            else:
+                ok = (t <= self.t_hi) & (t != TIME_UNKNOWN)
+        if seg.has_deleted:  # never a view of the segment's own mask: ``ok`` is written to below
+            alive = seg.alive_mask()
+            ok = ok & take(alive) if ok is not None else alive.copy() if rows is None else alive[rows]
+        if ok is None:
+            ok = np.ones(size, bool)
         if self.geo:
             idx = np.flatnonzero(ok if inside is None else ok & ~inside)
             at = idx if rows is None else rows[idx]
             lon, lat = seg.lon[at], seg.lat[at]
-            good = np.ones(idx.size, bool)
             if self.filter.bbox is not None:
                 w, s, e, n = self.filter.bbox
-                good &= ((lon >= w) & (lon <= e) if w <= e else (lon >= w) | (lon <= e)) & (lat >= s) & (lat <= n)
-            if self.region is not None:
-                w, s, e, n = self.filter.polygon.bounds
-                good &= (lon >= w) & (lon <= e) & (lat >= s) & (lat <= n)
-                sub = np.flatnonzero(good)
-                good[sub] = self.region(lon[sub], lat[sub])
+                good = ((lon >= w) & (lon <= e) if w <= e else (lon >= w) | (lon <= e)) & (lat >= s) & (lat <= n)
+                if self.region is not None:
+                    good &= self.region.contains(lon, lat)
+            else:
+                good = self.region.contains(lon, lat)
             ok[idx] = good
         if self.sensor_codes is not None:
             sensor = take(seg.sensor)
@@ -287,52 +291,3 @@ def ranges_to_rows(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     heads = np.cumsum(lens)[:-1]
     step[heads] = starts[1:] - stops[:-1] + 1
     return np.cumsum(step)
-
-
-class _Region:
-    """Point tests against a closed (multi)polygon (``shapely.intersects_xy``, prepared) and a classification of
-    Hilbert grid cells into inside / outside / near an edge, so that only points near an edge need the test."""
-
-    def __init__(self, geom: Polygon | MultiPolygon) -> None:
-        self.geom = geom
-        shapely.prepare(geom)
-        rings = []
-        for poly in getattr(geom, "geoms", [geom]):
-            rings += [np.asarray(poly.exterior.coords)] + [np.asarray(r.coords) for r in poly.interiors]
-        self.edges = (np.concatenate([r[:-1] for r in rings]), np.concatenate([r[1:] for r in rings]))
-
-    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return shapely.intersects_xy(self.geom, x, y)
-
-    def classify_cells(self, level: int, cx: np.ndarray, cy: np.ndarray, order: int = HILBERT_ORDER) -> np.ndarray:
-        """Classify Hilbert grid cells of ``level``: 1 inside, -1 outside, 0 near an edge (points need a test).
-
-        Edges are sampled every half cell of a grid 4x finer and the cells they touch, dilated by one fine cell,
-        are boundary; any other cell is wholly on one side, decided by its centre.
-        """
-        fine = min(order, level + 2)
-        f = 1 << (fine - level)
-        size_x, size_y = 360.0 / (1 << fine), 180.0 / (1 << fine)
-        ox, oy = cx.min() * f, cy.min() * f
-        nx, ny = (cx.max() + 1) * f - ox, (cy.max() + 1) * f - oy
-        a, b = self.edges
-        u0, v0 = (a[:, 0] + 180.0) / size_x - ox, (a[:, 1] + 90.0) / size_y - oy
-        du, dv = (b[:, 0] + 180.0) / size_x - ox - u0, (b[:, 1] + 90.0) / size_y - oy - v0
-        m = np.ceil(2 * np.maximum(np.abs(du), np.abs(dv))).astype(np.int64) + 1
-        rep = np.repeat(np.arange(m.size), m)
-        t = (np.arange(rep.size) - np.repeat(np.cumsum(m) - m, m)) / np.maximum(m[rep] - 1, 1)
-        iu = np.clip(np.floor(u0[rep] + t * du[rep]), -1, nx).astype(np.int64) + 1
-        iv = np.clip(np.floor(v0[rep] + t * dv[rep]), -1, ny).astype(np.int64) + 1
-        marked = np.zeros((nx + 2, ny + 2), bool)
-        marked[iu, iv] = True
-        near = marked.copy()
-        for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
-            near[max(sx, 0):nx + 2 + min(sx, 0), max(sy, 0):ny + 2 + min(sy, 0)] |= \
-                marked[max(-sx, 0):nx + 2 + min(-sx, 0), max(-sy, 0):ny + 2 + min(-sy, 0)]
-        near = near[1:-1, 1:-1].reshape(nx // f, f, ny // f, f).any(axis=(1, 3))
-        boundary = near[cx - cx.min(), cy - cy.min()]
-        lon = (cx + 0.5) * (360.0 / (1 << level)) - 180.0
-        lat = (cy + 0.5) * (180.0 / (1 << level)) - 90.0
-        inside = self(lon, lat)
-        return np.where(boundary, 0, np.where(inside, 1, -1)).astype(np.int8)
-

@@ -12,6 +12,8 @@ The curve follows the classic ``xy2d`` convention (x to the east, y to the north
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: grid bits per axis used by the index
@@ -108,25 +110,38 @@ def hilbert_key(lon: np.ndarray, lat: np.ndarray, order: int = HILBERT_ORDER) ->
     return hilbert_index(x, y, order)
 
 
+def box_extent(west: float, south: float, east: float, north: float, order: int = HILBERT_ORDER,
+               max_cells: int = 1024) -> tuple[int, int, int, int, int]:
+    """The finest quadtree level at which a box (``west <= east``, degrees) spans at most ``max_cells`` grid cells,
+    and the cells it spans there: ``(level, x0, x1, y0, y1)``, columns ``x0..x1`` and rows ``y0..y1`` inclusive."""
+    n = 1 << order  # the arithmetic of grid_xy, on Python floats (C doubles) for the two corners
+    gx0, gx1 = (min(max(math.floor((v + 180.0) * (n / 360.0)), 0), n - 1) for v in (west, east))
+    gy0, gy1 = (min(max(math.floor((v + 90.0) * (n / 180.0)), 0), n - 1) for v in (south, north))
+    level = order
+    while level > 0 and ((gx1 >> (order - level)) - (gx0 >> (order - level)) + 1) * (
+            (gy1 >> (order - level)) - (gy0 >> (order - level)) + 1) > max_cells:
+        level -= 1
+    shift = order - level
+    return level, gx0 >> shift, gx1 >> shift, gy0 >> shift, gy1 >> shift
+
+
 def box_cells(west: float, south: float, east: float, north: float, order: int = HILBERT_ORDER,
               max_cells: int = 1024) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """The grid cells of the finest quadtree level at which a box (``west <= east``, degrees) spans at most
-    ``max_cells`` cells.
+    ``max_cells`` cells (see :func:`box_extent`).
 
     Returns:
         (level, cx, cy, inside): cell ``(cx, cy)`` of that level covers full-order columns ``[cx, cx + 1) *
         2**(order - level)`` and rows likewise; ``inside`` is True for cells whose every point is in the box
         (they lie strictly between the grid columns and rows of the box's edges).
     """
-    gx, gy = grid_xy(np.array([west, east]), np.array([south, north]), order)
-    gx0, gx1, gy0, gy1 = int(gx[0]), int(gx[1]), int(gy[0]), int(gy[1])
-    level = order
-    while level > 0 and ((gx1 >> (order - level)) - (gx0 >> (order - level)) + 1) * (
-            (gy1 >> (order - level)) - (gy0 >> (order - level)) + 1) > max_cells:
-        level -= 1
+    level, x0, x1, y0, y1 = box_extent(west, south, east, north, order, max_cells)
     shift = order - level
-    xs = np.arange(gx0 >> shift, (gx1 >> shift) + 1, dtype=np.int64)
-    ys = np.arange(gy0 >> shift, (gy1 >> shift) + 1, dtype=np.int64)
+    n = 1 << order
+    gx0, gx1 = (min(max(math.floor((v + 180.0) * (n / 360.0)), 0), n - 1) for v in (west, east))
+    gy0, gy1 = (min(max(math.floor((v + 90.0) * (n / 180.0)), 0), n - 1) for v in (south, north))
+    xs = np.arange(x0, x1 + 1, dtype=np.int64)
+    ys = np.arange(y0, y1 + 1, dtype=np.int64)
     in_x = ((xs << shift) > gx0) & ((((xs + 1) << shift) - 1) < gx1)
     in_y = ((ys << shift) > gy0) & ((((ys + 1) << shift) - 1) < gy1)
     return level, np.repeat(xs, ys.size), np.tile(ys, xs.size), (in_x[:, None] & in_y[None, :]).ravel()

@@ -10,9 +10,9 @@ import pytest
 import shapely
 from shapely.geometry import MultiPolygon, Point, Polygon, box, mapping
 
-from rsretrieve.index.filters import CompiledFilter, QueryFilter, _Region, load_region, parse_bbox, \
-    ranges_to_rows
+from rsretrieve.index.filters import CompiledFilter, QueryFilter, load_region, parse_bbox, ranges_to_rows
 from rsretrieve.index.hilbert import grid_xy
+from rsretrieve.index.region import INSIDE, NEAR, OUTSIDE, Region
 
 from .conftest import brute_mask
 
@@ -95,14 +95,14 @@ def test_load_region_refuses_bad_files(tmp_path, content, text):
 def test_cells_classified_inside_or_outside_hold_only_such_points(level):
     outer = Polygon([(0, 0), (10, 0), (10, 10), (5, 6), (0, 10)], holes=[[(2, 2), (4, 2), (4, 4), (2, 4)]])
     geom = MultiPolygon([outer, box(20, 20, 25, 23)])
-    region = _Region(geom)
+    region = Region(geom)
     (x0, x1), (y0, y1) = grid_xy(np.array([-1.0, 26.0]), np.array([-1.0, 24.0]), level)
     cells = np.stack([a.ravel() for a in np.meshgrid(np.arange(x0, x1 + 1), np.arange(y0, y1 + 1))], 1)
     flags = region.classify_cells(level, cells[:, 0], cells[:, 1])
-    assert (flags == 1).sum() > 10 and (flags == -1).sum() > 10 and (flags == 0).sum() > 10
+    assert (flags == INSIDE).sum() > 10 and (flags == OUTSIDE).sum() > 10 and (flags == NEAR).sum() > 10
     rng = np.random.default_rng(level)
     size_x, size_y = 360 / 2 ** level, 180 / 2 ** level
-    for flag, expected in ((1, True), (-1, False)):
+    for flag, expected in ((INSIDE, True), (OUTSIDE, False)):
         pick = cells[flags == flag]
         u, v = rng.random((2, pick.shape[0], 20))
         lon = ((pick[:, 0, None] + u) * size_x - 180).ravel()
@@ -122,6 +122,8 @@ FILTERS = {
     "antimeridian": QueryFilter(bbox=(175, -22, -175, -12)),
     "polygon": QueryFilter(polygon=Polygon([(72, 10), (88, 12), (80, 28), (74, 20)])),
     "multipolygon": QueryFilter(polygon=MultiPolygon([box(0, 45, 5, 50), box(120, -30, 125, -25)])),
+    "polygon_with_hole": QueryFilter(polygon=Polygon([(-9, 37), (29, 39), (25, 59), (3, 50), (-9, 58)],
+                                                     holes=[[(0, 42), (14, 42), (14, 52), (0, 47)]])),
     "time": QueryFilter(start=datetime(2019, 1, 1), end=datetime(2019, 12, 31, 23, 59, 59)),
     "open_end": QueryFilter(end=datetime(2018, 1, 1)),
     "sensors": QueryFilter(sensors={"enmap", "sentinel1"}),

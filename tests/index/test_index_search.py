@@ -14,11 +14,16 @@ from rsretrieve.index.search import Searcher
 
 from .conftest import brute_mask, brute_topk, queries
 
+#: most of the first region, less a hole: rows of every kind (wholly inside, outside, near an edge)
+HOLED = Polygon([(-9, 37), (29, 39), (25, 59), (3, 50), (-9, 58)], holes=[[(0, 42), (14, 42), (14, 52), (0, 47)]])
+
 FILTERS = {
     "bbox": QueryFilter(bbox=(-5, 40, 10, 50)),
     "antimeridian_bbox": QueryFilter(bbox=(175, -22, -175, -12)),
     "polygon": QueryFilter(polygon=Polygon([(72, 10), (88, 12), (80, 28), (74, 20)])),
     "multipolygon": QueryFilter(polygon=MultiPolygon([box(0, 45, 5, 50), box(120, -30, 125, -25)])),
+    "polygon_with_hole_and_time": QueryFilter(polygon=HOLED, start=date(2018, 1, 1), end=date(2021, 6, 30)),
+    "multipolygon_with_hole": QueryFilter(polygon=MultiPolygon([HOLED, Polygon([(72, 10), (88, 12), (80, 28)])])),
     "time_range": QueryFilter(start=datetime(2019, 1, 1), end=datetime(2019, 12, 31, 23, 59, 59)),
     "sensor_set": QueryFilter(sensors={"enmap"}),
     "exclusion": QueryFilter(exclude_scene_ids=set(range(0, 150, 2)), exclude_cell_ids={"c000001", "c000002"}),

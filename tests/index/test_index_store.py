@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,25 @@ def test_removed_scenes_are_never_returned(small, exact_max_rows):
     exact = Searcher(reopened, exact_max_rows=10**9).search(q[:3], 10)
     for i in range(3):
         assert exact.tile_ids[i].tolist() == brute_topk(tiles, q[i], ~dead, 10)[0].tolist()
+
+
+def test_filtered_search_leaves_the_removed_rows_mask_alone(small):
+    """A filter over a whole segment with removed rows once wrote its matches into the segment's mask of live rows."""
+    tiles, st = small
+    st.remove_scenes(np.unique(tiles["scene_ids"])[:3])
+    store = IndexStore.open(st.root)
+    before = [seg.alive_mask().copy() for seg in store.segments]
+    searcher = Searcher(store, exact_max_rows=10**9)
+    q = queries(tiles, 2)
+    for flt in (QueryFilter(start=date(2019, 1, 1), end=date(2019, 12, 31)), QueryFilter(sensors={"enmap"})):
+        searcher.search(q, 5, flt)
+    assert all(np.array_equal(b, seg.alive_mask()) for b, seg in zip(before, store.segments))
+    flt = QueryFilter(sensors={"sentinel1"})
+    result = searcher.search(q, 10, flt)
+    alive = ~np.isin(tiles["scene_ids"], np.unique(tiles["scene_ids"])[:3])
+    for i in range(2):
+        ids, _ = brute_topk(tiles, q[i], brute_mask(tiles, flt) & alive, 10)
+        assert result.tile_ids[i].tolist() == ids.tolist()
 
 
 def test_compact_merges_segments_and_drops_removed_rows(small):

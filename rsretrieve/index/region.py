@@ -1,0 +1,227 @@
+"""Point-in-(multi)polygon tests for many points: a raster over each part, exact tests only near the edges.
+
+A query polygon is classified on a grid aligned with the Hilbert grid of the index (:mod:`rsretrieve.index.hilbert`):
+for each part, the cells of :func:`box_cells` over the part's bounds (at most 1024, the cells its key ranges are made
+of), subdivided ``2**RASTER_BITS`` times per axis. A fine cell within reach of an edge is *near*; every other fine
+cell lies wholly on one side of every edge and takes the inside / outside state of its centre, found by counting the
+edge crossings left of it on its row (even-odd rule, so holes need nothing special). Points are then classified with
+a few array operations each, and only points in near cells (a band about three fine cells wide along the edges) go to
+``shapely.intersects_xy``, the definition of a match. Coarse cells wholly inside are flagged so that their rows skip
+any point test, and coarse cells wholly outside are dropped from the key ranges.
+
+Why a point outside near cells needs no exact test: edges are sampled at most half a fine cell apart on each axis, so
+every edge point lies within a quarter cell of a sample; the cells of the samples dilated by one cell therefore hold
+every cell within 0.75 cell of an edge. A cell outside that set is at least 0.75 cell from every edge, far more than
+the rounding of a point's cell (``floor((lon + 180) * 2**level / 360)``, the formula of the Hilbert grid).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+
+from rsretrieve.index.hilbert import HILBERT_ORDER, box_cells, box_extent
+
+#: most grid cells a part's bounds are covered with (see :func:`box_cells`)
+MAX_CELLS = 256
+#: fine cells per coarse cell and axis: 2**RASTER_BITS
+RASTER_BITS = 3
+#: below this many points without a raster built yet, points go straight to shapely (building one costs more)
+RASTER_MIN_POINTS = 2048
+#: polygons with more parts are tested with shapely only (one raster per part would cost more than it saves)
+MAX_RASTER_PARTS = 64
+_MARGIN = 1e-6  # cells: far above the rounding of a point's cell, far below a cell
+_DENSE_CROSSINGS = 1 << 16  # edges x rows up to which crossings are computed for every pair
+_ALTERNATE = (np.arange(4096) & 1).astype(np.int8)
+
+
+#: states of fine cells, points and coarse cells in a :class:`Raster`
+OUTSIDE, INSIDE, NEAR = 0, 1, 2
+
+
+class Raster:
+    """State of the fine cells of a rectangle of grid cells: ``INSIDE``, ``OUTSIDE`` or ``NEAR`` an edge.
+
+    Args:
+        rings: closed rings (each (m, 2) lon/lat degrees, first point repeated last) whose even-odd interior is
+            the region: the exterior and the holes of one polygon, or of several with disjoint interiors.
+        fine: grid level (bits per axis) of the fine cells.
+        x0, y0: grid column and row (at level ``fine``) of the rectangle's south-west fine cell.
+        nx, ny: fine cells in the rectangle along x (east) and y (north).
+
+    Attributes:
+        state: (ny + 2, nx + 2) int8 state of each fine cell, indexed [row, column], with a border of one cell on
+            each side: points outside the rectangle are clipped onto it.
+    """
+
+    def __init__(self, rings: list[np.ndarray], fine: int, x0: int, y0: int, nx: int, ny: int) -> None:
+        self.fine, self.x0, self.y0, self.nx, self.ny = fine, int(x0), int(y0), int(nx), int(ny)
+        n = 1 << fine
+        self._sx, self._sy = n / 360.0, n / 180.0  # the factors of hilbert.grid_xy
+        self._w = w = nx + 3  # padded columns, plus one collecting the crossings right of every cell
+        # edges in fine cells from the rectangle's corner (rounding ~1e-10 cell, far below _MARGIN)
+        pts = np.concatenate(rings) if len(rings) > 1 else rings[0]
+        gu = pts[:, 0] * self._sx + (180.0 * self._sx - self.x0)
+        gv = pts[:, 1] * self._sy + (90.0 * self._sy - self.y0)
+        u0, du, v0, dv = gu[:-1], np.diff(gu), gv[:-1], np.diff(gv)
+        if len(rings) > 1:  # drop the joins between one ring's last point and the next ring's first
+            keep = np.ones(u0.size, bool)
+            keep[np.cumsum([len(r) for r in rings[:-1]]) - 1] = False
+            u0, du, v0, dv = u0[keep], du[keep], v0[keep], dv[keep]
+        inside = gu.min() >= 0 and gv.min() >= 0 and gu.max() <= nx and gv.max() <= ny
+        # near cells: every cell within _MARGIN of an edge. Samples at most half a cell apart on each axis leave
+        # every edge point within a quarter cell of one, so the cells that a box of half-width 1/4 + _MARGIN around
+        # each sample overlaps (at most 2 x 2) hold them all
+        m = (np.maximum(np.abs(du), np.abs(dv)) * 2 + 2).astype(np.int64)  # >= ceil(2 * extent) + 1 samples
+        ends = np.cumsum(m)
+        k = np.arange(ends[-1]) - np.repeat(ends - m, m)
+        su = np.repeat(u0, m) + np.repeat(du / (m - 1), m) * k
+        sv = np.repeat(v0, m) + np.repeat(dv / (m - 1), m) * k
+        h = 0.25 + _MARGIN
+        cu = np.floor(np.concatenate([su - h, su + h]))
+        cv = np.floor(np.concatenate([sv - h, sv + h]))
+        if not inside:  # edges beyond the rectangle mark its border
+            cu, cv = np.minimum(np.maximum(cu, -1), nx), np.minimum(np.maximum(cv, -1), ny)
+        cu, cv = cu.astype(np.int64) + 1, cv.astype(np.int64) + 1  # padded cells: sample -h and +h halves
+        self._mark_cells = (cv, cu)
+        n_s, cw = su.size, cv * w
+        marks = np.concatenate([cw[:n_s] + cu[:n_s], cw[:n_s] + cu[n_s:], cw[n_s:] + cu[:n_s], cw[n_s:] + cu[n_s:]])
+        # the even-odd state of each cell centre (u = c - 0.5, v = r - 0.5 in padded cells) from the crossings of
+        # the edges with horizontal lines through the centres, half-open in v. Every line crosses the closed rings
+        # an even number of times, so over the flattened rows the state alternates between sorted crossings
+        v1 = v0 + dv
+        if u0.size * (ny + 2) <= _DENSE_CROSSINGS:
+            yc = np.arange(-0.5, ny + 1)  # centre lines of the padded rows
+            e, j = np.nonzero((v0[:, None] > yc) != (v1[:, None] > yc))
+        else:
+            jlo = np.ceil(np.minimum(v0, v1) - 0.5).clip(-1, None)
+            cnt = (np.ceil(np.maximum(v0, v1) - 0.5).clip(None, ny + 1) - jlo).clip(0, None).astype(np.int64)
+            ends = np.cumsum(cnt)
+            e = np.repeat(np.arange(cnt.size), cnt)
+            j = (jlo[e] + (np.arange(ends[-1]) - (ends - cnt)[e])).astype(np.int64) + 1
+        x = u0[e] + (j - 0.5 - v0[e]) * (du[e] / dv[e])  # padded row j has its centre line at v = j - 0.5
+        bounds = np.empty(e.size + 2, np.int64)
+        bounds[0], bounds[-1] = 0, (ny + 2) * w
+        bounds[1:-1] = np.sort(j * w + np.floor(x + 0.5).clip(-1, nx + 1).astype(np.int64) + 1)
+        runs = np.diff(bounds)
+        alternate = _ALTERNATE[:runs.size] if runs.size <= _ALTERNATE.size else (np.arange(runs.size) & 1).astype(
+            np.int8)
+        state = np.repeat(alternate, runs)  # OUTSIDE 0, INSIDE 1
+        state[marks] = NEAR
+        grid = state.reshape(ny + 2, w)
+        if inside:  # nothing of the region lies beyond the rectangle: neither do points clipped onto its border
+            grid[[0, -1]] = OUTSIDE
+            grid[:, [0, nx + 1]] = OUTSIDE
+        self._flat = state
+        self.state = grid[:, :nx + 2]
+
+    def classify(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """int8 state of points (degrees): ``INSIDE``, ``OUTSIDE`` or ``NEAR`` (needs the exact test)."""
+        last = (1 << self.fine) - 1  # as in hilbert.grid_xy: lon 180 and lat 90 fall in the last column / row
+        c = (np.minimum(np.floor((lon + 180.0) * self._sx), last) - (self.x0 - 1)).clip(0, self.nx + 1)
+        r = (np.minimum(np.floor((lat + 90.0) * self._sy), last) - (self.y0 - 1)).clip(0, self.ny + 1)
+        return self._flat[(r * self._w + c).astype(np.intp)]
+
+    def coarse(self, bits: int) -> np.ndarray:
+        """State of the rectangle's coarse cells of ``2**bits`` x ``2**bits`` fine cells, int8 (ny >> bits,
+        nx >> bits) indexed [row, column]: ``INSIDE`` or ``OUTSIDE`` wholly, else ``NEAR``."""
+        f = 1 << bits
+        ncx, ncy = self.nx // f, self.ny // f
+        near = np.zeros((ncy + 2) * (ncx + 2), bool)
+        rows, cols = self._mark_cells  # padded fine cell p lies in coarse cell (p - 1) >> bits, padded: + 1
+        rows, cols, k = (((rows - 1) >> bits) + 1) * (ncx + 2), ((cols - 1) >> bits) + 1, rows.size // 2
+        near[np.concatenate([rows[:k] + cols[:k], rows[:k] + cols[k:], rows[k:] + cols[:k], rows[k:] + cols[k:]])] = True
+        centre = self._flat[(np.arange(ncy)[:, None] * f + f // 2 + 1) * self._w + np.arange(ncx) * f + f // 2 + 1]
+        return np.where(near.reshape(ncy + 2, ncx + 2)[1:-1, 1:-1], np.int8(NEAR), centre)
+
+
+def _rings(poly: Polygon) -> list[np.ndarray]:
+    if not poly.interiors:
+        return [shapely.get_coordinates(poly)]
+    return [np.asarray(poly.exterior.coords)] + [np.asarray(r.coords) for r in poly.interiors]
+
+
+class Region:
+    """A closed (multi)polygon: exact point tests (``shapely.intersects_xy``, prepared), fast classification of
+    many points through per-part rasters, and classification of Hilbert grid cells."""
+
+    def __init__(self, geom: Polygon | MultiPolygon, order: int = HILBERT_ORDER) -> None:
+        self.geom, self.order = geom, order
+        shapely.prepare(geom)
+        self.parts = list(getattr(geom, "geoms", [geom]))
+        self._rasters: list[tuple[int, np.ndarray, np.ndarray, Raster]] | None = None
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Exact: which points (degrees) are in the closed region."""
+        return shapely.intersects_xy(self.geom, x, y)
+
+    @property
+    def rasterised(self) -> bool:
+        """Whether the parts get rasters (not for polygons of very many parts)."""
+        return len(self.parts) <= MAX_RASTER_PARTS
+
+    def part_cells(self) -> list[tuple[int, int, int, Raster]]:
+        """For each part: ``(level, cx0, cy0, raster)``, the raster over the grid cells of ``level`` that cover the
+        part's bounds (:func:`box_extent`), the south-west one being ``(cx0, cy0)``; built on first use. Empty when
+        the region is not rasterised."""
+        if self._rasters is None:
+            out = []
+            for poly in self.parts if self.rasterised else []:
+                level, x0, x1, y0, y1 = box_extent(*poly.bounds, order=self.order, max_cells=MAX_CELLS)
+                fine = min(self.order, level + RASTER_BITS)
+                f = 1 << (fine - level)
+                out.append((level, x0, y0, Raster(_rings(poly), fine, x0 * f, y0 * f, (x1 + 1 - x0) * f,
+                                                  (y1 + 1 - y0) * f)))
+            self._rasters = out
+        return self._rasters
+
+    def key_cells(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """For each part, the grid cells its key ranges are made of: ``(level, cx, cy, inside)``, the cells over
+        the part's bounds that are not wholly outside it, ``inside`` True for those wholly inside."""
+        if not self.rasterised:
+            out = []
+            for poly in self.parts:
+                level, cx, cy, _ = box_cells(*poly.bounds, order=self.order, max_cells=MAX_CELLS)
+                out.append((level, cx, cy, np.zeros(cx.size, bool)))
+            return out
+        out = []
+        for level, x0, y0, raster in self.part_cells():
+            states = raster.coarse(raster.fine - level)
+            r, c = np.nonzero(states != OUTSIDE)
+            out.append((level, c + x0, r + y0, states[r, c] == INSIDE))
+        return out
+
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Same answer as ``self(x, y)``; the rasters decide all points but those near an edge."""
+        if not self.rasterised or (self._rasters is None and x.size < RASTER_MIN_POINTS):
+            w, s, e, n = self.geom.bounds
+            out = (x >= w) & (x <= e) & (y >= s) & (y <= n)
+            idx = np.flatnonzero(out)
+            out[idx] = self(x[idx], y[idx])
+            return out
+        parts = self.part_cells()
+        state = parts[0][3].classify(x, y)
+        if len(parts) == 1:
+            inside = state == INSIDE
+            unsure = np.flatnonzero(state == NEAR)
+        else:
+            inside, near = state == INSIDE, state == NEAR
+            for _, _, _, raster in parts[1:]:
+                state = raster.classify(x, y)
+                inside |= state == INSIDE
+                near |= state == NEAR
+            unsure = np.flatnonzero(near & ~inside)
+        if unsure.size:
+            inside[unsure] = self(x[unsure], y[unsure])
+        return inside
+
+    def classify_cells(self, level: int, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+        """State of arbitrary grid cells of ``level`` against the whole region: ``INSIDE`` or ``OUTSIDE`` wholly,
+        else ``NEAR`` (points in them need the exact test)."""
+        fine = min(self.order, level + RASTER_BITS)
+        f = 1 << (fine - level)
+        rings = [r for poly in self.parts for r in _rings(poly)]
+        ox, oy = cx.min(), cy.min()
+        raster = Raster(rings, fine, ox * f, oy * f, (cx.max() + 1 - ox) * f, (cy.max() + 1 - oy) * f)
+        return raster.coarse(fine - level)[cy - oy, cx - ox]
