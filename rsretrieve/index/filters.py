@@ -24,11 +24,13 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 
 from rsretrieve.index.hilbert import box_cells, cell_ranges, merge_ranges
-from rsretrieve.index import region as _region
 from rsretrieve.index.region import Region
 from rsretrieve.index.store import TIME_UNKNOWN, Segment
 
 _BBOX_RULE = "bbox must be W,S,E,N with -180<=W,E<=180 and -90<=S<N<=90"
+#: most grid cells a bbox is covered with: fewer cells cost less to turn into key ranges, more leave fewer rows
+#: outside the box in them (each then needs a check)
+BOX_CELLS = 256
 _SAMPLE = np.sort(np.random.default_rng(0).random(1024))  # fixed positions for selectivity estimates
 
 
@@ -176,7 +178,7 @@ class CompiledFilter:
         if flt.bbox is not None:
             w, s, e, n = flt.bbox
             for b in [(w, s, e, n)] if w <= e else [(w, s, 180.0, n), (-180.0, s, e, n)]:
-                level, cx, cy, inside = box_cells(*b, max_cells=_region.MAX_CELLS)
+                level, cx, cy, inside = box_cells(*b, max_cells=BOX_CELLS)
                 parts.append(cell_ranges(level, cx, cy, inside if flt.polygon is None else None))
         else:
             for level, cx, cy, inside in self.region.key_cells():
@@ -205,13 +207,19 @@ class CompiledFilter:
         return starts[keep], stops[keep], key_inside[keep]
 
     def rows(self, seg: Segment, ranges: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
-        """All rows (int64, ascending) of ``seg`` that match, removed rows excluded; ``ranges`` as from
-        :meth:`row_ranges` when already computed."""
+        """All rows (int64) of ``seg`` that match, removed rows excluded: those of ranges wholly inside the geometry
+        first, then the others, each in ascending order; ``ranges`` as from :meth:`row_ranges` when already
+        computed."""
         starts, stops, inside = self.row_ranges(seg) if ranges is None else ranges
         if starts.size == 1 and starts[0] == 0 and stops[0] == seg.n:
             return np.flatnonzero(self.check(seg, None))
-        rows = ranges_to_rows(starts, stops)
-        return rows[self.check(seg, rows, np.repeat(inside.astype(bool), stops - starts))]
+        inside = inside.astype(bool)
+        if not inside.any():
+            rows = ranges_to_rows(starts, stops)
+            return rows[self.check(seg, rows)]
+        whole = ranges_to_rows(starts[inside], stops[inside])
+        part = ranges_to_rows(starts[~inside], stops[~inside])
+        return np.concatenate((whole[self.check(seg, whole, geo=False)], part[self.check(seg, part)]))
 
     def quick_estimate(self, seg: Segment) -> float:
         """Estimated number of matching rows from the segment's fixed sample of rows (no key ranges needed)."""
@@ -231,10 +239,12 @@ class CompiledFilter:
         rows = starts[which] + pos - (ends[which] - lens[which])
         return float(self.check(seg, rows, inside[which].astype(bool)).mean()) * total
 
-    def check(self, seg: Segment, rows: np.ndarray | None, inside: np.ndarray | None = None) -> np.ndarray:
+    def check(self, seg: Segment, rows: np.ndarray | None, inside: np.ndarray | None = None, *,
+              geo: bool = True) -> np.ndarray:
         """Boolean mask: which of ``rows`` (all rows when None) of ``seg`` match, removed rows excluded.
 
-        ``inside`` marks rows known to lie inside the geometry (the bbox / polygon test is skipped for them).
+        ``inside`` marks rows known to lie inside the geometry (the bbox / polygon test is skipped for them);
+        ``geo=False``: all rows are known to lie inside it.
         """
         take = (lambda col: col) if rows is None else (lambda col: col[rows])
         size = seg.n if rows is None else rows.size
@@ -252,7 +262,7 @@ class CompiledFilter:
             ok = ok & take(alive) if ok is not None else alive.copy() if rows is None else alive[rows]
         if ok is None:
             ok = np.ones(size, bool)
-        if self.geo:
+        if self.geo and geo:
             idx = np.flatnonzero(ok if inside is None else ok & ~inside)
             at = idx if rows is None else rows[idx]
             lon, lat = seg.lon[at], seg.lat[at]

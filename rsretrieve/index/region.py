@@ -24,7 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from rsretrieve.index.hilbert import HILBERT_ORDER, box_cells, box_extent
 
 #: most grid cells a part's bounds are covered with (see :func:`box_cells`)
-MAX_CELLS = 256
+MAX_CELLS = 1024
 #: fine cells per coarse cell and axis: 2**RASTER_BITS
 RASTER_BITS = 3
 #: below this many points without a raster built yet, points go straight to shapely (building one costs more)
@@ -111,16 +111,16 @@ class Raster:
         state[marks] = NEAR
         grid = state.reshape(ny + 2, w)
         if inside:  # nothing of the region lies beyond the rectangle: neither do points clipped onto its border
-            grid[[0, -1]] = OUTSIDE
-            grid[:, [0, nx + 1]] = OUTSIDE
+            grid[0] = grid[-1] = grid[:, 0] = grid[:, nx + 1] = OUTSIDE
         self._flat = state
         self.state = grid[:, :nx + 2]
 
     def classify(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """int8 state of points (degrees): ``INSIDE``, ``OUTSIDE`` or ``NEAR`` (needs the exact test)."""
-        last = (1 << self.fine) - 1  # as in hilbert.grid_xy: lon 180 and lat 90 fall in the last column / row
-        c = (np.minimum(np.floor((lon + 180.0) * self._sx), last) - (self.x0 - 1)).clip(0, self.nx + 1)
-        r = (np.minimum(np.floor((lat + 90.0) * self._sy), last) - (self.y0 - 1)).clip(0, self.ny + 1)
+        # as in hilbert.grid_xy (lon 180 and lat 90 fall in the last column / row), then clipped onto the border
+        last = (1 << self.fine) - 1
+        c = np.maximum(np.minimum(np.floor((lon + 180.0) * self._sx), min(last, self.x0 + self.nx)) - (self.x0 - 1), 0)
+        r = np.maximum(np.minimum(np.floor((lat + 90.0) * self._sy), min(last, self.y0 + self.ny)) - (self.y0 - 1), 0)
         return self._flat[(r * self._w + c).astype(np.intp)]
 
     def coarse(self, bits: int) -> np.ndarray:
