@@ -12,7 +12,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from rsretrieve.data.catalog import Catalog
-from rsretrieve.data.datasets import CellDataset, CellIndex, TileCache, collate_cells, index_cells, spatial_split
+from rsretrieve.data.datasets import (CellDataset, CellIndex, NeighbourhoodBatchSampler, TileCache, collate_cells,
+                                      index_cells, spatial_split)
 from rsretrieve.data.tiles import tile_px
 from rsretrieve.sensors import get_sensor
 
@@ -33,12 +34,16 @@ class CellDataModule(LightningDataModule):
         min_sensors: a cell is used when at least this many of ``sensors`` saw it.
         max_train_cells: cap on training cells (a random, seeded subset), for quick runs.
         num_workers: DataLoader workers.
+        neighbourhood: when > 0, training batches are made of ``groups`` runs of cells from neighbourhoods of
+            ``neighbourhood`` x ``neighbourhood`` grid cells (hard negatives, see ``NeighbourhoodBatchSampler``);
+            0: cells drawn uniformly.
+        groups: neighbourhood runs per training batch.
     """
 
     def __init__(self, workspace: str, sensors: list[str], batch_size: int = 64, block: int = 4,
                  split_seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
                  min_valid: float = 0.5, min_sensors: int = 2, max_train_cells: int | None = None,
-                 num_workers: int = 0):
+                 num_workers: int = 0, neighbourhood: int = 0, groups: int = 4):
         super().__init__()
         self.save_hyperparameters()
         self.workspace = Path(workspace)
@@ -89,7 +94,13 @@ class CellDataModule(LightningDataModule):
                           generator=torch.Generator().manual_seed(self.hparams["split_seed"]) if shuffle else None)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        hp = self.hparams
+        if not hp["neighbourhood"]:
+            return self._loader("train", True)
+        sampler = NeighbourhoodBatchSampler(self.datasets["train"].index.cells, hp["batch_size"], groups=hp["groups"],
+                                            neighbourhood=hp["neighbourhood"], seed=hp["split_seed"])
+        return DataLoader(self.datasets["train"], batch_sampler=sampler, num_workers=hp["num_workers"],
+                          collate_fn=partial(collate_cells, shapes=self.shapes))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)

@@ -67,6 +67,57 @@ def spatial_split(cells: Iterable[str], block: int = 4, fractions: tuple[float, 
     return out
 
 
+class NeighbourhoodBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches made of a few ground neighbourhoods, so that most negatives of a batch are hard ones.
+
+    Tiles of the same area share the scene's illumination, haze, incidence angle and land-cover mix; a batch of cells
+    drawn uniformly from a whole archive is separated by those scene-level cues alone, while a retrieval gallery is
+    full of near neighbours. Each epoch the cells are ordered neighbourhood by neighbourhood (``neighbourhood`` x
+    ``neighbourhood`` grid cells, in shuffled order, cells shuffled within), cut into runs of ``batch_size / groups``
+    consecutive cells, and the runs are shuffled and joined ``groups`` at a time. Every cell is used once an epoch;
+    the last incomplete batch is dropped. Deterministic for a seed and epoch.
+
+    Args:
+        cells: cell ids of the dataset, in dataset order.
+        batch_size: cells per batch.
+        groups: neighbourhood runs per batch (``batch_size`` must be a multiple).
+        neighbourhood: side of a neighbourhood in grid cells.
+        seed: base seed; epoch ``e`` uses ``seed + e``.
+    """
+
+    def __init__(self, cells: Sequence[str], batch_size: int, groups: int = 4, neighbourhood: int = 8, seed: int = 0):
+        if groups < 1 or batch_size % groups:
+            raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of groups ({groups})")
+        if neighbourhood < 1:
+            raise ValueError(f"neighbourhood must be >= 1 grid cell, got {neighbourhood}")
+        self.batch_size, self.groups, self.seed, self.epoch = batch_size, groups, seed, 0
+        members: dict[tuple, list[int]] = defaultdict(list)
+        for i, c in enumerate(cells):
+            epsg, _, row, col = parse_cell_id(c)
+            members[(epsg, row // neighbourhood, col // neighbourhood)].append(i)
+        self.members = [np.asarray(v) for _, v in sorted(members.items())]
+        self.size = len(cells)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        order = np.concatenate([rng.permutation(self.members[g]) for g in rng.permutation(len(self.members))])
+        run = self.batch_size // self.groups
+        runs = [order[i:i + run] for i in range(0, len(order) - run + 1, run)]
+        perm = rng.permutation(len(runs))
+        for b in range(len(self)):
+            picked = perm[b * self.groups:(b + 1) * self.groups]
+            if len(picked) < self.groups:
+                return
+            yield np.concatenate([runs[k] for k in picked]).tolist()
+
+
 @dataclass
 class CellIndex:
     """Which tile of each sensor represents each cell, and the cells' land-cover labels."""

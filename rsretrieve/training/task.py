@@ -15,11 +15,13 @@ all tiles of the second seen in the epoch) and their mean ``val/recall@1``.
 from __future__ import annotations
 
 import logging
+import math
 from itertools import permutations
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -100,8 +102,14 @@ class CrossSensorTask(LightningModule):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to biases, norms, embeddings and the temperature).
         warmup_steps: optimizer steps of linear learning-rate warm-up.
+        schedule: ``cosine`` (default): after warm-up the rate follows a half cosine from ``lr`` down to
+            ``lr * min_lr_ratio`` over the run's budget, whichever of its limits comes first (``max_time``,
+            ``max_steps``, ``max_epochs``): with a wall-clock budget, progress is the elapsed fraction of
+            ``max_time``, so a 4-minute run anneals in 4 minutes whatever the machine's speed. ``constant``: no decay.
+        min_lr_ratio: final rate of the cosine schedule as a fraction of ``lr``.
         grad_clip: maximum global gradient norm (``None``: no clipping).
         pretrained: checkpoint (model file or Lightning checkpoint) to start from; its shared parts are frozen.
+        branch: keyword arguments of every sensor branch of ``ours`` (e.g. ``{stem_dim: 48}``).
     """
 
     def __init__(self, sensors: list[str], model: Literal["ours", "dual_encoder"] = "ours", dim: int = 64,
@@ -110,7 +118,9 @@ class CrossSensorTask(LightningModule):
                  adversarial: bool = False, uncertainty_weighting: bool = True, queue_size: int = 0,
                  queue_warmup: int = 500,
                  augment: bool = True, missing_prob: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.05,
-                 warmup_steps: int = 50, grad_clip: float | None = 1.0, pretrained: str | None = None):
+                 warmup_steps: int = 50, schedule: Literal["cosine", "constant"] = "cosine",
+                 min_lr_ratio: float = 0.02, grad_clip: float | None = 1.0, pretrained: str | None = None,
+                 branch: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.configure_models()
@@ -135,7 +145,7 @@ class CrossSensorTask(LightningModule):
             case "ours":
                 head = HeadConfig(depth=hp["depth"], heads=hp["heads"])
                 self.model = CrossSensorEncoder(list(hp["sensors"]), dim=hp["dim"], embed_dim=hp["embed_dim"],
-                                                head=head, temperature=hp["temperature"])
+                                                head=head, temperature=hp["temperature"], branch=hp["branch"])
             case "dual_encoder":
                 self.model = DualEncoder(list(hp["sensors"]), embed_dim=hp["embed_dim"],
                                          temperature=hp["temperature"])
@@ -160,15 +170,43 @@ class CrossSensorTask(LightningModule):
         self.test_recall = CrossSensorRecall(self.model.sensors, k=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW over the trainable parameters (no weight decay on 0-/1-d ones), linear warm-up of the rate."""
+        """AdamW over the trainable parameters (no weight decay on 0-/1-d ones), warm-up then the schedule."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams["weight_decay"]},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams["lr"])
-        warmup = max(1, self.hparams["warmup_steps"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        if self.hparams["schedule"] not in ("cosine", "constant"):
+            raise ValueError(f"unknown schedule {self.hparams['schedule']!r}; expected 'cosine' or 'constant'")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier at optimizer step ``step``: linear warm-up, then the schedule."""
+        warmup = max(1, self.hparams["warmup_steps"])
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.hparams["schedule"] == "constant":
+            return 1.0
+        floor = self.hparams["min_lr_ratio"]
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * self.budget_progress(step)))
+
+    def budget_progress(self, step: int) -> float:
+        """Fraction in ``[0, 1]`` of the run's budget used: the largest of the step, epoch and time fractions."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        fractions = [0.0]
+        if not hasattr(self, "_total_steps"):
+            self._total_steps = trainer.estimated_stepping_batches  # computed once: it sizes the dataloader
+        total = self._total_steps
+        if total and math.isfinite(total) and total > 0:
+            fractions.append(step / total)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        duration = getattr(timer, "_duration", None)
+        if timer is not None and duration:
+            fractions.append(timer.time_elapsed("train") / duration)
+        return min(1.0, max(fractions))
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:

@@ -53,3 +53,28 @@ def test_cells_of_a_synthetic_archive_carry_all_sensors_at_native_size(tmp_path)
     assert (idx.labels >= 0).mean() > 0.8  # land-cover truth ingested (edge cells under half covered: none)
     full = [i for i in range(len(ds)) if all(idx.tile_ids[s][i] >= 0 for s in sensors)]
     assert len(full) >= 2 * 16  # 1920 m sites: at least 4 x 4 cells seen by all three sensors
+
+
+def test_neighbourhood_batches_use_every_cell_once_and_few_neighbourhoods():
+    from rsretrieve.data.datasets import NeighbourhoodBatchSampler
+    from rsretrieve.data.grid import parse_cell_id
+
+    cells = [f"33N_480m_r{r}_c{c}" for r in range(40) for c in range(40)] + \
+            [f"18S_480m_r{r}_c{c}" for r in range(10) for c in range(10)]
+    sampler = NeighbourhoodBatchSampler(cells, batch_size=64, groups=4, neighbourhood=8, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == len(cells) // 64
+    flat = [i for b in batches for i in b]
+    assert all(len(b) == 64 for b in batches)
+    assert len(flat) == len(set(flat)) >= len(cells) - 64 - 16  # each cell at most once; only a tail is dropped
+    for b in batches:
+        hoods = {(parse_cell_id(cells[i])[0], parse_cell_id(cells[i])[2] // 8, parse_cell_id(cells[i])[3] // 8)
+                 for i in b}
+        assert len(hoods) <= 8  # 4 runs of 16 cells, each from at most two neighbourhoods
+    sampler.set_epoch(0)
+    again = list(sampler)
+    assert again == batches  # deterministic for a seed and epoch
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    with pytest.raises(ValueError, match="multiple of groups"):
+        NeighbourhoodBatchSampler(cells, batch_size=60, groups=8)

@@ -1,6 +1,7 @@
 """CrossSensorTask: tiny fits of both models on every registered sensor, checkpoints, adding a sensor."""
 
 import json
+import math
 
 import lightning as L
 import pytest
@@ -96,3 +97,43 @@ def test_recall_metric_by_hand():
     out = metric.compute()
     assert out["a_to_b"].item() == pytest.approx(1 / 2)  # queries 1, 2 have partners; 1 hit
     assert out["b_to_a"].item() == pytest.approx(1 / 2)  # queries 1, 2; 2's vector (e3) finds cell 3
+
+
+def test_learning_rate_warms_up_then_anneals_over_the_step_budget():
+    sensors = ["sentinel1", "sentinel2"]
+    task = CrossSensorTask(sensors, warmup_steps=4, min_lr_ratio=0.1)
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"] / 1e-3)
+
+    trainer = L.Trainer(accelerator="cpu", max_steps=12, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
+                        limit_val_batches=0)
+    trainer.fit(task, _loader(sensors, k=12))
+    assert seen[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    # after warm-up: half cosine from 1 to 0.1 over the 12-step budget
+    import math
+    for step in range(4, 12):
+        assert seen[step] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / 12)))
+    assert all(a >= b for a, b in zip(seen[3:], seen[4:]))
+    flat = CrossSensorTask(sensors, warmup_steps=2, schedule="constant")
+    assert [flat.lr_factor(s) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+
+
+def test_learning_rate_follows_the_time_budget(monkeypatch):
+    from lightning.pytorch.callbacks import Timer
+
+    task = CrossSensorTask(["sentinel1", "sentinel2"], warmup_steps=1, min_lr_ratio=0.0)
+    timer = Timer(duration="00:00:04:00")
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 180.0)  # 3 of 4 minutes
+
+    class FakeTrainer:
+        callbacks = [timer]
+        estimated_stepping_batches = 10_000
+        max_steps, max_epochs = -1, 1000
+
+    task._trainer = FakeTrainer()
+    assert task.budget_progress(10) == pytest.approx(0.75)
+    assert task.lr_factor(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
