@@ -36,7 +36,8 @@ from _benchdoc import write_section  # noqa: E402
 
 from rsretrieve.index.filters import QueryFilter  # noqa: E402
 from rsretrieve.index.search import EXACT_MAX_ROWS_128, Searcher  # noqa: E402
-from rsretrieve.index.store import TIME_UNKNOWN, IndexStore  # noqa: E402
+from rsretrieve.index.segment import TIME_UNKNOWN  # noqa: E402
+from rsretrieve.index.store import IndexStore  # noqa: E402
 
 log = logging.getLogger("bench_search")
 D = 128

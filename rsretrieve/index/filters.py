@@ -25,7 +25,7 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 
 from rsretrieve.index.hilbert import box_cells, cell_ranges, merge_ranges
 from rsretrieve.index.region import Region
-from rsretrieve.index.store import TIME_UNKNOWN, Segment
+from rsretrieve.index.segment import TIME_UNKNOWN, Segment
 
 _BBOX_RULE = "bbox must be W,S,E,N with -180<=W,E<=180 and -90<=S<N<=90"
 #: most grid cells a bbox is covered with: fewer cells cost less to turn into key ranges, more leave fewer rows

@@ -22,7 +22,8 @@ import torch
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.tiles import read_scene_tiles
-from rsretrieve.index.store import TIME_UNKNOWN, IndexStore
+from rsretrieve.index.segment import TIME_UNKNOWN
+from rsretrieve.index.store import IndexStore
 from rsretrieve.model.checkpoint import load_model
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,10 @@ import math
 import faiss
 import numpy as np
 
+from rsretrieve.index.ann import ann_params, ann_search
 from rsretrieve.index.filters import CompiledFilter, QueryFilter
-from rsretrieve.index.store import IndexStore, Segment, ann_params, ann_search
+from rsretrieve.index.segment import Segment
+from rsretrieve.index.store import IndexStore
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,11 @@ Layout of an index directory::
         seg-<time>-<id>/           one immutable segment, rows sorted by Hilbert key of (lon, lat)
           vectors.npy              (n, d) float32, L2-normalised, inner product similarity
           hkey.npy tile_id.npy lon.npy lat.npy time.npy sensor.npy cell.npy cells.npy scene_id.npy
-          ann.faiss                optional ANN index over the rows (ids are row numbers)
+          ann.faiss ann.json       optional ANN index over the rows (ids are row numbers)
           deleted-<id>.npy         optional rows removed by ``remove_scenes`` (named in the manifest)
+
+This module keeps the manifest, the generations and the writers' lock; :mod:`rsretrieve.index.segment` the format of
+one segment and the atomic file writes, :mod:`rsretrieve.index.ann` the ANN index of a segment.
 
 Every file is written to a temporary name in the same directory, fsynced and renamed, and the directory is fsynced;
 a segment is built in a ``.tmp-*`` directory renamed into place only when complete, and becomes visible only when the
@@ -23,7 +26,6 @@ current one (``open_for_update``) and ``publish`` switches ``current``; stores o
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import logging
 import os
@@ -34,46 +36,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from rsretrieve.index.ann import auto_factory, build_ann
 from rsretrieve.index.hilbert import HILBERT_ORDER, hilbert_key
+from rsretrieve.index.segment import Segment, fsync_dir, write_atomic, write_segment_files
 
 log = logging.getLogger(__name__)
 
 #: version of the manifest format written by this module
 FORMAT_VERSION = 1
-#: value of ``time`` for a tile whose acquisition time is unknown (never matches a time filter)
-TIME_UNKNOWN = int(np.iinfo(np.int64).min)
-#: segments with at least this many rows get an ANN index under ``factory="auto"``
-ANN_MIN_ROWS = 1_000_000
-#: recall@10 the search width of a segment's ANN index is calibrated to when it is built
-TARGET_RECALL = 0.97
-_CHUNK = 1 << 18
 
 
 class IndexMismatchError(RuntimeError):
     """The index was built with another model (checksum) or embedding dimension than the caller's."""
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that renames inside it survive a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename, fsync directory."""
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _new_name(prefix: str) -> str:
@@ -396,17 +372,6 @@ class IndexStore:
                         f.unlink()
 
 
-
-
-def auto_factory(n: int, dim: int) -> str | None:
-    """The FAISS factory ``factory="auto"`` uses for a segment of ``n`` rows: exact below ``ANN_MIN_ROWS``,
-    IVF-Flat up to 4M rows, IVF-PQ (re-ranked exactly from the raw vectors) above."""
-    if n < ANN_MIN_ROWS:
-        return None
-    nlist = int(min(4096, 2 ** round(np.log2(4 * np.sqrt(n)))))
-    return f"IVF{nlist},Flat" if n < 4_000_000 else f"IVF{nlist},PQ{dim // 4 if dim % 4 == 0 else dim}"
-
-
 def _prepare_columns(n: int, tile_ids, lon, lat, time, sensor_names, cell_ids, scene_ids) -> dict[str, np.ndarray]:
     cols = {"tile_id": np.asarray(tile_ids, dtype=np.int64), "lon": np.asarray(lon, dtype=np.float64),
             "lat": np.asarray(lat, dtype=np.float64), "time": np.asarray(time, dtype=np.int64),
@@ -467,211 +432,3 @@ def _locked(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-class Segment:
-    """One immutable, memory-mapped segment: vectors and columns sorted by Hilbert key, optional ANN index.
-
-    Attributes:
-        vectors: (n, d) float32.
-        hkey, tile_id, time, scene_id: (n,) int64; lon, lat: (n,) float64 degrees; sensor: (n,) int16 positions in
-            the manifest's sensor table; cell: (n,) int32 positions in ``cell_names`` (str).
-        ann: FAISS index whose ids are row numbers, or None; ``ann_info`` says how to search it.
-    """
-
-    def __init__(self, name: str, vectors: np.ndarray, cols: dict[str, np.ndarray], deleted: np.ndarray | None,
-                 ann: faiss.Index | None, ann_info: dict | None) -> None:
-        self.name = name
-        self.vectors = vectors
-        self.hkey, self.tile_id, self.lon, self.lat = cols["hkey"], cols["tile_id"], cols["lon"], cols["lat"]
-        self.time, self.sensor, self.cell, self.scene_id = cols["time"], cols["sensor"], cols["cell"], cols["scene_id"]
-        self.cell_names = cols["cells"]
-        self.n = int(self.tile_id.size)
-        self._alive: np.ndarray | None = None
-        if deleted is not None and deleted.size:
-            self._alive = np.ones(self.n, dtype=bool)
-            self._alive[deleted] = False
-        self._alive_rows: np.ndarray | None = None
-        self.n_alive = self.n if self._alive is None else int(self._alive.sum())
-        self.ann, self.ann_info = ann, ann_info
-        self.path: Path | None = None
-        self.deleted_file: str | None = None
-        self._sample: Segment | None = None
-
-    @classmethod
-    def load(cls, path: Path, entry: dict, dim: int, base: Segment | None = None) -> Segment:
-        """Memory-map the segment at ``path`` as its manifest ``entry`` describes it; with ``base`` (the same
-        segment loaded before) only the file of removed rows is read."""
-        if base is None:
-            cols = {k: np.asarray(np.load(path / f"{k}.npy", mmap_mode="r"))
-                    for k in ("hkey", "tile_id", "lon", "lat", "time", "sensor", "cell", "scene_id", "cells")}
-            vectors = np.asarray(np.load(path / "vectors.npy", mmap_mode="r"))
-            if vectors.shape != (cols["tile_id"].size, dim):
-                raise ValueError(f"segment {path} holds vectors of shape {vectors.shape}, manifest says dim {dim}")
-            info = entry.get("ann")
-            ann = faiss.read_index(str(path / info["file"])) if info else None
-        else:
-            cols = {k: getattr(base, k) for k in ("hkey", "tile_id", "lon", "lat", "time", "sensor", "cell",
-                                                   "scene_id")}
-            cols["cells"], vectors, ann, info = base.cell_names, base.vectors, base.ann, base.ann_info
-        deleted = np.load(path / entry["deleted"]) if entry.get("deleted") else None
-        seg = cls(path.name, vectors, cols, deleted, ann, info)
-        seg.path, seg.deleted_file = path, entry.get("deleted")
-        return seg
-
-    @staticmethod
-    def read_entry(path: Path) -> dict:
-        """Manifest fields of a freshly written segment directory."""
-        info = path / "ann.json"
-        return {"ann": json.loads(info.read_text()) if info.exists() else None, "deleted": None}
-
-    def alive_mask(self) -> np.ndarray:
-        """(n,) bool, False for removed rows."""
-        return np.ones(self.n, dtype=bool) if self._alive is None else self._alive
-
-    @property
-    def has_deleted(self) -> bool:
-        """Whether some rows were removed."""
-        return self._alive is not None
-
-    def alive_rows(self) -> np.ndarray:
-        """Row numbers (int64, ascending) not removed."""
-        if self._alive_rows is None:
-            self._alive_rows = np.arange(self.n) if self._alive is None else np.flatnonzero(self._alive)
-        return self._alive_rows
-
-    def sample(self, size: int = 1024) -> Segment:
-        """A fixed random sample of ``size`` rows as a small in-memory segment without vectors (for estimates)."""
-        if self._sample is None:
-            rows = np.sort(np.random.default_rng(0).choice(self.n, min(size, self.n), replace=False))
-            cols = {k: np.ascontiguousarray(getattr(self, k)[rows]) for k in
-                    ("hkey", "tile_id", "lon", "lat", "time", "sensor", "cell", "scene_id")}
-            cols["cells"] = self.cell_names
-            dead = np.flatnonzero(~self._alive[rows]) if self._alive is not None else None
-            self._sample = Segment(self.name, self.vectors[:0], cols, dead, None, None)
-        return self._sample
-
-    def write_deleted(self, rows: np.ndarray) -> str:
-        """Write the full set of removed rows as a new file in the segment directory; returns its name."""
-        name = f"deleted-{uuid.uuid4().hex[:8]}.npy"
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(rows, dtype=np.int64), allow_pickle=False)
-        write_atomic(self.path / name, buf.getvalue())
-        return name
-
-
-def write_segment_files(seg_dir: Path, cols: dict[str, np.ndarray], vectors: np.ndarray) -> None:
-    """Write columns and vectors sorted by ``cols["hkey"]`` into ``seg_dir``, each file fsynced.
-
-    ``cols`` holds hkey, tile_id, lon, lat, time, sensor (int16 codes), cell_ids (str), scene_id, all (n,).
-    """
-    order = np.argsort(cols["hkey"], kind="stable")
-    cells, codes = np.unique(cols["cell_ids"], return_inverse=True)
-    out = {k: cols[k][order] for k in ("hkey", "tile_id", "lon", "lat", "time", "sensor", "scene_id")}
-    out["cell"], out["cells"] = codes.astype(np.int32)[order], cells
-    for k, v in out.items():
-        with open(seg_dir / f"{k}.npy", "wb") as f:
-            np.save(f, v, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-    n, d = vectors.shape
-    dst = np.lib.format.open_memmap(seg_dir / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, d))
-    for i in range(0, n, _CHUNK):
-        dst[i:i + _CHUNK] = vectors[order[i:i + _CHUNK]]
-    norms = np.linalg.norm(dst[:4096], axis=1)
-    if norms.size and np.abs(norms - 1).max() > 1e-3:
-        log.warning("vectors are not L2-normalised (norms %.3f..%.3f): inner products are not cosines",
-                    norms.min(), norms.max())
-    dst.flush()
-    del dst
-    fd = os.open(seg_dir / "vectors.npy", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def build_ann(seg_dir: Path, vectors: np.ndarray, factory: str, seed: int = 0) -> dict:
-    """Train and fill a FAISS index over ``vectors`` (ids = row numbers), calibrate its search width to
-    ``TARGET_RECALL`` recall@10 on a sample of the rows, and write ``ann.faiss`` and ``ann.json``."""
-    n, d = vectors.shape
-    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    for part in (index, faiss.try_extract_index_ivf(index)):
-        part = faiss.downcast_index(part) if part is not None else None
-        if hasattr(part, "do_polysemous_training"):
-            part.do_polysemous_training = False  # only useful for Hamming-distance search, and slow to train
-    rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
-    if not index.is_trained:
-        ivf = faiss.try_extract_index_ivf(index)
-        ntrain = min(n, 64 * ivf.nlist if ivf is not None else 100_000, 500_000)
-        index.train(np.ascontiguousarray(vectors[np.sort(rng.choice(n, ntrain, replace=False))]))
-    for i in range(0, n, _CHUNK):
-        index.add(np.ascontiguousarray(vectors[i:i + _CHUNK], dtype=np.float32))
-    tail = factory.split(",")[-1].strip()
-    exact_codes = tail == "Flat" or ("," not in factory and factory.startswith("HNSW"))
-    info = {"file": "ann.faiss", "factory": factory, "rerank": 1 if exact_codes else 8,
-            "param": "nprobe" if faiss.try_extract_index_ivf(index) is not None else
-            "efSearch" if "HNSW" in factory else None, "width": 0}
-    info.update(_calibrate(index, info, vectors, rng))
-    info["build_s"] = round(time.perf_counter() - t0, 3)
-    faiss.write_index(index, str(seg_dir / "ann.faiss"))
-    with open(seg_dir / "ann.faiss", "rb+") as f:
-        os.fsync(f.fileno())
-    write_atomic(seg_dir / "ann.json", json.dumps(info).encode())
-    log.info("built %s over %d rows in %.1f s: %s=%s gives recall@10 %.3f", factory, n, info["build_s"],
-             info["param"], info["width"], info["recall"])
-    return info
-
-
-def ann_params(info: dict, width: int, sel: faiss.IDSelector | None = None) -> faiss.SearchParameters:
-    """FAISS search parameters for a segment's ANN index at search width ``width`` with optional selector."""
-    if info["param"] == "nprobe":
-        return faiss.SearchParametersIVF(nprobe=int(width), sel=sel)
-    if info["param"] == "efSearch":
-        return faiss.SearchParametersHNSW(efSearch=int(width), sel=sel)
-    return faiss.SearchParameters(sel=sel)
-
-
-def ann_search(index: faiss.Index, info: dict, vectors: np.ndarray, q: np.ndarray, k: int,
-               width: int, sel: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Search an ANN index; approximate codes are re-ranked exactly with the stored vectors.
-
-    Args:
-        q: (nq, d) float32 queries. k: results wanted per query. width: nprobe / efSearch.
-
-    Returns:
-        (scores, rows), each (nq, k): inner products (descending) and row numbers (-1 where fewer results).
-    """
-    rerank = int(info["rerank"])
-    D, I = index.search(q, k * rerank, params=ann_params(info, max(width, k) if info["param"] == "efSearch"
-                                                            else width, sel))
-    if rerank == 1:
-        return D, I
-    valid = I >= 0
-    exact = np.einsum("qkd,qd->qk", vectors[np.where(valid, I, 0)], q)
-    exact[~valid] = -np.inf
-    top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-    scores = np.take_along_axis(exact, top, 1)
-    rows = np.where(np.isfinite(scores), np.take_along_axis(I, top, 1), -1)
-    return scores, rows
-
-
-def _calibrate(index: faiss.Index, info: dict, vectors: np.ndarray, rng: np.random.Generator,
-               k: int = 10, nq: int = 64) -> dict:
-    """Smallest search width reaching ``TARGET_RECALL`` recall@k on sample rows used as queries (self excluded)."""
-    n = vectors.shape[0]
-    if info["param"] is None:
-        return {"width": 0, "recall": None}
-    qrows = rng.choice(n, min(nq, n), replace=False)
-    q = np.ascontiguousarray(vectors[qrows])
-    _, gt = faiss.knn(q, np.ascontiguousarray(vectors), k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    truth = [set(g[g != r][:k].tolist()) for g, r in zip(gt, qrows)]
-    limit = faiss.extract_index_ivf(index).nlist if info["param"] == "nprobe" else 4096
-    width, recall = 1 if info["param"] == "nprobe" else 16, 0.0
-    while True:
-        _, got = ann_search(index, info, vectors, q, k + 1, width)
-        recall = float(np.mean([len(t & set(g[g != r][:k].tolist())) / k for t, g, r in zip(truth, got, qrows)]))
-        if recall >= TARGET_RECALL or width >= limit:
-            return {"width": int(width), "recall": round(recall, 4)}
-        width = min(2 * width, limit)

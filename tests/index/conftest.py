@@ -9,7 +9,8 @@ import pytest
 import shapely
 
 from rsretrieve.index.filters import QueryFilter
-from rsretrieve.index.store import TIME_UNKNOWN, IndexStore
+from rsretrieve.index.segment import TIME_UNKNOWN
+from rsretrieve.index.store import IndexStore
 
 DIM = 128
 SENSORS = ("sentinel1", "sentinel2", "enmap")

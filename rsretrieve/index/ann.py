@@ -1,0 +1,123 @@
+"""The optional ANN index of a segment: FAISS index building, search-width calibration, search and re-ranking.
+
+A segment's ``ann.faiss`` holds a FAISS index whose ids are the segment's row numbers; ``ann.json`` says how to search
+it: the factory, the search-width parameter (``nprobe`` or ``efSearch``) and the width calibrated at build time to
+``TARGET_RECALL`` recall@10, and by how much to over-fetch for exact re-ranking from the raw vectors when the codes are
+approximate (PQ). GPU copies of these indexes are made, and never trusted to apply a selector, by
+:class:`rsretrieve.index.search.Searcher`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from rsretrieve.index.segment import _CHUNK, write_atomic
+
+log = logging.getLogger(__name__)
+
+#: segments with at least this many rows get an ANN index under ``factory="auto"``
+ANN_MIN_ROWS = 1_000_000
+#: recall@10 the search width of a segment's ANN index is calibrated to when it is built
+TARGET_RECALL = 0.97
+
+
+def auto_factory(n: int, dim: int) -> str | None:
+    """The FAISS factory ``factory="auto"`` uses for a segment of ``n`` rows: exact below ``ANN_MIN_ROWS``,
+    IVF-Flat up to 4M rows, IVF-PQ (re-ranked exactly from the raw vectors) above."""
+    if n < ANN_MIN_ROWS:
+        return None
+    nlist = int(min(4096, 2 ** round(np.log2(4 * np.sqrt(n)))))
+    return f"IVF{nlist},Flat" if n < 4_000_000 else f"IVF{nlist},PQ{dim // 4 if dim % 4 == 0 else dim}"
+
+
+def build_ann(seg_dir: Path, vectors: np.ndarray, factory: str, seed: int = 0) -> dict:
+    """Train and fill a FAISS index over ``vectors`` (ids = row numbers), calibrate its search width to
+    ``TARGET_RECALL`` recall@10 on a sample of the rows, and write ``ann.faiss`` and ``ann.json``."""
+    n, d = vectors.shape
+    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    for part in (index, faiss.try_extract_index_ivf(index)):
+        part = faiss.downcast_index(part) if part is not None else None
+        if hasattr(part, "do_polysemous_training"):
+            part.do_polysemous_training = False  # only useful for Hamming-distance search, and slow to train
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    if not index.is_trained:
+        ivf = faiss.try_extract_index_ivf(index)
+        ntrain = min(n, 64 * ivf.nlist if ivf is not None else 100_000, 500_000)
+        index.train(np.ascontiguousarray(vectors[np.sort(rng.choice(n, ntrain, replace=False))]))
+    for i in range(0, n, _CHUNK):
+        index.add(np.ascontiguousarray(vectors[i:i + _CHUNK], dtype=np.float32))
+    tail = factory.split(",")[-1].strip()
+    exact_codes = tail == "Flat" or ("," not in factory and factory.startswith("HNSW"))
+    info = {"file": "ann.faiss", "factory": factory, "rerank": 1 if exact_codes else 8,
+            "param": "nprobe" if faiss.try_extract_index_ivf(index) is not None else
+            "efSearch" if "HNSW" in factory else None, "width": 0}
+    info.update(_calibrate(index, info, vectors, rng))
+    info["build_s"] = round(time.perf_counter() - t0, 3)
+    faiss.write_index(index, str(seg_dir / "ann.faiss"))
+    with open(seg_dir / "ann.faiss", "rb+") as f:
+        os.fsync(f.fileno())
+    write_atomic(seg_dir / "ann.json", json.dumps(info).encode())
+    log.info("built %s over %d rows in %.1f s: %s=%s gives recall@10 %.3f", factory, n, info["build_s"],
+             info["param"], info["width"], info["recall"])
+    return info
+
+
+def ann_params(info: dict, width: int, sel: faiss.IDSelector | None = None) -> faiss.SearchParameters:
+    """FAISS search parameters for a segment's ANN index at search width ``width`` with optional selector."""
+    if info["param"] == "nprobe":
+        return faiss.SearchParametersIVF(nprobe=int(width), sel=sel)
+    if info["param"] == "efSearch":
+        return faiss.SearchParametersHNSW(efSearch=int(width), sel=sel)
+    return faiss.SearchParameters(sel=sel)
+
+
+def ann_search(index: faiss.Index, info: dict, vectors: np.ndarray, q: np.ndarray, k: int,
+               width: int, sel: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Search an ANN index; approximate codes are re-ranked exactly with the stored vectors.
+
+    Args:
+        q: (nq, d) float32 queries. k: results wanted per query. width: nprobe / efSearch.
+
+    Returns:
+        (scores, rows), each (nq, k): inner products (descending) and row numbers (-1 where fewer results).
+    """
+    rerank = int(info["rerank"])
+    D, I = index.search(q, k * rerank, params=ann_params(info, max(width, k) if info["param"] == "efSearch"
+                                                            else width, sel))
+    if rerank == 1:
+        return D, I
+    valid = I >= 0
+    exact = np.einsum("qkd,qd->qk", vectors[np.where(valid, I, 0)], q)
+    exact[~valid] = -np.inf
+    top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(exact, top, 1)
+    rows = np.where(np.isfinite(scores), np.take_along_axis(I, top, 1), -1)
+    return scores, rows
+
+
+def _calibrate(index: faiss.Index, info: dict, vectors: np.ndarray, rng: np.random.Generator,
+               k: int = 10, nq: int = 64) -> dict:
+    """Smallest search width reaching ``TARGET_RECALL`` recall@k on sample rows used as queries (self excluded)."""
+    n = vectors.shape[0]
+    if info["param"] is None:
+        return {"width": 0, "recall": None}
+    qrows = rng.choice(n, min(nq, n), replace=False)
+    q = np.ascontiguousarray(vectors[qrows])
+    _, gt = faiss.knn(q, np.ascontiguousarray(vectors), k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    truth = [set(g[g != r][:k].tolist()) for g, r in zip(gt, qrows)]
+    limit = faiss.extract_index_ivf(index).nlist if info["param"] == "nprobe" else 4096
+    width, recall = 1 if info["param"] == "nprobe" else 16, 0.0
+    while True:
+        _, got = ann_search(index, info, vectors, q, k + 1, width)
+        recall = float(np.mean([len(t & set(g[g != r][:k].tolist())) / k for t, g, r in zip(truth, got, qrows)]))
+        if recall >= TARGET_RECALL or width >= limit:
+            return {"width": int(width), "recall": round(recall, 4)}
+        width = min(2 * width, limit)
