@@ -221,6 +221,20 @@ class CompiledFilter:
         part = ranges_to_rows(starts[~inside], stops[~inside])
         return np.concatenate((whole[self.check(seg, whole, geo=False)], part[self.check(seg, part)]))
 
+    def box_estimate(self, seg: Segment) -> float | None:
+        """Rows of the segment's fixed sample inside the filter's bounding box(es), scaled to the segment: on that
+        sample never below :meth:`quick_estimate` (the box holds every match), and far cheaper. None without a
+        geographic filter."""
+        if not self.geo:
+            return None
+        sample = seg.sample()
+        if not sample.n:
+            return 0.0
+        w, s, e, n = self.filter.bbox if self.filter.bbox is not None else self.filter.polygon.bounds
+        lon, lat = sample.lon, sample.lat
+        inside = ((lon >= w) & (lon <= e) if w <= e else (lon >= w) | (lon <= e)) & (lat >= s) & (lat <= n)
+        return float(np.count_nonzero(inside)) / sample.n * seg.n
+
     def quick_estimate(self, seg: Segment) -> float:
         """Estimated number of matching rows from the segment's fixed sample of rows (no key ranges needed)."""
         sample = seg.sample()

@@ -55,62 +55,63 @@ class Raster:
             each side: points outside the rectangle are clipped onto it.
     """
 
-    def __init__(self, rings: list[np.ndarray], fine: int, x0: int, y0: int, nx: int, ny: int) -> None:
+    def __init__(self, rings: list[np.ndarray], fine: int, x0: int, y0: int, nx: int, ny: int, *,
+                 contained: bool = False) -> None:
+        """``contained``: the rings are known to lie within the rectangle (skips the clipping of edges)."""
         self.fine, self.x0, self.y0, self.nx, self.ny = fine, int(x0), int(y0), int(nx), int(ny)
         n = 1 << fine
         self._sx, self._sy = n / 360.0, n / 180.0  # the factors of hilbert.grid_xy
         self._w = w = nx + 3  # padded columns, plus one collecting the crossings right of every cell
-        # edges in fine cells from the rectangle's corner (rounding ~1e-10 cell, far below _MARGIN)
+        # edge starts g0 and steps d, (2, edges), in fine cells from the rectangle's corner (rounding ~1e-10 cell)
         pts = np.concatenate(rings) if len(rings) > 1 else rings[0]
-        gu = pts[:, 0] * self._sx + (180.0 * self._sx - self.x0)
-        gv = pts[:, 1] * self._sy + (90.0 * self._sy - self.y0)
-        u0, du, v0, dv = gu[:-1], np.diff(gu), gv[:-1], np.diff(gv)
+        g = (pts * (self._sx, self._sy) + (180.0 * self._sx - self.x0, 90.0 * self._sy - self.y0)).T
+        g0, d = g[:, :-1], np.diff(g, axis=1)
         if len(rings) > 1:  # drop the joins between one ring's last point and the next ring's first
-            keep = np.ones(u0.size, bool)
+            keep = np.ones(g0.shape[1], bool)
             keep[np.cumsum([len(r) for r in rings[:-1]]) - 1] = False
-            u0, du, v0, dv = u0[keep], du[keep], v0[keep], dv[keep]
-        inside = gu.min() >= 0 and gv.min() >= 0 and gu.max() <= nx and gv.max() <= ny
+            g0, d = g0[:, keep], d[:, keep]
+        contained = contained or bool(g.min() >= 0 and g[0].max() <= nx and g[1].max() <= ny)
         # near cells: every cell within _MARGIN of an edge. Samples at most half a cell apart on each axis leave
         # every edge point within a quarter cell of one, so the cells that a box of half-width 1/4 + _MARGIN around
         # each sample overlaps (at most 2 x 2) hold them all
-        m = (np.maximum(np.abs(du), np.abs(dv)) * 2 + 2).astype(np.int64)  # >= ceil(2 * extent) + 1 samples
+        m = (np.abs(d).max(axis=0) * 2 + 2).astype(np.int64)  # >= ceil(2 * extent) + 1 samples
         ends = np.cumsum(m)
-        k = np.arange(ends[-1]) - np.repeat(ends - m, m)
-        su = np.repeat(u0, m) + np.repeat(du / (m - 1), m) * k
-        sv = np.repeat(v0, m) + np.repeat(dv / (m - 1), m) * k
+        s = np.repeat(g0, m, axis=1) + np.repeat(d / (m - 1), m, axis=1) * (np.arange(ends[-1]) - np.repeat(ends - m, m))
         h = 0.25 + _MARGIN
-        cu = np.floor(np.concatenate([su - h, su + h]))
-        cv = np.floor(np.concatenate([sv - h, sv + h]))
-        if not inside:  # edges beyond the rectangle mark its border
-            cu, cv = np.minimum(np.maximum(cu, -1), nx), np.minimum(np.maximum(cv, -1), ny)
-        cu, cv = cu.astype(np.int64) + 1, cv.astype(np.int64) + 1  # padded cells: sample -h and +h halves
-        self._mark_cells = (cv, cu)
-        n_s, cw = su.size, cv * w
-        marks = np.concatenate([cw[:n_s] + cu[:n_s], cw[:n_s] + cu[n_s:], cw[n_s:] + cu[:n_s], cw[n_s:] + cu[n_s:]])
+        cells = np.floor(np.stack([s - h, s + h]))  # (low / high side, u / v, sample)
+        if not contained:  # edges beyond the rectangle mark its border
+            cells = np.minimum(np.maximum(cells, -1), [[nx], [ny]])
+        cells = cells.astype(np.int64) + 1  # padded cells
+        self._mark_cells = cells
+        marks = (cells[:, None, 1] * w + cells[None, :, 0]).ravel()  # the 2 x 2 cells of each sample, flat
         # the even-odd state of each cell centre (u = c - 0.5, v = r - 0.5 in padded cells) from the crossings of
         # the edges with horizontal lines through the centres, half-open in v. Every line crosses the closed rings
         # an even number of times, so over the flattened rows the state alternates between sorted crossings
-        v1 = v0 + dv
+        u0, v0, du, dv = g0[0], g0[1], d[0], d[1]
         if u0.size * (ny + 2) <= _DENSE_CROSSINGS:
             yc = np.arange(-0.5, ny + 1)  # centre lines of the padded rows
-            e, j = np.nonzero((v0[:, None] > yc) != (v1[:, None] > yc))
+            e, j = np.nonzero((v0[:, None] > yc) != ((v0 + dv)[:, None] > yc))
         else:
+            v1 = v0 + dv
             jlo = np.ceil(np.minimum(v0, v1) - 0.5).clip(-1, None)
             cnt = (np.ceil(np.maximum(v0, v1) - 0.5).clip(None, ny + 1) - jlo).clip(0, None).astype(np.int64)
             ends = np.cumsum(cnt)
             e = np.repeat(np.arange(cnt.size), cnt)
             j = (jlo[e] + (np.arange(ends[-1]) - (ends - cnt)[e])).astype(np.int64) + 1
-        x = u0[e] + (j - 0.5 - v0[e]) * (du[e] / dv[e])  # padded row j has its centre line at v = j - 0.5
+        ed = np.stack([u0, v0, du / np.where(dv == 0, 1, dv)])[:, e]  # padded row j: centre line at v = j - 0.5
+        x = np.floor(ed[0] + (j - 0.5 - ed[1]) * ed[2] + 0.5)
+        if not contained:
+            x = np.minimum(np.maximum(x, -1), nx + 1)
         bounds = np.empty(e.size + 2, np.int64)
         bounds[0], bounds[-1] = 0, (ny + 2) * w
-        bounds[1:-1] = np.sort(j * w + np.floor(x + 0.5).clip(-1, nx + 1).astype(np.int64) + 1)
+        bounds[1:-1] = np.sort(j * w + x.astype(np.int64) + 1)  # first padded cell right of each crossing
         runs = np.diff(bounds)
         alternate = _ALTERNATE[:runs.size] if runs.size <= _ALTERNATE.size else (np.arange(runs.size) & 1).astype(
             np.int8)
         state = np.repeat(alternate, runs)  # OUTSIDE 0, INSIDE 1
         state[marks] = NEAR
         grid = state.reshape(ny + 2, w)
-        if inside:  # nothing of the region lies beyond the rectangle: neither do points clipped onto its border
+        if contained:  # nothing of the region lies beyond the rectangle: neither do points clipped onto its border
             grid[0] = grid[-1] = grid[:, 0] = grid[:, nx + 1] = OUTSIDE
         self._flat = state
         self.state = grid[:, :nx + 2]
@@ -129,9 +130,8 @@ class Raster:
         f = 1 << bits
         ncx, ncy = self.nx // f, self.ny // f
         near = np.zeros((ncy + 2) * (ncx + 2), bool)
-        rows, cols = self._mark_cells  # padded fine cell p lies in coarse cell (p - 1) >> bits, padded: + 1
-        rows, cols, k = (((rows - 1) >> bits) + 1) * (ncx + 2), ((cols - 1) >> bits) + 1, rows.size // 2
-        near[np.concatenate([rows[:k] + cols[:k], rows[:k] + cols[k:], rows[k:] + cols[:k], rows[k:] + cols[k:]])] = True
+        cells = ((self._mark_cells - 1) >> bits) + 1  # padded fine cell p lies in coarse cell (p - 1) >> bits, + 1
+        near[(cells[:, None, 1] * (ncx + 2) + cells[None, :, 0]).ravel()] = True
         centre = self._flat[(np.arange(ncy)[:, None] * f + f // 2 + 1) * self._w + np.arange(ncx) * f + f // 2 + 1]
         return np.where(near.reshape(ncy + 2, ncx + 2)[1:-1, 1:-1], np.int8(NEAR), centre)
 
@@ -172,7 +172,7 @@ class Region:
                 fine = min(self.order, level + RASTER_BITS)
                 f = 1 << (fine - level)
                 out.append((level, x0, y0, Raster(_rings(poly), fine, x0 * f, y0 * f, (x1 + 1 - x0) * f,
-                                                  (y1 + 1 - y0) * f)))
+                                                  (y1 + 1 - y0) * f, contained=True)))
             self._rasters = out
         return self._rasters
 

@@ -93,6 +93,8 @@ class Searcher:
         self.gpu = faiss.get_num_gpus() > 0 if use_gpu == "auto" else bool(use_gpu)
         self.trust_selector = (not self.gpu) if trust_selector is None else trust_selector
         self._ann: dict[str, faiss.Index] = {}
+        self._width_limit = {seg.name: faiss.extract_index_ivf(seg.ann).nlist if seg.ann_info["param"] == "nprobe"
+                             else 4096 for seg in self.segments if seg.ann is not None}
         if self.gpu:
             self._res = faiss.StandardGpuResources()
         for seg in self.segments:
@@ -152,12 +154,15 @@ class Searcher:
         elif cf is None:
             broad = seg.n_alive > max(thr, self.ann_min_selectivity * seg.n)
         else:  # a sample of the segment first; only a possibly selective filter pays for its key ranges
-            est = cf.quick_estimate(seg)
-            broad = est > max(4 * thr, self.ann_min_selectivity * seg.n)
+            limit = max(4 * thr, self.ann_min_selectivity * seg.n)
+            box = cf.box_estimate(seg)  # when the box is selective on the sample, so is the filter: skip the test
+            est = box if box is not None and box <= limit else cf.quick_estimate(seg)
+            broad = est > limit
             if not broad:
                 ranges = cf.row_ranges(seg)
-                broad = int((ranges[1] - ranges[0]).sum()) > thr and \
-                    cf.estimate(seg, ranges) > max(thr, self.ann_min_selectivity * seg.n)
+                if int((ranges[1] - ranges[0]).sum()) > thr:
+                    est = cf.estimate(seg, ranges)
+                    broad = est > max(thr, self.ann_min_selectivity * seg.n)
         if not broad:
             rows = seg.alive_rows() if cf is None else cf.rows(seg, ranges)
             plan = {"segment": seg.name, "mode": "exact", "candidates": int(rows.size)}
@@ -174,7 +179,7 @@ class Searcher:
         the hits that match; queries short of ``k`` matches (or distinct cells) are widened 4x per round, and past
         ``max_fetch`` finish on the selector path (CPU) or the exact scan (GPU)."""
         info = seg.ann_info
-        limit = faiss.extract_index_ivf(seg.ann).nlist if info["param"] == "nprobe" else 4096
+        limit = self._width_limit[seg.name]
         cap = self.max_fetch if not self.gpu else _GPU_MAX_K // int(info["rerank"])
         s = max(selectivity, 1e-6)
         want = k * (4 if per_cell else 1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from rsretrieve.index.filters import QueryFilter
+from rsretrieve.index.filters import CompiledFilter, QueryFilter
 from rsretrieve.index.search import Searcher
 
 from .conftest import brute_mask, brute_topk, queries
@@ -137,3 +137,36 @@ def test_filter_below_ann_min_selectivity_is_scanned_exactly_however_many_match(
     assert [s["mode"] for s in result.plan["segments"]] == ["exact", "exact"]
     assert result.plan["segments"][1]["candidates"] > 100
     _check_exact(result, tiles, q, flt, 10)
+
+
+def test_selective_box_skips_the_sample_test_and_is_scanned_exactly(store, tiles, monkeypatch):
+    """The share of the segment's sample inside the filter's box bounds its matches: a small box goes straight to
+    its key ranges (no test of the whole filter on the sample) and is scanned exactly."""
+    def refuse(self, seg):
+        raise AssertionError("quick_estimate called for a selective box")
+    monkeypatch.setattr(CompiledFilter, "quick_estimate", refuse)
+    flt = QueryFilter(polygon=Polygon([(-9, 37), (0, 38), (-4, 45)]), start=date(2018, 1, 1))
+    q = queries(tiles, 2, seed=3)
+    result = Searcher(store, exact_max_rows=1000).search(q, 10, flt)
+    assert [s["mode"] for s in result.plan["segments"]] == ["exact", "exact"]
+    _check_exact(result, tiles, q, flt, 10)
+
+
+@pytest.mark.parametrize("flt", [BROAD, QueryFilter(bbox=(-180, -90, 180, 90), start=date(2017, 1, 1)),
+                                 QueryFilter(polygon=box(-179, -89, 179, 89), start=date(2017, 1, 1))])
+def test_broad_filter_is_estimated_on_the_sample_and_searched_by_ann(store, tiles, flt, monkeypatch):
+    calls = []
+    original = CompiledFilter.quick_estimate
+    monkeypatch.setattr(CompiledFilter, "quick_estimate", lambda self, seg: calls.append(seg.name) or original(self, seg))
+    result = Searcher(store, exact_max_rows=1000).search(queries(tiles, 2, seed=4), 10, flt)
+    assert [s["mode"] for s in result.plan["segments"]] == ["exact", "ann"]  # the first segment has no ANN index
+    assert calls == [store.segments[1].name]
+    assert set(result.tile_ids.ravel().tolist()) <= set(tiles["tile_ids"][brute_mask(tiles, flt)].tolist())
+
+
+@pytest.mark.parametrize("name", ["bbox", "antimeridian_bbox", "polygon", "multipolygon", "combined"])
+def test_box_estimate_is_never_below_the_sample_estimate(store, name):
+    cf = CompiledFilter(FILTERS[name], store.sensors)
+    for seg in store.segments:
+        assert cf.box_estimate(seg) >= cf.quick_estimate(seg)
+    assert CompiledFilter(QueryFilter(sensors={"enmap"}), store.sensors).box_estimate(store.segments[0]) is None
