@@ -1,18 +1,20 @@
 """Point-in-(multi)polygon tests for many points: a raster over each part, exact tests only near the edges.
 
 A query polygon is classified on a grid aligned with the Hilbert grid of the index (:mod:`rsretrieve.index.hilbert`):
-for each part, the cells of :func:`box_cells` over the part's bounds (at most 1024, the cells its key ranges are made
-of), subdivided ``2**RASTER_BITS`` times per axis. A fine cell within reach of an edge is *near*; every other fine
-cell lies wholly on one side of every edge and takes the inside / outside state of its centre, found by counting the
+for each part, the cells of :func:`box_extent` over the part's bounds (at most ``MAX_CELLS``, the cells its key ranges
+are made of), subdivided ``2**RASTER_BITS`` times per axis. A fine cell within reach of an edge is *near*; every other
+fine cell lies wholly on one side of every edge and takes the inside / outside state of its centre, found from the
 edge crossings left of it on its row (even-odd rule, so holes need nothing special). Points are then classified with
-a few array operations each, and only points in near cells (a band about three fine cells wide along the edges) go to
+a few array operations each, and only points in near cells (a band one to two fine cells wide along the edges) go to
 ``shapely.intersects_xy``, the definition of a match. Coarse cells wholly inside are flagged so that their rows skip
 any point test, and coarse cells wholly outside are dropped from the key ranges.
 
 Why a point outside near cells needs no exact test: edges are sampled at most half a fine cell apart on each axis, so
-every edge point lies within a quarter cell of a sample; the cells of the samples dilated by one cell therefore hold
-every cell within 0.75 cell of an edge. A cell outside that set is at least 0.75 cell from every edge, far more than
-the rounding of a point's cell (``floor((lon + 180) * 2**level / 360)``, the formula of the Hilbert grid).
+every edge point lies within a quarter cell of a sample, and the cells that a box of half-width 1/4 + ``_MARGIN``
+around each sample overlaps hold every cell within ``_MARGIN`` of an edge. A point outside them is therefore more
+than ``_MARGIN`` (1e-6 cell) from every edge, far more than the rounding of its cell
+(``floor((lon + 180) * 2**level / 360)``, the formula of the Hilbert grid, off by ~1e-10 cell at most), so it has
+the state of its cell's centre.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class Region:
         self.geom, self.order = geom, order
         shapely.prepare(geom)
         self.parts = list(getattr(geom, "geoms", [geom]))
-        self._rasters: list[tuple[int, np.ndarray, np.ndarray, Raster]] | None = None
+        self._rasters: list[tuple[int, int, int, Raster]] | None = None
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Exact: which points (degrees) are in the closed region."""
