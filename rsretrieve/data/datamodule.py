@@ -62,8 +62,10 @@ class CellDataModule(LightningDataModule):
         split = spatial_split([full.cells[i] for i in keep], block=hp["block"], fractions=tuple(hp["fractions"]),
                               seed=hp["split_seed"])
         out = {}
+        self.split_sizes: dict[str, int] = {}
         for name in ("train", "val", "test"):
             rows = [i for i in keep if split[full.cells[i]] == name]
+            self.split_sizes[name] = len(rows)  # before any cap
             if name == "train" and hp["max_train_cells"] and len(rows) > hp["max_train_cells"]:
                 rng = np.random.default_rng(hp["split_seed"])
                 rows = sorted(rng.choice(rows, hp["max_train_cells"], replace=False).tolist())

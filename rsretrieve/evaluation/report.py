@@ -119,7 +119,8 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
         cache = TileCache(catalog, wanted, catalog.tile_m)
     test = index["test"]
     report: dict[str, Any] = {"workspace": str(ws), "split": {**dcfg, "reference_model": ref},
-                              "cells": {k: len(v.cells) for k, v in index.items()},
+                              "cells": dict(dm.split_sizes),
+                              "band_stats_train_cells": len(index["train"].cells),
                               "tiles": {s: int((test.tile_ids[s] >= 0).sum()) for s in sensors},
                               "labelled_test_cells": {k: int((v >= 0).sum()) for k, v in test.scheme_labels.items()},
                               "models": {}}
