@@ -52,7 +52,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sensors = [s for s in list_sensors()]
-    ours = CrossSensorEncoder(sensors, dim=64, embed_dim=128, head=HeadConfig(depth=2, heads=4))
+    ours = CrossSensorEncoder(sensors, dim=96, embed_dim=128, head=HeadConfig(depth=2, heads=4))
     dual = DualEncoder(sensors, embed_dim=128)
     rows = []
     for s in sensors:
