@@ -92,8 +92,8 @@ def ann_search(index: faiss.Index, info: dict, vectors: np.ndarray, q: np.ndarra
     rerank = int(info["rerank"])
     D, I = index.search(q, k * rerank, params=ann_params(info, max(width, k) if info["param"] == "efSearch"
                                                             else width, sel))
-    if rerank == 1:
-        return D, I
+    if rerank == 1:  # FAISS pads missing hits with -FLT_MAX (inner product): -inf, as everywhere else
+        return (D, I) if I[:, -1].min() >= 0 else (np.where(I >= 0, D, -np.inf).astype(np.float32), I)
     valid = I >= 0
     exact = np.einsum("qkd,qd->qk", vectors[np.where(valid, I, 0)], q)
     exact[~valid] = -np.inf

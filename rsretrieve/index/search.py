@@ -133,7 +133,10 @@ class Searcher:
         if flt is None and self._fast is not None:
             seg, index, params, plan = self._fast
             scores, rows = index.search(q, k, params=params)
-            tiles = seg.tile_id[rows] if rows.min() >= 0 else np.where(rows >= 0, seg.tile_id[rows], -1)
+            full = rows[0, -1] >= 0 if rows.shape[0] == 1 else rows[:, -1].min() >= 0  # FAISS pads with -1 last
+            if not full:  # FAISS pads missing hits with -FLT_MAX: -inf, as the other paths
+                scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+            tiles = seg.tile_id[rows] if full else np.where(rows >= 0, seg.tile_id[rows], -1)
             return SearchResult(tiles, scores, dict(plan), hits=[(seg, rows)])
         flt = flt or QueryFilter()
         per_cell = flt.one_per_cell

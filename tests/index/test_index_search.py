@@ -11,8 +11,9 @@ from shapely.geometry import MultiPolygon, Polygon, box
 
 from rsretrieve.index.filters import CompiledFilter, QueryFilter
 from rsretrieve.index.search import Searcher
+from rsretrieve.index.store import IndexStore
 
-from .conftest import brute_mask, brute_topk, queries
+from .conftest import DIM, brute_mask, brute_topk, queries, subset
 
 #: most of the first region, less a hole: rows of every kind (wholly inside, outside, near an edge)
 HOLED = Polygon([(-9, 37), (29, 39), (25, 59), (3, 50), (-9, 58)], holes=[[(0, 42), (14, 42), (14, 52), (0, 47)]])
@@ -170,3 +171,19 @@ def test_box_estimate_is_never_below_the_sample_estimate(store, name):
     for seg in store.segments:
         assert cf.box_estimate(seg) >= cf.quick_estimate(seg)
     assert CompiledFilter(QueryFilter(sensors={"enmap"}), store.sensors).box_estimate(store.segments[0]) is None
+
+
+def test_unfiltered_fast_path_pads_missing_hits_with_minus_one(tiles, tmp_path):
+    """One segment with an ANN index: unfiltered queries go straight to FAISS; hits it lacks come back as -1."""
+    st = IndexStore.create(tmp_path / "one", DIM, "model-a")
+    st.add_segment(**subset(tiles, slice(0, 6000)), factory="IVF64,Flat")
+    searcher = Searcher(IndexStore.open(st.root), exact_max_rows=1000)
+    assert searcher._fast is not None
+    q = queries(tiles, 3, seed=21)
+    full = searcher.search(q, 10)
+    assert full.plan["mode"] == "ann" and (full.tile_ids >= 0).all()
+    short = searcher.search(q, 3000)  # more than the few lists searched hold
+    assert (short.tile_ids[:, -1] == -1).all() and np.isneginf(short.scores[:, -1]).all()
+    valid = short.tile_ids >= 0
+    assert set(short.tile_ids[valid].tolist()) <= set(tiles["tile_ids"][:6000].tolist())
+    assert short.tile_ids[:, :10].tolist() == full.tile_ids.tolist()
