@@ -182,6 +182,21 @@ def _rows(sub: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return np.where(pos >= 0, sub[np.maximum(pos, 0)], -1)
 
 
+def paired(q: np.ndarray, raw, ours, rounds: int = 2) -> tuple[float, float]:
+    """p50 latencies (ms) of ``raw`` and ``ours`` timed alternately on each single query (order swapped every
+    query), so that both see the same moments of a shared machine."""
+    raw(q[:1]), ours(q[:1])
+    lat = {0: [], 1: []}
+    for r in range(rounds):
+        for i in range(len(q)):
+            for which in ((0, 1) if (i + r) % 2 else (1, 0)):
+                fn = raw if which == 0 else ours
+                t = time.perf_counter_ns()
+                fn(q[i:i + 1])
+                lat[which].append((time.perf_counter_ns() - t) / 1e6)
+    return float(np.percentile(lat[0], 50)), float(np.percentile(lat[1], 50))
+
+
 def recall(found: list[np.ndarray], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, (t >= 0).sum())
                           for f, t in zip(found, truth)]))
@@ -264,6 +279,8 @@ def part1(args, root: Path) -> tuple[str, list[str]]:
     # raw FAISS measured before and after ours, the faster of the two kept as the bar: a load spike on a shared
     # machine during one of them must not flatter the overhead or the sweep
     f_ivf = {**f_ivf, "p50": min(f_ivf["p50"], again["p50"]), "batch_p50": min(f_ivf["batch_p50"], again["batch_p50"])}
+    f_ours["paired"] = paired(q, lambda qq: seg.ann.search(qq, k, params=ivf_params),
+                              lambda qq: searcher.search(qq, k))
     hnsw, ef = None, 0
     if not args.no_hnsw:
         t0 = time.perf_counter()
@@ -397,9 +414,12 @@ def report1(args, n, factory, bt, mem, rows, f_flat, f_ivf, f_ours, sweep) -> tu
     sp = flat / f_ivf["p50"]
     checks.append(f"- unfiltered ANN ({factory}): recall@10 {f_ivf['recall']:.3f}, {sp:.0f}x flat (targets >= 0.95, "
                   f">= 20x): **{'met' if f_ivf['recall'] >= .95 and sp >= 20 else 'NOT met'}**")
-    over = f_ours["p50"] / f_ivf["p50"] - 1
-    checks.append(f"- unfiltered overhead of the planner over raw FAISS on the same index: {100 * over:+.1f}% p50, "
-                  f"{100 * (f_ours['batch_p50'] / f_ivf['batch_p50'] - 1):+.1f}% batched (target <= 10%): "
+    raw_p50, ours_p50 = f_ours["paired"]
+    over = ours_p50 / raw_p50 - 1
+    checks.append(f"- unfiltered overhead of the planner over raw FAISS on the same index, timed alternately query by "
+                  f"query ({ours_p50 * 1000:.0f} vs {raw_p50 * 1000:.0f} us p50): {100 * over:+.1f}% (separate runs in "
+                  f"the table: {100 * (f_ours['p50'] / f_ivf['p50'] - 1):+.1f}% p50, "
+                  f"{100 * (f_ours['batch_p50'] / f_ivf['batch_p50'] - 1):+.1f}% batched) (target <= 10%): "
                   f"**{'met' if over <= .10 else 'NOT met'}**")
     exact = [(sw["n"], sw["ours"]["p50"]) for sw in sweep if sw["modes"] == ["exact"] and sw["kind"] == "bbox"]
     fit = np.polyfit(*zip(*exact), 1) if len(exact) > 1 else (math.nan, math.nan)
