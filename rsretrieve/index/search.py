@@ -110,7 +110,8 @@ class Searcher:
         self._fast = None
         if only is not None and only.name in self._ann and not only.has_deleted and only.n > self.exact_max_rows \
                 and only.ann_info["rerank"] == 1:
-            self._fast = (only, self._ann[only.name], ann_params(only.ann_info, only.ann_info["width"]),
+            # FAISS's C entry point, without the Python wrapper's checks: search() makes them once, cheaper
+            self._fast = (only, self._ann[only.name].search_c, ann_params(only.ann_info, only.ann_info["width"]),
                           {"mode": "ann", "candidates": only.n,
                            "segments": [{"segment": only.name, "mode": "ann", "candidates": only.n}]})
 
@@ -122,6 +123,18 @@ class Searcher:
             k: results per query, positive.
             flt: filter; None matches every indexed tile.
         """
+        if flt is None and self._fast is not None and type(k) is int and k > 0 and type(queries) is np.ndarray \
+                and queries.ndim == 2 and queries.dtype == np.float32 and queries.shape[1] == self.dim \
+                and queries.flags.c_contiguous:  # the unfiltered fast path: checks as cheap as FAISS's own
+            seg, search_c, params, plan = self._fast
+            nq = queries.shape[0]
+            scores, rows = np.empty((nq, k), np.float32), np.empty((nq, k), np.int64)
+            search_c(nq, faiss.swig_ptr(queries), k, faiss.swig_ptr(scores), faiss.swig_ptr(rows), params)
+            full = rows[0, -1] >= 0 if nq == 1 else nq == 0 or rows[:, -1].min() >= 0  # FAISS pads with -1 last
+            if not full:  # FAISS pads missing hits with -FLT_MAX: -inf, as the other paths
+                scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+            tiles = seg.tile_id[rows] if full else np.where(rows >= 0, seg.tile_id[rows], -1)
+            return SearchResult(tiles, scores, dict(plan), hits=[(seg, rows)])
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         fast = isinstance(queries, np.ndarray) and queries.ndim == 2 and queries.dtype == np.float32 \
@@ -130,14 +143,8 @@ class Searcher:
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (nq, {self.dim}), got {np.shape(queries)}")
         k = int(k)
-        if flt is None and self._fast is not None:
-            seg, index, params, plan = self._fast
-            scores, rows = index.search(q, k, params=params)
-            full = rows[0, -1] >= 0 if rows.shape[0] == 1 else rows[:, -1].min() >= 0  # FAISS pads with -1 last
-            if not full:  # FAISS pads missing hits with -FLT_MAX: -inf, as the other paths
-                scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
-            tiles = seg.tile_id[rows] if full else np.where(rows >= 0, seg.tile_id[rows], -1)
-            return SearchResult(tiles, scores, dict(plan), hits=[(seg, rows)])
+        if flt is None and self._fast is not None:  # queries of another dtype or layout, k a numpy integer
+            return self.search(q, k)
         flt = flt or QueryFilter()
         per_cell = flt.one_per_cell
         cf = None if flt.is_trivial else CompiledFilter(flt, self.sensors)

@@ -187,3 +187,20 @@ def test_unfiltered_fast_path_pads_missing_hits_with_minus_one(tiles, tmp_path):
     valid = short.tile_ids >= 0
     assert set(short.tile_ids[valid].tolist()) <= set(tiles["tile_ids"][:6000].tolist())
     assert short.tile_ids[:, :10].tolist() == full.tile_ids.tolist()
+
+
+def test_unfiltered_fast_path_takes_every_query_form_and_checks_like_the_general_path(tiles, tmp_path):
+    """float64, 1-D and non-contiguous queries and numpy integer k give the fast path's answer; bad input fails."""
+    st = IndexStore.create(tmp_path / "one", DIM, "model-a")
+    st.add_segment(**subset(tiles, slice(0, 6000)), factory="IVF64,Flat")
+    searcher = Searcher(IndexStore.open(st.root), exact_max_rows=1000)
+    q = queries(tiles, 4, seed=22)
+    ref = searcher.search(q, 10)
+    for other in (q.astype(np.float64), np.asfortranarray(q)):
+        assert searcher.search(other, np.int64(10)).tile_ids.tolist() == ref.tile_ids.tolist()
+    assert searcher.search(q[1], 10).tile_ids.tolist() == ref.tile_ids[1:2].tolist()
+    assert searcher.search(q[:0], 10).tile_ids.shape == (0, 10)
+    with pytest.raises(ValueError, match=r"^k must be a positive integer"):
+        searcher.search(q, 0)
+    with pytest.raises(ValueError, match=r"^queries must have shape"):
+        searcher.search(q[:, :64], 10)
