@@ -207,19 +207,20 @@ class CompiledFilter:
         return starts[keep], stops[keep], key_inside[keep]
 
     def rows(self, seg: Segment, ranges: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
-        """All rows (int64) of ``seg`` that match, removed rows excluded: those of ranges wholly inside the geometry
-        first, then the others, each in ascending order; ``ranges`` as from :meth:`row_ranges` when already
-        computed."""
+        """All rows (int64, ascending) of ``seg`` that match, removed rows excluded; ``ranges`` as from
+        :meth:`row_ranges` when already computed."""
         starts, stops, inside = self.row_ranges(seg) if ranges is None else ranges
         if starts.size == 1 and starts[0] == 0 and stops[0] == seg.n:
             return np.flatnonzero(self.check(seg, None))
-        inside = inside.astype(bool)
-        if not inside.any():
-            rows = ranges_to_rows(starts, stops)
-            return rows[self.check(seg, rows)]
-        whole = ranges_to_rows(starts[inside], stops[inside])
-        part = ranges_to_rows(starts[~inside], stops[~inside])
-        return np.concatenate((whole[self.check(seg, whole, geo=False)], part[self.check(seg, part)]))
+        rows = ranges_to_rows(starts, stops)
+        if not self.geo:
+            near = False
+        elif not inside.any():
+            near = None
+        else:  # only rows of ranges not wholly inside the geometry need the geometric test
+            near = np.repeat(inside == 0, stops - starts)
+        ok = self.check(seg, rows, near=near)
+        return rows.take(np.flatnonzero(ok))
 
     def box_estimate(self, seg: Segment) -> float | None:
         """Rows of the segment's fixed sample inside the filter's bounding box(es), scaled to the segment: on that
@@ -254,13 +255,18 @@ class CompiledFilter:
         return float(self.check(seg, rows, inside[which].astype(bool)).mean()) * total
 
     def check(self, seg: Segment, rows: np.ndarray | None, inside: np.ndarray | None = None, *,
-              geo: bool = True) -> np.ndarray:
+              geo: bool = True, near: np.ndarray | bool | None = None) -> np.ndarray:
         """Boolean mask: which of ``rows`` (all rows when None) of ``seg`` match, removed rows excluded.
 
         ``inside`` marks rows known to lie inside the geometry (the bbox / polygon test is skipped for them);
-        ``geo=False``: all rows are known to lie inside it.
+        ``geo=False``: all rows are known to lie inside it; ``near`` (the complement of ``inside``): only the rows
+        it marks need the geometric test (False: none of them).
         """
-        take = (lambda col: col) if rows is None else (lambda col: col[rows])
+        if near is None and inside is not None:
+            near = ~inside
+        if not geo:
+            near = False
+        take = (lambda col: col) if rows is None else (lambda col: col.take(rows))
         size = seg.n if rows is None else rows.size
         ok = None
         if self.t_lo is not None or self.t_hi is not None:
@@ -276,10 +282,10 @@ class CompiledFilter:
             ok = ok & take(alive) if ok is not None else alive.copy() if rows is None else alive[rows]
         if ok is None:
             ok = np.ones(size, bool)
-        if self.geo and geo:
-            idx = np.flatnonzero(ok if inside is None else ok & ~inside)
-            at = idx if rows is None else rows[idx]
-            lon, lat = seg.lon[at], seg.lat[at]
+        if self.geo and near is not False:
+            idx = np.flatnonzero(ok if near is None else ok & near)
+            at = idx if rows is None else rows.take(idx)
+            lon, lat = seg.lon.take(at), seg.lat.take(at)
             if self.filter.bbox is not None:
                 w, s, e, n = self.filter.bbox
                 good = ((lon >= w) & (lon <= e) if w <= e else (lon >= w) | (lon <= e)) & (lat >= s) & (lat <= n)
