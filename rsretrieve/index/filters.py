@@ -23,7 +23,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 
-from rsretrieve.index.hilbert import box_cells, cell_ranges, merge_ranges
+from rsretrieve.index.hilbert import box_ranges, merge_ranges
 from rsretrieve.index.region import Region
 from rsretrieve.index.segment import TIME_UNKNOWN, Segment
 
@@ -178,11 +178,9 @@ class CompiledFilter:
         if flt.bbox is not None:
             w, s, e, n = flt.bbox
             for b in [(w, s, e, n)] if w <= e else [(w, s, 180.0, n), (-180.0, s, e, n)]:
-                level, cx, cy, inside = box_cells(*b, max_cells=BOX_CELLS)
-                parts.append(cell_ranges(level, cx, cy, inside if flt.polygon is None else None))
+                parts.append(box_ranges(*b, max_cells=BOX_CELLS, flag_inside=flt.polygon is None))
         else:
-            for level, cx, cy, inside in self.region.key_cells():
-                parts.append(cell_ranges(level, cx, cy, inside))
+            parts.extend(self.region.key_ranges())
         if len(parts) == 1:
             return parts[0]
         starts, stops, flags = (np.concatenate(x) for x in zip(*parts))

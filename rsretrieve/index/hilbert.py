@@ -90,6 +90,21 @@ def hilbert_index(x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
     return d
 
 
+def rect_hilbert(level: int, x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
+    """Hilbert index (at ``level``) of every cell of the rectangle of columns ``x0..x1`` and rows ``y0..y1``
+    (inclusive): int64 array of shape (x1 - x0 + 1, y1 - y0 + 1), indexed [column, row]; equal to
+    :func:`hilbert_index` of each cell, with a few table look-ups over the two axes broadcast against each other."""
+    xs, ys = np.arange(x0, x1 + 1, dtype=np.int64), np.arange(y0, y1 + 1, dtype=np.int64)
+    if level > 2 * _CHUNK:
+        return hilbert_index(np.repeat(xs, ys.size), np.tile(ys, xs.size), level).reshape(xs.size, ys.size)
+    mask = (1 << _CHUNK) - 1
+    if level <= _CHUNK:  # one chunk; leading zero bits toggle the swap bit once per bit
+        return _DIGITS.take(((((_CHUNK - level) & 1) << (2 * _CHUNK)) | (xs << _CHUNK))[:, None] | ys)
+    look = (((((2 * _CHUNK - level) & 1) << (2 * _CHUNK)) | ((xs >> _CHUNK) << _CHUNK))[:, None] | (ys >> _CHUNK))
+    low = (((xs & mask) << _CHUNK)[:, None] | (ys & mask))
+    return (_DIGITS.take(look) << (2 * _CHUNK)) | _DIGITS.take((_STATES.take(look) << (2 * _CHUNK)) | low)
+
+
 def grid_xy(lon: np.ndarray, lat: np.ndarray, order: int = HILBERT_ORDER) -> tuple[np.ndarray, np.ndarray]:
     """Grid column and row of points in degrees (EPSG:4326); lon in [-180, 180], lat in [-90, 90].
 
@@ -147,6 +162,24 @@ def box_cells(west: float, south: float, east: float, north: float, order: int =
     return level, np.repeat(xs, ys.size), np.tile(ys, xs.size), (in_x[:, None] & in_y[None, :]).ravel()
 
 
+def box_ranges(west: float, south: float, east: float, north: float, order: int = HILBERT_ORDER,
+               max_cells: int = 1024, flag_inside: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Key ranges of the cells of :func:`box_cells`, one per cell, sorted, flagged 1 where every point is in the box
+    (with ``flag_inside``; else all 0): ``cell_ranges(*box_cells(...))`` before merging, in fewer array operations
+    (merging costs more than the extra ranges it saves)."""
+    level, x0, x1, y0, y1 = box_extent(west, south, east, north, order, max_cells)
+    if not flag_inside:
+        return rect_ranges(level, x0, x1, y0, y1, order=order)
+    shift = order - level
+    n = 1 << order
+    gx0, gx1 = (min(max(math.floor((v + 180.0) * (n / 360.0)), 0), n - 1) for v in (west, east))
+    gy0, gy1 = (min(max(math.floor((v + 90.0) * (n / 180.0)), 0), n - 1) for v in (south, north))
+    # cells strictly between the grid columns / rows of the edges: in Python, the axes are short
+    in_x = np.array([(x << shift) > gx0 and ((x + 1) << shift) - 1 < gx1 for x in range(x0, x1 + 1)])
+    in_y = np.array([(y << shift) > gy0 and ((y + 1) << shift) - 1 < gy1 for y in range(y0, y1 + 1)])
+    return rect_ranges(level, x0, x1, y0, y1, in_x[:, None] & in_y, order=order)
+
+
 def cell_ranges(level: int, cx: np.ndarray, cy: np.ndarray, flags: np.ndarray | None = None,
                 order: int = HILBERT_ORDER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Key ranges of quadtree cells, cells that follow each other on the curve (with equal flag) merged.
@@ -154,17 +187,47 @@ def cell_ranges(level: int, cx: np.ndarray, cy: np.ndarray, flags: np.ndarray | 
     Returns:
         (starts, stops, flags): sorted, disjoint, half-open key ranges and the flag of each (zeros by default).
     """
-    shift = order - level
     flags = np.zeros(cx.size, np.int8) if flags is None else np.asarray(flags, np.int8)
     if level == 0:
         return np.zeros(1, np.int64), np.full(1, 1 << (2 * order), np.int64), flags[:1]
-    h = hilbert_index(cx, cy, level)
+    return merge_cells(hilbert_index(cx, cy, level), flags, order - level)
+
+
+def rect_ranges(level: int, x0: int, x1: int, y0: int, y1: int, flags: np.ndarray | None = None,
+                keep: np.ndarray | None = None, order: int = HILBERT_ORDER,
+                merge: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Key ranges of the cells of a rectangle, optionally only the cells marked in ``keep``; ``flags`` and
+    ``keep`` are (x1 - x0 + 1, y1 - y0 + 1) arrays indexed [column, row]. One sorted range per cell, or with
+    ``merge`` consecutive cells of equal flag merged (as :func:`cell_ranges`)."""
+    if level == 0:
+        f = np.zeros(1, np.int8) if flags is None else np.asarray(flags, np.int8).reshape(-1)[:1]
+        return np.zeros(1, np.int64), np.full(1, 1 << (2 * order), np.int64), f
+    h = rect_hilbert(level, x0, x1, y0, y1)
+    if keep is not None:
+        h = h[keep]
+        f = np.zeros(h.size, np.int8) if flags is None else flags[keep].view(np.int8)
+    else:
+        h = h.reshape(-1)
+        f = np.zeros(h.size, np.int8) if flags is None else flags.reshape(-1).view(np.int8)
+    if merge:
+        return merge_cells(h, f, order - level)
     o = np.argsort(h)
-    h, flags = h[o], flags[o]
-    brk = np.flatnonzero((h[1:] != h[:-1] + 1) | (flags[1:] != flags[:-1]))
-    starts = np.concatenate((h[:1], h[brk + 1]))
-    stops = np.concatenate((h[brk], h[-1:])) + 1
-    return starts << (2 * shift), stops << (2 * shift), np.concatenate((flags[:1], flags[brk + 1]))
+    shift = 2 * (order - level)
+    h = h.take(o)
+    return h << shift, (h + 1) << shift, f.take(o)
+
+
+def merge_cells(h: np.ndarray, flags: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Key ranges (at full order) of cells of Hilbert index ``h`` at a level ``shift`` bits coarser than the full
+    order: sorted, consecutive cells with equal int8 ``flags`` merged."""
+    if h.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
+    o = np.argsort(h)
+    h, flags = h.take(o), flags.take(o)
+    brk = np.flatnonzero((np.diff(h) != 1) | (flags[1:] != flags[:-1])) + 1
+    starts = np.concatenate((h[:1], h.take(brk))) << (2 * shift)
+    stops = (np.concatenate((h.take(brk - 1), h[-1:])) + 1) << (2 * shift)
+    return starts, stops, np.concatenate((flags[:1], flags.take(brk)))
 
 
 def box_key_ranges(west: float, south: float, east: float, north: float, order: int = HILBERT_ORDER,

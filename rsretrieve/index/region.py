@@ -23,7 +23,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-from rsretrieve.index.hilbert import HILBERT_ORDER, box_cells, box_extent
+from rsretrieve.index.hilbert import HILBERT_ORDER, box_cells, box_extent, cell_ranges, rect_ranges
 
 #: most grid cells a part's bounds are covered with (see :func:`box_cells`)
 MAX_CELLS = 1024
@@ -192,6 +192,18 @@ class Region:
             states = raster.coarse(raster.fine - level)
             r, c = np.nonzero(states != OUTSIDE)
             out.append((level, c + x0, r + y0, states[r, c] == INSIDE))
+        return out
+
+    def key_ranges(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For each part, the key ranges of its :meth:`key_cells`, one per cell, sorted (flag 1 where every point is
+        inside), computed over the part's rectangle of cells at once."""
+        if not self.rasterised:
+            return [cell_ranges(level, cx, cy, inside, order=self.order) for level, cx, cy, inside in self.key_cells()]
+        out = []
+        for level, x0, y0, raster in self.part_cells():
+            states = raster.coarse(raster.fine - level).T  # [column, row]
+            out.append(rect_ranges(level, x0, x0 + states.shape[0] - 1, y0, y0 + states.shape[1] - 1,
+                                   states == INSIDE, states != OUTSIDE, order=self.order))
         return out
 
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -86,3 +86,31 @@ def test_key_ranges_cover_every_point_of_the_box(box):
 def test_merge_ranges_joins_overlapping_and_touching():
     s, e = merge_ranges(np.array([10, 0, 5, 30]), np.array([20, 5, 8, 31]))
     assert s.tolist() == [0, 10, 30] and e.tolist() == [8, 20, 31]
+
+
+def test_rect_hilbert_equals_hilbert_index_of_each_cell():
+    from rsretrieve.index.hilbert import rect_hilbert
+    rng = np.random.default_rng(3)
+    for level in range(1, 20):
+        n = 1 << level
+        x0, y0 = int(rng.integers(0, n)), int(rng.integers(0, n))
+        x1, y1 = min(n - 1, x0 + int(rng.integers(0, 40))), min(n - 1, y0 + int(rng.integers(0, 40)))
+        xs, ys = np.meshgrid(np.arange(x0, x1 + 1), np.arange(y0, y1 + 1), indexing="ij")
+        ref = hilbert_index(xs.ravel(), ys.ravel(), level).reshape(xs.shape)
+        assert (rect_hilbert(level, x0, x1, y0, y1) == ref).all()
+
+
+def test_box_ranges_cover_the_cells_of_box_cells_with_their_flags():
+    from rsretrieve.index.hilbert import box_cells, box_ranges, cell_ranges, merge_ranges
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        w, s = rng.uniform(-180, 170), rng.uniform(-90, 80)
+        e, n = min(180, w + 30 * rng.random() ** 3), min(90, s + 1e-6 + 20 * rng.random() ** 3)
+        for max_cells in (4, 256, 1024):
+            got = box_ranges(w, s, e, n, max_cells=max_cells)
+            assert (np.diff(got[0]) > 0).all() and (got[1] > got[0]).all()
+            ref = cell_ranges(*box_cells(w, s, e, n, max_cells=max_cells))
+            for flag in (0, 1):
+                a = merge_ranges(got[0][got[2] == flag], got[1][got[2] == flag])
+                b = merge_ranges(ref[0][ref[2] == flag], ref[1][ref[2] == flag])
+                assert all((u == v).all() for u, v in zip(a, b))
