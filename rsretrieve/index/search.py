@@ -262,6 +262,8 @@ def _exact(seg: Segment, q: np.ndarray, k: int, rows: np.ndarray, per_cell: bool
             faiss.knn_inner_products_by_idx(faiss.swig_ptr(q), faiss.swig_ptr(seg.vectors), faiss.swig_ptr(rows),
                                             q.shape[1], 1, seg.n, rows.size, kk, faiss.swig_ptr(vals),
                                             faiss.swig_ptr(ids))
+            if kk == k:
+                return vals, ids
         else:
             whole = rows.size == seg.n
             vals, pos = faiss.knn(q, seg.vectors if whole else seg.vectors[rows], kk,
@@ -312,8 +314,9 @@ def _merge(parts: list[tuple[Segment, np.ndarray, np.ndarray]], nq: int, k: int,
                             cells=np.full((nq, k), "", dtype=object))
     if len(parts) == 1:
         seg, scores, rows = parts[0]
-        return SearchResult(np.where(rows >= 0, seg.tile_id[np.maximum(rows, 0)], -1), scores, plan,
-                            hits=[(seg, rows)])
+        full = rows.size == 0 or rows.min() >= 0
+        return SearchResult(seg.tile_id.take(rows) if full else np.where(rows >= 0, seg.tile_id.take(
+            np.maximum(rows, 0)), -1), scores, plan, hits=[(seg, rows)])
     tiles = np.concatenate([np.where(r >= 0, sg.tile_id[np.maximum(r, 0)], -1) for sg, _, r in parts], axis=1)
     cells = np.concatenate([_cells_of(sg, r) for sg, _, r in parts], axis=1)
     scores = np.concatenate([p[1] for p in parts], axis=1)
