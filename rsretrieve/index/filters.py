@@ -31,6 +31,11 @@ _BBOX_RULE = "bbox must be W,S,E,N with -180<=W,E<=180 and -90<=S<N<=90"
 #: most grid cells a bbox is covered with: fewer cells cost less to turn into key ranges, more leave fewer rows
 #: outside the box in them (each then needs a check)
 BOX_CELLS = 256
+#: below this many rows estimated in the filter's box, boxes get ``SMALL_BOX_CELLS`` cells and polygon parts
+#: ``SMALL_REGION_CELLS``: with few rows to check, building the cover costs more than the rows it leaves out
+SMALL_BOX_ROWS = 4096
+SMALL_BOX_CELLS = 16
+SMALL_REGION_CELLS = 64
 _SAMPLE = np.sort(np.random.default_rng(0).random(1024))  # fixed positions for selectivity estimates
 
 
@@ -165,6 +170,7 @@ class CompiledFilter:
         self.filter = flt
         self.region = Region(flt.polygon) if flt.polygon is not None else None
         self.geo = flt.bbox is not None or flt.polygon is not None
+        self.box_cells = BOX_CELLS
         self._keys: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.t_lo, self.t_hi = flt.time_range()
         self.sensor_codes = None if flt.sensors is None else np.array(
@@ -178,7 +184,7 @@ class CompiledFilter:
         if flt.bbox is not None:
             w, s, e, n = flt.bbox
             for b in [(w, s, e, n)] if w <= e else [(w, s, 180.0, n), (-180.0, s, e, n)]:
-                parts.append(box_ranges(*b, max_cells=BOX_CELLS, flag_inside=flt.polygon is None))
+                parts.append(box_ranges(*b, max_cells=self.box_cells, flag_inside=flt.polygon is None))
         else:
             parts.extend(self.region.key_ranges())
         if len(parts) == 1:
@@ -190,6 +196,20 @@ class CompiledFilter:
             starts, stops = merge_ranges(starts, stops)
             flags = np.zeros(starts.size, np.int8)
         return starts, stops, flags
+
+    @property
+    def needs_hint(self) -> bool:
+        """Whether :meth:`size_hint` can still change anything."""
+        return self.geo and self._keys is None and self.box_cells == BOX_CELLS
+
+    def size_hint(self, rows_in_box: float | None) -> None:
+        """Size the cover of the geometry (before its key ranges and rasters are built) for about ``rows_in_box``
+        rows in its box: a coarser cover for few rows (see ``SMALL_BOX_ROWS``)."""
+        if rows_in_box is None or rows_in_box >= SMALL_BOX_ROWS or not self.needs_hint:
+            return
+        self.box_cells = SMALL_BOX_CELLS
+        if self.region is not None and self.region._rasters is None:
+            self.region.max_cells = SMALL_REGION_CELLS
 
     def row_ranges(self, seg: Segment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Half-open row ranges of ``seg`` that may hold matches (all rows without a geographic filter), and
@@ -270,7 +290,8 @@ class CompiledFilter:
         if self.t_lo is not None or self.t_hi is not None:
             t = take(seg.time)
             if self.t_lo is not None and self.t_hi is not None:  # one unsigned comparison for both bounds;
-                ok = (t - self.t_lo).view(np.uint64) <= np.uint64(self.t_hi - self.t_lo)  # TIME_UNKNOWN wraps high
+                t = np.subtract(t, self.t_lo, out=t) if rows is not None else t - self.t_lo  # (t is a copy)
+                ok = t.view(np.uint64) <= np.uint64(self.t_hi - self.t_lo)  # TIME_UNKNOWN wraps high
             elif self.t_lo is not None:
                 ok = t >= self.t_lo  # TIME_UNKNOWN is the smallest int64
             else:
@@ -318,4 +339,4 @@ def ranges_to_rows(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     step[0] = starts[0]
     heads = np.cumsum(lens)[:-1]
     step[heads] = starts[1:] - stops[:-1] + 1
-    return np.cumsum(step)
+    return np.cumsum(step, out=step)  # in place: a fresh large array costs page faults

@@ -148,8 +148,10 @@ class Region:
     """A closed (multi)polygon: exact point tests (``shapely.intersects_xy``, prepared), fast classification of
     many points through per-part rasters, and classification of Hilbert grid cells."""
 
-    def __init__(self, geom: Polygon | MultiPolygon, order: int = HILBERT_ORDER) -> None:
-        self.geom, self.order = geom, order
+    def __init__(self, geom: Polygon | MultiPolygon, order: int = HILBERT_ORDER, max_cells: int = MAX_CELLS) -> None:
+        """``max_cells``: grid cells over each part's bounds (fewer cost less to build, more leave fewer points
+        near an edge); may be changed until the rasters are built."""
+        self.geom, self.order, self.max_cells = geom, order, max_cells
         shapely.prepare(geom)
         self.parts = list(getattr(geom, "geoms", [geom]))
         self._rasters: list[tuple[int, int, int, Raster]] | None = None
@@ -170,7 +172,7 @@ class Region:
         if self._rasters is None:
             out = []
             for poly in self.parts if self.rasterised else []:
-                level, x0, x1, y0, y1 = box_extent(*poly.bounds, order=self.order, max_cells=MAX_CELLS)
+                level, x0, x1, y0, y1 = box_extent(*poly.bounds, order=self.order, max_cells=self.max_cells)
                 fine = min(self.order, level + RASTER_BITS)
                 f = 1 << (fine - level)
                 out.append((level, x0, y0, Raster(_rings(poly), fine, x0 * f, y0 * f, (x1 + 1 - x0) * f,
@@ -184,7 +186,7 @@ class Region:
         if not self.rasterised:
             out = []
             for poly in self.parts:
-                level, cx, cy, _ = box_cells(*poly.bounds, order=self.order, max_cells=MAX_CELLS)
+                level, cx, cy, _ = box_cells(*poly.bounds, order=self.order, max_cells=self.max_cells)
                 out.append((level, cx, cy, np.zeros(cx.size, bool)))
             return out
         out = []

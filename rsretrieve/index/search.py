@@ -166,6 +166,8 @@ class Searcher:
         thr, ranges, est = self.exact_max_rows, None, float(seg.n_alive)
         if index is None:
             broad = False
+            if cf is not None and cf.needs_hint:
+                cf.size_hint(cf.box_estimate(seg))
         elif cf is None:
             broad = seg.n_alive > max(thr, self.ann_min_selectivity * seg.n)
         else:  # a sample of the segment first; only a possibly selective filter pays for its key ranges
@@ -174,6 +176,7 @@ class Searcher:
             est = box if box is not None and box <= limit else cf.quick_estimate(seg)
             broad = est > limit
             if not broad:
+                cf.size_hint(box)
                 ranges = cf.row_ranges(seg)
                 if int((ranges[1] - ranges[0]).sum()) > thr:
                     est = cf.estimate(seg, ranges)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 
+from rsretrieve.index import filters as filters_mod
 from rsretrieve.index.filters import CompiledFilter, QueryFilter
 from rsretrieve.index.search import Searcher
 from rsretrieve.index.store import IndexStore
@@ -53,6 +54,26 @@ def test_exact_mode_equals_brute_force_topk(store, tiles, name):
         assert result.plan["mode"] == "exact"
         assert result.plan["candidates"] == brute_mask(tiles, flt).sum()
         _check_exact(result, tiles, q[:nq], flt, 10)
+
+
+@pytest.mark.parametrize("small_rows", [0, 10**9])
+@pytest.mark.parametrize("name", ["bbox", "antimeridian_bbox", "polygon", "multipolygon", "polygon_with_hole_and_time",
+                                  "multipolygon_with_hole", "combined"])
+def test_exact_mode_equals_brute_force_with_coarse_or_fine_covers(store, tiles, name, small_rows, monkeypatch):
+    """The cover of the geometry is sized by the rows estimated in its box: both sizes give the exact answer."""
+    monkeypatch.setattr(filters_mod, "SMALL_BOX_ROWS", small_rows)
+    sizes, hint = [], CompiledFilter.size_hint
+
+    def recording(self, rows):
+        hint(self, rows)
+        sizes.append(self.box_cells)
+    monkeypatch.setattr(CompiledFilter, "size_hint", recording)
+    flt = FILTERS[name]
+    q = queries(tiles, 2, seed=17)
+    result = Searcher(store, exact_max_rows=10**9).search(q, 10, flt)
+    assert sizes[0] == (filters_mod.SMALL_BOX_CELLS if small_rows else filters_mod.BOX_CELLS)
+    assert result.plan["candidates"] == brute_mask(tiles, flt).sum()
+    _check_exact(result, tiles, q, flt, 10)
 
 
 def test_unfiltered_exact_equals_brute_force(store, tiles):
