@@ -121,10 +121,15 @@ class Raster:
     def classify(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """int8 state of points (degrees): ``INSIDE``, ``OUTSIDE`` or ``NEAR`` (needs the exact test)."""
         # as in hilbert.grid_xy (lon 180 and lat 90 fall in the last column / row), then clipped onto the border
+        # in padded cells: shifted before the floor (rounding ~1e-11 cell, far below _MARGIN), one clip per axis
         last = (1 << self.fine) - 1
-        c = np.maximum(np.minimum(np.floor((lon + 180.0) * self._sx), min(last, self.x0 + self.nx)) - (self.x0 - 1), 0)
-        r = np.maximum(np.minimum(np.floor((lat + 90.0) * self._sy), min(last, self.y0 + self.ny)) - (self.y0 - 1), 0)
-        return self._flat[(r * self._w + c).astype(np.intp)]
+        c = np.floor(np.add(lon, 180.0) * self._sx - (self.x0 - 1))
+        r = np.floor(np.add(lat, 90.0) * self._sy - (self.y0 - 1))
+        np.clip(c, 0, min(last, self.x0 + self.nx) - (self.x0 - 1), out=c)
+        np.clip(r, 0, min(last, self.y0 + self.ny) - (self.y0 - 1), out=r)
+        r *= self._w
+        r += c
+        return self._flat.take(r.astype(np.intp))
 
     def coarse(self, bits: int) -> np.ndarray:
         """State of the rectangle's coarse cells of ``2**bits`` x ``2**bits`` fine cells, int8 (ny >> bits,

@@ -106,3 +106,22 @@ def test_many_parts_fall_back_to_shapely():
     lon, lat = _points(parts, 5000, seed=1)
     assert np.array_equal(region.contains(lon, lat), shapely.intersects_xy(parts, lon, lat))
     assert all(not inside.any() for *_, inside in region.key_cells())
+
+
+@pytest.mark.parametrize("max_cells", [64, 1024])
+@pytest.mark.parametrize("name", GEOMS)
+def test_contains_equals_shapely_on_grid_lines_at_every_cover_size(name, max_cells):
+    """Points exactly on the lines between fine cells (where a point's cell is decided by rounding) and random
+    points, with coarse and fine covers."""
+    geom = GEOMS[name]
+    region = Region(geom, max_cells=max_cells)
+    fine = region.part_cells()[0][3].fine
+    w, s, e, n = geom.bounds
+    rng = np.random.default_rng(max_cells)
+    step_x, step_y = 360 / (1 << fine), 180 / (1 << fine)
+    gx = (np.floor((w + 180) / step_x) + rng.integers(-2, int((e - w) / step_x) + 3, 4000)) * step_x - 180
+    gy = (np.floor((s + 90) / step_y) + rng.integers(-2, int((n - s) / step_y) + 3, 4000)) * step_y - 90
+    lon, lat = _points(geom, 4000, seed=max_cells)
+    lon = np.concatenate([lon, gx, rng.uniform(w, e, 4000), gx]).clip(-180, 180)
+    lat = np.concatenate([lat, rng.uniform(s, n, 4000), gy, gy]).clip(-90, 90)
+    assert np.array_equal(region.contains(lon, lat), shapely.intersects_xy(geom, lon, lat))
