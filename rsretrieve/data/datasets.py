@@ -191,12 +191,16 @@ def index_cells(catalog: Catalog, sensors: Sequence[str], cells: Sequence[str] |
     return CellIndex(wanted, labels, tile_ids, keys, scheme_labels)
 
 
+_COLLATED = "_collated"  # marks a batch that CellDataset.__getitems__ gathered and collated already
+
+
 class TileCache:
     """Normalised tiles held in memory as float16, one array (N, C, n, n) per sensor, read scene by scene."""
 
     def __init__(self, catalog: Catalog, tile_ids: dict[str, Iterable[int]], tile_m: float):
         self.arrays: dict[str, np.ndarray] = {}
         self.rows: dict[str, dict[int, int]] = {}
+        self._sorted: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # sensor -> (sorted tile ids, their rows)
         for sensor, ids in tile_ids.items():
             ids = sorted({int(i) for i in ids if i >= 0})
             spec = get_sensor(sensor)
@@ -214,6 +218,18 @@ class TileCache:
 
     def get(self, sensor: str, tile_id: int) -> np.ndarray:
         return self.arrays[sensor][self.rows[sensor][int(tile_id)]]
+
+    def get_many(self, sensor: str, tile_ids: np.ndarray) -> np.ndarray:
+        """Tiles ``(len(tile_ids), C, n, n)`` float32 of cached tile ids, in the given order."""
+        if sensor not in self._sorted:
+            ids = np.fromiter(self.rows[sensor].keys(), np.int64, len(self.rows[sensor]))
+            order = np.argsort(ids)
+            self._sorted[sensor] = (ids[order], np.fromiter(self.rows[sensor].values(), np.int64, len(ids))[order])
+        ids, rows = self._sorted[sensor]
+        at = np.searchsorted(ids, tile_ids)
+        if len(tile_ids) and (at.max() >= len(ids) or not np.array_equal(ids[at], tile_ids)):
+            raise KeyError(f"{sensor}: tiles not in the cache")
+        return self.arrays[sensor][rows[at]].astype(np.float32)
 
 
 class CellDataset(Dataset):
@@ -237,6 +253,29 @@ class CellDataset(Dataset):
         return {"cell": i, "label": int(self.index.labels[i]), "scheme": int(self.label_scheme[i]),
                 "inputs": inputs, "present": present}
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """A whole batch gathered at once (what DataLoader asks a map-style dataset for when it can): one array
+        copy per sensor instead of one per tile. Returns a one-element list holding the collated batch, which
+        :func:`collate_cells` passes through."""
+        idx = np.asarray(indices, dtype=np.int64)
+        labels = self.index.labels[idx].astype(int).tolist()
+        if len(set(self.label_scheme[idx].tolist())) > 1:
+            labels = one_scheme_labels(labels, self.label_scheme[idx].tolist())
+        batch = {"cell": torch.from_numpy(idx.copy()), "label": torch.tensor(labels, dtype=torch.long),
+                 "inputs": {}, "present": {}, _COLLATED: True}
+        for s in self.sensors:
+            tids = np.asarray(self.index.tile_ids[s])[idx].astype(np.int64)
+            present = tids >= 0
+            if present.all():
+                x = self.cache.get_many(s, tids)
+            else:
+                shape = self.cache.arrays[s].shape[1:]
+                x = np.zeros((len(idx), *shape), np.float32)
+                x[present] = self.cache.get_many(s, tids[present])
+            batch["inputs"][s] = torch.from_numpy(x)
+            batch["present"][s] = torch.from_numpy(present)
+        return [batch]
+
 
 def one_scheme_labels(labels: Sequence[int], schemes: Sequence[int]) -> list[int]:
     """Labels of a batch with only one scheme's kept: the scheme most labelled cells have (ties: the lowest index);
@@ -253,7 +292,12 @@ def one_scheme_labels(labels: Sequence[int], schemes: Sequence[int]) -> list[int
 
 def collate_cells(samples: list[dict], shapes: dict[str, tuple[int, ...]]) -> dict:
     """Stack samples into the batch format; absent sensors get zeros and ``present = False``; labels of one
-    scheme per batch (:func:`one_scheme_labels`)."""
+    scheme per batch (:func:`one_scheme_labels`). A batch :meth:`CellDataset.__getitems__` collated already
+    passes through."""
+    if len(samples) == 1 and samples[0].get(_COLLATED):
+        batch = dict(samples[0])
+        del batch[_COLLATED]
+        return batch
     labels = [s["label"] for s in samples]
     if any("scheme" in s for s in samples):
         labels = one_scheme_labels(labels, [s.get("scheme", -1) for s in samples])

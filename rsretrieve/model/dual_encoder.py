@@ -65,6 +65,10 @@ class DualEncoder(nn.Module):
             raise KeyError(f"no tower for sensor {sensor!r}; the encoder has {', '.join(self.sensors)}")
         return self.towers[sensor](x)
 
+    def project_many(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """:meth:`project` of each sensor's batch (the towers share nothing to batch together)."""
+        return {s: self.project(s, x) for s, x in inputs.items()}
+
     def embed(self, sensor: str, x: Tensor) -> Tensor:
         """Exported unit vectors ``(B, E)``."""
         return F.normalize(self.project(sensor, x), dim=-1)

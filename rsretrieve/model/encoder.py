@@ -131,6 +131,30 @@ class CrossSensorEncoder(nn.Module):
         """``W h`` before normalisation: ``(B, C, H, W)`` -> ``(B, E)`` (what the objective trains on)."""
         return self.metric.project(self.features(sensor, x))
 
+    def project_many(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """:meth:`project` of several sensors' batches, with one pass of the shared head for all of them.
+
+        Tokens of sensors with the same token count are concatenated along the batch before the head (whose every
+        operation is per sample), so training runs a few large matrix products instead of one small set per sensor.
+
+        Args:
+            inputs: sensor -> normalised tiles ``(B_s, C_s, H_s, W_s)``.
+
+        Returns:
+            sensor -> ``(B_s, E)``, equal to ``project(sensor, x)`` up to float rounding.
+        """
+        marked = {s: self.head.mark_family(self.tokens(s, x), self.branches[s].family) for s, x in inputs.items()}
+        groups: dict[int, list[str]] = {}
+        for s, t in marked.items():
+            groups.setdefault(t.shape[1], []).append(s)
+        out: dict[str, Tensor] = {}
+        for names in groups.values():
+            h = self.head.forward_marked(torch.cat([marked[s] for s in names]))  # (sum B_s, D)
+            z = self.metric.project(h)  # (sum B_s, E)
+            for s, part in zip(names, z.split([len(marked[s]) for s in names])):
+                out[s] = part
+        return out
+
     def embed(self, sensor: str, x: Tensor) -> Tensor:
         """Exported vectors: ``(B, C, H, W)`` normalised tiles -> ``(B, E)`` unit vectors (inner product = cosine).
 

@@ -148,9 +148,17 @@ class SemanticHead(nn.Module):
         Returns:
             ``h``: ``(B, D)``.
         """
-        x = tokens
-        if self.family_embedding is not None:
-            x = x + self.family_embedding.weight[FAMILIES.index(family)]  # (B, N, D)
+        return self.forward_marked(self.mark_family(tokens, family))
+
+    def mark_family(self, tokens: Tensor, family: str) -> Tensor:
+        """Tokens ``(B, N, D)`` plus the family embedding (unchanged without one)."""
+        if self.family_embedding is None:
+            return tokens
+        return tokens + self.family_embedding.weight[FAMILIES.index(family)]  # (B, N, D)
+
+    def forward_marked(self, x: Tensor) -> Tensor:
+        """The blocks and the pooling on tokens that already carry their family embedding: ``(B, N, D)`` ->
+        ``(B, D)``. Every operation is per sample, so tiles of several sensors can share one call."""
         for block in self.blocks:
             x = block(x)  # (B, N, D)
         return self.ln_out(self.pool(self.ln_f(x)))  # (B, D)

@@ -232,12 +232,13 @@ class CrossSensorTask(LightningModule):
             batch = self.augmenter(batch)
         cells, labels = batch["cell"], batch["label"]
         want_views = self.objective.flags["within"] and self.augmenter is not None
+        masks = {s: m for s, m in self._present(batch).items() if m.any()}
+        xs = {s: batch["inputs"][s][m] for s, m in masks.items()}
+        projected = self.model.project_many(xs)  # one pass of the shared head over every sensor's tiles
         parts = {}
-        for s, mask in self._present(batch).items():
-            if not mask.any():
-                continue
-            x = batch["inputs"][s][mask]
-            part = SensorEmbeddings(self.model.project(s, x), cells[mask], labels[mask])
+        for s, mask in masks.items():
+            x = xs[s]
+            part = SensorEmbeddings(projected[s], cells[mask], labels[mask])
             unlabelled = part.labels < 0
             if want_views and unlabelled.any():
                 part.view = self.model.project(s, self.augmenter.view(s, x[unlabelled]))

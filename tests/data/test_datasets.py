@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.datasets import CellDataset, TileCache, collate_cells, index_cells, spatial_split
@@ -53,6 +54,21 @@ def test_cells_of_a_synthetic_archive_carry_all_sensors_at_native_size(tmp_path)
     assert (idx.labels >= 0).mean() > 0.8  # land-cover truth ingested (edge cells under half covered: none)
     full = [i for i in range(len(ds)) if all(idx.tile_ids[s][i] >= 0 for s in sensors)]
     assert len(full) >= 2 * 16  # 1920 m sites: at least 4 x 4 cells seen by all three sensors
+    # the batched gather (DataLoader's __getitems__) gives the same batch as collating cell by cell,
+    # cells with missing sensors included
+    some = full[:6]
+    idx.tile_ids["enmap"][some[0]] = -1  # two cells lose a sensor
+    idx.tile_ids["sentinel1"][some[3]] = -1
+    one_by_one = collate_cells([ds[i] for i in some], shapes)
+    batched = collate_cells(ds.__getitems__(some), shapes)
+    assert set(batched) == set(one_by_one) == {"cell", "label", "inputs", "present"}
+    for key in ("cell", "label"):
+        assert batched[key].tolist() == one_by_one[key].tolist()
+    for s in sensors:
+        assert batched["present"][s].tolist() == one_by_one["present"][s].tolist()
+        assert batched["present"][s].sum() == 6 - (s in ("enmap", "sentinel1"))
+        assert batched["inputs"][s].dtype == one_by_one["inputs"][s].dtype
+        assert torch.equal(batched["inputs"][s], one_by_one["inputs"][s])
 
 
 def test_neighbourhood_batches_use_every_cell_once_and_few_neighbourhoods():

@@ -128,3 +128,26 @@ def test_branch_registry_refuses_duplicates_and_prefers_sensor_overrides():
         assert branch_class(get_sensor("sentinel2")).__name__ == "OpticalBranch"
     finally:
         del _BRANCHES["landsat8"]
+
+
+def _sar_stem_with_every_slot(branch, x: torch.Tensor) -> torch.Tensor:
+    """The SAR stem written out on all four polarisation slots (absent slots as zero images), by the definition."""
+    from rsretrieve.model.sar import POLARIZATIONS, _local_stats
+
+    b, _, h, w = x.shape
+    x = x * branch.band_valid[None, :, None, None]
+    slots = x.new_zeros(b, len(POLARIZATIONS), h, w).index_add(1, branch.slots, x)
+    mean, std = _local_stats(slots, branch.window)
+    flags = branch.present[None, :, None, None].expand(b, -1, h, w)
+    stride = branch.stride_for(h, w)
+    return F.conv2d(torch.cat([mean, std, flags], dim=1), branch.patch.weight, branch.patch.bias, stride=stride,
+                    padding=branch.padding_for(stride))
+
+
+@pytest.mark.parametrize("size", [48, 16, 12, 5])
+def test_sar_stem_on_used_slots_equals_the_stem_on_every_slot(size):
+    torch.manual_seed(0)
+    branch = build_branch(get_sensor("sentinel1"), DIM)
+    torch.nn.init.normal_(branch.patch.bias)
+    x = torch.randn(3, 2, size, size)
+    assert torch.allclose(branch.stem(x), _sar_stem_with_every_slot(branch, x), atol=1e-5)

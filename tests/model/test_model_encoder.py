@@ -119,3 +119,13 @@ def test_unknown_or_duplicate_sensor_is_an_error(encoder):
         CrossSensorEncoder(["sentinel1"], dim=32).embed("sentinel2", tile("sentinel2"))
     with pytest.raises(ValueError, match="already"):
         encoder.add_sensor("sentinel1")
+
+
+def test_project_many_equals_project_of_each_sensor(encoder):
+    inputs = {name: tile(name, 3, seed=i) for i, name in enumerate(encoder.sensors)}
+    together = encoder.project_many(inputs)
+    assert set(together) == set(inputs)
+    for name, x in inputs.items():
+        alone = encoder.project(name, x)
+        assert together[name].shape == alone.shape
+        assert torch.allclose(together[name], alone, atol=1e-5), name
