@@ -5,9 +5,12 @@ A tile matches a filter when its centroid (lon, lat) lies in the bbox (edges inc
 sensor is one of ``sensors``, and neither its scene nor its cell is excluded. ``one_per_cell`` is applied by the
 planner on the ranked results, not here.
 
-Rows are found in three steps: the filter's boxes become Hilbert key ranges (:func:`box_key_ranges`), the segment's
-sorted keys turn those into row ranges (``np.searchsorted``), and vectorised checks on the columns of just those
-rows keep the exact matches.
+Rows are found in three steps: the filter's boxes become Hilbert key ranges, one per grid cell of the box's cover
+(:func:`box_ranges`; a polygon's cells come from its rasters, :class:`Region`), the segment's sorted keys turn those
+into row ranges (``np.searchsorted``), and vectorised checks on the columns of just those rows keep the exact matches
+(the geometric test only in ranges not wholly inside the geometry). A query costs a few dozen array operations of
+about a microsecond each on top of the rows it checks, so the cover is sized to the rows estimated in the filter's
+box: 16 cells (64 per polygon part) below ``SMALL_BOX_ROWS``, 256 (1024) above.
 """
 
 from __future__ import annotations
