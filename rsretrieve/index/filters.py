@@ -39,6 +39,8 @@ BOX_CELLS = 256
 SMALL_BOX_ROWS = 4096
 SMALL_BOX_CELLS = 16
 SMALL_REGION_CELLS = 64
+#: rows checked per pass of :meth:`CompiledFilter.rows`
+ROWS_CHUNK = 32768
 _SAMPLE = np.sort(np.random.default_rng(0).random(1024))  # fixed positions for selectivity estimates
 
 
@@ -233,6 +235,26 @@ class CompiledFilter:
         starts, stops, inside = self.row_ranges(seg) if ranges is None else ranges
         if starts.size == 1 and starts[0] == 0 and stops[0] == seg.n:
             return np.flatnonzero(self.check(seg, None))
+        lens = stops - starts
+        total = int(lens.sum())
+        if total <= ROWS_CHUNK:
+            return self._rows(seg, starts, stops, inside)
+        # in chunks of about ROWS_CHUNK rows: temporaries that stay in cache and in the allocator's free memory (fresh
+        # arrays of megabytes cost page faults, more than the checks themselves)
+        long = lens > ROWS_CHUNK
+        if long.any():  # cut long ranges into pieces of ROWS_CHUNK rows
+            pieces = np.where(long, -(-lens // ROWS_CHUNK), 1)
+            which = np.repeat(np.arange(lens.size), pieces)
+            offset = (np.arange(which.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * ROWS_CHUNK
+            starts = starts[which] + offset
+            stops, inside = np.minimum(starts + ROWS_CHUNK, stops[which]), inside[which]
+            lens = stops - starts
+        cuts = np.searchsorted(np.cumsum(lens), np.arange(ROWS_CHUNK, total, ROWS_CHUNK), side="right").tolist()
+        out = [self._rows(seg, starts[a:b], stops[a:b], inside[a:b]) for a, b in zip([0] + cuts, cuts + [lens.size])
+               if b > a]
+        return np.concatenate(out) if len(out) != 1 else out[0]
+
+    def _rows(self, seg: Segment, starts: np.ndarray, stops: np.ndarray, inside: np.ndarray) -> np.ndarray:
         rows = ranges_to_rows(starts, stops)
         if not self.geo:
             near = False

@@ -10,6 +10,7 @@ import pytest
 import shapely
 from shapely.geometry import MultiPolygon, Point, Polygon, box, mapping
 
+from rsretrieve.index import filters as filters_mod
 from rsretrieve.index.filters import CompiledFilter, QueryFilter, load_region, parse_bbox, ranges_to_rows
 from rsretrieve.index.hilbert import grid_xy
 from rsretrieve.index.region import INSIDE, NEAR, OUTSIDE, Region
@@ -140,3 +141,15 @@ def test_rows_of_each_segment_equal_brute_force(store, tiles, name):
     expected = tiles["tile_ids"][brute_mask(tiles, flt)]
     assert expected.size > 0
     assert sorted(got.tolist()) == sorted(expected.tolist())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 500])
+@pytest.mark.parametrize("name", ["bbox", "polygon_with_hole", "combined", "time"])
+def test_rows_checked_in_chunks_are_the_same_ascending_rows(store, name, chunk, monkeypatch):
+    """Rows are checked in passes of ROWS_CHUNK rows (long ranges cut): the same rows, ascending, whatever the size."""
+    flt = FILTERS[name]
+    whole = [CompiledFilter(flt, store.sensors).rows(seg) for seg in store.segments]
+    monkeypatch.setattr(filters_mod, "ROWS_CHUNK", chunk)
+    for seg, ref in zip(store.segments, whole):
+        got = CompiledFilter(flt, store.sensors).rows(seg)
+        assert got.dtype == np.int64 and got.tolist() == ref.tolist() and (np.diff(got) > 0).all()
