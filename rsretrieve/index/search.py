@@ -134,7 +134,7 @@ class Searcher:
             full = rows[0, -1] >= 0 if nq == 1 else nq == 0 or rows[:, -1].min() >= 0  # FAISS pads with -1 last
             if not full:  # FAISS pads missing hits with -FLT_MAX: -inf, as the other paths
                 scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
-            tiles = seg.tile_id[rows] if full else np.where(rows >= 0, seg.tile_id[rows], -1)
+            tiles = seg.tile_id.take(rows) if full else np.where(rows >= 0, seg.tile_id.take(rows), -1)
             return SearchResult(tiles, scores, dict(plan), hits=[(seg, rows)])
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
