@@ -40,7 +40,12 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
     last = ckdir / "last.ckpt"
     if resume and last.exists():
         args += ["--ckpt_path", str(last)]
-    callbacks = [ModelCheckpoint(dirpath=ckdir, filename="best", monitor="val/recall@1", mode="max", save_last=True)]
+    # two checkpoints: the best by validation recall, and the latest after every epoch (what --resume needs: this
+    # Lightning saves a ``save_last`` checkpoint only when a top-k one is saved too, so it went stale whenever the
+    # validation recall did not improve, and a resumed run lost every epoch since the last improvement)
+    callbacks = [ModelCheckpoint(dirpath=ckdir, filename="best", monitor="val/recall@1", mode="max"),
+                 ModelCheckpoint(dirpath=ckdir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                                 save_on_train_epoch_end=True, enable_version_counter=False)]
     argv, sys.argv = sys.argv, sys.argv[:1]  # the options are in ``args``; LightningCLI must not read them twice
     try:
         cli = RetrievalCLI(CrossSensorTask, CellDataModule, args=args, run=True,

@@ -59,6 +59,20 @@ def test_train_resume_continues_from_last_checkpoint(trained):
     assert ck["global_step"] == 2 * before["global_step"]
 
 
+def test_last_checkpoint_is_the_latest_epoch_even_when_validation_does_not_improve(trained):
+    # learning rate 0: the validation recall of epoch 1 and 2 equals epoch 0's, so no "best" is saved after epoch 0;
+    # last.ckpt must still be the end of epoch 2 (a stale one would make --resume repeat epochs)
+    r = run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", trained, "--name", "frozen",
+                "--model.lr", "0", "--model.warmup_steps", "0", "--data.batch_size", "4", "--data.block", "1",
+                "--trainer.max_epochs", "3", "--trainer.max_time", "null", "--trainer.enable_model_summary", "false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = trained / "checkpoints" / "frozen"
+    last = torch.load(d / "last.ckpt", weights_only=True, map_location="cpu")
+    best = torch.load(d / "best.ckpt", weights_only=True, map_location="cpu")
+    assert last["epoch"] == 2 and best["epoch"] == 0
+    assert last["global_step"] == 3 * best["global_step"]
+
+
 def test_train_with_a_missing_config_or_workspace_exits_2(tmp_path):
     r = run_cli("train", "--config", tmp_path / "nope.yaml", "--workspace", tmp_path)
     assert r.returncode == 2 and "no such file" in r.stderr
