@@ -166,7 +166,9 @@ def _kept_ablation() -> str | None:
 
     from _benchdoc import DOC
 
-    m = re.search(r"<!-- model:start -->\n.*?(### Ablation.*?)\n\n_Measured", DOC.read_text(), re.S)
+    # up to the section's own closing stamp: a kept ablation carries a stamp line of its own
+    m = re.search(r"<!-- model:start -->\n.*?(### Ablation.*)\n\n_Measured [^\n]*_\n<!-- model:end -->", DOC.read_text(),
+                  re.S)
     return m.group(1).rstrip() if m else None
 
 
