@@ -125,13 +125,32 @@ def hilbert_key(lon: np.ndarray, lat: np.ndarray, order: int = HILBERT_ORDER) ->
     return hilbert_index(x, y, order)
 
 
+def _grid_corners(west: float, south: float, east: float, north: float, order: int) -> tuple[int, int, int, int]:
+    """Full-order grid columns and rows of a box's edges: the arithmetic of grid_xy, on Python floats (C doubles)
+    for the two corners."""
+    n = 1 << order
+    gx0, gx1 = (min(max(math.floor((v + 180.0) * (n / 360.0)), 0), n - 1) for v in (west, east))
+    gy0, gy1 = (min(max(math.floor((v + 90.0) * (n / 180.0)), 0), n - 1) for v in (south, north))
+    return gx0, gx1, gy0, gy1
+
+
+def _inside_axes(west: float, south: float, east: float, north: float, order: int, level: int, x0: int, x1: int,
+                 y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+    """For columns ``x0..x1`` and rows ``y0..y1`` of ``level``: whether each lies strictly between the grid columns
+    (rows) of the box's edges, bool arrays; a cell is wholly inside the box where both hold. Python loops: the
+    axes are short."""
+    gx0, gx1, gy0, gy1 = _grid_corners(west, south, east, north, order)
+    shift = order - level
+    in_x = np.array([(x << shift) > gx0 and ((x + 1) << shift) - 1 < gx1 for x in range(x0, x1 + 1)], dtype=bool)
+    in_y = np.array([(y << shift) > gy0 and ((y + 1) << shift) - 1 < gy1 for y in range(y0, y1 + 1)], dtype=bool)
+    return in_x, in_y
+
+
 def box_extent(west: float, south: float, east: float, north: float, order: int = HILBERT_ORDER,
                max_cells: int = 1024) -> tuple[int, int, int, int, int]:
     """The finest quadtree level at which a box (``west <= east``, degrees) spans at most ``max_cells`` grid cells,
     and the cells it spans there: ``(level, x0, x1, y0, y1)``, columns ``x0..x1`` and rows ``y0..y1`` inclusive."""
-    n = 1 << order  # the arithmetic of grid_xy, on Python floats (C doubles) for the two corners
-    gx0, gx1 = (min(max(math.floor((v + 180.0) * (n / 360.0)), 0), n - 1) for v in (west, east))
-    gy0, gy1 = (min(max(math.floor((v + 90.0) * (n / 180.0)), 0), n - 1) for v in (south, north))
+    gx0, gx1, gy0, gy1 = _grid_corners(west, south, east, north, order)
     level = order
     while level > 0 and ((gx1 >> (order - level)) - (gx0 >> (order - level)) + 1) * (
             (gy1 >> (order - level)) - (gy0 >> (order - level)) + 1) > max_cells:
@@ -151,14 +170,9 @@ def box_cells(west: float, south: float, east: float, north: float, order: int =
         (they lie strictly between the grid columns and rows of the box's edges).
     """
     level, x0, x1, y0, y1 = box_extent(west, south, east, north, order, max_cells)
-    shift = order - level
-    n = 1 << order
-    gx0, gx1 = (min(max(math.floor((v + 180.0) * (n / 360.0)), 0), n - 1) for v in (west, east))
-    gy0, gy1 = (min(max(math.floor((v + 90.0) * (n / 180.0)), 0), n - 1) for v in (south, north))
     xs = np.arange(x0, x1 + 1, dtype=np.int64)
     ys = np.arange(y0, y1 + 1, dtype=np.int64)
-    in_x = ((xs << shift) > gx0) & ((((xs + 1) << shift) - 1) < gx1)
-    in_y = ((ys << shift) > gy0) & ((((ys + 1) << shift) - 1) < gy1)
+    in_x, in_y = _inside_axes(west, south, east, north, order, level, x0, x1, y0, y1)
     return level, np.repeat(xs, ys.size), np.tile(ys, xs.size), (in_x[:, None] & in_y[None, :]).ravel()
 
 
@@ -170,13 +184,7 @@ def box_ranges(west: float, south: float, east: float, north: float, order: int 
     level, x0, x1, y0, y1 = box_extent(west, south, east, north, order, max_cells)
     if not flag_inside:
         return rect_ranges(level, x0, x1, y0, y1, order=order)
-    shift = order - level
-    n = 1 << order
-    gx0, gx1 = (min(max(math.floor((v + 180.0) * (n / 360.0)), 0), n - 1) for v in (west, east))
-    gy0, gy1 = (min(max(math.floor((v + 90.0) * (n / 180.0)), 0), n - 1) for v in (south, north))
-    # cells strictly between the grid columns / rows of the edges: in Python, the axes are short
-    in_x = np.array([(x << shift) > gx0 and ((x + 1) << shift) - 1 < gx1 for x in range(x0, x1 + 1)])
-    in_y = np.array([(y << shift) > gy0 and ((y + 1) << shift) - 1 < gy1 for y in range(y0, y1 + 1)])
+    in_x, in_y = _inside_axes(west, south, east, north, order, level, x0, x1, y0, y1)
     return rect_ranges(level, x0, x1, y0, y1, in_x[:, None] & in_y, order=order)
 
 
@@ -194,11 +202,11 @@ def cell_ranges(level: int, cx: np.ndarray, cy: np.ndarray, flags: np.ndarray | 
 
 
 def rect_ranges(level: int, x0: int, x1: int, y0: int, y1: int, flags: np.ndarray | None = None,
-                keep: np.ndarray | None = None, order: int = HILBERT_ORDER,
-                merge: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                keep: np.ndarray | None = None,
+                order: int = HILBERT_ORDER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Key ranges of the cells of a rectangle, optionally only the cells marked in ``keep``; ``flags`` and
-    ``keep`` are (x1 - x0 + 1, y1 - y0 + 1) arrays indexed [column, row]. One sorted range per cell, or with
-    ``merge`` consecutive cells of equal flag merged (as :func:`cell_ranges`)."""
+    ``keep`` are (x1 - x0 + 1, y1 - y0 + 1) arrays indexed [column, row]. One sorted range per cell, unmerged
+    (:func:`cell_ranges` merges)."""
     if level == 0:
         f = np.zeros(1, np.int8) if flags is None else np.asarray(flags, np.int8).reshape(-1)[:1]
         return np.zeros(1, np.int64), np.full(1, 1 << (2 * order), np.int64), f
@@ -209,8 +217,6 @@ def rect_ranges(level: int, x0: int, x1: int, y0: int, y1: int, flags: np.ndarra
     else:
         h = h.reshape(-1)
         f = np.zeros(h.size, np.int8) if flags is None else flags.reshape(-1).view(np.int8)
-    if merge:
-        return merge_cells(h, f, order - level)
     o = np.argsort(h)
     shift = 2 * (order - level)
     h = h.take(o)
