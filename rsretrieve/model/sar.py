@@ -58,37 +58,32 @@ class SarBranch(SensorBranch):
         self.register_buffer("slots", torch.tensor(slots, dtype=torch.long), persistent=False)
         self.register_buffer("band_valid", valid.float(), persistent=False)
         self.register_buffer("present", present, persistent=False)
-        # the slots that receive a valid band: only these vary from tile to tile; the others are constants
-        used = sorted({s for s, ok in zip(slots, valid.tolist()) if ok})
-        self._used = used
+        # the 3n stem channels are [mean x n, std x n, presence flag x n]. Only the mean and std of the slots that
+        # receive a valid band vary from tile to tile; a slot without a band is 0, so its mean is 0 and its std
+        # sqrt(1e-6) everywhere, and the flags are constant: their share of the convolution is the same for every
+        # tile, computed on a (1, 3n, H, W) map of these values
+        n = len(POLARIZATIONS)
+        used = torch.nonzero(present).flatten().tolist()
         self.register_buffer("valid_bands", torch.nonzero(valid).flatten(), persistent=False)
         self.register_buffer("valid_slots", torch.tensor([used.index(s) for s, ok in zip(slots, valid.tolist()) if ok],
                                                          dtype=torch.long), persistent=False)
+        self.register_buffer("varying", torch.tensor(used + [n + u for u in used], dtype=torch.long),
+                             persistent=False)
+        const = torch.cat([torch.zeros(n), torch.where(present > 0, 0.0, math.sqrt(1e-6)), present])  # (3n,)
+        self.register_buffer("constants", const, persistent=False)
         self.window = window
-        n = len(POLARIZATIONS)
         self.patch = nn.Conv2d(3 * n, stem_dim, kernel_size=3)
         init_convolutions(self)
 
     def stem(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
-        n = len(POLARIZATIONS)
-        used = self._used
-        slots = x.new_zeros(b, len(used), h, w)  # (B, P, H, W), the slots that receive a valid band
+        slots = x.new_zeros(b, len(self.varying) // 2, h, w)  # (B, P, H, W), the slots that receive a valid band
         slots = slots.index_add(1, self.valid_slots, x[:, self.valid_bands])  # (B, P, H, W)
         mean, std = _local_stats(slots, self.window)  # (B, P, H, W) each
-        # the 3n stem channels are [mean x n, std x n, presence flag x n]; a slot without a band is 0, so its mean is
-        # 0 and its std sqrt(1e-6) everywhere, and the flags are constant: their share of the convolution is the
-        # same for every tile, computed once on a (1, 3n, H, W) map of those constants
-        idx = torch.tensor(used + [n + u for u in used], device=x.device)  # the varying channels
-        const = x.new_zeros(1, 3 * n, h, w)  # (1, 3n, H, W)
-        absent = [i for i in range(n) if i not in used]
-        if absent:
-            const[:, [n + i for i in absent]] = math.sqrt(1e-6)
-        const[:, 2 * n:] = self.present.to(x.dtype)[None, :, None, None]
-        const[:, idx] = 0.0
+        const = self.constants.to(x.dtype)[None, :, None, None].expand(1, -1, h, w)  # (1, 3n, H, W)
         stride = self.stride_for(h, w)
         pad = self.padding_for(stride)
-        varying = F.conv2d(torch.cat([mean, std], dim=1), self.patch.weight[:, idx], None, stride=stride,
+        varying = F.conv2d(torch.cat([mean, std], dim=1), self.patch.weight[:, self.varying], None, stride=stride,
                            padding=pad)  # (B, S, ~cells, ~cells)
         return varying + F.conv2d(const, self.patch.weight, self.patch.bias, stride=stride,
                                   padding=pad)  # (B, S, ~cells, ~cells)
