@@ -200,7 +200,7 @@ class TileCache:
     def __init__(self, catalog: Catalog, tile_ids: dict[str, Iterable[int]], tile_m: float):
         self.arrays: dict[str, np.ndarray] = {}
         self.rows: dict[str, dict[int, int]] = {}
-        self._sorted: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # sensor -> (sorted tile ids, their rows)
+        self.ids: dict[str, np.ndarray] = {}  # sensor -> cached tile ids, ascending: row i holds ids[i]
         for sensor, ids in tile_ids.items():
             ids = sorted({int(i) for i in ids if i >= 0})
             spec = get_sensor(sensor)
@@ -214,6 +214,7 @@ class TileCache:
                 for tid, a in read_scene_tiles(catalog.scene(sid), tiles, tile_m):
                     arr[pos[tid]] = np.clip(a, -60000, 60000)
             self.arrays[sensor], self.rows[sensor] = arr, pos
+            self.ids[sensor] = np.asarray(ids, dtype=np.int64)
             log.info("cached %d %s tiles (%.0f MB)", len(ids), sensor, arr.nbytes / 1e6)
 
     def get(self, sensor: str, tile_id: int) -> np.ndarray:
@@ -221,15 +222,11 @@ class TileCache:
 
     def get_many(self, sensor: str, tile_ids: np.ndarray) -> np.ndarray:
         """Tiles ``(len(tile_ids), C, n, n)`` float32 of cached tile ids, in the given order."""
-        if sensor not in self._sorted:
-            ids = np.fromiter(self.rows[sensor].keys(), np.int64, len(self.rows[sensor]))
-            order = np.argsort(ids)
-            self._sorted[sensor] = (ids[order], np.fromiter(self.rows[sensor].values(), np.int64, len(ids))[order])
-        ids, rows = self._sorted[sensor]
+        ids = self.ids[sensor]
         at = np.searchsorted(ids, tile_ids)
         if len(tile_ids) and (at.max() >= len(ids) or not np.array_equal(ids[at], tile_ids)):
             raise KeyError(f"{sensor}: tiles not in the cache")
-        return self.arrays[sensor][rows[at]].astype(np.float32)
+        return self.arrays[sensor][at].astype(np.float32)
 
 
 class CellDataset(Dataset):
@@ -258,9 +255,7 @@ class CellDataset(Dataset):
         copy per sensor instead of one per tile. Returns a one-element list holding the collated batch, which
         :func:`collate_cells` passes through."""
         idx = np.asarray(indices, dtype=np.int64)
-        labels = self.index.labels[idx].astype(int).tolist()
-        if len(set(self.label_scheme[idx].tolist())) > 1:
-            labels = one_scheme_labels(labels, self.label_scheme[idx].tolist())
+        labels = one_scheme_labels(self.index.labels[idx].astype(int).tolist(), self.label_scheme[idx].tolist())
         batch = {"cell": torch.from_numpy(idx.copy()), "label": torch.tensor(labels, dtype=torch.long),
                  "inputs": {}, "present": {}, _COLLATED: True}
         for s in self.sensors:
