@@ -26,6 +26,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 
+from rsretrieve.index import kernels
 from rsretrieve.index.hilbert import box_ranges, merge_ranges
 from rsretrieve.index.region import Region
 from rsretrieve.index.segment import TIME_UNKNOWN, Segment
@@ -41,6 +42,8 @@ SMALL_BOX_CELLS = 16
 SMALL_REGION_CELLS = 64
 #: rows checked per pass of :meth:`CompiledFilter.rows`
 ROWS_CHUNK = 32768
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_NO_BOOL, _NO_CELLS, _NO_BOX = np.zeros(0, bool), np.zeros(0, np.int32), np.zeros(0, np.float64)
 _SAMPLE = np.sort(np.random.default_rng(0).random(1024))  # fixed positions for selectivity estimates
 
 
@@ -182,6 +185,10 @@ class CompiledFilter:
             [i for i, name in enumerate(sensor_table) if name in flt.sensors], dtype=np.int16)
         self.scenes = np.array(sorted(flt.exclude_scene_ids), dtype=np.int64)
         self.cells = np.array(sorted(flt.exclude_cell_ids), dtype=str)
+        self._sensor_ok = np.zeros(0, bool)
+        if self.sensor_codes is not None:
+            self._sensor_ok = np.zeros(max(len(sensor_table), 1), bool)
+            self._sensor_ok[self.sensor_codes] = True
 
     def _key_ranges(self, flt: QueryFilter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Key ranges covering the bbox (or the polygon's parts), flagged 1 where every point is inside."""
@@ -253,6 +260,33 @@ class CompiledFilter:
         out = [self._rows(seg, starts[a:b], stops[a:b], inside[a:b]) for a, b in zip([0] + cuts, cuts + [lens.size])
                if b > a]
         return np.concatenate(out) if len(out) != 1 else out[0]
+
+    def scan(self, seg: Segment, q: np.ndarray, k: int, ranges: tuple[np.ndarray, ...] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """The exact top-``k`` matching rows of ``seg`` for one query ``q`` ((d,) float32) in one compiled pass over
+        the row ranges (:mod:`rsretrieve.index.kernels`): (scores, rows, matches), at most ``k`` of each, best
+        first; the same answer as :meth:`rows` and a scan of them. None without numba."""
+        if not kernels.AVAILABLE:
+            return None
+        starts, stops, inside = self.row_ranges(seg) if ranges is None else ranges
+        has_time = self.t_lo is not None or self.t_hi is not None
+        lo = self.t_lo if self.t_lo is not None else _INT64_MIN
+        hi = self.t_hi if self.t_hi is not None else _INT64_MAX
+        alive = seg.alive_mask() if seg.has_deleted else _NO_BOOL
+        cells = _NO_CELLS
+        if self.cells.size:
+            pos = np.minimum(np.searchsorted(seg.cell_names, self.cells), seg.cell_names.size - 1)
+            cells = np.unique(pos[seg.cell_names[pos] == self.cells]).astype(seg.cell.dtype)
+        bbox = np.asarray(self.filter.bbox, np.float64) if self.filter.bbox is not None else _NO_BOX
+        geo_mode = 0 if not self.geo else 2 if self.region is not None else 1
+        scores, rows, matched, pending = kernels.scan_topk(
+            seg.vectors, q, k, starts, stops, inside, has_time, seg.time, lo, hi, alive, seg.sensor, self._sensor_ok,
+            seg.scene_id, self.scenes, seg.cell, cells, geo_mode, seg.lon, seg.lat, bbox)
+        if pending.size:
+            more = pending.take(np.flatnonzero(self.region.contains(seg.lon.take(pending), seg.lat.take(pending))))
+            matched += int(more.size)
+            scores, rows = kernels.score_topk(seg.vectors, q, k, np.concatenate([rows, more]) if rows.size else more)
+        return scores, rows, int(matched)
 
     def _rows(self, seg: Segment, starts: np.ndarray, stops: np.ndarray, inside: np.ndarray) -> np.ndarray:
         rows = ranges_to_rows(starts, stops)

@@ -6,8 +6,8 @@ selective filter gets its Hilbert key ranges turned into row ranges (``np.search
 matches estimated from a sample of them, number at most ``exact_max_rows``, or the filter keeps less than
 ``ann_min_selectivity`` of the segment, or the segment has no ANN index, the matches are materialised by vectorised
 column checks (rows in grid cells wholly inside the geometry skip the geometric test, polygons are rasterised so that
-only rows near an edge need shapely) and scanned exactly (FAISS ``knn_inner_products_by_idx`` for one query, a gather
-and BLAS for a batch). Exact scans are memory-bound: about 9 ns per matching vector at d = 128 while they fit in
+only rows near an edge need shapely) and scanned exactly: for one query in one compiled pass over the row ranges that
+checks, scores and keeps the top-k (:mod:`rsretrieve.index.kernels`), for a batch by a gather and BLAS. Exact scans are memory-bound: about 9 ns per matching vector at d = 128 while they fit in
 the last-level cache (1% of 1M vectors) and 35-50 ns beyond (DRAM) on the benchmark machine, so a 10% filter over 1M vectors (100k matches, 51 MB) costs milliseconds however it is scanned, and plain
 filtered IVF needs a search width of hundreds of lists to keep recall@10 at 0.95 when the filtered region is unlike
 the query (``scripts/bench_search.py`` measures both). Broader filters search the segment's ANN index without materialising
@@ -183,6 +183,12 @@ class Searcher:
                     est = cf.estimate(seg, ranges)
                     broad = est > max(thr, self.ann_min_selectivity * seg.n)
         if not broad:
+            if cf is not None and q.shape[0] == 1 and not per_cell:
+                got = cf.scan(seg, q[0], k, ranges)
+                if got is not None:
+                    scores, rows, matched = got
+                    plan = {"segment": seg.name, "mode": "exact", "candidates": matched}
+                    return _pad(scores, k, -np.inf, np.float32), _pad(rows, k, -1, np.int64), plan
             rows = seg.alive_rows() if cf is None else cf.rows(seg, ranges)
             plan = {"segment": seg.name, "mode": "exact", "candidates": int(rows.size)}
             return (*_exact(seg, q, k, rows, per_cell), plan)

@@ -1,0 +1,187 @@
+"""Compiled kernels of the exact filtered scan (numba): one pass over a segment's candidate row ranges that checks
+the filter's columns, scores the matching rows and keeps the top-k, for one query.
+
+A selective query spends most of its time between the key ranges and the top-k: checking the rows of each range
+(time, sensor, removed rows, exclusions, the bbox for rows not wholly inside it) and scoring the ~70% that match,
+which come in thousands of short runs. In numpy that is a dozen array passes, a materialised row list and a FAISS
+by-index scan; here it is one loop over the ranges that touches each row once (see ``scripts/bench_search.py``).
+
+Rows of ranges that need a test the kernel cannot make (a polygon) are not scored: they are returned, checked
+outside (:class:`rsretrieve.index.region.Region`, exact) and scored there. Without numba (``AVAILABLE`` False) the
+planner uses its numpy path, which gives the same answers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy path remains
+    numba = None
+
+AVAILABLE = numba is not None
+_TIME_UNKNOWN = np.iinfo(np.int64).min
+
+
+def _njit(fn=None, **kw):
+    if fn is None:
+        return lambda f: _njit(f, **kw)
+    return numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False, **kw)(fn) if AVAILABLE else fn
+
+
+@_njit(inline="always")
+def _dot(vectors, row, q):
+    s = np.float32(0.0)
+    for j in range(q.size):
+        s += vectors[row, j] * q[j]
+    return s
+
+
+@_njit
+def _sift_down(hs, hr, k):
+    """Restore the min-heap (scores ``hs``, rows ``hr``, worst at 0) after its root was replaced."""
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= k:
+            return
+        if c + 1 < k and (hs[c + 1] < hs[c] or (hs[c + 1] == hs[c] and hr[c + 1] > hr[c])):
+            c += 1
+        if hs[c] < hs[i] or (hs[c] == hs[i] and hr[c] > hr[i]):
+            hs[i], hs[c] = hs[c], hs[i]
+            hr[i], hr[c] = hr[c], hr[i]
+            i = c
+        else:
+            return
+
+
+@_njit(inline="always")
+def _push(hs, hr, k, filled, score, row):
+    """Offer (score, row) to the top-``k`` heap holding ``filled`` entries; returns the new count. Ties keep the
+    lower row, as a stable sort by descending score does."""
+    if filled < k:
+        i = filled
+        hs[i], hr[i] = score, row
+        while i > 0:  # sift up
+            p = (i - 1) // 2
+            if hs[i] < hs[p] or (hs[i] == hs[p] and hr[i] > hr[p]):
+                hs[i], hs[p] = hs[p], hs[i]
+                hr[i], hr[p] = hr[p], hr[i]
+                i = p
+            else:
+                break
+        return filled + 1
+    if score > hs[0] or (score == hs[0] and row < hr[0]):
+        hs[0], hr[0] = score, row
+        _sift_down(hs, hr, k)
+    return filled
+
+
+@_njit
+def _sorted_contains(sorted_values, v):
+    if sorted_values.size == 0:
+        return False
+    i = np.searchsorted(sorted_values, v)
+    return i < sorted_values.size and sorted_values[i] == v
+
+
+@_njit
+def _ranked(hs, hr, filled):
+    """The heap's entries by descending score, ties by ascending row: (scores, rows)."""
+    keys = np.empty(filled, np.float64)
+    for i in range(filled):
+        keys[i] = -hs[i]
+    order = np.argsort(keys, kind="mergesort")
+    out_s = np.empty(filled, np.float32)
+    out_r = np.empty(filled, np.int64)
+    i = 0
+    while i < filled:
+        j = i
+        while j + 1 < filled and keys[order[j + 1]] == keys[order[i]]:
+            j += 1
+        tied = np.sort(hr[order[i:j + 1]])
+        for m in range(j + 1 - i):
+            out_s[i + m] = hs[order[i]]
+            out_r[i + m] = tied[m]
+        i = j + 1
+    return out_s, out_r
+
+
+@_njit
+def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, alive, sensor, sensor_ok,
+              scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox):
+    """Top-``k`` rows by inner product with ``q`` among the rows of the half-open ranges ``starts..stops`` that match.
+
+    A row matches when: with ``has_time``, its time is known and within ``[t_lo, t_hi]`` (pass the int64 extremes
+    for an open side); it is alive (``alive`` empty: all are); its sensor code is marked in ``sensor_ok`` (empty:
+    any sensor); its scene is not in ``excl_scenes`` and its cell code not in ``excl_cells`` (sorted); and, in ranges
+    with ``inside == 0``, by ``geo_mode``: 0, no geometric test; 1, inside ``bbox`` (W, S, E, N, edges included,
+    ``W > E`` across the antimeridian); 2, inside ``bbox`` when it is given (4 values, else empty), then left to the
+    caller: such rows are returned unscored.
+
+    Returns:
+        (scores, rows, matched, pending): the top ``min(k, matched)`` scores (descending, ties by ascending row) and
+        their rows; how many rows matched and were scored; the rows left to the caller's geometric test.
+    """
+    hs = np.empty(k, np.float32)
+    hr = np.empty(k, np.int64)
+    filled = 0
+    matched = 0
+    n_pending = 0
+    if geo_mode == 2:
+        for r in range(starts.size):
+            if inside[r] == 0:
+                n_pending += stops[r] - starts[r]
+    pending = np.empty(n_pending, np.int64)
+    n_pending = 0
+    has_alive = alive.size > 0
+    has_sensor = sensor_ok.size > 0
+    has_scenes = excl_scenes.size > 0
+    has_cells = excl_cells.size > 0
+    has_bbox = bbox.size == 4
+    w, s, e, n = (bbox[0], bbox[1], bbox[2], bbox[3]) if has_bbox else (0.0, 0.0, 0.0, 0.0)
+    wraps = w > e
+    for r in range(starts.size):
+        test_geo = geo_mode != 0 and inside[r] == 0
+        for row in range(starts[r], stops[r]):
+            if has_time:
+                t = time[row]
+                if t == _TIME_UNKNOWN or t < t_lo or t > t_hi:
+                    continue
+            if has_alive and not alive[row]:
+                continue
+            if has_sensor and not sensor_ok[sensor[row]]:
+                continue
+            if has_scenes and _sorted_contains(excl_scenes, scene_id[row]):
+                continue
+            if has_cells and _sorted_contains(excl_cells, cell[row]):
+                continue
+            if test_geo:
+                if has_bbox:
+                    x, y = lon[row], lat[row]
+                    if y < s or y > n or (x < w and x > e if wraps else x < w or x > e):
+                        continue
+                if geo_mode == 2:
+                    pending[n_pending] = row
+                    n_pending += 1
+                    continue
+            matched += 1
+            score = _dot(vectors, row, q)
+            if filled < k or score >= hs[0]:  # checked here, not only in _push: keeps the dot product vectorised
+                filled = _push(hs, hr, k, filled, score, row)
+    out_s, out_r = _ranked(hs, hr, filled)
+    return out_s, out_r, matched, pending[:n_pending]
+
+
+@_njit
+def score_topk(vectors, q, k, rows):
+    """Top-``k`` of ``rows`` by inner product with ``q``: (scores descending, rows; ties by ascending row)."""
+    hs = np.empty(k, np.float32)
+    hr = np.empty(k, np.int64)
+    filled = 0
+    for i in range(rows.size):
+        score = _dot(vectors, rows[i], q)
+        if filled < k or score >= hs[0]:
+            filled = _push(hs, hr, k, filled, score, rows[i])
+    return _ranked(hs, hr, filled)

@@ -1,0 +1,140 @@
+"""The compiled exact scan: the same answers as the numpy path and as brute force, check by check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rsretrieve.index import kernels
+from rsretrieve.index.filters import CompiledFilter, QueryFilter
+from rsretrieve.index.search import Searcher
+from rsretrieve.index.store import IndexStore
+
+from .conftest import brute_mask, brute_topk, queries, subset
+from .test_index_search import FILTERS
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the numpy path is used")
+
+I64 = np.iinfo(np.int64)
+
+
+def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.max, alive=None, sensor=None,
+          sensor_ok=None, scene=None, excl_scenes=(), cell=None, excl_cells=(), geo_mode=0, lon=None, lat=None,
+          bbox=()):
+    n = x.shape[0]
+    starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
+    return kernels.scan_topk(
+        x, q, k, starts, stops, np.ones(starts.size, np.int8) if inside is None else np.asarray(inside, np.int8),
+        time is not None, np.zeros(n, np.int64) if time is None else time, lo, hi,
+        np.zeros(0, bool) if alive is None else alive, np.zeros(n, np.int16) if sensor is None else sensor,
+        np.zeros(0, bool) if sensor_ok is None else sensor_ok, np.zeros(n, np.int64) if scene is None else scene,
+        np.asarray(excl_scenes, np.int64), np.zeros(n, np.int32) if cell is None else cell,
+        np.asarray(excl_cells, np.int32), geo_mode, np.zeros(n) if lon is None else lon,
+        np.zeros(n) if lat is None else lat, np.asarray(bbox, np.float64))
+
+
+def _truth(x, q, rows, k):
+    scores = x[rows] @ q
+    order = np.lexsort((rows, -scores.astype(np.float64)))[:k]  # descending score, then ascending row
+    return scores[order], rows[order]
+
+
+@pytest.fixture(scope="module")
+def vecs():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((500, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, x[7] + np.float32(0.1)
+
+
+def test_each_check_of_the_kernel_equals_its_definition(vecs):
+    x, q = vecs
+    n = x.shape[0]
+    rng = np.random.default_rng(0)
+    time = rng.integers(0, 100, n)
+    time[::17] = I64.min  # unknown: never matches a time filter
+    alive = rng.random(n) > 0.1
+    sensor = rng.integers(0, 3, n).astype(np.int16)
+    scene = rng.integers(0, 40, n)
+    cell = rng.integers(0, 60, n).astype(np.int32)
+    lon, lat = rng.uniform(-180, 180, n), rng.uniform(-60, 60, n)
+    starts, stops, inside = [0, 120, 300], [100, 250, 500], [1, 0, 0]
+    in_ranges = np.zeros(n, bool)
+    near = np.zeros(n, bool)
+    for a, b, i in zip(starts, stops, inside):
+        in_ranges[a:b] = True
+        near[a:b] = not i
+    bbox = (170.0, -20.0, -170.0, 30.0)  # across the antimeridian
+    in_box = ((lon >= 170) | (lon <= -170)) & (lat >= -20) & (lat <= 30)
+    ok = (in_ranges & (time >= 10) & (time <= 80) & alive & (sensor != 1) & ~np.isin(scene, [3, 9])
+          & ~np.isin(cell, [0, 5, 59]))
+    sensor_ok = np.array([True, False, True])
+    common = dict(time=time, lo=10, hi=80, alive=alive, sensor=sensor, sensor_ok=sensor_ok, scene=scene,
+                  excl_scenes=[3, 9], cell=cell, excl_cells=[0, 5, 59], lon=lon, lat=lat)
+    for geo_mode, want in ((0, ok), (1, ok & (in_box | ~near))):
+        s, r, matched, pending = _scan(x, q, 10, starts, stops, inside, geo_mode=geo_mode, bbox=bbox, **common)
+        assert matched == want.sum() and pending.size == 0
+        ts, tr = _truth(x, q, np.flatnonzero(want), 10)
+        assert r.tolist() == tr.tolist()
+        np.testing.assert_allclose(s, ts, rtol=0, atol=1e-6)
+    # geo_mode 2: rows of ranges not wholly inside go back unscored, after the bbox when there is one
+    for bb, box_ok in (((), np.ones(n, bool)), (bbox, in_box)):
+        s, r, matched, pending = _scan(x, q, 10, starts, stops, inside, geo_mode=2, bbox=bb, **common)
+        assert pending.tolist() == np.flatnonzero(ok & near & box_ok).tolist()
+        assert matched == (ok & ~near).sum()
+        assert r.tolist() == _truth(x, q, np.flatnonzero(ok & ~near), 10)[1].tolist()
+
+
+def test_ties_and_short_lists_rank_like_a_stable_sort(vecs):
+    x, q = vecs
+    x = np.repeat(x[:50], 4, axis=0)  # every score four times
+    rows = np.arange(x.shape[0])
+    for k in (1, 3, 10, 200, 500):
+        s, r = kernels.score_topk(x, q, k, rows)
+        ts, tr = _truth(x, q, rows, k)
+        assert r.tolist() == tr.tolist()
+        np.testing.assert_allclose(s, ts, rtol=0, atol=1e-6)
+    s, r, matched, _ = _scan(x, q, 10, [5], [8])
+    assert matched == 3 and r.tolist() == _truth(x, q, np.arange(5, 8), 10)[1].tolist()
+    s, r, matched, _ = _scan(x, q, 10, [], [])
+    assert matched == 0 and s.size == r.size == 0
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_planner_gives_the_same_answer_with_and_without_the_kernel(store, tiles, name, monkeypatch):
+    flt = FILTERS[name]
+    q = queries(tiles, 3, seed=11)
+    searcher = Searcher(store, exact_max_rows=10**9)
+    with_kernel = [searcher.search(q[i:i + 1], 10, flt) for i in range(3)]
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    without = [searcher.search(q[i:i + 1], 10, flt) for i in range(3)]
+    mask = brute_mask(tiles, flt)
+    for i, (a, b) in enumerate(zip(with_kernel, without)):
+        assert a.tile_ids.tolist() == b.tile_ids.tolist()
+        np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-5)
+        assert a.plan["candidates"] == b.plan["candidates"] == mask.sum()
+        ids, _ = brute_topk(tiles, q[i], mask, 10)
+        assert a.tile_ids[0, :ids.size].tolist() == ids.tolist()
+
+
+def test_kernel_skips_removed_rows(tiles, tmp_path):
+    st = IndexStore.create(tmp_path / "index", tiles["vectors"].shape[1], "m")
+    st.add_segment(**subset(tiles, slice(0, 6000)), factory=None)
+    gone = np.unique(tiles["scene_ids"][:6000])[::2]
+    st.remove_scenes(gone)
+    store = IndexStore.open(st.root)
+    flt = QueryFilter(bbox=(-10, 36, 30, 60))
+    alive = np.zeros(tiles["tile_ids"].size, bool)
+    alive[:6000] = ~np.isin(tiles["scene_ids"][:6000], gone)
+    q = queries(tiles, 2, seed=2)
+    for i in range(2):
+        got = Searcher(store, exact_max_rows=10**9).search(q[i:i + 1], 10, flt)
+        ids, _ = brute_topk(tiles, q[i], brute_mask(tiles, flt) & alive, 10)
+        assert got.tile_ids[0].tolist() == ids.tolist()
+        assert got.plan["candidates"] == (brute_mask(tiles, flt) & alive).sum()
+
+
+def test_scan_returns_none_without_numba(store, tiles, monkeypatch):
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    cf = CompiledFilter(FILTERS["bbox"], store.sensors)
+    assert cf.scan(store.segments[0], queries(tiles, 1)[0], 5) is None
