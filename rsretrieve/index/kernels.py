@@ -13,6 +13,8 @@ planner uses its numpy path, which gives the same answers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 try:
@@ -108,9 +110,27 @@ def _ranked(hs, hr, filled):
     return out_s, out_r
 
 
+@_njit(inline="always")
+def _raster_state(states, params, x, y):
+    """State of point (x, y) against the rasters of a region's parts (see ``Region.raster_params``): 1 inside
+    some part, 2 near an edge of some part and inside none, 0 outside all."""
+    near = False
+    for p in range(params.shape[0]):
+        c = math.floor((x + 180.0) * params[p, 0] - params[p, 2])
+        r = math.floor((y + 90.0) * params[p, 1] - params[p, 3])
+        c = min(max(c, 0.0), params[p, 4])
+        r = min(max(r, 0.0), params[p, 5])
+        st = states[int(params[p, 7]) + int(r) * int(params[p, 6]) + int(c)]
+        if st == 1:
+            return 1
+        if st == 2:
+            near = True
+    return 2 if near else 0
+
+
 @_njit
 def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, alive, sensor, sensor_ok,
-              scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox):
+              scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox, rast_states, rast_params):
     """Top-``k`` rows by inner product with ``q`` among the rows of the half-open ranges ``starts..stops`` that match.
 
     A row matches when: with ``has_time``, its time is known and within ``[t_lo, t_hi]`` (pass the int64 extremes
@@ -118,7 +138,8 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     any sensor); its scene is not in ``excl_scenes`` and its cell code not in ``excl_cells`` (sorted); and, in ranges
     with ``inside == 0``, by ``geo_mode``: 0, no geometric test; 1, inside ``bbox`` (W, S, E, N, edges included,
     ``W > E`` across the antimeridian); 2, inside ``bbox`` when it is given (4 values, else empty), then left to the
-    caller: such rows are returned unscored.
+    caller: such rows are returned unscored; 3, as 2, but rows that the region's rasters (``rast_states``,
+    ``rast_params``) put inside or outside are decided here and only rows near an edge are returned.
 
     Returns:
         (scores, rows, matched, pending): the top ``min(k, matched)`` scores (descending, ties by ascending row) and
@@ -129,7 +150,7 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     filled = 0
     matched = 0
     n_pending = 0
-    if geo_mode == 2:
+    if geo_mode >= 2:
         for r in range(starts.size):
             if inside[r] == 0:
                 n_pending += stops[r] - starts[r]
@@ -162,7 +183,11 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                     x, y = lon[row], lat[row]
                     if y < s or y > n or (x < w and x > e if wraps else x < w or x > e):
                         continue
-                if geo_mode == 2:
+                if geo_mode == 3:
+                    st = _raster_state(rast_states, rast_params, lon[row], lat[row])
+                    if st == 0:
+                        continue
+                if geo_mode == 2 or (geo_mode == 3 and st == 2):
                     pending[n_pending] = row
                     n_pending += 1
                     continue

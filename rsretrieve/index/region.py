@@ -213,6 +213,22 @@ class Region:
                                    states == INSIDE, states != OUTSIDE, order=self.order))
         return out
 
+    def raster_params(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The parts' rasters for :func:`rsretrieve.index.kernels.scan_topk`: (their ``_flat`` states concatenated,
+        (parts, 8) float64 rows ``sx, sy, x0 - 1, y0 - 1, last column, last row, padded width, offset``), the
+        arithmetic of :meth:`Raster.classify`; None when the region is not rasterised."""
+        if not self.rasterised:
+            return None
+        parts = self.part_cells()
+        rows, offset = [], 0
+        for _, _, _, r in parts:
+            last = (1 << r.fine) - 1
+            rows.append((r._sx, r._sy, r.x0 - 1, r.y0 - 1, min(last, r.x0 + r.nx) - (r.x0 - 1),
+                         min(last, r.y0 + r.ny) - (r.y0 - 1), r._w, offset))
+            offset += r._flat.size
+        states = np.concatenate([r._flat for *_, r in parts]) if len(parts) > 1 else parts[0][3]._flat
+        return states, np.array(rows, np.float64)
+
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Same answer as ``self(x, y)``; the rasters decide all points but those near an edge."""
         if not self.rasterised or (self._rasters is None and x.size < RASTER_MIN_POINTS):

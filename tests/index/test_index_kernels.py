@@ -20,7 +20,7 @@ I64 = np.iinfo(np.int64)
 
 def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.max, alive=None, sensor=None,
           sensor_ok=None, scene=None, excl_scenes=(), cell=None, excl_cells=(), geo_mode=0, lon=None, lat=None,
-          bbox=()):
+          bbox=(), rast_states=None, rast_params=None):
     n = x.shape[0]
     starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
     return kernels.scan_topk(
@@ -30,7 +30,9 @@ def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.
         np.zeros(0, bool) if sensor_ok is None else sensor_ok, np.zeros(n, np.int64) if scene is None else scene,
         np.asarray(excl_scenes, np.int64), np.zeros(n, np.int32) if cell is None else cell,
         np.asarray(excl_cells, np.int32), geo_mode, np.zeros(n) if lon is None else lon,
-        np.zeros(n) if lat is None else lat, np.asarray(bbox, np.float64))
+        np.zeros(n) if lat is None else lat, np.asarray(bbox, np.float64),
+        np.zeros(0, np.int8) if rast_states is None else rast_states,
+        np.zeros((0, 8)) if rast_params is None else rast_params)
 
 
 def _truth(x, q, rows, k):
@@ -138,3 +140,22 @@ def test_scan_returns_none_without_numba(store, tiles, monkeypatch):
     monkeypatch.setattr(kernels, "AVAILABLE", False)
     cf = CompiledFilter(FILTERS["bbox"], store.sensors)
     assert cf.scan(store.segments[0], queries(tiles, 1)[0], 5) is None
+
+
+@pytest.mark.parametrize("name", ["polygon", "multipolygon_with_hole"])
+def test_raster_state_in_the_kernel_equals_region_classify(name):
+    from rsretrieve.index.region import INSIDE, NEAR, Region
+    region = Region(FILTERS[name].polygon, max_cells=64)
+    states, params = region.raster_params()
+    w, s, e, n = region.geom.bounds
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(w - 2, e + 2, 3000), rng.uniform(s - 2, n + 2, 3000)
+    per_part = [r.classify(x, y) for *_, r in region.part_cells()]
+    inside = np.any([p == INSIDE for p in per_part], axis=0)
+    near = np.any([p == NEAR for p in per_part], axis=0) & ~inside
+    want = np.where(inside, 1, np.where(near, 2, 0))
+    got = np.array([kernels._raster_state(states, params, a, b) for a, b in zip(x, y)])
+    assert got.tolist() == want.tolist()
+    assert (want == 1).any() and (want == 2).any() and (want == 0).any()
+    exact = region(x, y)
+    assert exact[got == 1].all() and not exact[got == 0].any()

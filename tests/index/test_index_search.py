@@ -76,6 +76,26 @@ def test_exact_mode_equals_brute_force_with_coarse_or_fine_covers(store, tiles, 
     _check_exact(result, tiles, q, flt, 10)
 
 
+@pytest.mark.parametrize("name", ["polygon", "multipolygon", "polygon_with_hole_and_time", "multipolygon_with_hole"])
+def test_small_polygon_covered_by_its_boxes_without_rasters_is_exact(store, tiles, name, monkeypatch):
+    """Few rows in a polygon's box: its parts' boxes are the cover and every row is tested exactly (no rasters)."""
+    monkeypatch.setattr(filters_mod, "SMALL_BOX_ROWS", 10**9)
+    monkeypatch.setattr(filters_mod, "POLYGON_BOX_ROWS", 10**9)
+    regions, init = [], CompiledFilter.__init__
+
+    def recording(self, *a, **kw):
+        init(self, *a, **kw)
+        regions.append(self)
+    monkeypatch.setattr(CompiledFilter, "__init__", recording)
+    flt = FILTERS[name]
+    q = queries(tiles, 3, seed=23)
+    for nq in (1, 3):
+        result = Searcher(store, exact_max_rows=10**9).search(q[:nq], 10, flt)
+        assert regions[-1].polygon_by_box and regions[-1].region._rasters is None
+        assert result.plan["candidates"] == brute_mask(tiles, flt).sum()
+        _check_exact(result, tiles, q[:nq], flt, 10)
+
+
 def test_unfiltered_exact_equals_brute_force(store, tiles):
     q = queries(tiles, 3)
     _check_exact(Searcher(store, exact_max_rows=10**9).search(q, 7), tiles, q, QueryFilter(), 7)
