@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; the numpy path 
 
 AVAILABLE = numba is not None
 _TIME_UNKNOWN = np.iinfo(np.int64).min
+_BLOCK = 256  # rows checked before they are scored together
 
 
 def _njit(fn=None, **kw):
@@ -110,6 +111,40 @@ def _ranked(hs, hr, filled):
     return out_s, out_r
 
 
+@_njit
+def _score_block(vectors, q, rows, count, hs, hr, k, filled):
+    """Score ``rows[:count]`` four at a time (four independent sums: more in flight than one) into the heap."""
+    d = q.size
+    i = 0
+    while i + 4 <= count:
+        r0, r1, r2, r3 = rows[i], rows[i + 1], rows[i + 2], rows[i + 3]
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        s3 = np.float32(0.0)
+        for j in range(d):
+            qj = q[j]
+            s0 += vectors[r0, j] * qj
+            s1 += vectors[r1, j] * qj
+            s2 += vectors[r2, j] * qj
+            s3 += vectors[r3, j] * qj
+        if filled < k or s0 >= hs[0]:
+            filled = _push(hs, hr, k, filled, s0, r0)
+        if filled < k or s1 >= hs[0]:
+            filled = _push(hs, hr, k, filled, s1, r1)
+        if filled < k or s2 >= hs[0]:
+            filled = _push(hs, hr, k, filled, s2, r2)
+        if filled < k or s3 >= hs[0]:
+            filled = _push(hs, hr, k, filled, s3, r3)
+        i += 4
+    while i < count:
+        score = _dot(vectors, rows[i], q)
+        if filled < k or score >= hs[0]:
+            filled = _push(hs, hr, k, filled, score, rows[i])
+        i += 1
+    return filled
+
+
 @_njit(inline="always")
 def _raster_state(states, params, x, y):
     """State of point (x, y) against the rasters of a region's parts (see ``Region.raster_params``): 1 inside
@@ -163,38 +198,56 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     has_bbox = bbox.size == 4
     w, s, e, n = (bbox[0], bbox[1], bbox[2], bbox[3]) if has_bbox else (0.0, 0.0, 0.0, 0.0)
     wraps = w > e
+    buf = np.empty(_BLOCK, np.int64)  # rows that passed the checks, scored when full
+    nb = 0
     for r in range(starts.size):
-        test_geo = geo_mode != 0 and inside[r] == 0
-        for row in range(starts[r], stops[r]):
-            if has_time:
-                t = time[row]
-                if t == _TIME_UNKNOWN or t < t_lo or t > t_hi:
-                    continue
-            if has_alive and not alive[row]:
-                continue
-            if has_sensor and not sensor_ok[sensor[row]]:
-                continue
-            if has_scenes and _sorted_contains(excl_scenes, scene_id[row]):
-                continue
-            if has_cells and _sorted_contains(excl_cells, cell[row]):
-                continue
-            if test_geo:
-                if has_bbox:
-                    x, y = lon[row], lat[row]
-                    if y < s or y > n or (x < w and x > e if wraps else x < w or x > e):
+        test_box = has_bbox and geo_mode != 0 and inside[r] == 0
+        deferred = geo_mode >= 2 and inside[r] == 0
+        row = starts[r]
+        while row < stops[r]:
+            first = nb
+            end = min(stops[r], row + _BLOCK - nb)
+            for i in range(row, end):  # branch-free: every row is written, the count advances only on a match
+                ok = True
+                if has_time:
+                    t = time[i]
+                    ok = (t != _TIME_UNKNOWN) & (t >= t_lo) & (t <= t_hi)
+                if has_alive:
+                    ok &= alive[i]
+                if has_sensor:
+                    ok &= sensor_ok[sensor[i]]
+                if test_box:
+                    x, y = lon[i], lat[i]
+                    in_x = ((x >= w) | (x <= e)) if wraps else ((x >= w) & (x <= e))
+                    ok &= in_x & (y >= s) & (y <= n)
+                buf[nb] = i
+                nb += ok
+            row = end
+            if has_scenes or has_cells or deferred:  # the rarer tests, on the rows that passed the others
+                kept = first
+                for j in range(first, nb):
+                    i = buf[j]
+                    if has_scenes and _sorted_contains(excl_scenes, scene_id[i]):
                         continue
-                if geo_mode == 3:
-                    st = _raster_state(rast_states, rast_params, lon[row], lat[row])
-                    if st == 0:
+                    if has_cells and _sorted_contains(excl_cells, cell[i]):
                         continue
-                if geo_mode == 2 or (geo_mode == 3 and st == 2):
-                    pending[n_pending] = row
-                    n_pending += 1
-                    continue
-            matched += 1
-            score = _dot(vectors, row, q)
-            if filled < k or score >= hs[0]:  # checked here, not only in _push: keeps the dot product vectorised
-                filled = _push(hs, hr, k, filled, score, row)
+                    if deferred:
+                        st = _raster_state(rast_states, rast_params, lon[i], lat[i]) if geo_mode == 3 else 2
+                        if st == 0:
+                            continue
+                        if st == 2:
+                            pending[n_pending] = i
+                            n_pending += 1
+                            continue
+                    buf[kept] = i
+                    kept += 1
+                nb = kept
+            if nb == _BLOCK:
+                filled = _score_block(vectors, q, buf, nb, hs, hr, k, filled)
+                matched += nb
+                nb = 0
+    filled = _score_block(vectors, q, buf, nb, hs, hr, k, filled)
+    matched += nb
     out_s, out_r = _ranked(hs, hr, filled)
     return out_s, out_r, matched, pending[:n_pending]
 
@@ -204,9 +257,4 @@ def score_topk(vectors, q, k, rows):
     """Top-``k`` of ``rows`` by inner product with ``q``: (scores descending, rows; ties by ascending row)."""
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
-    filled = 0
-    for i in range(rows.size):
-        score = _dot(vectors, rows[i], q)
-        if filled < k or score >= hs[0]:
-            filled = _push(hs, hr, k, filled, score, rows[i])
-    return _ranked(hs, hr, filled)
+    return _ranked(hs, hr, _score_block(vectors, q, rows, rows.size, hs, hr, k, 0))
