@@ -258,3 +258,117 @@ def score_topk(vectors, q, k, rows):
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     return _ranked(hs, hr, _score_block(vectors, q, rows, rows.size, hs, hr, k, 0))
+
+
+def _njit_exact(fn):
+    """Compiled without fastmath: the raster's arithmetic is the numpy code's, operation for operation."""
+    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn) if AVAILABLE else fn
+
+
+@_njit_exact
+def raster_states(u0, v0, du, dv, nx, ny, contained, margin):
+    """The fine-cell states of :class:`rsretrieve.index.region.Raster` (same definition and arithmetic as its
+    numpy code): edges start at ``(u0, v0)`` and step ``(du, dv)``, in fine cells from the rectangle's corner.
+
+    Returns:
+        (flat states, (ny + 2) * (nx + 3) int8: 0 outside, 1 inside, 2 near an edge; the padded cells each edge
+        sample marks, (2, 2, samples) int64 [low / high side, u / v, sample]).
+    """
+    w = nx + 3
+    rows = ny + 2
+    ne = u0.size
+    m = np.empty(ne, np.int64)
+    total = 0
+    for e in range(ne):
+        m[e] = np.int64(max(abs(du[e]), abs(dv[e])) * 2 + 2)
+        total += m[e]
+    h = 0.25 + margin
+    cells = np.empty((2, 2, total), np.int64)
+    t = 0
+    for e in range(ne):
+        su, sv = du[e] / (m[e] - 1), dv[e] / (m[e] - 1)
+        for i in range(m[e]):
+            pu, pv = u0[e] + su * i, v0[e] + sv * i
+            lu, hu, lv, hv = math.floor(pu - h), math.floor(pu + h), math.floor(pv - h), math.floor(pv + h)
+            if not contained:
+                lu, hu = min(max(lu, -1.0), float(nx)), min(max(hu, -1.0), float(nx))
+                lv, hv = min(max(lv, -1.0), float(ny)), min(max(hv, -1.0), float(ny))
+            cells[0, 0, t], cells[1, 0, t] = np.int64(lu) + 1, np.int64(hu) + 1
+            cells[0, 1, t], cells[1, 1, t] = np.int64(lv) + 1, np.int64(hv) + 1
+            t += 1
+    # even-odd state of each cell centre from the edges' crossings with the rows' centre lines (v = j - 0.5)
+    state = np.zeros(rows * w, np.int8)
+    count = np.zeros(rows, np.int64)
+    for e in range(ne):
+        a, b = v0[e], v0[e] + dv[e]
+        lo = max(0, int(math.floor(min(a, b) + 0.5)) - 1)
+        hi = min(rows - 1, int(math.ceil(max(a, b) + 0.5)) + 1)
+        for j in range(lo, hi + 1):
+            yc = j - 0.5
+            if (a > yc) != (b > yc):
+                count[j] += 1
+    start = np.zeros(rows + 1, np.int64)
+    for j in range(rows):
+        start[j + 1] = start[j] + count[j]
+    xs = np.empty(start[rows], np.int64)
+    fill = start[:rows].copy()
+    for e in range(ne):
+        a, b = v0[e], v0[e] + dv[e]
+        slope = du[e] / (dv[e] if dv[e] != 0 else 1.0)
+        lo = max(0, int(math.floor(min(a, b) + 0.5)) - 1)
+        hi = min(rows - 1, int(math.ceil(max(a, b) + 0.5)) + 1)
+        for j in range(lo, hi + 1):
+            yc = j - 0.5
+            if (a > yc) != (b > yc):
+                x = math.floor(u0[e] + (j - 0.5 - v0[e]) * slope + 0.5)
+                if not contained:
+                    x = min(max(x, -1.0), float(nx + 1))
+                xs[fill[j]] = np.int64(x) + 1
+                fill[j] += 1
+    for j in range(rows):
+        a, b = start[j], start[j + 1]
+        for i in range(a + 1, b):  # insertion sort in place: a row crosses few edges
+            v = xs[i]
+            p = i - 1
+            while p >= a and xs[p] > v:
+                xs[p + 1] = xs[p]
+                p -= 1
+            xs[p + 1] = v
+        for p in range(a, b - 1, 2):  # inside between the 1st and 2nd crossing, the 3rd and 4th, ...
+            for c in range(xs[p], xs[p + 1]):
+                state[j * w + c] = 1
+    for i in range(total):
+        for a in range(2):
+            for b in range(2):
+                state[cells[a, 1, i] * w + cells[b, 0, i]] = 2
+    if contained:  # nothing of the region lies beyond the rectangle: neither do points clipped onto its border
+        for c in range(w):
+            state[c] = 0
+            state[(rows - 1) * w + c] = 0
+        for j in range(rows):
+            state[j * w] = 0
+            state[j * w + nx + 1] = 0
+    return state, cells
+
+
+@_njit_exact
+def raster_coarse(state, cells, w, nx, ny, bits):
+    """States of the coarse cells of ``2**bits`` fine cells per axis (see ``Raster.coarse``): (ny >> bits,
+    nx >> bits) int8, 0 / 1 wholly outside / inside, 2 where a fine cell is near an edge."""
+    f = 1 << bits
+    ncx, ncy = nx // f, ny // f
+    near = np.zeros((ncy + 2) * (ncx + 2), np.bool_)
+    for i in range(cells.shape[2]):
+        for a in range(2):
+            for b in range(2):
+                cv = ((cells[a, 1, i] - 1) >> bits) + 1
+                cu = ((cells[b, 0, i] - 1) >> bits) + 1
+                near[cv * (ncx + 2) + cu] = True
+    out = np.empty((ncy, ncx), np.int8)
+    for r in range(ncy):
+        for c in range(ncx):
+            if near[(r + 1) * (ncx + 2) + c + 1]:
+                out[r, c] = 2
+            else:
+                out[r, c] = state[(r * f + f // 2 + 1) * w + c * f + f // 2 + 1]
+    return out

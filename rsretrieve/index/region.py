@@ -23,6 +23,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
+from rsretrieve.index import kernels
 from rsretrieve.index.hilbert import HILBERT_ORDER, box_cells, box_extent, cell_ranges, rect_ranges
 
 #: most grid cells a part's bounds are covered with (see :func:`box_cells`)
@@ -33,6 +34,9 @@ RASTER_BITS = 3
 RASTER_MIN_POINTS = 2048
 #: polygons with more parts are tested with shapely only (one raster per part would cost more than it saves)
 MAX_RASTER_PARTS = 64
+#: build rasters with the compiled :func:`rsretrieve.index.kernels.raster_states` when numba is there (tests
+#: switch it off to compare with the numpy code)
+USE_KERNEL = True
 _MARGIN = 1e-6  # cells: far above the rounding of a point's cell, far below a cell
 _DENSE_CROSSINGS = 1 << 16  # edges x rows up to which crossings are computed for every pair
 _ALTERNATE = (np.arange(4096) & 1).astype(np.int8)
@@ -73,6 +77,12 @@ class Raster:
             keep[np.cumsum([len(r) for r in rings[:-1]]) - 1] = False
             g0, d = g0[:, keep], d[:, keep]
         contained = contained or bool(g.min() >= 0 and g[0].max() <= nx and g[1].max() <= ny)
+        if kernels.AVAILABLE and USE_KERNEL:  # the same states from one compiled pass
+            self._flat, self._mark_cells = kernels.raster_states(
+                np.ascontiguousarray(g0[0]), np.ascontiguousarray(g0[1]), np.ascontiguousarray(d[0]),
+                np.ascontiguousarray(d[1]), self.nx, self.ny, contained, _MARGIN)
+            self.state = self._flat.reshape(ny + 2, w)[:, :nx + 2]
+            return
         # near cells: every cell within _MARGIN of an edge. Samples at most half a cell apart on each axis leave
         # every edge point within a quarter cell of one, so the cells that a box of half-width 1/4 + _MARGIN around
         # each sample overlaps (at most 2 x 2) hold them all
@@ -134,6 +144,8 @@ class Raster:
     def coarse(self, bits: int) -> np.ndarray:
         """State of the rectangle's coarse cells of ``2**bits`` x ``2**bits`` fine cells, int8 (ny >> bits,
         nx >> bits) indexed [row, column]: ``INSIDE`` or ``OUTSIDE`` wholly, else ``NEAR``."""
+        if kernels.AVAILABLE and USE_KERNEL:
+            return kernels.raster_coarse(self._flat, self._mark_cells, self._w, self.nx, self.ny, bits)
         f = 1 << bits
         ncx, ncy = self.nx // f, self.ny // f
         near = np.zeros((ncy + 2) * (ncx + 2), bool)

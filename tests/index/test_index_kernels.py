@@ -159,3 +159,33 @@ def test_raster_state_in_the_kernel_equals_region_classify(name):
     assert (want == 1).any() and (want == 2).any() and (want == 0).any()
     exact = region(x, y)
     assert exact[got == 1].all() and not exact[got == 0].any()
+
+
+@pytest.mark.parametrize("contained", [True, False])
+@pytest.mark.parametrize("name", ["polygon", "multipolygon_with_hole", "polygon_with_hole_and_time"])
+def test_compiled_raster_equals_the_numpy_raster(name, contained, monkeypatch):
+    from rsretrieve.index import region as region_mod
+    from rsretrieve.index.region import Raster, _rings
+    geom = FILTERS[name].polygon
+    rings = [r for p in getattr(geom, "geoms", [geom]) for r in _rings(p)]
+    fine = 12
+    n = 1 << fine
+    w, s, e, nn = geom.bounds
+    x0, y0 = int((w + 180) * n / 360), int((s + 90) * n / 180)
+    x1, y1 = int((e + 180) * n / 360), int((nn + 90) * n / 180)
+    if contained:
+        box = (x0 - 1, y0 - 1, x1 - x0 + 3, y1 - y0 + 3)
+    else:  # a rectangle cutting through the region: edges clipped onto its border
+        box = (x0 + (x1 - x0) // 3, y0 + (y1 - y0) // 4, (x1 - x0) // 2, (y1 - y0) // 2)
+    compiled = Raster(rings, fine, *box, contained=contained)
+    monkeypatch.setattr(region_mod, "USE_KERNEL", False)
+    plain = Raster(rings, fine, *box, contained=contained)
+    assert np.array_equal(compiled._flat, plain._flat)
+    assert np.array_equal(compiled._mark_cells, plain._mark_cells)
+    assert np.array_equal(compiled.state, plain.state)
+    assert {1, 2} <= set(np.unique(plain._flat).tolist())
+    for bits in (1, 2, 3):
+        monkeypatch.setattr(region_mod, "USE_KERNEL", True)
+        c = compiled.coarse(bits)
+        monkeypatch.setattr(region_mod, "USE_KERNEL", False)
+        assert np.array_equal(c, plain.coarse(bits))
