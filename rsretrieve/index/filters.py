@@ -190,6 +190,7 @@ class CompiledFilter:
             [i for i, name in enumerate(sensor_table) if name in flt.sensors], dtype=np.int16)
         self.scenes = np.array(sorted(flt.exclude_scene_ids), dtype=np.int64)
         self.cells = np.array(sorted(flt.exclude_cell_ids), dtype=str)
+        self._bbox = np.asarray(flt.bbox, np.float64) if flt.bbox is not None else _NO_BOX
         self._sensor_ok = np.zeros(0, bool)
         if self.sensor_codes is not None:
             self._sensor_ok = np.zeros(max(len(sensor_table), 1), bool)
@@ -287,7 +288,7 @@ class CompiledFilter:
         if self.cells.size:
             pos = np.minimum(np.searchsorted(seg.cell_names, self.cells), seg.cell_names.size - 1)
             cells = np.unique(pos[seg.cell_names[pos] == self.cells]).astype(seg.cell.dtype)
-        bbox = np.asarray(self.filter.bbox, np.float64) if self.filter.bbox is not None else _NO_BOX
+        bbox = self._bbox
         geo_mode, rasters = (0 if not self.geo else 1), (_NO_STATES, _NO_PARAMS)
         if self.region is not None:
             built = self.region.raster_params() if self.region._rasters is not None else None

@@ -199,6 +199,7 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     w, s, e, n = (bbox[0], bbox[1], bbox[2], bbox[3]) if has_bbox else (0.0, 0.0, 0.0, 0.0)
     wraps = w > e
     buf = np.empty(_BLOCK, np.int64)  # rows that passed the checks, scored when full
+    mask = np.empty(_BLOCK, np.bool_)
     nb = 0
     for r in range(starts.size):
         test_box = has_bbox and geo_mode != 0 and inside[r] == 0
@@ -207,21 +208,35 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
         while row < stops[r]:
             first = nb
             end = min(stops[r], row + _BLOCK - nb)
-            for i in range(row, end):  # branch-free: every row is written, the count advances only on a match
-                ok = True
-                if has_time:
-                    t = time[i]
-                    ok = (t != _TIME_UNKNOWN) & (t >= t_lo) & (t <= t_hi)
-                if has_alive:
-                    ok &= alive[i]
-                if has_sensor:
-                    ok &= sensor_ok[sensor[i]]
-                if test_box:
-                    x, y = lon[i], lat[i]
-                    in_x = ((x >= w) | (x <= e)) if wraps else ((x >= w) & (x <= e))
-                    ok &= in_x & (y >= s) & (y <= n)
-                buf[nb] = i
-                nb += ok
+            size = end - row
+            # one simple loop per check (each vectorises), then the matching rows are compacted into buf
+            if has_time:
+                for i in range(size):
+                    t = time[row + i]
+                    mask[i] = (t != _TIME_UNKNOWN) & (t >= t_lo) & (t <= t_hi)
+            else:
+                mask[:size] = True
+            if has_alive:
+                for i in range(size):
+                    mask[i] &= alive[row + i]
+            if has_sensor:
+                for i in range(size):
+                    mask[i] &= sensor_ok[sensor[row + i]]
+            if test_box:
+                for i in range(size):
+                    y = lat[row + i]
+                    mask[i] &= (y >= s) & (y <= n)
+                if wraps:
+                    for i in range(size):
+                        x = lon[row + i]
+                        mask[i] &= (x >= w) | (x <= e)
+                else:
+                    for i in range(size):
+                        x = lon[row + i]
+                        mask[i] &= (x >= w) & (x <= e)
+            for i in range(size):  # branch-free: every row is written, the count advances only on a match
+                buf[nb] = row + i
+                nb += mask[i]
             row = end
             if has_scenes or has_cells or deferred:  # the rarer tests, on the rows that passed the others
                 kept = first

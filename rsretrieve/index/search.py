@@ -188,6 +188,8 @@ class Searcher:
                 if got is not None:
                     scores, rows, matched = got
                     plan = {"segment": seg.name, "mode": "exact", "candidates": matched}
+                    if rows.size == k:
+                        return scores.reshape(1, k), rows.reshape(1, k), plan
                     return _pad(scores, k, -np.inf, np.float32), _pad(rows, k, -1, np.int64), plan
             rows = seg.alive_rows() if cf is None else cf.rows(seg, ranges)
             plan = {"segment": seg.name, "mode": "exact", "candidates": int(rows.size)}
