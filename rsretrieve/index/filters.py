@@ -27,7 +27,8 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 
 from rsretrieve.index import kernels
-from rsretrieve.index.hilbert import box_ranges, merge_ranges
+from rsretrieve.index import hilbert
+from rsretrieve.index.hilbert import HILBERT_ORDER, box_ranges, merge_ranges
 from rsretrieve.index.region import Region
 from rsretrieve.index.segment import TIME_UNKNOWN, Segment
 
@@ -239,6 +240,11 @@ class CompiledFilter:
         for each a flag: 1 where every row is inside the geometry (no point test needed)."""
         if not self.geo:
             return np.zeros(1, np.int64), np.full(1, seg.n, np.int64), np.ones(1, np.int8)
+        if self.region is None and kernels.AVAILABLE and self.filter.bbox[0] <= self.filter.bbox[2]:
+            # a box not across the antimeridian: key ranges and binary searches in one compiled call
+            w, s, e, n = self.filter.bbox
+            return kernels.box_row_ranges(seg.hkey, w, s, e, n, HILBERT_ORDER, self.box_cells, True,
+                                          hilbert._DIGITS, hilbert._STATES)
         if self._keys is None:  # computed on first use: broad filters searched by ANN never need them
             self._keys = self._key_ranges(self.filter)
         key_starts, key_stops, key_inside = self._keys

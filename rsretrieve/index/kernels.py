@@ -387,3 +387,61 @@ def raster_coarse(state, cells, w, nx, ny, bits):
             else:
                 out[r, c] = state[(r * f + f // 2 + 1) * w + c * f + f // 2 + 1]
     return out
+
+
+@_njit_exact
+def box_row_ranges(hkey, west, south, east, north, order, max_cells, flag_inside, digits, states):
+    """Row ranges of a segment (sorted Hilbert keys ``hkey``) under the cover of a box (``west <= east``): the
+    cells of ``hilbert.box_extent`` at the finest level with at most ``max_cells`` of them, one key range per
+    cell turned into rows by binary search; the arithmetic of ``hilbert.box_ranges`` (``digits``/``states``: its
+    look-up tables) and ``np.searchsorted``. Returns (starts, stops, inside), empty ranges dropped, ``inside`` 1
+    where the cell lies wholly inside the box (with ``flag_inside``)."""
+    n = 1 << order
+    gx0 = min(max(math.floor((west + 180.0) * (n / 360.0)), 0), n - 1)
+    gx1 = min(max(math.floor((east + 180.0) * (n / 360.0)), 0), n - 1)
+    gy0 = min(max(math.floor((south + 90.0) * (n / 180.0)), 0), n - 1)
+    gy1 = min(max(math.floor((north + 90.0) * (n / 180.0)), 0), n - 1)
+    gx0, gx1, gy0, gy1 = np.int64(gx0), np.int64(gx1), np.int64(gy0), np.int64(gy1)
+    level = order
+    while level > 0 and ((gx1 >> (order - level)) - (gx0 >> (order - level)) + 1) * (
+            (gy1 >> (order - level)) - (gy0 >> (order - level)) + 1) > max_cells:
+        level -= 1
+    if level == 0:
+        return (np.zeros(1, np.int64), np.full(1, np.searchsorted(hkey, np.int64(1) << (2 * order)), np.int64),
+                np.zeros(1, np.int8))
+    shift = order - level
+    x0, x1, y0, y1 = gx0 >> shift, gx1 >> shift, gy0 >> shift, gy1 >> shift
+    count = (x1 - x0 + 1) * (y1 - y0 + 1)
+    keys = np.empty(count, np.int64)
+    flags = np.zeros(count, np.int8)
+    chunks = -(-level // 8)
+    pad = chunks * 8 - level
+    i = 0
+    for x in range(x0, x1 + 1):
+        in_x = (x << shift) > gx0 and ((x + 1) << shift) - 1 < gx1
+        for y in range(y0, y1 + 1):
+            state = pad & 1  # as hilbert.hilbert_index: leading zero bits toggle the swap bit once per bit
+            d = np.int64(0)
+            for c in range(chunks - 1, -1, -1):
+                s = c * 8
+                look = (state << 16) | (((x >> s) & 255) << 8) | ((y >> s) & 255)
+                d = (d << 16) | digits[look]
+                state = states[look]
+            keys[i] = d
+            if flag_inside and in_x and (y << shift) > gy0 and ((y + 1) << shift) - 1 < gy1:
+                flags[i] = 1
+            i += 1
+    o = np.argsort(keys)
+    starts = np.empty(count, np.int64)
+    stops = np.empty(count, np.int64)
+    inside = np.empty(count, np.int8)
+    m = 0
+    kshift = 2 * shift
+    for j in range(count):
+        key = keys[o[j]]
+        a = np.searchsorted(hkey, key << kshift)
+        b = np.searchsorted(hkey, (key + 1) << kshift)
+        if b > a:
+            starts[m], stops[m], inside[m] = a, b, flags[o[j]]
+            m += 1
+    return starts[:m], stops[:m], inside[:m]

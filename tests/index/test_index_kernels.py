@@ -189,3 +189,18 @@ def test_compiled_raster_equals_the_numpy_raster(name, contained, monkeypatch):
         c = compiled.coarse(bits)
         monkeypatch.setattr(region_mod, "USE_KERNEL", False)
         assert np.array_equal(c, plain.coarse(bits))
+
+
+@pytest.mark.parametrize("max_cells", [1, 4, 16, 256, 1024])
+@pytest.mark.parametrize("box", [(-5, 40, 10, 50), (-10, 36, 30, 60), (0.001, 45.0, 0.002, 45.001),
+                                 (-180, -90, 180, 90), (179.99, -20, 180, -10)])
+def test_compiled_box_row_ranges_equal_the_numpy_cover(store, box, max_cells):
+    from rsretrieve.index import hilbert
+    seg = store.segments[0]
+    ks, ke, kf = hilbert.box_ranges(*box, max_cells=max_cells)
+    a, b = np.searchsorted(seg.hkey, ks), np.searchsorted(seg.hkey, ke)
+    keep = b > a
+    got = kernels.box_row_ranges(seg.hkey, *map(float, box), hilbert.HILBERT_ORDER, max_cells, True,
+                                 hilbert._DIGITS, hilbert._STATES)
+    assert got[0].tolist() == a[keep].tolist() and got[1].tolist() == b[keep].tolist()
+    assert got[2].tolist() == kf[keep].tolist()
