@@ -43,7 +43,7 @@ SMALL_BOX_CELLS = 16
 SMALL_REGION_CELLS = 64
 #: below this many rows estimated in a polygon's box, it is covered by its parts' boxes without rasters and every
 #: row in them goes to shapely (about 35 ns a point, prepared) rather than paying ~0.1 ms for the rasters
-POLYGON_BOX_ROWS = 2048
+POLYGON_BOX_ROWS = 512
 #: rows checked per pass of :meth:`CompiledFilter.rows`
 ROWS_CHUNK = 32768
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
@@ -191,7 +191,10 @@ class CompiledFilter:
             [i for i, name in enumerate(sensor_table) if name in flt.sensors], dtype=np.int16)
         self.scenes = np.array(sorted(flt.exclude_scene_ids), dtype=np.int64)
         self.cells = np.array(sorted(flt.exclude_cell_ids), dtype=str)
-        self._bbox = np.asarray(flt.bbox, np.float64) if flt.bbox is not None else _NO_BOX
+        # the box rows are tested against in the kernel: the filter's, else the polygon's bounds (every point of
+        # a closed polygon lies within them, so this only drops rows the polygon test would)
+        box = flt.bbox if flt.bbox is not None else flt.polygon.bounds if flt.polygon is not None else None
+        self._bbox = np.asarray(box, np.float64) if box is not None else _NO_BOX
         self._sensor_ok = np.zeros(0, bool)
         if self.sensor_codes is not None:
             self._sensor_ok = np.zeros(max(len(sensor_table), 1), bool)
@@ -240,11 +243,19 @@ class CompiledFilter:
         for each a flag: 1 where every row is inside the geometry (no point test needed)."""
         if not self.geo:
             return np.zeros(1, np.int64), np.full(1, seg.n, np.int64), np.ones(1, np.int8)
-        if self.region is None and kernels.AVAILABLE and self.filter.bbox[0] <= self.filter.bbox[2]:
-            # a box not across the antimeridian: key ranges and binary searches in one compiled call
-            w, s, e, n = self.filter.bbox
-            return kernels.box_row_ranges(seg.hkey, w, s, e, n, HILBERT_ORDER, self.box_cells, True,
-                                          hilbert._DIGITS, hilbert._STATES)
+        if kernels.AVAILABLE and self._one_box is not None:
+            # one box not across the antimeridian: key ranges and binary searches in one compiled call
+            return kernels.box_row_ranges(seg.hkey, *self._one_box, HILBERT_ORDER, self.box_cells,
+                                          self.region is None, hilbert._DIGITS, hilbert._STATES)
+        if (kernels.AVAILABLE and self.filter.bbox is None and not self.polygon_by_box and self.region.rasterised
+                and len(self.region.parts) == 1 and self.region.order == HILBERT_ORDER):
+            # a one-part polygon: its raster's coarse cells (left out when outside, flagged when inside) likewise
+            level, x0, y0, raster = self.region.part_cells()[0]
+            if level == 0:
+                return np.zeros(1, np.int64), np.full(1, seg.n, np.int64), np.zeros(1, np.int8)
+            cover = np.ascontiguousarray(raster.coarse(raster.fine - level).T)  # [column, row]
+            return kernels.rect_row_ranges(seg.hkey, level, x0, y0, cover, HILBERT_ORDER, hilbert._DIGITS,
+                                           hilbert._STATES)
         if self._keys is None:  # computed on first use: broad filters searched by ANN never need them
             self._keys = self._key_ranges(self.filter)
         key_starts, key_stops, key_inside = self._keys
@@ -277,6 +288,16 @@ class CompiledFilter:
         out = [self._rows(seg, starts[a:b], stops[a:b], inside[a:b]) for a, b in zip([0] + cuts, cuts + [lens.size])
                if b > a]
         return np.concatenate(out) if len(out) != 1 else out[0]
+
+    @property
+    def _one_box(self) -> tuple[float, float, float, float] | None:
+        """The one box the cover is made of, when it is one (not across the antimeridian): the bbox, or the
+        bounds of a one-part polygon covered by its box."""
+        if self.filter.bbox is not None:
+            return self.filter.bbox if self.filter.bbox[0] <= self.filter.bbox[2] else None
+        if self.polygon_by_box and len(self.region.parts) == 1:
+            return self.filter.polygon.bounds
+        return None
 
     def scan(self, seg: Segment, q: np.ndarray, k: int, ranges: tuple[np.ndarray, ...] | None = None
              ) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -335,6 +356,8 @@ class CompiledFilter:
             return 0.0
         w, s, e, n = self.filter.bbox if self.filter.bbox is not None else self.filter.polygon.bounds
         lon, lat = sample.lon, sample.lat
+        if kernels.AVAILABLE:
+            return kernels.count_in_box(lon, lat, w, s, e, n) / sample.n * seg.n
         inside = ((lon >= w) & (lon <= e) if w <= e else (lon >= w) | (lon <= e)) & (lat >= s) & (lat <= n)
         return float(np.count_nonzero(inside)) / sample.n * seg.n
 

@@ -411,15 +411,38 @@ def box_row_ranges(hkey, west, south, east, north, order, max_cells, flag_inside
                 np.zeros(1, np.int8))
     shift = order - level
     x0, x1, y0, y1 = gx0 >> shift, gx1 >> shift, gy0 >> shift, gy1 >> shift
-    count = (x1 - x0 + 1) * (y1 - y0 + 1)
+    cover = np.full((x1 - x0 + 1, y1 - y0 + 1), 2, np.int8)
+    if flag_inside:
+        for x in range(x0, x1 + 1):
+            if (x << shift) > gx0 and ((x + 1) << shift) - 1 < gx1:
+                for y in range(y0, y1 + 1):
+                    if (y << shift) > gy0 and ((y + 1) << shift) - 1 < gy1:
+                        cover[x - x0, y - y0] = 1
+    return rect_row_ranges(hkey, level, x0, y0, cover, order, digits, states)
+
+
+@_njit_exact
+def rect_row_ranges(hkey, level, x0, y0, cover, order, digits, states):
+    """Row ranges of a segment (sorted Hilbert keys ``hkey``) under the cells of a rectangle of grid cells of
+    ``level`` whose south-west cell is ``(x0, y0)``: ``cover`` [column, row] is 0 for a cell left out, 1 for one
+    wholly inside the geometry, 2 for one that needs the point test (``hilbert.rect_ranges`` + ``np.searchsorted``).
+    Returns (starts, stops, inside) sorted, empty ranges dropped."""
+    shift = order - level
+    count = 0
+    for i in range(cover.shape[0]):
+        for j in range(cover.shape[1]):
+            count += cover[i, j] != 0
     keys = np.empty(count, np.int64)
     flags = np.zeros(count, np.int8)
     chunks = -(-level // 8)
     pad = chunks * 8 - level
     i = 0
-    for x in range(x0, x1 + 1):
-        in_x = (x << shift) > gx0 and ((x + 1) << shift) - 1 < gx1
-        for y in range(y0, y1 + 1):
+    for cx in range(cover.shape[0]):
+        x = x0 + cx
+        for cy in range(cover.shape[1]):
+            if cover[cx, cy] == 0:
+                continue
+            y = y0 + cy
             state = pad & 1  # as hilbert.hilbert_index: leading zero bits toggle the swap bit once per bit
             d = np.int64(0)
             for c in range(chunks - 1, -1, -1):
@@ -428,8 +451,7 @@ def box_row_ranges(hkey, west, south, east, north, order, max_cells, flag_inside
                 d = (d << 16) | digits[look]
                 state = states[look]
             keys[i] = d
-            if flag_inside and in_x and (y << shift) > gy0 and ((y + 1) << shift) - 1 < gy1:
-                flags[i] = 1
+            flags[i] = cover[cx, cy] == 1
             i += 1
     o = np.argsort(keys)
     starts = np.empty(count, np.int64)
@@ -445,3 +467,15 @@ def box_row_ranges(hkey, west, south, east, north, order, max_cells, flag_inside
             starts[m], stops[m], inside[m] = a, b, flags[o[j]]
             m += 1
     return starts[:m], stops[:m], inside[:m]
+
+
+@_njit_exact
+def count_in_box(lon, lat, west, south, east, north):
+    """Points inside a box, edges included (``west > east``: across the antimeridian)."""
+    c = 0
+    wraps = west > east
+    for i in range(lon.size):
+        x, y = lon[i], lat[i]
+        in_x = (x >= west or x <= east) if wraps else (x >= west and x <= east)
+        c += in_x and y >= south and y <= north
+    return c

@@ -204,3 +204,23 @@ def test_compiled_box_row_ranges_equal_the_numpy_cover(store, box, max_cells):
                                  hilbert._DIGITS, hilbert._STATES)
     assert got[0].tolist() == a[keep].tolist() and got[1].tolist() == b[keep].tolist()
     assert got[2].tolist() == kf[keep].tolist()
+
+
+@pytest.mark.parametrize("name", ["bbox", "antimeridian_bbox", "polygon", "combined"])
+def test_box_estimate_is_the_same_with_and_without_the_kernel(store, name, monkeypatch):
+    cf = CompiledFilter(FILTERS[name], store.sensors)
+    got = [cf.box_estimate(seg) for seg in store.segments]
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert got == [cf.box_estimate(seg) for seg in store.segments] and min(got) > 0
+
+
+@pytest.mark.parametrize("small", [False, True])
+@pytest.mark.parametrize("name", ["bbox", "antimeridian_bbox", "polygon", "polygon_with_hole_and_time", "multipolygon",
+                                  "combined"])
+def test_row_ranges_are_the_same_with_and_without_the_kernel(store, name, small, monkeypatch):
+    def ranges(available):
+        monkeypatch.setattr(kernels, "AVAILABLE", available)
+        cf = CompiledFilter(FILTERS[name], store.sensors)
+        cf.size_hint(10.0 if small else None)
+        return [[a.tolist() for a in cf.row_ranges(seg)] for seg in store.segments]
+    assert ranges(True) == ranges(False)
