@@ -11,6 +11,11 @@ into row ranges (``np.searchsorted``), and vectorised checks on the columns of j
 (the geometric test only in ranges not wholly inside the geometry). A query costs a few dozen array operations of
 about a microsecond each on top of the rows it checks, so the cover is sized to the rows estimated in the filter's
 box: 16 cells (64 per polygon part) below ``SMALL_BOX_ROWS``, 256 (1024) above.
+
+With numba (:mod:`rsretrieve.index.kernels`) the common cases run compiled: the row ranges of one box (a bbox, or a
+small polygon's bounds) or of a one-part polygon's raster in one call, and for a single query the checks, the
+scoring and the top-k in one pass over those ranges (:meth:`CompiledFilter.scan`); the numpy code remains the
+fallback and the reference the tests compare with.
 """
 
 from __future__ import annotations

@@ -1,14 +1,20 @@
-"""Compiled kernels of the exact filtered scan (numba): one pass over a segment's candidate row ranges that checks
-the filter's columns, scores the matching rows and keeps the top-k, for one query.
+"""Compiled kernels of filtered search (numba): the steps of a selective query that numpy does in many small passes.
 
-A selective query spends most of its time between the key ranges and the top-k: checking the rows of each range
-(time, sensor, removed rows, exclusions, the bbox for rows not wholly inside it) and scoring the ~70% that match,
-which come in thousands of short runs. In numpy that is a dozen array passes, a materialised row list and a FAISS
-by-index scan; here it is one loop over the ranges that touches each row once (see ``scripts/bench_search.py``).
+- :func:`scan_topk`: one pass over a segment's candidate row ranges for one query that checks the filter's columns
+  (time, removed rows, sensor, exclusions, the bbox or the polygon's rasters for rows not wholly inside the
+  geometry), scores the matching rows and keeps the top-k. In numpy that is a dozen array passes, a materialised
+  row list and a FAISS by-index scan over the ~70% of rows that match, which come in thousands of short runs.
+  Rows that need a test the kernel cannot make (a point near a polygon's edge) are returned unscored, checked with
+  shapely (exact) and scored by :func:`score_topk`.
+- :func:`box_row_ranges`, :func:`rect_row_ranges`: a box's (or a polygon raster's) cover cells, their Hilbert keys
+  and the binary searches that turn them into row ranges, in one call.
+- :func:`raster_states`, :func:`raster_coarse`: the fine and coarse cell states of a polygon's raster
+  (:class:`rsretrieve.index.region.Raster`).
 
-Rows of ranges that need a test the kernel cannot make (a polygon) are not scored: they are returned, checked
-outside (:class:`rsretrieve.index.region.Region`, exact) and scored there. Without numba (``AVAILABLE`` False) the
-planner uses its numpy path, which gives the same answers.
+Each computes what the numpy code computes (the raster and range kernels bit for bit, without fast-math; the scan
+up to the summation order of the dot products), and the tests compare the two. Without numba (``AVAILABLE``
+False) the numpy code runs. Compiled code is cached next to this file (numba ``cache=True``): the first call after
+an install compiles for several seconds (``scripts/bench_search.py`` measures after a warm-up call).
 """
 
 from __future__ import annotations
@@ -27,10 +33,15 @@ _TIME_UNKNOWN = np.iinfo(np.int64).min
 _BLOCK = 256  # rows checked before they are scored together
 
 
+#: the fast-math freedoms the scan takes: reassociating (and fusing) the sums of the dot products so that they
+#: vectorise; not the no-NaN / no-infinity assumptions, under which comparisons could be folded away
+_FASTMATH = {"reassoc", "contract", "nsz"}
+
+
 def _njit(fn=None, **kw):
     if fn is None:
         return lambda f: _njit(f, **kw)
-    return numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False, **kw)(fn) if AVAILABLE else fn
+    return numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, boundscheck=False, **kw)(fn) if AVAILABLE else fn
 
 
 @_njit(inline="always")

@@ -29,6 +29,7 @@ FILTERS = {
     "time_range": QueryFilter(start=datetime(2019, 1, 1), end=datetime(2019, 12, 31, 23, 59, 59)),
     "sensor_set": QueryFilter(sensors={"enmap"}),
     "exclusion": QueryFilter(exclude_scene_ids=set(range(0, 150, 2)), exclude_cell_ids={"c000001", "c000002"}),
+    "bbox_and_polygon": QueryFilter(bbox=(-5, 40, 20, 55), polygon=HOLED, start=date(2018, 1, 1)),
     "combined": QueryFilter(bbox=(-10, 36, 30, 60), start=date(2018, 1, 1), end=date(2020, 12, 31),
                             sensors={"sentinel2", "enmap"}, exclude_scene_ids={3, 4, 5}),
     "nothing_matches": QueryFilter(bbox=(-30, -60, -29, -59)),
