@@ -52,6 +52,18 @@ def _dot(vectors, row, q):
     return s
 
 
+@_njit(inline="always")
+def _worse(hs, hr, a, b):
+    """Whether heap entry ``a`` ranks below entry ``b``: a lower score, or an equal score and a higher row."""
+    return hs[a] < hs[b] or (hs[a] == hs[b] and hr[a] > hr[b])
+
+
+@_njit(inline="always")
+def _swap(hs, hr, a, b):
+    hs[a], hs[b] = hs[b], hs[a]
+    hr[a], hr[b] = hr[b], hr[a]
+
+
 @_njit
 def _sift_down(hs, hr, k):
     """Restore the min-heap (scores ``hs``, rows ``hr``, worst at 0) after its root was replaced."""
@@ -60,14 +72,12 @@ def _sift_down(hs, hr, k):
         c = 2 * i + 1
         if c >= k:
             return
-        if c + 1 < k and (hs[c + 1] < hs[c] or (hs[c + 1] == hs[c] and hr[c + 1] > hr[c])):
+        if c + 1 < k and _worse(hs, hr, c + 1, c):
             c += 1
-        if hs[c] < hs[i] or (hs[c] == hs[i] and hr[c] > hr[i]):
-            hs[i], hs[c] = hs[c], hs[i]
-            hr[i], hr[c] = hr[c], hr[i]
-            i = c
-        else:
+        if not _worse(hs, hr, c, i):
             return
+        _swap(hs, hr, i, c)
+        i = c
 
 
 @_njit(inline="always")
@@ -77,14 +87,9 @@ def _push(hs, hr, k, filled, score, row):
     if filled < k:
         i = filled
         hs[i], hr[i] = score, row
-        while i > 0:  # sift up
-            p = (i - 1) // 2
-            if hs[i] < hs[p] or (hs[i] == hs[p] and hr[i] > hr[p]):
-                hs[i], hs[p] = hs[p], hs[i]
-                hr[i], hr[p] = hr[p], hr[i]
-                i = p
-            else:
-                break
+        while i > 0 and _worse(hs, hr, i, (i - 1) // 2):  # sift up
+            _swap(hs, hr, i, (i - 1) // 2)
+            i = (i - 1) // 2
         return filled + 1
     if score > hs[0] or (score == hs[0] and row < hr[0]):
         hs[0], hr[0] = score, row
