@@ -22,6 +22,7 @@ import torch
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.index.search import Searcher
 from rsretrieve.index.segment import TIME_UNKNOWN
 from rsretrieve.index.store import IndexStore
 from rsretrieve.model.checkpoint import load_model
@@ -126,5 +127,8 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
     if not store.published:
         store.publish()
     summary["pruned_generations"] = IndexStore.prune(ws / "index", keep=0)
-    summary["total"] = IndexStore.open(ws / "index").ntotal
+    current = IndexStore.open(ws / "index")
+    summary["total"] = current.ntotal
+    # the first filtered query after an install would otherwise compile the search kernels (seconds, once)
+    summary["warm_up_s"] = round(Searcher(current).warm_up(), 2)
     return summary

@@ -28,10 +28,15 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from datetime import datetime
 
 import faiss
 import numpy as np
 
+from shapely.geometry import box
+
+from rsretrieve.index import kernels
 from rsretrieve.index.ann import ann_params, ann_search
 from rsretrieve.index.filters import CompiledFilter, QueryFilter
 from rsretrieve.index.segment import Segment
@@ -115,6 +120,23 @@ class Searcher:
             self._fast = (only, self._ann[only.name].search_c, ann_params(only.ann_info, only.ann_info["width"]),
                           {"mode": "ann", "candidates": only.n,
                            "segments": [{"segment": only.name, "mode": "ann", "candidates": only.n}]})
+
+    def warm_up(self) -> float:
+        """Compile the kernels of filtered search (:mod:`rsretrieve.index.kernels`) for this index's column types,
+        or load them from numba's cache, with a few tiny queries, so that a user's first query does not pay for
+        it; returns the seconds it took (0 without numba or segments)."""
+        if not kernels.AVAILABLE or not self.segments:
+            return 0.0
+        t0 = time.perf_counter()
+        seg = self.segments[0]
+        q = np.ascontiguousarray(seg.vectors[:1], dtype=np.float32)
+        lon, lat, d = float(seg.lon[0]), float(seg.lat[0]), 1e-3
+        bbox = (max(lon - d, -180.0), max(lat - d, -90.0), min(lon + d, 180.0), min(lat + d, 90.0))
+        self.search(q, 1, QueryFilter(bbox=bbox, start=datetime(1970, 1, 1)))  # box ranges and the scan
+        cf = CompiledFilter(QueryFilter(polygon=box(*bbox)), self.sensors)  # rasters, their ranges, their scan
+        cf.scan(seg, q[0], 1, cf.row_ranges(seg))
+        self.search(q, 1, QueryFilter(polygon=box(*bbox)))  # a small polygon: covered by its box
+        return time.perf_counter() - t0
 
     def search(self, queries: np.ndarray, k: int = 10, flt: QueryFilter | None = None) -> SearchResult:
         """Top-``k`` tiles by inner product for each query among the tiles matching ``flt``.

@@ -224,3 +224,17 @@ def test_row_ranges_are_the_same_with_and_without_the_kernel(store, name, small,
         cf.size_hint(10.0 if small else None)
         return [[a.tolist() for a in cf.row_ranges(seg)] for seg in store.segments]
     assert ranges(True) == ranges(False)
+
+
+def test_warm_up_compiles_every_kernel_for_the_index_types_and_changes_nothing(store, tiles):
+    searcher = Searcher(store)
+    q = queries(tiles, 1, seed=4)
+    before = searcher.search(q, 10, FILTERS["polygon_with_hole_and_time"])
+    assert searcher.warm_up() >= 0
+    for fn in (kernels.scan_topk, kernels.score_topk, kernels.box_row_ranges, kernels.rect_row_ranges,
+               kernels.raster_states, kernels.raster_coarse, kernels.count_in_box):
+        assert fn.signatures, fn
+    readonly = [sig for sig in kernels.scan_topk.signatures if not sig[0].mutable]
+    assert readonly  # the memory-mapped vectors of a real segment
+    after = searcher.search(q, 10, FILTERS["polygon_with_hole_and_time"])
+    assert after.tile_ids.tolist() == before.tile_ids.tolist()
