@@ -84,8 +84,8 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
     health = {"status": "ok", "tiles_indexed": int(engine.store.ntotal), "model": model,
               "model_checksum": engine.store.model_checksum, "sensors": list(engine.store.sensors),
               "query_sensors": list(engine.model.sensors), "max_upload_mb": max_upload_mb}
-    log.info("serving %s: model %s (%s), %d tiles indexed", workspace, model, health["model_checksum"],
-             health["tiles_indexed"])
+    log.info("serving %s: model %s (%s), %d tiles indexed; search kernels ready in %.2f s", workspace, model,
+             health["model_checksum"], health["tiles_indexed"], worker.warm_up_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -41,6 +41,8 @@ class EngineWorker:
         try:
             self.workspace = self.call(Workspace.open, workspace)
             self.engine = self.call(self.workspace.engine, model)
+            # compile (or load from numba's cache) the search kernels before the first request, not during it
+            self.warm_up_s = self.call(self.engine.searcher.warm_up)
         except BaseException:
             self._pool.shutdown(wait=True)
             self._pool = None

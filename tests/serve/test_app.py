@@ -78,6 +78,7 @@ def test_health_reports_the_index_and_the_model(client, ws):
     assert h["tiles_indexed"] == IndexStore.open(ws / "index").ntotal == 120
     assert h["model_checksum"] == model_checksum(ws / "checkpoints" / "default" / "model.pt")
     assert sorted(h["sensors"]) == ["enmap", "sentinel1", "sentinel2"]
+    assert client.app.state.worker.warm_up_s >= 0  # the search kernels were ready before the first request
 
 
 def test_query_by_tile_id_equals_brute_force_under_sensor_and_bbox_filters(client, ws, s1_tile):
