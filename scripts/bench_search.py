@@ -166,9 +166,16 @@ def _inside(geom, lon, lat) -> np.ndarray:
     return m
 
 
+#: untimed calls before each method is timed: the first few queries after another method's run are 2-4x slower
+#: on this machine (caches and the other vCPU still busy with the previous method), which would set a p99 of 200
+#: queries by themselves; every method, baselines included, gets the same warm-up
+WARM_UP = 5
+
+
 def timed(fn, items) -> tuple[np.ndarray, list]:
-    """Run ``fn`` on each item; (latencies in ms, results)."""
-    fn(items[0])
+    """Run ``fn`` on each item after ``WARM_UP`` untimed calls; (latencies in ms, results)."""
+    for it in items[:WARM_UP]:
+        fn(it)
     lat, res = [], []
     for it in items:
         t = time.perf_counter_ns()
@@ -442,7 +449,8 @@ def report1(args, n, factory, bt, mem, rows, f_flat, f_ivf, f_ours, sweep) -> tu
              f"ANN index {mem['ann']:.0f} B; RSS growth on opening the index {bt['rss_open_mb']:.0f} MB "
              f"({bt['rss_open_mb'] * 2 ** 20 / n:.0f} B/vector; raw vectors are paged in on use).",
              f"Queries: {args.nq} noisy copies of random tiles, one at a time (flat-based baselines: the first "
-             f"{min(args.nq, 50)}) and 20 batches of {args.batch}; k = 10; `OMP_NUM_THREADS` = "
+             f"{min(args.nq, 50)}) and 20 batches of {args.batch}, each method after {WARM_UP} untimed calls; k = 10; "
+             "`OMP_NUM_THREADS` = "
              f"{faiss.omp_get_max_threads()}; load average during the run {bt['load'][0]:.1f} -> "
              f"{os.getloadavg()[0]:.1f} (the machine is shared: p99 values include other users' work).",
              "Our times include everything from the user's filter values on: building and validating the "
