@@ -316,10 +316,7 @@ class CompiledFilter:
         lo = self.t_lo if self.t_lo is not None else _INT64_MIN
         hi = self.t_hi if self.t_hi is not None else _INT64_MAX
         alive = seg.alive_mask() if seg.has_deleted else _NO_BOOL
-        cells = _NO_CELLS
-        if self.cells.size:
-            pos = np.minimum(np.searchsorted(seg.cell_names, self.cells), seg.cell_names.size - 1)
-            cells = np.unique(pos[seg.cell_names[pos] == self.cells]).astype(seg.cell.dtype)
+        cells = self._excluded_cells(seg).astype(seg.cell.dtype) if self.cells.size else _NO_CELLS
         bbox = self._bbox
         geo_mode, rasters = (0 if not self.geo else 1), (_NO_STATES, _NO_PARAMS)
         if self.region is not None:
@@ -434,11 +431,15 @@ class CompiledFilter:
         if self.scenes.size:
             ok &= ~np.isin(take(seg.scene_id), self.scenes)
         if self.cells.size:
-            pos = np.minimum(np.searchsorted(seg.cell_names, self.cells), seg.cell_names.size - 1)
-            codes = pos[seg.cell_names[pos] == self.cells]
+            codes = self._excluded_cells(seg)
             if codes.size:
                 ok &= ~np.isin(take(seg.cell), codes)
         return ok
+
+    def _excluded_cells(self, seg: Segment) -> np.ndarray:
+        """Codes (positions in ``seg.cell_names``, ascending) of the excluded cells that ``seg`` has."""
+        pos = np.minimum(np.searchsorted(seg.cell_names, self.cells), seg.cell_names.size - 1)
+        return pos[seg.cell_names[pos] == self.cells]
 
 
 def ranges_to_rows(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:

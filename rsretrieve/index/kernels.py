@@ -28,8 +28,9 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; the numpy path remains
     numba = None
 
+from rsretrieve.index.segment import TIME_UNKNOWN
+
 AVAILABLE = numba is not None
-_TIME_UNKNOWN = np.iinfo(np.int64).min
 _BLOCK = 256  # rows checked before they are scored together
 
 
@@ -229,7 +230,7 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
             if has_time:
                 for i in range(size):
                     t = time[row + i]
-                    mask[i] = (t != _TIME_UNKNOWN) & (t >= t_lo) & (t <= t_hi)
+                    mask[i] = (t != TIME_UNKNOWN) & (t >= t_lo) & (t <= t_hi)
             else:
                 mask[:size] = True
             if has_alive:
