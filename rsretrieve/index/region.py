@@ -68,6 +68,11 @@ class Raster:
         n = 1 << fine
         self._sx, self._sy = n / 360.0, n / 180.0  # the factors of hilbert.grid_xy
         self._w = w = nx + 3  # padded columns, plus one collecting the crossings right of every cell
+        # the largest padded column and row a point is clipped to (lon 180 and lat 90 fall in the grid's last
+        # column / row, as in hilbert.grid_xy), used by classify and by the compiled scan's copy of it
+        last = n - 1
+        self._cmax = min(last, self.x0 + self.nx) - (self.x0 - 1)
+        self._rmax = min(last, self.y0 + self.ny) - (self.y0 - 1)
         # edge starts g0 and steps d, (2, edges), in fine cells from the rectangle's corner (rounding ~1e-10 cell)
         pts = np.concatenate(rings) if len(rings) > 1 else rings[0]
         g = (pts * (self._sx, self._sy) + (180.0 * self._sx - self.x0, 90.0 * self._sy - self.y0)).T
@@ -132,11 +137,10 @@ class Raster:
         """int8 state of points (degrees): ``INSIDE``, ``OUTSIDE`` or ``NEAR`` (needs the exact test)."""
         # as in hilbert.grid_xy (lon 180 and lat 90 fall in the last column / row), then clipped onto the border
         # in padded cells: shifted before the floor (rounding ~1e-11 cell, far below _MARGIN), one clip per axis
-        last = (1 << self.fine) - 1
         c = np.floor(np.add(lon, 180.0) * self._sx - (self.x0 - 1))
         r = np.floor(np.add(lat, 90.0) * self._sy - (self.y0 - 1))
-        np.clip(c, 0, min(last, self.x0 + self.nx) - (self.x0 - 1), out=c)
-        np.clip(r, 0, min(last, self.y0 + self.ny) - (self.y0 - 1), out=r)
+        np.clip(c, 0, self._cmax, out=c)
+        np.clip(r, 0, self._rmax, out=r)
         r *= self._w
         r += c
         return self._flat.take(r.astype(np.intp))
@@ -234,9 +238,7 @@ class Region:
         parts = self.part_cells()
         rows, offset = [], 0
         for _, _, _, r in parts:
-            last = (1 << r.fine) - 1
-            rows.append((r._sx, r._sy, r.x0 - 1, r.y0 - 1, min(last, r.x0 + r.nx) - (r.x0 - 1),
-                         min(last, r.y0 + r.ny) - (r.y0 - 1), r._w, offset))
+            rows.append((r._sx, r._sy, r.x0 - 1, r.y0 - 1, r._cmax, r._rmax, r._w, offset))
             offset += r._flat.size
         states = np.concatenate([r._flat for *_, r in parts]) if len(parts) > 1 else parts[0][3]._flat
         return states, np.array(rows, np.float64)
