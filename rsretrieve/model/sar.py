@@ -55,9 +55,6 @@ class SarBranch(SensorBranch):
         valid = torch.tensor([b.valid for b in spec.bands])
         present = torch.zeros(len(POLARIZATIONS))
         present[torch.tensor(slots)[valid]] = 1.0
-        self.register_buffer("slots", torch.tensor(slots, dtype=torch.long), persistent=False)
-        self.register_buffer("band_valid", valid.float(), persistent=False)
-        self.register_buffer("present", present, persistent=False)
         # the 3n stem channels are [mean x n, std x n, presence flag x n]. Only the mean and std of the slots that
         # receive a valid band vary from tile to tile; a slot without a band is 0, so its mean is 0 and its std
         # sqrt(1e-6) everywhere, and the flags are constant: their share of the convolution is the same for every

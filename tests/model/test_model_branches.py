@@ -135,10 +135,15 @@ def _sar_stem_with_every_slot(branch, x: torch.Tensor) -> torch.Tensor:
     from rsretrieve.model.sar import POLARIZATIONS, _local_stats
 
     b, _, h, w = x.shape
-    x = x * branch.band_valid[None, :, None, None]
-    slots = x.new_zeros(b, len(POLARIZATIONS), h, w).index_add(1, branch.slots, x)
+    bands = get_sensor(branch.sensor).bands
+    index = torch.tensor([POLARIZATIONS.index(band.polarization) for band in bands])
+    valid = torch.tensor([band.valid for band in bands])
+    x = x * valid.float()[None, :, None, None]
+    slots = x.new_zeros(b, len(POLARIZATIONS), h, w).index_add(1, index, x)
     mean, std = _local_stats(slots, branch.window)
-    flags = branch.present[None, :, None, None].expand(b, -1, h, w)
+    present = torch.zeros(len(POLARIZATIONS))
+    present[index[valid]] = 1.0
+    flags = present[None, :, None, None].expand(b, -1, h, w)
     stride = branch.stride_for(h, w)
     return F.conv2d(torch.cat([mean, std, flags], dim=1), branch.patch.weight, branch.patch.bias, stride=stride,
                     padding=branch.padding_for(stride))
