@@ -7,14 +7,16 @@ matches estimated from a sample of them, number at most ``exact_max_rows``, or t
 ``ann_min_selectivity`` of the segment, or the segment has no ANN index, the matches are materialised by vectorised
 column checks (rows in grid cells wholly inside the geometry skip the geometric test, polygons are rasterised so that
 only rows near an edge need shapely) and scanned exactly: for one query in one compiled pass over the row ranges that
-checks, scores and keeps the top-k (:mod:`rsretrieve.index.kernels`), for a batch by a gather and BLAS. Exact scans are memory-bound: about 9 ns per matching vector at d = 128 while they fit in
-the last-level cache (1% of 1M vectors) and 35-50 ns beyond (DRAM) on the benchmark machine, so a 10% filter over 1M vectors (100k matches, 51 MB) costs milliseconds however it is scanned, and plain
-filtered IVF needs a search width of hundreds of lists to keep recall@10 at 0.95 when the filtered region is unlike
-the query (``scripts/bench_search.py`` measures both). Broader filters search the segment's ANN index without materialising
-anything: an over-fetch of ``k / selectivity`` hits at a search width scaled by ``selectivity ** -0.5``, every hit
-checked against the filter, widened 4x per round for the queries still short of ``k`` matches; past ``max_fetch``
-those queries finish on the ANN index with a FAISS ``IDSelectorBitmap`` of the materialised matches and a width
-scaled by ``1 / selectivity`` (CPU), or on the exact scan. Segments merge into an exact top-k over their union.
+checks, scores and keeps the top-k (:mod:`rsretrieve.index.kernels`), for a batch by a gather and BLAS. Exact scans
+are memory-bound: about 9 ns per matching vector at d = 128 while they fit in the last-level cache (1% of 1M
+vectors) and 35-50 ns beyond (DRAM) on the benchmark machine, so a 10% filter over 1M vectors (100k matches, 51 MB)
+costs milliseconds however it is scanned, and plain filtered IVF needs a search width of hundreds of lists to keep
+recall@10 at 0.95 when the filtered region is unlike the query (``scripts/bench_search.py`` measures both). Broader
+filters search the segment's ANN index without materialising anything: an over-fetch of ``k / selectivity`` hits
+at a search width scaled by ``selectivity ** -0.5``, every hit checked against the filter, widened 4x per round for
+the queries still short of ``k`` matches; past ``max_fetch`` those queries finish on the ANN index with a FAISS
+``IDSelectorBitmap`` of the materialised matches and a width scaled by ``1 / selectivity`` (CPU), or on the exact
+scan. Segments merge into an exact top-k over their union.
 ``one_per_cell`` over-fetches and de-duplicates by ground cell until ``k`` distinct cells are found or the matches
 run out: a top-k is never truncated and called filtered. Unfiltered queries of a one-segment index with an exact-code
 ANN index go straight to FAISS's C entry point (``search_c``) once the queries pass the planner's own checks.
