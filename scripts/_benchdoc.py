@@ -9,6 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+#: the real samples (``--real`` of the scripts that read them): $RSRETRIEVE_REAL_DATA, else ../shared/data/real
+REAL_DATA = Path(os.environ.get("RSRETRIEVE_REAL_DATA",
+                                Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 HEADER = (
     "# Benchmarks\n\n"
     "Every number here is written by a script in `scripts/` (named in each section) and can be reproduced by\n"
@@ -32,3 +35,11 @@ def write_section(name: str, markdown: str) -> Path:
     text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text)
     return DOC
+
+
+def publish(name: str, lines: list[str], write: bool = True) -> None:
+    """Write ``lines`` as the section ``name`` (unless ``write`` is False), then print them."""
+    text = "\n".join(lines)
+    if write:
+        write_section(name, text)
+    print(text)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _benchdoc import write_section  # noqa: E402
+from _benchdoc import REAL_DATA, publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["sentinel1->sentinel2", "sentinel2->sentinel1"]
@@ -57,8 +57,7 @@ def steps(ws: Path, name: str) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--real", type=Path, default=Path(os.environ.get("RSRETRIEVE_REAL_DATA",
-                                                                      ROOT.parent / "shared" / "data" / "real")))
+    ap.add_argument("--real", type=Path, default=REAL_DATA)
     ap.add_argument("--tile-size", type=float, default=120.0, help="ground cell side in metres (12 px at 10 m)")
     ap.add_argument("--block", type=int, default=4, help="side of a split block in cells")
     ap.add_argument("--budget", default="00:00:02:00", help="--trainer.max_time of each model")
@@ -155,9 +154,7 @@ def _run(args: argparse.Namespace, ben: Path, ssl: Path, ws: Path, tmp: Path) ->
         "--data.sensors '[sentinel1,sentinel2]' " + " ".join(map(str, common)),
         "rsretrieve evaluate --workspace WS --models default,baseline", "```", "",
         f"Whole script: {time.time() - t_all:.0f} s."]
-    if not args.no_write:
-        write_section("real", "\n".join(lines))
-    print("\n".join(lines))
+    publish("real", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

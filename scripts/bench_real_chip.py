@@ -22,7 +22,6 @@ Writes the "real_chip" section of docs/benchmarks.md. Needs nothing but torch, r
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,9 +34,8 @@ from rasterio.warp import Resampling, reproject
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _benchdoc import write_section  # noqa: E402
+from _benchdoc import REAL_DATA, publish  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 S2_BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12"]
 
 
@@ -121,8 +119,7 @@ def run(train: list[tuple[torch.Tensor, torch.Tensor]], test: tuple[torch.Tensor
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--real", type=Path, default=Path(os.environ.get("RSRETRIEVE_REAL_DATA",
-                                                                      ROOT.parent / "shared" / "data" / "real")))
+    ap.add_argument("--real", type=Path, default=REAL_DATA)
     ap.add_argument("--tile", type=int, default=16, help="tile side in pixels (16: 160 m, 256 tiles per date)")
     ap.add_argument("--steps", type=int, default=1200, help="optimizer steps per run (batch 64)")
     ap.add_argument("--seeds", type=int, default=2)
@@ -182,9 +179,7 @@ def main() -> None:
            "here; the real-sample numbers above are to be read against these rows (same sensors, same kind of "
            "split), not against 0.5."), "",
         f"Whole script: {time.time() - t_all:.0f} s."]
-    if not args.no_write:
-        write_section("real_chip", "\n".join(lines))
-    print("\n".join(lines))
+    publish("real_chip", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":
