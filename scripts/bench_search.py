@@ -358,9 +358,16 @@ def part1(args, root: Path) -> tuple[str, list[str]]:
         sweep.append({"kind": kind, "target": s, "sel": mask.mean(), "n": sub.size, "ours": r_ours, "sub": r_sub,
                       "batch": r_batch, "modes": modes, "forced": forced})
     disk = {p.name: p.stat().st_size for p in (store.root / store.generation / seg.name).iterdir()}
-    mem = {"raw": disk["vectors.npy"] / n, "ann": disk.get("ann.faiss", 0) / n,
-           "cols": sum(v for kk, v in disk.items() if kk not in ("vectors.npy", "ann.faiss", "ann.json")) / n}
+    mem = {"raw": disk["vectors.npy"] / n, "ann": disk.get("ann.faiss", 0) / n, "codes": _codes_bytes(disk) / n,
+           "cols": sum(v for kk, v in disk.items() if kk not in _NOT_COLUMNS) / n}
     return report1(args, n, factory, bt, mem, bench.rows, f_flat, f_ivf, f_ours, sweep)
+
+
+_NOT_COLUMNS = ("vectors.npy", "ann.faiss", "ann.json", "codes.npy", "codes_params.npy")
+
+
+def _codes_bytes(disk: dict[str, int]) -> int:
+    return disk.get("codes.npy", 0) + disk.get("codes_params.npy", 0)
 
 
 def wide_nprobe(index, q: np.ndarray, k: int, sel, truth: np.ndarray, start: int) -> int | None:
@@ -445,7 +452,8 @@ def report1(args, n, factory, bt, mem, rows, f_flat, f_ivf, f_ours, sweep) -> tu
              f"Build: synthetic vectors {bt['gen_s']:.1f} s; `add_segment` {bt['add_s']:.1f} s (Hilbert sort, "
              f"atomic write, ANN {bt['ann_s']:.1f} s incl. nprobe calibration to {bt['ann']['width']} for recall@10 "
              f"{bt['ann']['recall']:.3f})" + (f"; HNSW32 baseline {bt['hnsw_s']:.1f} s." if "hnsw_s" in bt else "."),
-             f"Memory per vector: raw float32 {mem['raw']:.0f} B (memory-mapped), columns {mem['cols']:.1f} B, "
+             f"Memory per vector: raw float32 {mem['raw']:.0f} B (memory-mapped), uint8 codes {mem['codes']:.0f} B "
+             f"(memory-mapped, read first by exact scans), columns {mem['cols']:.1f} B, "
              f"ANN index {mem['ann']:.0f} B; RSS growth on opening the index {bt['rss_open_mb']:.0f} MB "
              f"({bt['rss_open_mb'] * 2 ** 20 / n:.0f} B/vector; raw vectors are paged in on use).",
              f"Queries: {args.nq} noisy copies of random tiles, one at a time (flat-based baselines: the first "
@@ -510,9 +518,9 @@ def part2(args, root: Path) -> str:
              f"{bt['ann']['recall']:.3f} after exact re-ranking of the top 80 from the raw vectors).",
              f"Memory: ANN index {disk['ann.faiss'] / n:.0f} B/vector in RAM "
              f"({disk['ann.faiss'] / 2 ** 30:.2f} GiB), columns "
-             f"{sum(v for kk, v in disk.items() if kk not in ('vectors.npy', 'ann.faiss', 'ann.json')) / n:.0f} "
-             f"B/vector, raw float32 {disk['vectors.npy'] / n:.0f} B/vector on disk, memory-mapped (read only by "
-             f"exact scans and re-ranking); peak RSS of the benchmark process {peak:.0f} MB (before this part "
+             f"{sum(v for kk, v in disk.items() if kk not in _NOT_COLUMNS) / n:.0f} B/vector, uint8 codes "
+             f"{_codes_bytes(disk) / n:.0f} B/vector and raw float32 {disk['vectors.npy'] / n:.0f} B/vector on "
+             f"disk, memory-mapped (read only by exact scans and re-ranking); peak RSS of the benchmark process {peak:.0f} MB (before this part "
              f"{t_peak0:.0f} MB), counting pages of memory-mapped files; after the build {anon:.0f} MB heap + "
              f"{mapped:.0f} MB mapped file pages, after the searches {rss_mb('RssAnon'):.0f} MB heap + "
              f"{rss_mb('RssFile'):.0f} MB mapped (heap grows little on opening the index: the allocator reuses "

@@ -54,6 +54,7 @@ ROWS_CHUNK = 32768
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 _NO_BOOL, _NO_CELLS, _NO_BOX = np.zeros(0, bool), np.zeros(0, np.int32), np.zeros(0, np.float64)
 _NO_STATES, _NO_PARAMS = np.zeros(0, np.int8), np.zeros((0, 8), np.float64)
+_NO_RINGS = (np.zeros((0, 2), np.float64), np.zeros(1, np.int64), np.zeros(0, np.int64))
 _SAMPLE = np.sort(np.random.default_rng(0).random(1024))  # fixed positions for selectivity estimates
 
 
@@ -198,7 +199,8 @@ class CompiledFilter:
         self.cells = np.array(sorted(flt.exclude_cell_ids), dtype=str)
         # the box rows are tested against in the kernel: the filter's, else the polygon's bounds (every point of
         # a closed polygon lies within them, so this only drops rows the polygon test would)
-        box = flt.bbox if flt.bbox is not None else flt.polygon.bounds if flt.polygon is not None else None
+        self._bounds = flt.polygon.bounds if flt.polygon is not None else None  # (shapely computes them per call)
+        box = flt.bbox if flt.bbox is not None else self._bounds
         self._bbox = np.asarray(box, np.float64) if box is not None else _NO_BOX
         self._sensor_ok = np.zeros(0, bool)
         if self.sensor_codes is not None:
@@ -213,7 +215,7 @@ class CompiledFilter:
             for b in [(w, s, e, n)] if w <= e else [(w, s, 180.0, n), (-180.0, s, e, n)]:
                 parts.append(box_ranges(*b, max_cells=self.box_cells, flag_inside=flt.polygon is None))
         elif self.polygon_by_box:  # few rows: each part's bounding box, every row tested exactly
-            bounds = [p.bounds for p in self.region.parts] if len(self.region.parts) <= 16 else [flt.polygon.bounds]
+            bounds = [p.bounds for p in self.region.parts] if len(self.region.parts) <= 16 else [self._bounds]
             parts.extend(box_ranges(*b, max_cells=self.box_cells, flag_inside=False) for b in bounds)
         else:
             parts.extend(self.region.key_ranges())
@@ -301,7 +303,7 @@ class CompiledFilter:
         if self.filter.bbox is not None:
             return self.filter.bbox if self.filter.bbox[0] <= self.filter.bbox[2] else None
         if self.polygon_by_box and len(self.region.parts) == 1:
-            return self.filter.polygon.bounds
+            return self._bounds
         return None
 
     def scan(self, seg: Segment, q: np.ndarray, k: int, ranges: tuple[np.ndarray, ...] | None = None
@@ -324,7 +326,9 @@ class CompiledFilter:
             geo_mode, rasters = (2, rasters) if built is None else (3, built)
         scores, rows, matched, pending = kernels.scan_topk(
             seg.vectors, q, k, starts, stops, inside, has_time, seg.time, lo, hi, alive, seg.sensor, self._sensor_ok,
-            seg.scene_id, self.scenes, seg.cell, cells, geo_mode, seg.lon, seg.lat, bbox, *rasters)
+            seg.scene_id, self.scenes, seg.cell, cells, geo_mode, seg.lon, seg.lat, bbox, *rasters,
+            *((seg.codes, seg.code_params) if seg.codes is not None else _no_codes(seg.vectors.shape[1])),
+            *((self.region.rings() or _NO_RINGS) if self.region is not None else _NO_RINGS))
         if pending.size:  # near an edge (or no rasters): the exact test
             lon, lat = seg.lon.take(pending), seg.lat.take(pending)
             more = pending.take(np.flatnonzero(self._in_region(lon, lat) if geo_mode == 2 else self.region(lon, lat)))
@@ -356,7 +360,7 @@ class CompiledFilter:
         sample = seg.sample()
         if not sample.n:
             return 0.0
-        w, s, e, n = self.filter.bbox if self.filter.bbox is not None else self.filter.polygon.bounds
+        w, s, e, n = self.filter.bbox if self.filter.bbox is not None else self._bounds
         lon, lat = sample.lon, sample.lat
         if kernels.AVAILABLE:
             return kernels.count_in_box(lon, lat, w, s, e, n) / sample.n * seg.n
@@ -440,6 +444,11 @@ class CompiledFilter:
         """Codes (positions in ``seg.cell_names``, ascending) of the excluded cells that ``seg`` has."""
         pos = np.minimum(np.searchsorted(seg.cell_names, self.cells), seg.cell_names.size - 1)
         return pos[seg.cell_names[pos] == self.cells]
+
+
+def _no_codes(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Empty codes for :func:`rsretrieve.index.kernels.scan_topk`: a segment written before codes existed."""
+    return np.zeros((0, d), np.uint8), np.zeros((3, d), np.float64)
 
 
 def ranges_to_rows(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:

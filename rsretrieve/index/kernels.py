@@ -4,8 +4,10 @@
   (time, removed rows, sensor, exclusions, the bbox or the polygon's rasters for rows not wholly inside the
   geometry), scores the matching rows and keeps the top-k. In numpy that is a dozen array passes, a materialised
   row list and a FAISS by-index scan over the ~70% of rows that match, which come in thousands of short runs.
-  Rows that need a test the kernel cannot make (a point near a polygon's edge) are returned unscored, checked with
-  shapely (exact) and scored by :func:`score_topk`.
+  Rows are scored from the segment's uint8 scalar codes (a quarter of the bytes of the vectors) and only those
+  whose score could still reach the top-k again from the float32 vectors, so the answer is the float32 one.
+  Points near a polygon's edge are tested against its rings (:func:`_point_states`); the few within 1e-9 degrees
+  of an edge are returned unscored, checked with shapely (exact) and scored by :func:`score_topk`.
 - :func:`box_row_ranges`, :func:`rect_row_ranges`: a box's (or a polygon raster's) cover cells, their Hilbert keys
   and the binary searches that turn them into row ranges, in one call.
 - :func:`raster_states`, :func:`raster_coarse`: the fine and coarse cell states of a polygon's raster
@@ -32,6 +34,7 @@ from rsretrieve.index.segment import TIME_UNKNOWN
 
 AVAILABLE = numba is not None
 _BLOCK = 256  # rows checked before they are scored together
+_EDGE_EPS2 = 1e-18  # (degrees)**2: points closer to a polygon's edge than 1e-9 degrees are left to shapely
 
 
 #: the fast-math freedoms the scan takes: reassociating (and fusing) the sums of the dot products so that they
@@ -43,6 +46,12 @@ def _njit(fn=None, **kw):
     if fn is None:
         return lambda f: _njit(f, **kw)
     return numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, boundscheck=False, **kw)(fn) if AVAILABLE else fn
+
+
+def _njit_exact(fn):
+    """Compiled without fastmath: the raster's arithmetic is the numpy code's, operation for operation, and the
+    point-in-polygon test's error bound holds."""
+    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn) if AVAILABLE else fn
 
 
 @_njit(inline="always")
@@ -162,6 +171,84 @@ def _score_block(vectors, q, rows, count, hs, hr, k, filled):
     return filled
 
 
+@_njit
+def _code_query(q, params):
+    """The query against a segment's scalar codes (``params``: offset, step, error per dimension; see
+    :func:`rsretrieve.index.segment.write_codes`): per-dimension weights of the codes, the constant term, and the
+    bound on how far a code's score can be from the vector's score: the codes' error, plus the rounding of both
+    float32 sums (taken at four times the usual bound, ``d`` units of 2**-24 of the sum of magnitudes)."""
+    d = q.size
+    cq = np.empty(d, np.float32)
+    c0 = 0.0
+    err = 0.0
+    mag = 0.0
+    for j in range(d):
+        qj = np.float64(q[j])
+        cq[j] = np.float32(qj * params[1, j])
+        c0 += qj * params[0, j]
+        err += abs(qj) * params[2, j]
+        mag += abs(qj) * (abs(params[0, j]) + 255.0 * params[1, j] + params[2, j])
+    return cq, c0, err + 2.4e-7 * (d + 2) * (1.0 + 2.0 * mag + abs(c0))
+
+
+@_njit(inline="always")
+def _code_score(codes, row, cq):
+    s = np.float32(0.0)
+    for j in range(cq.size):
+        s += np.float32(codes[row, j]) * cq[j]
+    return s
+
+
+@_njit(inline="always")
+def _offer(vectors, q, row, upper, hs, hr, k, filled):
+    """Push ``row`` scored from its vector when ``upper`` (a bound on its score) can still reach the heap."""
+    if filled < k or upper >= hs[0]:
+        score = _dot(vectors, row, q)
+        if filled < k or score >= hs[0]:
+            filled = _push(hs, hr, k, filled, score, row)
+    return filled
+
+
+@_njit
+def _score_codes(vectors, q, codes, cq, c0, margin, rows, count, hs, hr, k, filled):
+    """As :func:`_score_block`, from the codes first: a row is scored from its vector only when its code score
+    plus the bound ``margin`` reaches the heap's worst score, so the heap ends as :func:`_score_block` leaves it."""
+    d = q.size
+    i = 0
+    lift = c0 + margin
+    while i + 4 <= count:
+        r0, r1, r2, r3 = rows[i], rows[i + 1], rows[i + 2], rows[i + 3]
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for j in range(d):
+            cj = cq[j]
+            a0 += np.float32(codes[r0, j]) * cj
+            a1 += np.float32(codes[r1, j]) * cj
+            a2 += np.float32(codes[r2, j]) * cj
+            a3 += np.float32(codes[r3, j]) * cj
+        # one test for the four first: with the offers inlined in the common path LLVM compiles the sums above
+        # about ten times slower (measured)
+        if filled < k or np.float64(max(max(a0, a1), max(a2, a3))) + lift >= hs[0]:
+            filled = _offer(vectors, q, r0, np.float64(a0) + lift, hs, hr, k, filled)
+            filled = _offer(vectors, q, r1, np.float64(a1) + lift, hs, hr, k, filled)
+            filled = _offer(vectors, q, r2, np.float64(a2) + lift, hs, hr, k, filled)
+            filled = _offer(vectors, q, r3, np.float64(a3) + lift, hs, hr, k, filled)
+        i += 4
+    while i < count:
+        filled = _offer(vectors, q, rows[i], np.float64(_code_score(codes, rows[i], cq)) + lift, hs, hr, k, filled)
+        i += 1
+    return filled
+
+
+@_njit(inline="always")
+def _score_rows(vectors, q, use_codes, codes, cq, c0, margin, rows, count, hs, hr, k, filled):
+    if use_codes:
+        return _score_codes(vectors, q, codes, cq, c0, margin, rows, count, hs, hr, k, filled)
+    return _score_block(vectors, q, rows, count, hs, hr, k, filled)
+
+
 @_njit(inline="always")
 def _raster_state(states, params, x, y):
     """State of point (x, y) against the rasters of a region's parts (see ``Region.raster_params``): 1 inside
@@ -180,9 +267,66 @@ def _raster_state(states, params, x, y):
     return 2 if near else 0
 
 
+_U8 = 8 * 2.0 ** -53  # eight units of rounding: a cross product this small against its terms has no sure sign
+
+
+@_njit_exact
+def _point_states(xy, ring_start, ring_part, lon, lat, rows, count, out, px, py, odd, near):
+    """State of the points ``(lon, lat)[rows[:count]]`` against a (multi)polygon given as rings, into ``out``: 1
+    inside some part, 0 outside all, 2 undecided (on or within ``_EDGE_EPS2 ** 0.5`` degrees of an edge of a part
+    it is not inside, or on a row where the side of an edge has no sure sign). Ring ``r`` is
+    ``xy[ring_start[r]:ring_start[r + 1]]``, closed, of part ``ring_part[r]``; the rings of a part are consecutive.
+
+    Per part, the even-odd count of the edges a ray to the east crosses: an edge is crossed when it straddles the
+    point's row (exact comparisons, half-open so that a vertex on the row counts once) and the point is west of it,
+    the sign of a cross product, trusted only when it exceeds eight units of rounding of its terms. Points near an
+    edge are left to shapely, whose closed polygons hold their boundary (the count does not). Edge by edge over all
+    the points, without branches; compiled without fast-math. ``px``, ``py`` (float64), ``odd``, ``near`` (uint8,
+    not bool: the loop over them vectorises) are work arrays of at least ``count`` elements."""
+    eps2 = _EDGE_EPS2
+    for m in range(count):
+        px[m], py[m] = lon[rows[m]], lat[rows[m]]
+        out[m] = 0
+    r = 0
+    n_rings = ring_start.size - 1
+    while r < n_rings:
+        part = ring_part[r]
+        odd[:count] = 0
+        near[:count] = 0
+        while r < n_rings and ring_part[r] == part:
+            for i in range(ring_start[r], ring_start[r + 1] - 1):
+                x1, y1, x2, y2 = xy[i, 0], xy[i, 1], xy[i + 1, 0], xy[i + 1, 1]
+                dx, dy = x2 - x1, y2 - y1
+                ll = dx * dx + dy * dy
+                inv = 1.0 / ll if ll > 0.0 else 0.0
+                west = 1.0 if dy > 0.0 else -1.0  # cross * west < 0: the point is west of an edge it straddles
+                for m in range(count):
+                    ux, uy = px[m] - x1, py[m] - y1
+                    a, b = ux * dy, uy * dx
+                    cross = a - b
+                    along = ux * dx + uy * dy
+                    vx, vy = px[m] - x2, py[m] - y2
+                    d2 = cross * cross * inv  # squared distance: to the line, or to the nearer end beyond it
+                    if along >= ll:
+                        d2 = vx * vx + vy * vy
+                    if along <= 0.0:
+                        d2 = ux * ux + uy * uy
+                    straddles = (y1 > py[m]) != (y2 > py[m])
+                    sure = abs(cross) > _U8 * (abs(a) + abs(b))
+                    near[m] |= np.uint8((d2 <= eps2) | (straddles & (not sure)))
+                    odd[m] ^= np.uint8(straddles & (cross * west < 0.0))
+            r += 1
+        for m in range(count):
+            if not near[m] and odd[m]:
+                out[m] = 1
+            elif near[m] and out[m] == 0:
+                out[m] = 2
+
+
 @_njit
 def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, alive, sensor, sensor_ok,
-              scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox, rast_states, rast_params):
+              scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox, rast_states, rast_params, codes,
+              code_params, ring_xy, ring_start, ring_part):
     """Top-``k`` rows by inner product with ``q`` among the rows of the half-open ranges ``starts..stops`` that match.
 
     A row matches when: with ``has_time``, its time is known and within ``[t_lo, t_hi]`` (pass the int64 extremes
@@ -191,7 +335,14 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     with ``inside == 0``, by ``geo_mode``: 0, no geometric test; 1, inside ``bbox`` (W, S, E, N, edges included,
     ``W > E`` across the antimeridian); 2, inside ``bbox`` when it is given (4 values, else empty), then left to the
     caller: such rows are returned unscored; 3, as 2, but rows that the region's rasters (``rast_states``,
-    ``rast_params``) put inside or outside are decided here and only rows near an edge are returned.
+    ``rast_params``) put inside or outside are decided here and only rows near an edge are returned. In modes 2
+    and 3, with the polygon's rings (``ring_xy``, ``ring_start``, ``ring_part``, see :func:`_point_states`; empty
+    ``ring_part``: none), rows left to the caller are first tested against them, and only those within 1e-9 degrees
+    of an edge are returned.
+
+    With ``codes`` (the segment's scalar codes and ``code_params``; empty: none) rows are scored from their codes
+    and only those whose score may reach the top-k (code score + the error bound of :func:`_code_query` at least
+    the k-th best so far) again from ``vectors``: the same top-k, about a quarter of the bytes read.
 
     Returns:
         (scores, rows, matched, pending): the top ``min(k, matched)`` scores (descending, ties by ascending row) and
@@ -213,9 +364,21 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     has_scenes = excl_scenes.size > 0
     has_cells = excl_cells.size > 0
     has_bbox = bbox.size == 4
+    has_rings = ring_part.size > 0
     w, s, e, n = (bbox[0], bbox[1], bbox[2], bbox[3]) if has_bbox else (0.0, 0.0, 0.0, 0.0)
     wraps = w > e
+    use_codes = codes.shape[0] > 0
+    if use_codes:
+        cq, c0, margin = _code_query(q, code_params)
+    else:
+        cq, c0, margin = np.zeros(0, np.float32), 0.0, 0.0
     buf = np.empty(_BLOCK, np.int64)  # rows that passed the checks, scored when full
+    state = np.empty(_BLOCK, np.int8)  # their raster states
+    n_rasters = rast_params.shape[0]
+    p_sx, p_sy, p_ox, p_oy, p_cmax, p_rmax, p_w, p_off = (
+        (rast_params[0, 0], rast_params[0, 1], rast_params[0, 2], rast_params[0, 3], rast_params[0, 4],
+         rast_params[0, 5], int(rast_params[0, 6]), int(rast_params[0, 7])) if n_rasters == 1 else
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0))
     mask = np.empty(_BLOCK, np.bool_)
     nb = 0
     for r in range(starts.size):
@@ -255,6 +418,13 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                 buf[nb] = row + i
                 nb += mask[i]
             row = end
+            one_raster = deferred and geo_mode == 3 and n_rasters == 1
+            if one_raster:  # the common case: one raster, its cell states looked up in a loop of their own
+                for j in range(first, nb):
+                    i = buf[j]
+                    c = min(max(math.floor((lon[i] + 180.0) * p_sx - p_ox), 0.0), p_cmax)
+                    rr = min(max(math.floor((lat[i] + 90.0) * p_sy - p_oy), 0.0), p_rmax)
+                    state[j - first] = rast_states[p_off + int(rr) * p_w + int(c)]
             if has_scenes or has_cells or deferred:  # the rarer tests, on the rows that passed the others
                 kept = first
                 for j in range(first, nb):
@@ -264,7 +434,10 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                     if has_cells and _sorted_contains(excl_cells, cell[i]):
                         continue
                     if deferred:
-                        st = _raster_state(rast_states, rast_params, lon[i], lat[i]) if geo_mode == 3 else 2
+                        if one_raster:
+                            st = state[j - first]
+                        else:
+                            st = _raster_state(rast_states, rast_params, lon[i], lat[i]) if geo_mode == 3 else 2
                         if st == 0:
                             continue
                         if st == 2:
@@ -275,10 +448,27 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                     kept += 1
                 nb = kept
             if nb == _BLOCK:
-                filled = _score_block(vectors, q, buf, nb, hs, hr, k, filled)
+                filled = _score_rows(vectors, q, use_codes, codes, cq, c0, margin, buf, nb, hs, hr, k, filled)
                 matched += nb
                 nb = 0
-    filled = _score_block(vectors, q, buf, nb, hs, hr, k, filled)
+    if has_rings and n_pending:  # the rows left for the caller, tested against the polygon's rings at once
+        st = np.empty(n_pending, np.int8)
+        _point_states(ring_xy, ring_start, ring_part, lon, lat, pending, n_pending, st, np.empty(n_pending),
+                      np.empty(n_pending), np.empty(n_pending, np.uint8), np.empty(n_pending, np.uint8))
+        left = 0
+        for m in range(n_pending):
+            if st[m] == 1:
+                if nb == _BLOCK:
+                    filled = _score_rows(vectors, q, use_codes, codes, cq, c0, margin, buf, nb, hs, hr, k, filled)
+                    matched += nb
+                    nb = 0
+                buf[nb] = pending[m]
+                nb += 1
+            elif st[m] == 2:
+                pending[left] = pending[m]
+                left += 1
+        n_pending = left
+    filled = _score_rows(vectors, q, use_codes, codes, cq, c0, margin, buf, nb, hs, hr, k, filled)
     matched += nb
     out_s, out_r = _ranked(hs, hr, filled)
     return out_s, out_r, matched, pending[:n_pending]
@@ -290,11 +480,6 @@ def score_topk(vectors, q, k, rows):
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     return _ranked(hs, hr, _score_block(vectors, q, rows, rows.size, hs, hr, k, 0))
-
-
-def _njit_exact(fn):
-    """Compiled without fastmath: the raster's arithmetic is the numpy code's, operation for operation."""
-    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn) if AVAILABLE else fn
 
 
 @_njit_exact
@@ -439,6 +624,22 @@ def box_row_ranges(hkey, west, south, east, north, order, max_cells, flag_inside
 
 
 @_njit_exact
+def _lower_bound(a, lo, v):
+    """``np.searchsorted(a, v)`` for sorted ``a`` known to have ``a[:lo] < v``: a galloping search from ``lo``
+    (steps doubling until past ``v``, then a binary search), a few probes near ``lo`` when the answer is near."""
+    n = a.size
+    if lo >= n or a[lo] >= v:
+        return lo
+    prev, step = lo, 1  # a[prev] < v
+    cur = lo + 1
+    while cur < n and a[cur] < v:
+        prev = cur
+        step *= 2
+        cur = prev + step
+    return prev + 1 + np.searchsorted(a[prev + 1:min(cur, n)], v)
+
+
+@_njit_exact
 def rect_row_ranges(hkey, level, x0, y0, cover, order, digits, states):
     """Row ranges of a segment (sorted Hilbert keys ``hkey``) under the cells of a rectangle of grid cells of
     ``level`` whose south-west cell is ``(x0, y0)``: ``cover`` [column, row] is 0 for a cell left out, 1 for one
@@ -476,10 +677,14 @@ def rect_row_ranges(hkey, level, x0, y0, cover, order, digits, states):
     inside = np.empty(count, np.int8)
     m = 0
     kshift = 2 * shift
+    lo = 0  # the keys ascend, so each search starts where the last one ended
+    last = np.int64(-1)
     for j in range(count):
         key = keys[o[j]]
-        a = np.searchsorted(hkey, key << kshift)
-        b = np.searchsorted(hkey, (key + 1) << kshift)
+        a = lo if key << kshift == last else _lower_bound(hkey, lo, key << kshift)  # adjacent cells: no search
+        last = (key + 1) << kshift
+        b = _lower_bound(hkey, a, last)
+        lo = b
         if b > a:
             starts[m], stops[m], inside[m] = a, b, flags[o[j]]
             m += 1

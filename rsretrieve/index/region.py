@@ -34,6 +34,9 @@ RASTER_BITS = 3
 RASTER_MIN_POINTS = 2048
 #: polygons with more parts are tested with shapely only (one raster per part would cost more than it saves)
 MAX_RASTER_PARTS = 64
+#: polygons with more vertices are not tested by the compiled scan (its test visits every edge for each point) but
+#: by shapely, which indexes the edges
+KERNEL_MAX_VERTICES = 256
 #: build rasters with the compiled :func:`rsretrieve.index.kernels.raster_states` when numba is there (tests
 #: switch it off to compare with the numpy code)
 USE_KERNEL = True
@@ -176,6 +179,7 @@ class Region:
         shapely.prepare(geom)
         self.parts = list(getattr(geom, "geoms", [geom]))
         self._rasters: list[tuple[int, int, int, Raster]] | None = None
+        self._ring_arrays: tuple | None = None
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Exact: which points (degrees) are in the closed region."""
@@ -228,6 +232,24 @@ class Region:
             out.append(rect_ranges(level, x0, x0 + states.shape[0] - 1, y0, y0 + states.shape[1] - 1,
                                    states == INSIDE, states != OUTSIDE, order=self.order))
         return out
+
+    def rings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The rings of the parts for :func:`rsretrieve.index.kernels.scan_topk`'s point test: ((m, 2) float64
+        vertices, each ring closed; (rings + 1,) int64 start of each ring; (rings,) int64 its part), or None when
+        the region has more than ``KERNEL_MAX_VERTICES`` vertices."""
+        if self._ring_arrays is None and len(self.parts) == 1 and not self.parts[0].interiors:  # one ring
+            xy = shapely.get_coordinates(self.parts[0])
+            self._ring_arrays = () if len(xy) > KERNEL_MAX_VERTICES else (
+                xy, np.array([0, len(xy)], np.int64), np.zeros(1, np.int64))
+        if self._ring_arrays is None:
+            rings = [(p, r) for p, poly in enumerate(self.parts) for r in _rings(poly)]
+            if sum(len(r) for _, r in rings) > KERNEL_MAX_VERTICES:
+                self._ring_arrays = ()
+            else:
+                xy = np.ascontiguousarray(np.concatenate([r for _, r in rings]), dtype=np.float64)
+                start = np.cumsum([0] + [len(r) for _, r in rings]).astype(np.int64)
+                self._ring_arrays = (xy, start, np.array([p for p, _ in rings], np.int64))
+        return self._ring_arrays or None
 
     def raster_params(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The parts' rasters for :func:`rsretrieve.index.kernels.scan_topk`: (their ``_flat`` states concatenated,

@@ -7,11 +7,12 @@ matches estimated from a sample of them, number at most ``exact_max_rows``, or t
 ``ann_min_selectivity`` of the segment, or the segment has no ANN index, the matches are materialised by vectorised
 column checks (rows in grid cells wholly inside the geometry skip the geometric test, polygons are rasterised so that
 only rows near an edge need shapely) and scanned exactly: for one query in one compiled pass over the row ranges that
-checks, scores and keeps the top-k (:mod:`rsretrieve.index.kernels`), for a batch by a gather and BLAS. Exact scans
-are memory-bound: about 9 ns per matching vector at d = 128 while they fit in the last-level cache (1% of 1M
-vectors) and 35-50 ns beyond (DRAM) on the benchmark machine, so a 10% filter over 1M vectors (100k matches, 51 MB)
-costs milliseconds however it is scanned, and plain filtered IVF needs a search width of hundreds of lists to keep
-recall@10 at 0.95 when the filtered region is unlike the query (``scripts/bench_search.py`` measures both). Broader
+checks, scores and keeps the top-k (:mod:`rsretrieve.index.kernels`), for a batch by a gather and BLAS. The
+single-query scan scores rows from the segment's uint8 codes and re-scores from the float32 vectors only rows
+that could still enter the top-k: about 5 ns per row in the ranges at d = 128 on the benchmark machine (codes of
+1% of 1M vectors stay in cache), so a 10% filter over 1M vectors (100k matches) still costs about a millisecond,
+and plain filtered IVF needs a search width of hundreds of lists to keep recall@10 at 0.95 when the filtered
+region is unlike the query (``scripts/bench_search.py`` measures both). Broader
 filters search the segment's ANN index without materialising anything: an over-fetch of ``k / selectivity`` hits
 at a search width scaled by ``selectivity ** -0.5``, every hit checked against the filter, widened 4x per round for
 the queries still short of ``k`` matches; past ``max_fetch`` those queries finish on the ANN index with a FAISS
@@ -237,9 +238,10 @@ class Searcher:
         kk = min(seg.n, cap, math.ceil(want * self.overfetch / s) + 8)
         width = min(limit, math.ceil(info["width"] * s ** -self.width_exponent))
         out_s, out_r = np.full((q.shape[0], k), -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64)
-        todo, rounds = np.arange(q.shape[0]), 0
+        todo, rounds, used = np.arange(q.shape[0]), 0, (width, kk)
         while todo.size:
             rounds += 1
+            used = (width, kk)
             scores, rows = ann_search(index, info, seg.vectors, q[todo], kk, width)
             ok = rows >= 0
             ok[ok] = _matches(seg, cf, rows[ok])
@@ -259,7 +261,7 @@ class Searcher:
                 out_s[todo], out_r[todo] = self._fallback(seg, index, q[todo], k, cf, per_cell, limit)
                 break
             kk, width = min(seg.n, cap, kk * 4), min(limit, width * 2)
-        plan.update(width=int(width), fetch=int(kk), rounds=rounds)
+        plan.update(width=int(used[0]), fetch=int(used[1]), rounds=rounds)  # those of the last round
         return out_s, out_r
 
     def _fallback(self, seg: Segment, index: faiss.Index, q: np.ndarray, k: int, cf: CompiledFilter | None,

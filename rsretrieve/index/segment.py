@@ -4,6 +4,9 @@ A segment directory holds (see :mod:`rsretrieve.index.store` for the index layou
 
     seg-<time>-<id>/
       vectors.npy              (n, d) float32, L2-normalised, inner product similarity
+      codes.npy, codes_params.npy  the vectors as (n, d) uint8 scalar codes and their (3, d) float64 per-dimension
+                               offset, step and largest rounding error: what exact scans read first (a quarter of
+                               the bytes), see :func:`write_codes`
       hkey.npy tile_id.npy lon.npy lat.npy time.npy sensor.npy cell.npy cells.npy scene_id.npy
       ann.faiss, ann.json      optional ANN index over the rows (ids are row numbers), see :mod:`rsretrieve.index.ann`
       deleted-<id>.npy         optional rows removed by ``IndexStore.remove_scenes`` (named in the manifest)
@@ -56,12 +59,16 @@ class Segment:
         hkey, tile_id, time, scene_id: (n,) int64; lon, lat: (n,) float64 degrees; sensor: (n,) int16 positions in
             the manifest's sensor table; cell: (n,) int32 positions in ``cell_names`` (str).
         ann: FAISS index whose ids are row numbers, or None; ``ann_info`` says how to search it.
+        codes, code_params: the scalar codes of the vectors and their parameters (see :func:`write_codes`), or
+            None (a segment written before them).
     """
 
     def __init__(self, name: str, vectors: np.ndarray, cols: dict[str, np.ndarray], deleted: np.ndarray | None,
-                 ann: faiss.Index | None, ann_info: dict | None) -> None:
+                 ann: faiss.Index | None, ann_info: dict | None,
+                 codes: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.name = name
         self.vectors = vectors
+        self.codes, self.code_params = codes if codes is not None else (None, None)
         self.hkey, self.tile_id, self.lon, self.lat = cols["hkey"], cols["tile_id"], cols["lon"], cols["lat"]
         self.time, self.sensor, self.cell, self.scene_id = cols["time"], cols["sensor"], cols["cell"], cols["scene_id"]
         self.cell_names = cols["cells"]
@@ -89,12 +96,14 @@ class Segment:
                 raise ValueError(f"segment {path} holds vectors of shape {vectors.shape}, manifest says dim {dim}")
             info = entry.get("ann")
             ann = faiss.read_index(str(path / info["file"])) if info else None
+            codes = _load_codes(path, vectors.shape)
         else:
             cols = {k: getattr(base, k) for k in ("hkey", "tile_id", "lon", "lat", "time", "sensor", "cell",
                                                    "scene_id")}
             cols["cells"], vectors, ann, info = base.cell_names, base.vectors, base.ann, base.ann_info
+            codes = (base.codes, base.code_params) if base.codes is not None else None
         deleted = np.load(path / entry["deleted"]) if entry.get("deleted") else None
-        seg = cls(path.name, vectors, cols, deleted, ann, info)
+        seg = cls(path.name, vectors, cols, deleted, ann, info, codes)
         seg.path, seg.deleted_file = path, entry.get("deleted")
         return seg
 
@@ -162,8 +171,75 @@ def write_segment_files(seg_dir: Path, cols: dict[str, np.ndarray], vectors: np.
         log.warning("vectors are not L2-normalised (norms %.3f..%.3f): inner products are not cosines",
                     norms.min(), norms.max())
     dst.flush()
+    write_codes(seg_dir, dst)
     del dst
-    fd = os.open(seg_dir / "vectors.npy", os.O_RDONLY)
+    _fsync_file(seg_dir / "vectors.npy")
+
+
+def write_codes(seg_dir: Path, vectors: np.ndarray) -> None:
+    """Write ``codes.npy``: each component of ``vectors`` as a uint8 step of a per-dimension grid from the
+    segment's minimum to its maximum, and ``codes_params.npy``: (3, d) float64 offset, step and the largest error
+    of the codes in each dimension (measured, in float64).
+
+    Exact scans score rows from the codes first (a quarter of the bytes of the float32 vectors) and re-score from
+    the vectors only the rows whose score could still reach the top-k: for a query ``q`` the code's score is within
+    ``sum(|q_j| * error_j)`` of the vector's (:func:`rsretrieve.index.kernels.scan_topk`), so the answer is exactly
+    the float32 one.
+    """
+    n, d = vectors.shape
+    lo, step = _code_grid(vectors)
+    err = np.zeros(d)
+    codes = np.lib.format.open_memmap(seg_dir / "codes.npy", mode="w+", dtype=np.uint8, shape=(n, d))
+    for i in range(0, n, _CHUNK):
+        codes[i:i + _CHUNK], e = _encode(vectors[i:i + _CHUNK], lo, step)
+        err = np.maximum(err, e)
+    codes.flush()
+    del codes
+    _fsync_file(seg_dir / "codes.npy")
+    with open(seg_dir / "codes_params.npy", "wb") as f:
+        np.save(f, np.stack([lo, step, err]), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def encode(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The codes and parameters :func:`write_codes` writes, in memory: ((n, d) uint8, (3, d) float64)."""
+    lo, step = _code_grid(vectors)
+    codes, err = _encode(vectors, lo, step)
+    return codes, np.stack([lo, step, err])
+
+
+def _code_grid(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension offset (the minimum) and step (range / 255; 1 where constant), float64, in chunks."""
+    n, d = vectors.shape
+    lo, hi = np.zeros(d), np.zeros(d)
+    for i in range(0, n, _CHUNK):
+        part = np.asarray(vectors[i:i + _CHUNK], dtype=np.float64)
+        lo, hi = (part.min(0), part.max(0)) if i == 0 else (np.minimum(lo, part.min(0)), np.maximum(hi, part.max(0)))
+    return lo, np.where(hi > lo, (hi - lo) / 255.0, 1.0)
+
+
+def _encode(part: np.ndarray, lo: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of ``part`` on the grid and the largest error per dimension (in float64)."""
+    x = np.asarray(part, dtype=np.float64)
+    c = np.clip(np.rint((x - lo) / step), 0, 255)
+    err = np.abs(x - (lo + step * c)).max(0) if x.shape[0] else np.zeros(x.shape[1])
+    return c.astype(np.uint8), err
+
+
+def _load_codes(path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The segment's codes and their parameters when it has them (segments written before them have not)."""
+    if not (path / "codes.npy").exists():
+        return None
+    codes = np.asarray(np.load(path / "codes.npy", mmap_mode="r"))
+    params = np.load(path / "codes_params.npy")
+    if codes.shape != shape or params.shape != (3, shape[1]):
+        raise ValueError(f"segment {path} holds codes of shape {codes.shape} for vectors of shape {shape}")
+    return codes, params
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

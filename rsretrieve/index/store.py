@@ -9,6 +9,7 @@ Layout of an index directory::
         manifest.json              model checksum, dimension, sensor table, segments (replaced atomically)
         seg-<time>-<id>/           one immutable segment, rows sorted by Hilbert key of (lon, lat)
           vectors.npy              (n, d) float32, L2-normalised, inner product similarity
+          codes.npy codes_params.npy  (n, d) uint8 scalar codes of the vectors, read first by exact scans
           hkey.npy tile_id.npy lon.npy lat.npy time.npy sensor.npy cell.npy cells.npy scene_id.npy
           ann.faiss ann.json       optional ANN index over the rows (ids are row numbers)
           deleted-<id>.npy         optional rows removed by ``remove_scenes`` (named in the manifest)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
 
 from rsretrieve.index import kernels
 from rsretrieve.index.filters import CompiledFilter, QueryFilter
+from rsretrieve.index.region import Region
 from rsretrieve.index.search import Searcher
+from rsretrieve.index.segment import encode
 from rsretrieve.index.store import IndexStore
 
 from .conftest import brute_mask, brute_topk, queries, subset
@@ -20,7 +24,7 @@ I64 = np.iinfo(np.int64)
 
 def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.max, alive=None, sensor=None,
           sensor_ok=None, scene=None, excl_scenes=(), cell=None, excl_cells=(), geo_mode=0, lon=None, lat=None,
-          bbox=(), rast_states=None, rast_params=None):
+          bbox=(), rast_states=None, rast_params=None, codes=False, rings=None):
     n = x.shape[0]
     starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
     return kernels.scan_topk(
@@ -32,7 +36,13 @@ def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.
         np.asarray(excl_cells, np.int32), geo_mode, np.zeros(n) if lon is None else lon,
         np.zeros(n) if lat is None else lat, np.asarray(bbox, np.float64),
         np.zeros(0, np.int8) if rast_states is None else rast_states,
-        np.zeros((0, 8)) if rast_params is None else rast_params)
+        np.zeros((0, 8)) if rast_params is None else rast_params, *_codes(x, codes),
+        *(rings or (np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(0, np.int64))))
+
+
+def _codes(x, on):
+    """The segment's scalar codes of ``x`` (``on``) or the empty ones of a segment without them."""
+    return encode(x) if on else (np.zeros((0, x.shape[1]), np.uint8), np.zeros((3, x.shape[1])))
 
 
 def _truth(x, q, rows, k):
@@ -49,7 +59,8 @@ def vecs():
     return x, x[7] + np.float32(0.1)
 
 
-def test_each_check_of_the_kernel_equals_its_definition(vecs):
+@pytest.mark.parametrize("codes", [False, True], ids=["vectors", "codes"])
+def test_each_check_of_the_kernel_equals_its_definition(vecs, codes):
     x, q = vecs
     n = x.shape[0]
     rng = np.random.default_rng(0)
@@ -72,7 +83,7 @@ def test_each_check_of_the_kernel_equals_its_definition(vecs):
           & ~np.isin(cell, [0, 5, 59]))
     sensor_ok = np.array([True, False, True])
     common = dict(time=time, lo=10, hi=80, alive=alive, sensor=sensor, sensor_ok=sensor_ok, scene=scene,
-                  excl_scenes=[3, 9], cell=cell, excl_cells=[0, 5, 59], lon=lon, lat=lat)
+                  excl_scenes=[3, 9], cell=cell, excl_cells=[0, 5, 59], lon=lon, lat=lat, codes=codes)
     for geo_mode, want in ((0, ok), (1, ok & (in_box | ~near))):
         s, r, matched, pending = _scan(x, q, 10, starts, stops, inside, geo_mode=geo_mode, bbox=bbox, **common)
         assert matched == want.sum() and pending.size == 0
@@ -87,7 +98,8 @@ def test_each_check_of_the_kernel_equals_its_definition(vecs):
         assert r.tolist() == _truth(x, q, np.flatnonzero(ok & ~near), 10)[1].tolist()
 
 
-def test_ties_and_short_lists_rank_like_a_stable_sort(vecs):
+@pytest.mark.parametrize("codes", [False, True], ids=["vectors", "codes"])
+def test_ties_and_short_lists_rank_like_a_stable_sort(vecs, codes):
     x, q = vecs
     x = np.repeat(x[:50], 4, axis=0)  # every score four times
     rows = np.arange(x.shape[0])
@@ -96,10 +108,47 @@ def test_ties_and_short_lists_rank_like_a_stable_sort(vecs):
         ts, tr = _truth(x, q, rows, k)
         assert r.tolist() == tr.tolist()
         np.testing.assert_allclose(s, ts, rtol=0, atol=1e-6)
-    s, r, matched, _ = _scan(x, q, 10, [5], [8])
+        s, r, matched, _ = _scan(x, q, k, [0], [x.shape[0]], codes=codes)
+        assert r.tolist() == tr.tolist() and matched == x.shape[0]
+    s, r, matched, _ = _scan(x, q, 10, [5], [8], codes=codes)
     assert matched == 3 and r.tolist() == _truth(x, q, np.arange(5, 8), 10)[1].tolist()
-    s, r, matched, _ = _scan(x, q, 10, [], [])
+    s, r, matched, _ = _scan(x, q, 10, [], [], codes=codes)
     assert matched == 0 and s.size == r.size == 0
+
+
+def test_codes_never_change_the_top_k_even_below_their_resolution():
+    # vectors that differ by far less than one code step: the codes cannot order them, the bound must send
+    # every contender back to its float32 vector, and the answer is the float32 one
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(32).astype(np.float32)
+    x = base + rng.standard_normal((3000, 32)).astype(np.float32) * np.float32(1e-4)
+    x[::7] = rng.standard_normal((x[::7].shape[0], 32))  # and some spread, so that the grid is coarse
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    codes, params = encode(x)
+    assert (params[1] > 20 * 1e-4).all()  # the near-copies share codes (their spread is below 1e-4)
+    for seed in range(5):
+        q = (base + rng.standard_normal(32).astype(np.float32) * np.float32(0.01)).astype(np.float32)
+        q /= np.linalg.norm(q)
+        for k in (1, 10, 100):
+            s, r, _, _ = _scan(x, q, k, [0, 1500], [1000, 3000], codes=True)
+            fs, fr, _, _ = _scan(x, q, k, [0, 1500], [1000, 3000])
+            # the float32 scan's answer, bit for bit (numpy's sums, in another order, rank these near-copies
+            # differently in the last bits; the scores agree to float32 precision)
+            assert r.tolist() == fr.tolist() and s.tolist() == fs.tolist()
+            np.testing.assert_allclose(s, _truth(x, q, np.r_[0:1000, 1500:3000], k)[0], rtol=0, atol=1e-6)
+
+
+def test_code_error_bound_holds_on_every_row(vecs):
+    x, _ = vecs
+    codes, params = encode(x)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        q = rng.standard_normal(x.shape[1]).astype(np.float32)
+        q /= np.linalg.norm(q)
+        cq, c0, margin = kernels._code_query(q, params)
+        approx = codes.astype(np.float64) @ cq.astype(np.float64) + c0
+        assert np.abs(approx - x.astype(np.float64) @ q).max() <= margin
+        assert margin < 0.05  # and it is a useful bound: a few code steps, not the whole range
 
 
 @pytest.mark.parametrize("name", FILTERS)
@@ -238,3 +287,62 @@ def test_warm_up_compiles_every_kernel_for_the_index_types_and_changes_nothing(s
     assert readonly  # the memory-mapped vectors of a real segment
     after = searcher.search(q, 10, FILTERS["polygon_with_hole_and_time"])
     assert after.tile_ids.tolist() == before.tile_ids.tolist()
+
+
+def test_a_segment_without_codes_is_scanned_from_its_vectors_with_the_same_answer(tiles, tmp_path):
+    st = IndexStore.create(tmp_path / "index", tiles["vectors"].shape[1], "m")
+    st.add_segment(**subset(tiles, slice(0, 6000)), factory=None)
+    seg_dir = st.root / st.generation / st.segments[0].name
+    assert (seg_dir / "codes.npy").exists() and st.segments[0].codes is not None
+    flt = FILTERS["combined"]
+    q = queries(tiles, 4, seed=8)
+    with_codes = [Searcher(st).search(q[i:i + 1], 10, flt) for i in range(4)]
+    for name in ("codes.npy", "codes_params.npy"):  # as a segment written before codes existed
+        (seg_dir / name).unlink()
+    old = IndexStore.open(st.root)
+    assert old.segments[0].codes is None
+    for i, a in enumerate(with_codes):
+        b = Searcher(old).search(q[i:i + 1], 10, flt)
+        assert a.tile_ids.tolist() == b.tile_ids.tolist() and a.scores.tolist() == b.scores.tolist()
+
+
+@pytest.mark.parametrize("geom", [
+    Polygon([(0, 0), (10, 0), (10, 10), (0, 10)], [[(2, 2), (4, 2), (4, 4), (2, 4)]]),  # a hole
+    MultiPolygon([Polygon([(0, 0), (5, 0), (0, 5)]), Polygon([(6, 6), (9, 6), (9, 9), (6, 9)])]),
+    Polygon([(0, 0), (3, 1), (6, 0), (5, 5), (3, 2), (1, 5)]),  # concave, vertices level with each other
+], ids=["hole", "multipolygon", "concave"])
+def test_point_test_of_the_scan_is_shapely_away_from_edges_and_undecided_on_them(geom):
+    region = Region(geom)
+    xy, start, part = region.rings()
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(-1, 11, (4000, 2))
+    verts = np.concatenate([xy, (xy[:-1] + xy[1:]) / 2])  # on the boundary: vertices and edge midpoints
+    pts = np.concatenate([pts, verts, verts + 1e-12, verts + 1e-3, np.round(pts[:500])])
+    truth = shapely.intersects_xy(geom, pts[:, 0], pts[:, 1])
+    state = np.zeros(len(pts), np.int8)
+    n = len(pts)
+    kernels._point_states(xy, start, part, pts[:, 0].copy(), pts[:, 1].copy(), np.arange(n), n, state, np.empty(n),
+                          np.empty(n), np.empty(n, np.uint8), np.empty(n, np.uint8))
+    decided = state != 2
+    assert (state[decided] == truth[decided]).all()
+    on_edge = shapely.distance(geom.boundary, shapely.points(pts)) <= 1e-9
+    assert (state[on_edge] == 2).all() and not (state[~on_edge] == 2).any()  # undecided exactly within reach
+
+
+def test_scan_with_the_polygon_rings_returns_only_edge_rows_and_the_same_top_k(vecs):
+    x, q = vecs
+    n = x.shape[0]
+    rng = np.random.default_rng(4)
+    lon, lat = rng.uniform(0, 10, n), rng.uniform(0, 10, n)
+    lon[:20], lat[:20] = 2.0, rng.uniform(2, 4, 20)  # on the hole's edge
+    geom = Polygon([(0, 0), (10, 0), (10, 10), (0, 10)], [[(2, 2), (4, 2), (4, 4), (2, 4)]])
+    rings = Region(geom).rings()
+    for codes in (False, True):
+        _, _, matched0, pending0 = _scan(x, q, 10, [0], [n], [0], geo_mode=2, lon=lon, lat=lat, codes=codes)
+        s, r, matched, pending = _scan(x, q, 10, [0], [n], [0], geo_mode=2, lon=lon, lat=lat, codes=codes,
+                                       rings=rings)
+        assert matched0 == 0 and pending0.size == n  # without rings: every row to the caller
+        assert pending.tolist() == list(range(20))  # with them: only the rows on an edge
+        inside = shapely.intersects_xy(geom, lon, lat)
+        assert matched == inside[20:].sum()
+        assert r.tolist() == _truth(x, q, 20 + np.flatnonzero(inside[20:]), 10)[1].tolist()
