@@ -373,12 +373,6 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     else:
         cq, c0, margin = np.zeros(0, np.float32), 0.0, 0.0
     buf = np.empty(_BLOCK, np.int64)  # rows that passed the checks, scored when full
-    state = np.empty(_BLOCK, np.int8)  # their raster states
-    n_rasters = rast_params.shape[0]
-    p_sx, p_sy, p_ox, p_oy, p_cmax, p_rmax, p_w, p_off = (
-        (rast_params[0, 0], rast_params[0, 1], rast_params[0, 2], rast_params[0, 3], rast_params[0, 4],
-         rast_params[0, 5], int(rast_params[0, 6]), int(rast_params[0, 7])) if n_rasters == 1 else
-        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0))
     mask = np.empty(_BLOCK, np.bool_)
     nb = 0
     for r in range(starts.size):
@@ -418,13 +412,6 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                 buf[nb] = row + i
                 nb += mask[i]
             row = end
-            one_raster = deferred and geo_mode == 3 and n_rasters == 1
-            if one_raster:  # the common case: one raster, its cell states looked up in a loop of their own
-                for j in range(first, nb):
-                    i = buf[j]
-                    c = min(max(math.floor((lon[i] + 180.0) * p_sx - p_ox), 0.0), p_cmax)
-                    rr = min(max(math.floor((lat[i] + 90.0) * p_sy - p_oy), 0.0), p_rmax)
-                    state[j - first] = rast_states[p_off + int(rr) * p_w + int(c)]
             if has_scenes or has_cells or deferred:  # the rarer tests, on the rows that passed the others
                 kept = first
                 for j in range(first, nb):
@@ -434,10 +421,7 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                     if has_cells and _sorted_contains(excl_cells, cell[i]):
                         continue
                     if deferred:
-                        if one_raster:
-                            st = state[j - first]
-                        else:
-                            st = _raster_state(rast_states, rast_params, lon[i], lat[i]) if geo_mode == 3 else 2
+                        st = _raster_state(rast_states, rast_params, lon[i], lat[i]) if geo_mode == 3 else 2
                         if st == 0:
                             continue
                         if st == 2:
@@ -452,19 +436,19 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                 matched += nb
                 nb = 0
     if has_rings and n_pending:  # the rows left for the caller, tested against the polygon's rings at once
-        st = np.empty(n_pending, np.int8)
-        _point_states(ring_xy, ring_start, ring_part, lon, lat, pending, n_pending, st, np.empty(n_pending),
+        edge_state = np.empty(n_pending, np.int8)
+        _point_states(ring_xy, ring_start, ring_part, lon, lat, pending, n_pending, edge_state, np.empty(n_pending),
                       np.empty(n_pending), np.empty(n_pending, np.uint8), np.empty(n_pending, np.uint8))
         left = 0
         for m in range(n_pending):
-            if st[m] == 1:
+            if edge_state[m] == 1:
                 if nb == _BLOCK:
                     filled = _score_rows(vectors, q, use_codes, codes, cq, c0, margin, buf, nb, hs, hr, k, filled)
                     matched += nb
                     nb = 0
                 buf[nb] = pending[m]
                 nb += 1
-            elif st[m] == 2:
+            elif edge_state[m] == 2:
                 pending[left] = pending[m]
                 left += 1
         n_pending = left
