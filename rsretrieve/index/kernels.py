@@ -137,23 +137,30 @@ def _ranked(hs, hr, filled):
     return out_s, out_r
 
 
+@_njit(inline="always")
+def _dot4(matrix, r0, r1, r2, r3, w):
+    """Inner products of rows ``r0..r3`` of ``matrix`` (float32 vectors, or uint8 codes) with ``w`` (float32): four
+    independent sums, more in flight than one."""
+    s0 = np.float32(0.0)
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    s3 = np.float32(0.0)
+    for j in range(w.size):
+        wj = w[j]
+        s0 += np.float32(matrix[r0, j]) * wj
+        s1 += np.float32(matrix[r1, j]) * wj
+        s2 += np.float32(matrix[r2, j]) * wj
+        s3 += np.float32(matrix[r3, j]) * wj
+    return s0, s1, s2, s3
+
+
 @_njit
 def _score_block(vectors, q, rows, count, hs, hr, k, filled):
-    """Score ``rows[:count]`` four at a time (four independent sums: more in flight than one) into the heap."""
-    d = q.size
+    """Score ``rows[:count]`` four at a time (:func:`_dot4`) into the heap."""
     i = 0
     while i + 4 <= count:
         r0, r1, r2, r3 = rows[i], rows[i + 1], rows[i + 2], rows[i + 3]
-        s0 = np.float32(0.0)
-        s1 = np.float32(0.0)
-        s2 = np.float32(0.0)
-        s3 = np.float32(0.0)
-        for j in range(d):
-            qj = q[j]
-            s0 += vectors[r0, j] * qj
-            s1 += vectors[r1, j] * qj
-            s2 += vectors[r2, j] * qj
-            s3 += vectors[r3, j] * qj
+        s0, s1, s2, s3 = _dot4(vectors, r0, r1, r2, r3, q)
         if filled < k or s0 >= hs[0]:
             filled = _push(hs, hr, k, filled, s0, r0)
         if filled < k or s1 >= hs[0]:
@@ -213,21 +220,11 @@ def _offer(vectors, q, row, upper, hs, hr, k, filled):
 def _score_codes(vectors, q, codes, cq, c0, margin, rows, count, hs, hr, k, filled):
     """As :func:`_score_block`, from the codes first: a row is scored from its vector only when its code score
     plus the bound ``margin`` reaches the heap's worst score, so the heap ends as :func:`_score_block` leaves it."""
-    d = q.size
     i = 0
     lift = c0 + margin
     while i + 4 <= count:
         r0, r1, r2, r3 = rows[i], rows[i + 1], rows[i + 2], rows[i + 3]
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        for j in range(d):
-            cj = cq[j]
-            a0 += np.float32(codes[r0, j]) * cj
-            a1 += np.float32(codes[r1, j]) * cj
-            a2 += np.float32(codes[r2, j]) * cj
-            a3 += np.float32(codes[r3, j]) * cj
+        a0, a1, a2, a3 = _dot4(codes, r0, r1, r2, r3, cq)
         # one test for the four first: with the offers inlined in the common path LLVM compiles the sums above
         # about ten times slower (measured)
         if filled < k or np.float64(max(max(a0, a1), max(a2, a3))) + lift >= hs[0]:
