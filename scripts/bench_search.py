@@ -47,7 +47,7 @@ REGIONS = ((-10, 36, 30, 60, .25), (-15, 10, 30, 20, .1), (70, 8, 90, 30, .15), 
 T0 = int(datetime(2017, 1, 1, tzinfo=timezone.utc).timestamp())
 T1 = int(datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp())
 CENTRE = (10.0, 48.0)  # filters grow around central Europe
-SWEEP = (0.0001, 0.001, 0.01, 0.1, 0.5)
+SWEEP = (0.0001, 0.001, 0.01, 0.1, 0.15, 0.3, 0.5)  # 15%: where the planner switches from exact to ANN
 CENTRE_NORM = 4.5  # cluster centres vs ~3.9 for the low-rank cell/tile variation: neighbours span some IVF lists
 
 

@@ -138,6 +138,16 @@ def test_ann_mode_stays_inside_filter_with_high_recall(store, tiles, trust_selec
     assert recall >= 0.95
 
 
+def test_a_single_query_short_of_matches_after_widening_finishes_exactly(store, tiles):
+    """Past ``max_fetch`` a single query (or a few) is scanned exactly: the brute-force top-k, not the ANN's."""
+    q = queries(tiles, 3, seed=9)
+    searcher = Searcher(store, exact_max_rows=1000, max_fetch=8)  # fewer hits than k: every query falls back
+    for i in range(3):
+        result = searcher.search(q[i:i + 1], 10, BROAD)
+        assert result.plan["segments"][1].get("fallback") == 1
+        _check_exact(result, tiles, q[i:i + 1], BROAD, 10)
+
+
 def test_ann_one_per_cell_gives_k_distinct_cells_inside_filter(store, tiles):
     q = queries(tiles, 10, seed=9)
     flt = QueryFilter(start=date(2017, 1, 1), end=date(2022, 12, 31), one_per_cell=True)
