@@ -10,7 +10,7 @@ only rows near an edge need shapely) and scanned exactly: for one query in one c
 checks, scores and keeps the top-k (:mod:`rsretrieve.index.kernels`), for a batch by a gather and BLAS. The
 single-query scan scores rows from the segment's uint8 codes and re-scores from the float32 vectors only rows
 that could still enter the top-k: about 5 ns per row in the ranges at d = 128 on the benchmark machine (codes of
-1% of 1M vectors stay in cache), so a 10% filter over 1M vectors (100k matches) still costs about a millisecond,
+1% of 1M vectors stay in cache), so a 10% filter over 1M vectors (100k matches) still costs 1-4 ms,
 and plain filtered IVF needs a search width of hundreds of lists to keep recall@10 at 0.95 when the filtered
 region is unlike the query (``scripts/bench_search.py`` measures both). Broader
 filters search the segment's ANN index without materialising anything: an over-fetch of ``k / selectivity`` hits
@@ -270,7 +270,8 @@ class Searcher:
 
     def _fallback(self, seg: Segment, index: faiss.Index, q: np.ndarray, k: int, cf: CompiledFilter | None,
                   per_cell: bool, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        """Matches far from the queries: materialise them and search with a FAISS selector (CPU) or exactly."""
+        """Matches far from the queries: a few queries scanned exactly, one compiled pass each; more materialise
+        the matches and search them with a FAISS selector (CPU) or exactly."""
         if cf is not None and not per_cell and q.shape[0] <= 4 and kernels.AVAILABLE:  # a few queries: each scanned
             got = [cf.scan(seg, qi, k) for qi in q]  # in one compiled pass over the filter's ranges (exact)
             return (np.vstack([_pad(s_, k, -np.inf, np.float32) for s_, _, _ in got]),
