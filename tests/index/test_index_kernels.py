@@ -346,3 +346,18 @@ def test_scan_with_the_polygon_rings_returns_only_edge_rows_and_the_same_top_k(v
         inside = shapely.intersects_xy(geom, lon, lat)
         assert matched == inside[20:].sum()
         assert r.tolist() == _truth(x, q, 20 + np.flatnonzero(inside[20:]), 10)[1].tolist()
+
+
+def test_a_polygon_of_many_vertices_is_left_to_shapely_with_the_same_answer(store, tiles):
+    ang = np.linspace(0, 2 * np.pi, 401)[:-1]  # 400 vertices: more than the scan's point test visits
+    geom = Polygon(np.c_[10 + 14 * np.cos(ang), 48 + 9 * np.sin(ang)])
+    flt = QueryFilter(polygon=geom)
+    assert CompiledFilter(flt, store.sensors).region.rings() is None
+    q = queries(tiles, 3, seed=12)
+    searcher = Searcher(store, exact_max_rows=10**9)
+    mask = brute_mask(tiles, flt)
+    assert mask.sum() > 100
+    for i in range(3):
+        result = searcher.search(q[i:i + 1], 10, flt)
+        ids, _ = brute_topk(tiles, q[i], mask, 10)
+        assert result.plan["candidates"] == mask.sum() and result.tile_ids[0, :ids.size].tolist() == ids.tolist()
