@@ -31,8 +31,8 @@ TIME_UNKNOWN = int(np.iinfo(np.int64).min)
 _CHUNK = 1 << 18
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that renames inside it survive a crash."""
+def fsync_path(path: Path) -> None:
+    """fsync a directory (so that renames inside it survive a crash) or a file written through a memory map."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -48,7 +48,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 class Segment:
@@ -158,10 +158,7 @@ def write_segment_files(seg_dir: Path, cols: dict[str, np.ndarray], vectors: np.
     out = {k: cols[k][order] for k in ("hkey", "tile_id", "lon", "lat", "time", "sensor", "scene_id")}
     out["cell"], out["cells"] = codes.astype(np.int32)[order], cells
     for k, v in out.items():
-        with open(seg_dir / f"{k}.npy", "wb") as f:
-            np.save(f, v, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
+        _save_npy(seg_dir / f"{k}.npy", v)
     n, d = vectors.shape
     dst = np.lib.format.open_memmap(seg_dir / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, d))
     for i in range(0, n, _CHUNK):
@@ -173,7 +170,7 @@ def write_segment_files(seg_dir: Path, cols: dict[str, np.ndarray], vectors: np.
     dst.flush()
     write_codes(seg_dir, dst)
     del dst
-    _fsync_file(seg_dir / "vectors.npy")
+    fsync_path(seg_dir / "vectors.npy")
 
 
 def write_codes(seg_dir: Path, vectors: np.ndarray) -> None:
@@ -195,9 +192,14 @@ def write_codes(seg_dir: Path, vectors: np.ndarray) -> None:
         err = np.maximum(err, e)
     codes.flush()
     del codes
-    _fsync_file(seg_dir / "codes.npy")
-    with open(seg_dir / "codes_params.npy", "wb") as f:
-        np.save(f, np.stack([lo, step, err]), allow_pickle=False)
+    fsync_path(seg_dir / "codes.npy")
+    _save_npy(seg_dir / "codes_params.npy", np.stack([lo, step, err]))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to ``path``, fsynced."""
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
 
@@ -236,11 +238,3 @@ def _load_codes(path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndar
     if codes.shape != shape or params.shape != (3, shape[1]):
         raise ValueError(f"segment {path} holds codes of shape {codes.shape} for vectors of shape {shape}")
     return codes, params
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -41,7 +41,7 @@ import numpy as np
 
 from rsretrieve.index.ann import auto_factory, build_ann
 from rsretrieve.index.hilbert import HILBERT_ORDER, hilbert_key
-from rsretrieve.index.segment import Segment, fsync_dir, write_atomic, write_segment_files
+from rsretrieve.index.segment import Segment, fsync_path, write_atomic, write_segment_files
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class IndexStore:
                         "created": time.time(), "version": 0, "sensors": [], "segments": []}
             write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
             os.rename(tmp, root / generation)
-            fsync_dir(root)
+            fsync_path(root)
             if publish or (publish is None and _read_current(root) is None):
                 write_atomic(root / "current", generation.encode())
         log.info("created index generation %s in %s (dim %d, model %s)", generation, root, dim, model_checksum)
@@ -357,9 +357,9 @@ class IndexStore:
             factory = auto_factory(len(cols["tile_id"]), self.dim)
         if factory:
             build_ann(tmp, np.asarray(seg_vectors), factory)
-        fsync_dir(tmp)
+        fsync_path(tmp)
         os.rename(tmp, self._gen_dir / name)
-        fsync_dir(self._gen_dir)
+        fsync_path(self._gen_dir)
         return name
 
     def _collect_garbage(self) -> None:
