@@ -55,10 +55,11 @@ def _njit_exact(fn):
 
 
 @_njit(inline="always")
-def _dot(vectors, row, q):
+def _dot(matrix, row, w):
+    """Inner product of row ``row`` of ``matrix`` (float32 vectors, or uint8 codes) with ``w`` (float32)."""
     s = np.float32(0.0)
-    for j in range(q.size):
-        s += vectors[row, j] * q[j]
+    for j in range(w.size):
+        s += np.float32(matrix[row, j]) * w[j]
     return s
 
 
@@ -199,14 +200,6 @@ def _code_query(q, params):
 
 
 @_njit(inline="always")
-def _code_score(codes, row, cq):
-    s = np.float32(0.0)
-    for j in range(cq.size):
-        s += np.float32(codes[row, j]) * cq[j]
-    return s
-
-
-@_njit(inline="always")
 def _offer(vectors, q, row, upper, hs, hr, k, filled):
     """Push ``row`` scored from its vector when ``upper`` (a bound on its score) can still reach the heap."""
     if filled < k or upper >= hs[0]:
@@ -234,7 +227,7 @@ def _score_codes(vectors, q, codes, cq, c0, margin, rows, count, hs, hr, k, fill
             filled = _offer(vectors, q, r3, np.float64(a3) + lift, hs, hr, k, filled)
         i += 4
     while i < count:
-        filled = _offer(vectors, q, rows[i], np.float64(_code_score(codes, rows[i], cq)) + lift, hs, hr, k, filled)
+        filled = _offer(vectors, q, rows[i], np.float64(_dot(codes, rows[i], cq)) + lift, hs, hr, k, filled)
         i += 1
     return filled
 
@@ -268,7 +261,7 @@ _U8 = 8 * 2.0 ** -53  # eight units of rounding: a cross product this small agai
 
 
 @_njit_exact
-def _point_states(xy, ring_start, ring_part, lon, lat, rows, count, out, px, py, odd, near):
+def _point_states(xy, ring_start, ring_part, lon, lat, rows, count, out):
     """State of the points ``(lon, lat)[rows[:count]]`` against a (multi)polygon given as rings, into ``out``: 1
     inside some part, 0 outside all, 2 undecided (on or within ``_EDGE_EPS2 ** 0.5`` degrees of an edge of a part
     it is not inside, or on a row where the side of an edge has no sure sign). Ring ``r`` is
@@ -278,9 +271,10 @@ def _point_states(xy, ring_start, ring_part, lon, lat, rows, count, out, px, py,
     point's row (exact comparisons, half-open so that a vertex on the row counts once) and the point is west of it,
     the sign of a cross product, trusted only when it exceeds eight units of rounding of its terms. Points near an
     edge are left to shapely, whose closed polygons hold their boundary (the count does not). Edge by edge over all
-    the points, without branches; compiled without fast-math. ``px``, ``py`` (float64), ``odd``, ``near`` (uint8,
-    not bool: the loop over them vectorises) are work arrays of at least ``count`` elements."""
+    the points, without branches; compiled without fast-math."""
     eps2 = _EDGE_EPS2
+    px, py = np.empty(count, np.float64), np.empty(count, np.float64)
+    odd, near = np.empty(count, np.uint8), np.empty(count, np.uint8)  # (not bool: the loop over them vectorises)
     for m in range(count):
         px[m], py[m] = lon[rows[m]], lat[rows[m]]
         out[m] = 0
@@ -288,8 +282,8 @@ def _point_states(xy, ring_start, ring_part, lon, lat, rows, count, out, px, py,
     n_rings = ring_start.size - 1
     while r < n_rings:
         part = ring_part[r]
-        odd[:count] = 0
-        near[:count] = 0
+        odd[:] = 0
+        near[:] = 0
         while r < n_rings and ring_part[r] == part:
             for i in range(ring_start[r], ring_start[r + 1] - 1):
                 x1, y1, x2, y2 = xy[i, 0], xy[i, 1], xy[i + 1, 0], xy[i + 1, 1]
@@ -434,21 +428,14 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                 nb = 0
     if has_rings and n_pending:  # the rows left for the caller, tested against the polygon's rings at once
         edge_state = np.empty(n_pending, np.int8)
-        _point_states(ring_xy, ring_start, ring_part, lon, lat, pending, n_pending, edge_state, np.empty(n_pending),
-                      np.empty(n_pending), np.empty(n_pending, np.uint8), np.empty(n_pending, np.uint8))
-        left = 0
-        for m in range(n_pending):
-            if edge_state[m] == 1:
-                if nb == _BLOCK:
-                    filled = _score_rows(vectors, q, use_codes, codes, cq, c0, margin, buf, nb, hs, hr, k, filled)
-                    matched += nb
-                    nb = 0
-                buf[nb] = pending[m]
-                nb += 1
-            elif edge_state[m] == 2:
-                pending[left] = pending[m]
-                left += 1
-        n_pending = left
+        _point_states(ring_xy, ring_start, ring_part, lon, lat, pending, n_pending, edge_state)
+        inside_rows = pending[:n_pending][edge_state == 1]
+        filled = _score_rows(vectors, q, use_codes, codes, cq, c0, margin, inside_rows, inside_rows.size, hs, hr, k,
+                             filled)
+        matched += inside_rows.size
+        undecided = pending[:n_pending][edge_state == 2]
+        n_pending = undecided.size
+        pending[:n_pending] = undecided
     filled = _score_rows(vectors, q, use_codes, codes, cq, c0, margin, buf, nb, hs, hr, k, filled)
     matched += nb
     out_s, out_r = _ranked(hs, hr, filled)

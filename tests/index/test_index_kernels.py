@@ -321,8 +321,7 @@ def test_point_test_of_the_scan_is_shapely_away_from_edges_and_undecided_on_them
     truth = shapely.intersects_xy(geom, pts[:, 0], pts[:, 1])
     state = np.zeros(len(pts), np.int8)
     n = len(pts)
-    kernels._point_states(xy, start, part, pts[:, 0].copy(), pts[:, 1].copy(), np.arange(n), n, state, np.empty(n),
-                          np.empty(n), np.empty(n, np.uint8), np.empty(n, np.uint8))
+    kernels._point_states(xy, start, part, pts[:, 0].copy(), pts[:, 1].copy(), np.arange(n), n, state)
     decided = state != 2
     assert (state[decided] == truth[decided]).all()
     on_edge = shapely.distance(geom.boundary, shapely.points(pts)) <= 1e-9
