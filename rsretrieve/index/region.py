@@ -19,6 +19,8 @@ the state of its cell's centre.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
@@ -237,18 +239,16 @@ class Region:
         """The rings of the parts for :func:`rsretrieve.index.kernels.scan_topk`'s point test: ((m, 2) float64
         vertices, each ring closed; (rings + 1,) int64 start of each ring; (rings,) int64 its part), or None when
         the region has more than ``KERNEL_MAX_VERTICES`` vertices."""
-        if self._ring_arrays is None and len(self.parts) == 1 and not self.parts[0].interiors:  # one ring
-            xy = shapely.get_coordinates(self.parts[0])
-            self._ring_arrays = () if len(xy) > KERNEL_MAX_VERTICES else (
-                xy, np.array([0, len(xy)], np.int64), np.zeros(1, np.int64))
         if self._ring_arrays is None:
             rings = [(p, r) for p, poly in enumerate(self.parts) for r in _rings(poly)]
-            if sum(len(r) for _, r in rings) > KERNEL_MAX_VERTICES:
+            sizes = [len(r) for _, r in rings]
+            if sum(sizes) > KERNEL_MAX_VERTICES:
                 self._ring_arrays = ()
             else:
-                xy = np.ascontiguousarray(np.concatenate([r for _, r in rings]), dtype=np.float64)
-                start = np.cumsum([0] + [len(r) for _, r in rings]).astype(np.int64)
-                self._ring_arrays = (xy, start, np.array([p for p, _ in rings], np.int64))
+                xy = rings[0][1] if len(rings) == 1 else np.concatenate([r for _, r in rings])
+                self._ring_arrays = (np.ascontiguousarray(xy, dtype=np.float64),
+                                     np.array([0, *accumulate(sizes)], np.int64),
+                                     np.array([p for p, _ in rings], np.int64))
         return self._ring_arrays or None
 
     def raster_params(self) -> tuple[np.ndarray, np.ndarray] | None:
