@@ -145,8 +145,9 @@ def test_code_error_bound_holds_on_every_row(vecs):
     for _ in range(20):
         q = rng.standard_normal(x.shape[1]).astype(np.float32)
         q /= np.linalg.norm(q)
-        cq, c0, margin = kernels._code_query(q, params)
-        approx = codes.astype(np.float64) @ cq.astype(np.float64) + c0
+        cw, scale, c0, margin = kernels._code_query(q, params)
+        assert cw.dtype == np.int16 and np.abs(cw).max() <= 32767
+        approx = (codes.astype(np.int64) @ cw.astype(np.int64)) * scale + c0
         assert np.abs(approx - x.astype(np.float64) @ q).max() <= margin
         assert margin < 0.05  # and it is a useful bound: a few code steps, not the whole range
 
@@ -360,3 +361,22 @@ def test_a_polygon_of_many_vertices_is_left_to_shapely_with_the_same_answer(stor
         result = searcher.search(q[i:i + 1], 10, flt)
         ids, _ = brute_topk(tiles, q[i], mask, 10)
         assert result.plan["candidates"] == mask.sum() and result.tile_ids[0, :ids.size].tolist() == ids.tolist()
+
+
+@pytest.mark.parametrize("d", [8, 128, 1024, 4096])
+def test_integer_code_sums_stay_exact_at_their_extremes(d):
+    # the largest weights against the largest codes: the int32 sums of the code scan must not wrap
+    q = np.full(d, d ** -0.5, np.float32)
+    q[::2] *= -1
+    params = np.stack([np.full(d, -1.0), np.full(d, 2 / 255), np.zeros(d)])
+    cw, scale, c0, margin = kernels._code_query(q, params)
+    codes = np.full((2, d), 255, np.uint8)
+    codes[1, ::2] = 0  # only the positive weights: the largest sum there is
+    for row in range(2):
+        want = int(codes[row].astype(np.int64) @ cw.astype(np.int64))
+        assert kernels._idot(codes, row, cw) == want
+        assert kernels._idot4(codes, row, row, row, row, cw) == (want,) * 4
+    assert abs(int(codes[1].astype(np.int64) @ cw.astype(np.int64))) < 2 ** 31
+    exact = codes.astype(np.float64) @ (q.astype(np.float64) * params[1]) + c0
+    approx = (codes.astype(np.int64) @ cw.astype(np.int64)) * scale + c0
+    assert np.abs(approx - exact).max() <= margin
