@@ -182,6 +182,13 @@ class Region:
         self.parts = list(getattr(geom, "geoms", [geom]))
         self._rasters: list[tuple[int, int, int, Raster]] | None = None
         self._ring_arrays: tuple | None = None
+        self._part_rings: list[list[np.ndarray]] | None = None
+
+    def part_rings(self) -> list[list[np.ndarray]]:
+        """For each part, its closed rings ((m, 2) lon/lat arrays, exterior first), read from shapely once."""
+        if self._part_rings is None:
+            self._part_rings = [_rings(poly) for poly in self.parts]
+        return self._part_rings
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Exact: which points (degrees) are in the closed region."""
@@ -198,11 +205,11 @@ class Region:
         the region is not rasterised."""
         if self._rasters is None:
             out = []
-            for poly in self.parts if self.rasterised else []:
+            for poly, rings in zip(self.parts, self.part_rings()) if self.rasterised else []:
                 level, x0, x1, y0, y1 = box_extent(*poly.bounds, order=self.order, max_cells=self.max_cells)
                 fine = min(self.order, level + RASTER_BITS)
                 f = 1 << (fine - level)
-                out.append((level, x0, y0, Raster(_rings(poly), fine, x0 * f, y0 * f, (x1 + 1 - x0) * f,
+                out.append((level, x0, y0, Raster(rings, fine, x0 * f, y0 * f, (x1 + 1 - x0) * f,
                                                   (y1 + 1 - y0) * f, contained=True)))
             self._rasters = out
         return self._rasters
@@ -240,7 +247,7 @@ class Region:
         vertices, each ring closed; (rings + 1,) int64 start of each ring; (rings,) int64 its part), or None when
         the region has more than ``KERNEL_MAX_VERTICES`` vertices."""
         if self._ring_arrays is None:
-            rings = [(p, r) for p, poly in enumerate(self.parts) for r in _rings(poly)]
+            rings = [(p, r) for p, part in enumerate(self.part_rings()) for r in part]
             sizes = [len(r) for _, r in rings]
             if sum(sizes) > KERNEL_MAX_VERTICES:
                 self._ring_arrays = ()
@@ -294,7 +301,7 @@ class Region:
         else ``NEAR`` (points in them need the exact test)."""
         fine = min(self.order, level + RASTER_BITS)
         f = 1 << (fine - level)
-        rings = [r for poly in self.parts for r in _rings(poly)]
+        rings = [r for part in self.part_rings() for r in part]
         ox, oy = cx.min(), cy.min()
         raster = Raster(rings, fine, ox * f, oy * f, (cx.max() + 1 - ox) * f, (cy.max() + 1 - oy) * f)
         return raster.coarse(fine - level)[cy - oy, cx - ox]
