@@ -34,6 +34,13 @@ from rsretrieve.index.segment import TIME_UNKNOWN
 
 AVAILABLE = numba is not None
 _BLOCK = 256  # rows checked before they are scored together
+#: in scans of at least _SPAN_ROWS rows (codes beyond the caches), a span of at least _SPAN_MIN rows with at least
+#: this share (numerator, denominator) of matches is scored whole from its codes (:func:`_score_span`) rather
+#: than compacted first; smaller scans read codes that stay in cache, where the skipped rows cost less than
+#: scoring them (measured at 1% of 1M rows: 126 us compacted, 148 us whole spans; at 10%: 3.8 vs 2.3 ms)
+_SPAN_ROWS = 1 << 16
+_SPAN_MIN = 16
+_SPAN_DENSITY = (3, 8)
 _EDGE_EPS2 = 1e-18  # (degrees)**2: points closer to a polygon's edge than 1e-9 degrees are left to shapely
 
 
@@ -276,6 +283,35 @@ def _score_codes(vectors, q, codes, cw, scale, c0, margin, rows, count, hs, hr, 
     return filled
 
 
+@_njit
+def _score_span(vectors, q, codes, cw, scale, c0, margin, start, size, mask, hs, hr, k, filled):
+    """As :func:`_score_codes` for the rows ``start .. start + size - 1`` where ``mask`` is set: every row of the
+    span is scored from its codes, in order, and only the masked ones are offered. Reading a span whole is a
+    stream the CPU prefetches; the same rows with a third of them skipped are not, and cost twice as much in all
+    (measured: 150k consecutive rows 1.3 ms, 105k of them 1.9-2.5 ms)."""
+    i = 0
+    lift = c0 + margin
+    while i + 4 <= size:
+        r = start + i
+        a0, a1, a2, a3 = _idot4(codes, r, r + 1, r + 2, r + 3, cw)
+        if filled < k or np.float64(max(max(a0, a1), max(a2, a3))) * scale + lift >= hs[0]:
+            if mask[i]:
+                filled = _offer(vectors, q, r, np.float64(a0) * scale + lift, hs, hr, k, filled)
+            if mask[i + 1]:
+                filled = _offer(vectors, q, r + 1, np.float64(a1) * scale + lift, hs, hr, k, filled)
+            if mask[i + 2]:
+                filled = _offer(vectors, q, r + 2, np.float64(a2) * scale + lift, hs, hr, k, filled)
+            if mask[i + 3]:
+                filled = _offer(vectors, q, r + 3, np.float64(a3) * scale + lift, hs, hr, k, filled)
+        i += 4
+    while i < size:
+        if mask[i]:
+            filled = _offer(vectors, q, start + i, np.float64(_idot(codes, start + i, cw)) * scale + lift, hs, hr,
+                            k, filled)
+        i += 1
+    return filled
+
+
 @_njit(inline="always")
 def _score_rows(vectors, q, use_codes, codes, cw, scale, c0, margin, rows, count, hs, hr, k, filled):
     if use_codes:
@@ -377,7 +413,8 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
 
     With ``codes`` (the segment's scalar codes and ``code_params``; empty: none) rows are scored from their codes
     and only those whose score may reach the top-k (code score + the error bound of :func:`_code_query` at least
-    the k-th best so far) again from ``vectors``: the same top-k, about a quarter of the bytes read.
+    the k-th best so far) again from ``vectors``: the same top-k, about a quarter of the bytes read. In scans of at
+    least ``_SPAN_ROWS`` rows, runs of rows dense in matches are scored whole, in order (:func:`_score_span`).
 
     Returns:
         (scores, rows, matched, pending): the top ``min(k, matched)`` scores (descending, ties by ascending row) and
@@ -407,6 +444,10 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
         cw, scale, c0, margin = _code_query(q, code_params)
     else:
         cw, scale, c0, margin = np.zeros(0, np.int16), 1.0, 0.0, 0.0
+    span_rows = 0
+    for r in range(starts.size):
+        span_rows += stops[r] - starts[r]
+    spans = use_codes and span_rows >= _SPAN_ROWS
     buf = np.empty(_BLOCK, np.int64)  # rows that passed the checks, scored when full
     mask = np.empty(_BLOCK, np.bool_)
     nb = 0
@@ -443,6 +484,16 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                     for i in range(size):
                         x = lon[row + i]
                         mask[i] &= (x >= w) & (x <= e)
+            if spans and not (has_scenes or has_cells or deferred) and size >= _SPAN_MIN:
+                count = 0
+                for i in range(size):
+                    count += mask[i]
+                if count * _SPAN_DENSITY[1] >= size * _SPAN_DENSITY[0]:  # dense: score the span as it lies
+                    filled = _score_span(vectors, q, codes, cw, scale, c0, margin, row, size, mask, hs, hr, k,
+                                         filled)
+                    matched += count
+                    row = end
+                    continue
             for i in range(size):  # branch-free: every row is written, the count advances only on a match
                 buf[nb] = row + i
                 nb += mask[i]

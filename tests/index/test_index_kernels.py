@@ -11,7 +11,7 @@ from rsretrieve.index import kernels
 from rsretrieve.index.filters import CompiledFilter, QueryFilter
 from rsretrieve.index.region import Region
 from rsretrieve.index.search import Searcher
-from rsretrieve.index.segment import encode
+from rsretrieve.index.segment import TIME_UNKNOWN, encode
 from rsretrieve.index.store import IndexStore
 
 from .conftest import brute_mask, brute_topk, queries, subset
@@ -380,3 +380,29 @@ def test_integer_code_sums_stay_exact_at_their_extremes(d):
     exact = codes.astype(np.float64) @ (q.astype(np.float64) * params[1]) + c0
     approx = (codes.astype(np.int64) @ cw.astype(np.int64)) * scale + c0
     assert np.abs(approx - exact).max() <= margin
+
+
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.7, 1.0])
+def test_long_scans_scoring_whole_spans_give_the_float32_answer(keep):
+    # past _SPAN_ROWS rows in the ranges, dense spans are scored whole from their codes and only the matches
+    # offered; sparse spans, exclusions and polygon edge rows keep the compacted path: the same top-k either way
+    rng = np.random.default_rng(int(keep * 10))
+    n, d = kernels._SPAN_ROWS + 12_000, 16
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    time = np.where(rng.random(n) < keep, 5, 50).astype(np.int64)
+    time[rng.random(n) < 0.001] = TIME_UNKNOWN
+    starts, stops = [0, 3, 40_000], [1, 30_000, n]  # a one-row range, and spans cut at every _BLOCK
+    rows = np.r_[0:1, 3:30_000, 40_000:n]
+    assert rows.size >= kernels._SPAN_ROWS
+    scene = rng.integers(0, 50, n)
+    for seed in range(3):
+        q = rng.standard_normal(d).astype(np.float32)
+        q /= np.linalg.norm(q)
+        for k, excl in ((1, ()), (10, ()), (100, ()), (10, (3, 7))):
+            got = _scan(x, q, k, starts, stops, time=time, lo=0, hi=10, scene=scene, excl_scenes=excl, codes=True)
+            flt = _scan(x, q, k, starts, stops, time=time, lo=0, hi=10, scene=scene, excl_scenes=excl)
+            ok = rows[(time[rows] >= 0) & (time[rows] <= 10) & ~np.isin(scene[rows], excl)]
+            assert got[2] == flt[2] == ok.size
+            assert got[1].tolist() == flt[1].tolist() and got[0].tolist() == flt[0].tolist()
+            np.testing.assert_allclose(got[0], _truth(x, q, ok, k)[0], rtol=0, atol=1e-5)
