@@ -239,7 +239,7 @@ def _code_query(q, params):
         c0 += qj * params[0, j]
         err += abs(qj) * params[2, j]
         mag += abs(qj) * (abs(params[0, j]) + 255.0 * params[1, j] + params[2, j])
-    limit = min(32767, (2 ** 31 - 1) // (255 * max(d, 1)))
+    limit = max(1, min(32767, (2 ** 31 - 1) // (255 * max(d, 1))))
     scale = top / limit if top > 0.0 else 1.0
     cw = np.empty(d, np.int16)
     for j in range(d):
