@@ -425,10 +425,11 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     filled = 0
     matched = 0
     n_pending = 0
-    if geo_mode >= 2:
-        for r in range(starts.size):
-            if inside[r] == 0:
-                n_pending += stops[r] - starts[r]
+    span_rows = 0
+    for r in range(starts.size):  # rows in the ranges, and those that may be left to the caller
+        span_rows += stops[r] - starts[r]
+        if geo_mode >= 2 and inside[r] == 0:
+            n_pending += stops[r] - starts[r]
     pending = np.empty(n_pending, np.int64)
     n_pending = 0
     has_alive = alive.size > 0
@@ -444,9 +445,6 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
         cw, scale, c0, margin = _code_query(q, code_params)
     else:
         cw, scale, c0, margin = np.zeros(0, np.int16), 1.0, 0.0, 0.0
-    span_rows = 0
-    for r in range(starts.size):
-        span_rows += stops[r] - starts[r]
     spans = use_codes and span_rows >= _SPAN_ROWS
     buf = np.empty(_BLOCK, np.int64)  # rows that passed the checks, scored when full
     mask = np.empty(_BLOCK, np.bool_)
@@ -525,8 +523,8 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
         edge_state = np.empty(n_pending, np.int8)
         _point_states(ring_xy, ring_start, ring_part, lon, lat, pending, n_pending, edge_state)
         inside_rows = pending[:n_pending][edge_state == 1]
-        filled = _score_rows(vectors, q, use_codes, codes, cw, scale, c0, margin, inside_rows, inside_rows.size, hs, hr, k,
-                             filled)
+        filled = _score_rows(vectors, q, use_codes, codes, cw, scale, c0, margin, inside_rows, inside_rows.size, hs,
+                             hr, k, filled)
         matched += inside_rows.size
         undecided = pending[:n_pending][edge_state == 2]
         n_pending = undecided.size
