@@ -186,6 +186,20 @@ def timed(fn, items) -> tuple[np.ndarray, list]:
     return np.array(lat), res
 
 
+def fastest(fn, items, faiss_threads: bool) -> tuple[np.ndarray, list, int | None]:
+    """:func:`timed` once, or (``faiss_threads``) with 1 and with ``FAISS_THREADS`` OpenMP threads: (latencies,
+    results, thread count) of the run with the lower p50 (thread count None when not varied)."""
+    best = None
+    for threads in (sorted({1, FAISS_THREADS}) if faiss_threads else [None]):
+        if threads is not None:
+            faiss.omp_set_num_threads(threads)
+        lat, res = timed(fn, items)
+        if best is None or pct(lat)[0] < pct(best[0])[0]:
+            best = (lat, res, threads)
+    faiss.omp_set_num_threads(FAISS_THREADS)
+    return best
+
+
 def _rows(sub: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Positions in a subset (-1: none) as rows of the segment."""
     return np.where(pos >= 0, sub[np.maximum(pos, 0)], -1)
@@ -246,29 +260,15 @@ class Bench:
         up to 2.8x faster for single flat queries in some phases and slower in others, and a baseline is measured
         at its best."""
         qs = [self.q[i:i + 1] for i in range(nq or len(self.q))]
-        best = None
-        for threads in (sorted({1, FAISS_THREADS}) if faiss_threads else [None]):
-            if threads is not None:
-                faiss.omp_set_num_threads(threads)
-            lat, found = timed(fn, qs)
-            if best is None or pct(lat)[0] < pct(best[0])[0]:
-                best = (lat, found, threads)
-        lat, found, threads = best
+        lat, found, threads = fastest(fn, qs, faiss_threads)
         found = [self.t2r[np.asarray(f)[np.asarray(f) >= 0]] if tiles else np.asarray(f) for f in found]
         row = {"filter": label, "method": method, "p50": pct(lat)[0], "p99": pct(lat)[1],
                "recall": recall(found, truth[:len(found)]) if truth is not None else float("nan"),
                "threads": threads}
-        if batch_fn is not None:  # batches likewise, at their own faster count (BLAS-bound: usually more threads)
-            blat = None
-            for threads_b in (sorted({1, FAISS_THREADS}) if faiss_threads else [None]):
-                if threads_b is not None:
-                    faiss.omp_set_num_threads(threads_b)
-                got, _ = timed(batch_fn, self.batches)
-                if blat is None or pct(got)[0] < pct(blat)[0]:
-                    blat, row["batch_threads"] = got, threads_b
+        if batch_fn is not None:  # batches at their own faster count (BLAS-bound: usually more threads)
+            blat, _, row["batch_threads"] = fastest(batch_fn, self.batches, faiss_threads)
             row["batch_p50"] = pct(blat)[0] / len(self.batches[0])
             row["batch_p99"] = pct(blat)[1] / len(self.batches[0])
-        faiss.omp_set_num_threads(FAISS_THREADS)
         row.update(extra or {})
         self.rows.append(row)
         log.info("%-28s %-34s p50 %8.3f ms  p99 %8.3f ms  recall %.3f  threads %s", label, method, row["p50"],
