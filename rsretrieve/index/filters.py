@@ -308,9 +308,10 @@ class CompiledFilter:
 
     def scan(self, seg: Segment, q: np.ndarray, k: int, ranges: tuple[np.ndarray, ...] | None = None
              ) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """The exact top-``k`` matching rows of ``seg`` for one query ``q`` ((d,) float32) in one compiled pass over
-        the row ranges (:mod:`rsretrieve.index.kernels`): (scores, rows, matches), at most ``k`` of each, best
-        first; the same answer as :meth:`rows` and a scan of them. None without numba."""
+        """The exact top-``k`` matching rows of ``seg`` for each query of ``q`` ((nq, d) float32, C-contiguous) in
+        one compiled pass over the row ranges (:mod:`rsretrieve.index.kernels`), the rows checked once for all
+        queries: ((nq, k) scores, best first, padded with -inf; (nq, k) rows, padded with -1; matches); the same
+        answer as :meth:`rows` and a scan of them. None without numba."""
         if not kernels.AVAILABLE:
             return None
         starts, stops, inside = self.row_ranges(seg) if ranges is None else ranges
@@ -333,7 +334,11 @@ class CompiledFilter:
             lon, lat = seg.lon.take(pending), seg.lat.take(pending)
             more = pending.take(np.flatnonzero(self._in_region(lon, lat) if geo_mode == 2 else self.region(lon, lat)))
             matched += int(more.size)
-            scores, rows = kernels.score_topk(seg.vectors, q, k, np.concatenate([rows, more]) if rows.size else more)
+            if more.size:
+                for i in range(q.shape[0]):
+                    got = rows[i][rows[i] >= 0]
+                    s, r = kernels.score_topk(seg.vectors, q[i], k, np.concatenate([got, more]) if got.size else more)
+                    scores[i, :s.size], rows[i, :r.size] = s, r
         return scores, rows, int(matched)
 
     def _rows(self, seg: Segment, starts: np.ndarray, stops: np.ndarray, inside: np.ndarray) -> np.ndarray:

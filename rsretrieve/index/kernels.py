@@ -398,7 +398,8 @@ def _point_states(xy, ring_start, ring_part, lon, lat, rows, count, out):
 def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, alive, sensor, sensor_ok,
               scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox, rast_states, rast_params, codes,
               code_params, ring_xy, ring_start, ring_part):
-    """Top-``k`` rows by inner product with ``q`` among the rows of the half-open ranges ``starts..stops`` that match.
+    """Top-``k`` rows by inner product with each query of ``q`` ((nq, d) float32) among the rows of the half-open
+    ranges ``starts..stops`` that match.
 
     A row matches when: with ``has_time``, its time is known and within ``[t_lo, t_hi]`` (pass the int64 extremes
     for an open side); it is alive (``alive`` empty: all are); its sensor code is marked in ``sensor_ok`` (empty:
@@ -416,13 +417,18 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     the k-th best so far) again from ``vectors``: the same top-k, about a quarter of the bytes read. In scans of at
     least ``_SPAN_ROWS`` rows, runs of rows dense in matches are scored whole, in order (:func:`_score_span`).
 
+    The rows are checked once for all queries: each block of matching rows is scored for every query while it is
+    in cache, so a batch costs far less than its queries one by one.
+
     Returns:
-        (scores, rows, matched, pending): the top ``min(k, matched)`` scores (descending, ties by ascending row) and
-        their rows; how many rows matched and were scored; the rows left to the caller's geometric test.
+        (scores, rows, matched, pending): (nq, k) scores of each query's top ``min(k, matched)`` (descending, ties
+        by ascending row; padded with -inf) and their rows (padded with -1); how many rows matched and were scored;
+        the rows left to the caller's geometric test.
     """
-    hs = np.empty(k, np.float32)
-    hr = np.empty(k, np.int64)
-    filled = 0
+    nq = q.shape[0]
+    hs = np.empty((nq, k), np.float32)
+    hr = np.empty((nq, k), np.int64)
+    filled = np.zeros(nq, np.int64)
     matched = 0
     n_pending = 0
     span_rows = 0
@@ -441,10 +447,13 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
     w, s, e, n = (bbox[0], bbox[1], bbox[2], bbox[3]) if has_bbox else (0.0, 0.0, 0.0, 0.0)
     wraps = w > e
     use_codes = codes.shape[0] > 0
+    d = q.shape[1]
+    cw = np.zeros((nq, d if use_codes else 0), np.int16)
+    scale, c0, margin = np.ones(nq), np.zeros(nq), np.zeros(nq)
     if use_codes:
-        cw, scale, c0, margin = _code_query(q, code_params)
-    else:
-        cw, scale, c0, margin = np.zeros(0, np.int16), 1.0, 0.0, 0.0
+        for j in range(nq):
+            cw_j, scale[j], c0[j], margin[j] = _code_query(q[j], code_params)
+            cw[j, :] = cw_j
     spans = use_codes and span_rows >= _SPAN_ROWS
     buf = np.empty(_BLOCK, np.int64)  # rows that passed the checks, scored when full
     mask = np.empty(_BLOCK, np.bool_)
@@ -487,8 +496,9 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                 for i in range(size):
                     count += mask[i]
                 if count * _SPAN_DENSITY[1] >= size * _SPAN_DENSITY[0]:  # dense: score the span as it lies
-                    filled = _score_span(vectors, q, codes, cw, scale, c0, margin, row, size, mask, hs, hr, k,
-                                         filled)
+                    for j in range(nq):
+                        filled[j] = _score_span(vectors, q[j], codes, cw[j], scale[j], c0[j], margin[j], row, size,
+                                                mask, hs[j], hr[j], k, filled[j])
                     matched += count
                     row = end
                     continue
@@ -516,23 +526,36 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
                     kept += 1
                 nb = kept
             if nb == _BLOCK:
-                filled = _score_rows(vectors, q, use_codes, codes, cw, scale, c0, margin, buf, nb, hs, hr, k, filled)
+                _score_all(vectors, q, use_codes, codes, cw, scale, c0, margin, buf, nb, hs, hr, k, filled)
                 matched += nb
                 nb = 0
     if has_rings and n_pending:  # the rows left for the caller, tested against the polygon's rings at once
         edge_state = np.empty(n_pending, np.int8)
         _point_states(ring_xy, ring_start, ring_part, lon, lat, pending, n_pending, edge_state)
         inside_rows = pending[:n_pending][edge_state == 1]
-        filled = _score_rows(vectors, q, use_codes, codes, cw, scale, c0, margin, inside_rows, inside_rows.size, hs,
-                             hr, k, filled)
+        _score_all(vectors, q, use_codes, codes, cw, scale, c0, margin, inside_rows, inside_rows.size, hs, hr, k,
+                   filled)
         matched += inside_rows.size
         undecided = pending[:n_pending][edge_state == 2]
         n_pending = undecided.size
         pending[:n_pending] = undecided
-    filled = _score_rows(vectors, q, use_codes, codes, cw, scale, c0, margin, buf, nb, hs, hr, k, filled)
+    _score_all(vectors, q, use_codes, codes, cw, scale, c0, margin, buf, nb, hs, hr, k, filled)
     matched += nb
-    out_s, out_r = _ranked(hs, hr, filled)
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    out_r = np.full((nq, k), -1, np.int64)
+    for j in range(nq):
+        got_s, got_r = _ranked(hs[j], hr[j], filled[j])
+        out_s[j, :got_s.size] = got_s
+        out_r[j, :got_r.size] = got_r
     return out_s, out_r, matched, pending[:n_pending]
+
+
+@_njit(inline="always")
+def _score_all(vectors, q, use_codes, codes, cw, scale, c0, margin, rows, count, hs, hr, k, filled):
+    """:func:`_score_rows` of ``rows[:count]`` for every query of ``q`` (the rows' codes stay in cache)."""
+    for j in range(q.shape[0]):
+        filled[j] = _score_rows(vectors, q[j], use_codes, codes, cw[j], scale[j], c0[j], margin[j], rows, count,
+                                hs[j], hr[j], k, filled[j])
 
 
 @_njit

@@ -50,6 +50,14 @@ log = logging.getLogger(__name__)
 
 #: matches below which a segment with an ANN index is still scanned exactly, at d = 128 (scaled by 128 / d)
 EXACT_MAX_ROWS_128 = 65_536
+#: exact batches of up to ``SCAN_MAX_QUERIES`` queries over at least ``SCAN_BATCH_ROWS`` rows (up to
+#: ``SCAN_FEW_QUERIES`` over fewer) are scanned in one compiled pass, the rows checked once for all queries; larger
+#: batches gather the matching vectors for FAISS's BLAS search, which then costs less per query (measured on 1M
+#: rows, 2 threads, us/query old -> scan: 1% batches of 8 297 -> 153, of 32 150 -> 111, of 64 96 -> 102; 0.1%
+#: batches of 8 35 -> 25, of 32 12 -> 19)
+SCAN_MAX_QUERIES = 32
+SCAN_FEW_QUERIES = 8
+SCAN_BATCH_ROWS = 8192
 _GPU_MAX_K = 2048  # largest k classic FAISS GPU indexes accept
 
 
@@ -141,7 +149,7 @@ class Searcher:
         bbox = (max(lon - d, -180.0), max(lat - d, -90.0), min(lon + d, 180.0), min(lat + d, 90.0))
         self.search(q, 1, QueryFilter(bbox=bbox, start=datetime(1970, 1, 1)))  # box ranges and the scan
         cf = CompiledFilter(QueryFilter(polygon=box(*bbox)), self.sensors)  # rasters, their ranges, their scan
-        cf.scan(seg, q[0], 1, cf.row_ranges(seg))
+        cf.scan(seg, q, 1, cf.row_ranges(seg))
         self.search(q, 1, QueryFilter(polygon=box(*bbox)))  # a small polygon: covered by its box
         return time.perf_counter() - t0
 
@@ -212,14 +220,15 @@ class Searcher:
                     est = cf.estimate(seg, ranges)
                     broad = est > max(thr, self.ann_min_selectivity * seg.n)
         if not broad:
-            if cf is not None and q.shape[0] == 1 and not per_cell:
-                got = cf.scan(seg, q[0], k, ranges)
+            scan = q.shape[0] <= SCAN_FEW_QUERIES
+            if cf is not None and not scan and q.shape[0] <= SCAN_MAX_QUERIES:
+                ranges = cf.row_ranges(seg) if ranges is None else ranges
+                scan = int((ranges[1] - ranges[0]).sum()) >= SCAN_BATCH_ROWS
+            if cf is not None and scan and not per_cell:
+                got = cf.scan(seg, q, k, ranges)
                 if got is not None:
                     scores, rows, matched = got
-                    plan = {"segment": seg.name, "mode": "exact", "candidates": matched}
-                    if rows.size == k:
-                        return scores.reshape(1, k), rows.reshape(1, k), plan
-                    return _pad(scores, k, -np.inf, np.float32), _pad(rows, k, -1, np.int64), plan
+                    return scores, rows, {"segment": seg.name, "mode": "exact", "candidates": matched}
             rows = seg.alive_rows() if cf is None else cf.rows(seg, ranges)
             plan = {"segment": seg.name, "mode": "exact", "candidates": int(rows.size)}
             return (*_exact(seg, q, k, rows, per_cell), plan)
@@ -272,10 +281,8 @@ class Searcher:
                   per_cell: bool, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """Matches far from the queries: a few queries scanned exactly, one compiled pass each; more materialise
         the matches and search them with a FAISS selector (CPU) or exactly."""
-        if cf is not None and not per_cell and q.shape[0] <= 4 and kernels.AVAILABLE:  # a few queries: each scanned
-            got = [cf.scan(seg, qi, k) for qi in q]  # in one compiled pass over the filter's ranges (exact)
-            return (np.vstack([_pad(s_, k, -np.inf, np.float32) for s_, _, _ in got]),
-                    np.vstack([_pad(r_, k, -1, np.int64) for _, r_, _ in got]))
+        if cf is not None and not per_cell and q.shape[0] <= 4 and kernels.AVAILABLE:  # a few queries: scanned
+            return cf.scan(seg, np.ascontiguousarray(q), k)[:2]  # in one compiled pass over the ranges (exact)
         rows = seg.alive_rows() if cf is None else cf.rows(seg)
         if not self.trust_selector or per_cell or rows.size <= 4 * self.exact_max_rows:
             return _exact(seg, q, k, rows, per_cell)

@@ -27,8 +27,8 @@ def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.
           bbox=(), rast_states=None, rast_params=None, codes=False, rings=None):
     n = x.shape[0]
     starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
-    return kernels.scan_topk(
-        x, q, k, starts, stops, np.ones(starts.size, np.int8) if inside is None else np.asarray(inside, np.int8),
+    s, r, matched, pending = kernels.scan_topk(
+        x, np.atleast_2d(q), k, starts, stops, np.ones(starts.size, np.int8) if inside is None else np.asarray(inside, np.int8),
         time is not None, np.zeros(n, np.int64) if time is None else time, lo, hi,
         np.zeros(0, bool) if alive is None else alive, np.zeros(n, np.int16) if sensor is None else sensor,
         np.zeros(0, bool) if sensor_ok is None else sensor_ok, np.zeros(n, np.int64) if scene is None else scene,
@@ -38,6 +38,10 @@ def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.
         np.zeros(0, np.int8) if rast_states is None else rast_states,
         np.zeros((0, 8)) if rast_params is None else rast_params, *_codes(x, codes),
         *(rings or (np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(0, np.int64))))
+    if np.ndim(q) == 2:
+        return s, r, matched, pending
+    found = r[0] >= 0  # one query: its top-k without the padding
+    return s[0][found], r[0][found], matched, pending
 
 
 def _codes(x, on):
@@ -96,6 +100,36 @@ def test_each_check_of_the_kernel_equals_its_definition(vecs, codes):
         assert pending.tolist() == np.flatnonzero(ok & near & box_ok).tolist()
         assert matched == (ok & ~near).sum()
         assert r.tolist() == _truth(x, q, np.flatnonzero(ok & ~near), 10)[1].tolist()
+
+
+@pytest.mark.parametrize("codes", [False, True], ids=["vectors", "codes"])
+@pytest.mark.parametrize("long", [False, True], ids=["compacted", "whole_spans"])
+def test_a_batch_gives_each_query_the_answer_it_gets_alone(vecs, codes, long):
+    """The rows are checked once for all queries of a batch; each query's top-k, scores and the match count are
+    those of the query scanned alone, bit for bit, for k from 1 to more than the matches (past ``_SPAN_ROWS``
+    rows, dense spans are scored whole)."""
+    rng = np.random.default_rng(11)
+    if long:
+        x = rng.standard_normal((kernels._SPAN_ROWS + 4000, 16)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    else:
+        x = vecs[0]
+    n = x.shape[0]
+    qs = x[rng.integers(0, n, 6)] + np.float32(0.05) * rng.standard_normal((6, x.shape[1])).astype(np.float32)
+    qs = np.ascontiguousarray(qs / np.linalg.norm(qs, axis=1, keepdims=True), dtype=np.float32)
+    time = rng.integers(0, 100, n)
+    lon, lat = rng.uniform(-10, 10, n), rng.uniform(-10, 10, n)
+    common = dict(time=time, lo=10, hi=80, lon=lon, lat=lat, codes=codes, bbox=(-5.0, -5.0, 5.0, 5.0))
+    starts, stops = ([0, 120, 300], [100, 250, n]) if long else ([0, 120, 300], [100, 250, 500])
+    for geo_mode in (0, 1, 2):
+        for k in (1, 10, 400):
+            bs, br, bm, bp = _scan(x, qs, k, starts, stops, [1, 0, 1], geo_mode=geo_mode, **common)
+            assert bs.shape == br.shape == (6, k)
+            for i in range(6):
+                s, r, m, p = _scan(x, qs[i], k, starts, stops, [1, 0, 1], geo_mode=geo_mode, **common)
+                assert br[i, :r.size].tolist() == r.tolist() and (br[i, r.size:] == -1).all()
+                assert bs[i, :s.size].tobytes() == s.tobytes() and np.isneginf(bs[i, s.size:]).all()
+                assert bm == m and bp.tolist() == p.tolist()
 
 
 @pytest.mark.parametrize("codes", [False, True], ids=["vectors", "codes"])

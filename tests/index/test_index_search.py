@@ -10,6 +10,7 @@ import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from rsretrieve.index import filters as filters_mod
+from rsretrieve.index import search as search_mod
 from rsretrieve.index.filters import CompiledFilter, QueryFilter
 from rsretrieve.index.search import Searcher
 from rsretrieve.index.store import IndexStore
@@ -47,10 +48,14 @@ def _check_exact(result, tiles, q, flt, k):
 
 
 @pytest.mark.parametrize("name", FILTERS)
-def test_exact_mode_equals_brute_force_topk(store, tiles, name):
+def test_exact_mode_equals_brute_force_topk(store, tiles, name, monkeypatch):
     flt = FILTERS[name]
     q = queries(tiles, 4)
-    for nq in (1, 4):  # single query (faiss by-idx path) and a batch (gather + BLAS path)
+    # one query; a batch scanned at once as a few queries, or for its rows; a batch gathered for BLAS
+    for nq, few, most, rows in ((1, 8, 32, 8192), (4, 8, 32, 8192), (4, 2, 8, 0), (4, 2, 2, 0)):
+        monkeypatch.setattr(search_mod, "SCAN_FEW_QUERIES", few)
+        monkeypatch.setattr(search_mod, "SCAN_MAX_QUERIES", most)
+        monkeypatch.setattr(search_mod, "SCAN_BATCH_ROWS", rows)
         result = Searcher(store, exact_max_rows=10**9).search(q[:nq], 10, flt)
         assert result.plan["mode"] == "exact"
         assert result.plan["candidates"] == brute_mask(tiles, flt).sum()
