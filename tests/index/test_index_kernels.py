@@ -28,7 +28,8 @@ def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.
     n = x.shape[0]
     starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
     s, r, matched, pending = kernels.scan_topk(
-        x, np.atleast_2d(q), k, starts, stops, np.ones(starts.size, np.int8) if inside is None else np.asarray(inside, np.int8),
+        x, np.atleast_2d(q), k, starts, stops,
+        np.ones(starts.size, np.int8) if inside is None else np.asarray(inside, np.int8),
         time is not None, np.zeros(n, np.int64) if time is None else time, lo, hi,
         np.zeros(0, bool) if alive is None else alive, np.zeros(n, np.int16) if sensor is None else sensor,
         np.zeros(0, bool) if sensor_ok is None else sensor_ok, np.zeros(n, np.int64) if scene is None else scene,
