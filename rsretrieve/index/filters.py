@@ -254,15 +254,11 @@ class CompiledFilter:
             # one box not across the antimeridian: key ranges and binary searches in one compiled call
             return kernels.box_row_ranges(seg.hkey, *self._one_box, HILBERT_ORDER, self.box_cells,
                                           self.region is None, hilbert._DIGITS, hilbert._STATES)
-        if (kernels.AVAILABLE and self.filter.bbox is None and not self.polygon_by_box and self.region.rasterised
-                and len(self.region.parts) == 1 and self.region.order == HILBERT_ORDER):
+        if self.filter.bbox is None and not self.polygon_by_box:
             # a one-part polygon: its raster's coarse cells (left out when outside, flagged when inside) likewise
-            level, x0, y0, raster = self.region.part_cells()[0]
-            if level == 0:
-                return np.zeros(1, np.int64), np.full(1, seg.n, np.int64), np.zeros(1, np.int8)
-            cover = np.ascontiguousarray(raster.coarse(raster.fine - level).T)  # [column, row]
-            return kernels.rect_row_ranges(seg.hkey, level, x0, y0, cover, HILBERT_ORDER, hilbert._DIGITS,
-                                           hilbert._STATES)
+            got = self.region.one_part_row_ranges(seg.hkey)
+            if got is not None:
+                return got
         if self._keys is None:  # computed on first use: broad filters searched by ANN never need them
             self._keys = self._key_ranges(self.filter)
         key_starts, key_stops, key_inside = self._keys

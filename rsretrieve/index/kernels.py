@@ -1,6 +1,6 @@
 """Compiled kernels of filtered search (numba): the steps of a selective query that numpy does in many small passes.
 
-- :func:`scan_topk`: one pass over a segment's candidate row ranges for one query that checks the filter's columns
+- :func:`scan_topk`: one pass over a segment's candidate row ranges for a query (or a batch) that checks the filter's columns
   (time, removed rows, sensor, exclusions, the bbox or the polygon's rasters for rows not wholly inside the
   geometry), scores the matching rows and keeps the top-k. In numpy that is a dozen array passes, a materialised
   row list and a FAISS by-index scan over the ~70% of rows that match, which come in thousands of short runs.
@@ -11,7 +11,8 @@
 - :func:`box_row_ranges`, :func:`rect_row_ranges`: a box's (or a polygon raster's) cover cells, their Hilbert keys
   and the binary searches that turn them into row ranges, in one call.
 - :func:`raster_states`, :func:`raster_coarse`: the fine and coarse cell states of a polygon's raster
-  (:class:`rsretrieve.index.region.Raster`).
+  (:class:`rsretrieve.index.region.Raster`); :func:`polygon_row_ranges`: a one-part polygon's rings to its
+  raster and its row ranges in one call.
 
 Each computes what the numpy code computes (the raster and range kernels bit for bit, without fast-math; the scan
 up to the summation order of the dot products), and the tests compare the two. Without numba (``AVAILABLE``
@@ -773,6 +774,64 @@ def rect_row_ranges(hkey, level, x0, y0, cover, order, digits, states):
             starts[m], stops[m], inside[m] = a, b, flags[o[j]]
             m += 1
     return starts[:m], stops[:m], inside[:m]
+
+
+@_njit_exact
+def polygon_row_ranges(hkey, ring_xy, ring_start, west, south, east, north, order, max_cells, bits, margin, digits,
+                       states):
+    """Row ranges of a segment under the cover of a one-part polygon, from its rings to the rows in one call: the
+    grid cells of ``hilbert.box_extent`` over its bounds (``west <= east``), their raster of ``2**bits`` fine cells
+    per axis (:func:`raster_states`, the arithmetic of :class:`rsretrieve.index.region.Raster` with
+    ``contained``), its coarse states (:func:`raster_coarse`) and their rows (:func:`rect_row_ranges`). The same
+    numbers as those steps one by one, for a fraction of their calls' cost.
+
+    Args:
+        ring_xy, ring_start: the part's closed rings ((m, 2) lon/lat, exterior first) and where each starts
+            (``Region.rings``).
+
+    Returns:
+        (starts, stops, inside, level, fine, x0, y0, nx, ny, flat states, marked cells): the row ranges as from
+        :func:`rect_row_ranges` (at level 0, every row and no flag), the cover's level, and the raster: its level,
+        south-west fine cell, size in fine cells and the two arrays :func:`raster_states` returns.
+    """
+    n = 1 << order
+    gx0 = min(max(math.floor((west + 180.0) * (n / 360.0)), 0), n - 1)
+    gx1 = min(max(math.floor((east + 180.0) * (n / 360.0)), 0), n - 1)
+    gy0 = min(max(math.floor((south + 90.0) * (n / 180.0)), 0), n - 1)
+    gy1 = min(max(math.floor((north + 90.0) * (n / 180.0)), 0), n - 1)
+    gx0, gx1, gy0, gy1 = np.int64(gx0), np.int64(gx1), np.int64(gy0), np.int64(gy1)
+    level = order
+    while level > 0 and ((gx1 >> (order - level)) - (gx0 >> (order - level)) + 1) * (
+            (gy1 >> (order - level)) - (gy0 >> (order - level)) + 1) > max_cells:
+        level -= 1
+    shift = order - level
+    x0, x1, y0, y1 = gx0 >> shift, gx1 >> shift, gy0 >> shift, gy1 >> shift
+    fine = min(order, level + bits)
+    f = np.int64(1) << (fine - level)
+    fx0, fy0, nx, ny = x0 * f, y0 * f, (x1 + 1 - x0) * f, (y1 + 1 - y0) * f
+    # the edges in fine cells from the rectangle's corner, as Raster computes them (per ring: no joins)
+    nf = np.int64(1) << fine
+    sx, sy = nf / 360.0, nf / 180.0
+    ox, oy = 180.0 * sx - fx0, 90.0 * sy - fy0
+    ne = 0
+    for r in range(ring_start.size - 1):
+        ne += ring_start[r + 1] - ring_start[r] - 1
+    u0, v0, du, dv = np.empty(ne), np.empty(ne), np.empty(ne), np.empty(ne)
+    e = 0
+    for r in range(ring_start.size - 1):
+        pu, pv = ring_xy[ring_start[r], 0] * sx + ox, ring_xy[ring_start[r], 1] * sy + oy
+        for i in range(ring_start[r] + 1, ring_start[r + 1]):
+            cu, cv = ring_xy[i, 0] * sx + ox, ring_xy[i, 1] * sy + oy
+            u0[e], v0[e], du[e], dv[e] = pu, pv, cu - pu, cv - pv
+            pu, pv = cu, cv
+            e += 1
+    flat, cells = raster_states(u0, v0, du, dv, nx, ny, True, margin)
+    if level == 0:
+        starts, stops = np.zeros(1, np.int64), np.full(1, np.searchsorted(hkey, np.int64(1) << (2 * order)), np.int64)
+        return starts, stops, np.zeros(1, np.int8), level, fine, fx0, fy0, nx, ny, flat, cells
+    cover = raster_coarse(flat, cells, nx + 3, nx, ny, fine - level).T.copy()  # [column, row]
+    starts, stops, inside = rect_row_ranges(hkey, level, x0, y0, cover, order, digits, states)
+    return starts, stops, inside, level, fine, fx0, fy0, nx, ny, flat, cells
 
 
 @_njit_exact

@@ -25,7 +25,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-from rsretrieve.index import kernels
+from rsretrieve.index import hilbert, kernels
 from rsretrieve.index.hilbert import HILBERT_ORDER, box_cells, box_extent, cell_ranges, rect_ranges
 
 #: most grid cells a part's bounds are covered with (see :func:`box_cells`)
@@ -69,15 +69,8 @@ class Raster:
     def __init__(self, rings: list[np.ndarray], fine: int, x0: int, y0: int, nx: int, ny: int, *,
                  contained: bool = False) -> None:
         """``contained``: the rings are known to lie within the rectangle (skips the clipping of edges)."""
-        self.fine, self.x0, self.y0, self.nx, self.ny = fine, int(x0), int(y0), int(nx), int(ny)
-        n = 1 << fine
-        self._sx, self._sy = n / 360.0, n / 180.0  # the factors of hilbert.grid_xy
-        self._w = w = nx + 3  # padded columns, plus one collecting the crossings right of every cell
-        # the largest padded column and row a point is clipped to (lon 180 and lat 90 fall in the grid's last
-        # column / row, as in hilbert.grid_xy), used by classify and by the compiled scan's copy of it
-        last = n - 1
-        self._cmax = min(last, self.x0 + self.nx) - (self.x0 - 1)
-        self._rmax = min(last, self.y0 + self.ny) - (self.y0 - 1)
+        self._frame(fine, x0, y0, nx, ny)
+        w = self._w
         # edge starts g0 and steps d, (2, edges), in fine cells from the rectangle's corner (rounding ~1e-10 cell)
         pts = np.concatenate(rings) if len(rings) > 1 else rings[0]
         g = (pts * (self._sx, self._sy) + (180.0 * self._sx - self.x0, 90.0 * self._sy - self.y0)).T
@@ -137,6 +130,28 @@ class Raster:
             grid[0] = grid[-1] = grid[:, 0] = grid[:, nx + 1] = OUTSIDE
         self._flat = state
         self.state = grid[:, :nx + 2]
+
+    def _frame(self, fine: int, x0: int, y0: int, nx: int, ny: int) -> None:
+        self.fine, self.x0, self.y0, self.nx, self.ny = int(fine), int(x0), int(y0), int(nx), int(ny)
+        n = 1 << self.fine
+        self._sx, self._sy = n / 360.0, n / 180.0  # the factors of hilbert.grid_xy
+        self._w = self.nx + 3  # padded columns, plus one collecting the crossings right of every cell
+        # the largest padded column and row a point is clipped to (lon 180 and lat 90 fall in the grid's last
+        # column / row, as in hilbert.grid_xy), used by classify and by the compiled scan's copy of it
+        last = n - 1
+        self._cmax = min(last, self.x0 + self.nx) - (self.x0 - 1)
+        self._rmax = min(last, self.y0 + self.ny) - (self.y0 - 1)
+
+    @classmethod
+    def from_states(cls, fine: int, x0: int, y0: int, nx: int, ny: int, flat: np.ndarray, mark_cells: np.ndarray
+                    ) -> "Raster":
+        """The raster whose states :func:`rsretrieve.index.kernels.raster_states` returned (``flat``,
+        ``mark_cells``), for the rectangle of ``Raster(rings, fine, x0, y0, nx, ny, contained=True)``."""
+        self = cls.__new__(cls)
+        self._frame(fine, x0, y0, nx, ny)
+        self._flat, self._mark_cells = flat, mark_cells
+        self.state = flat.reshape(self.ny + 2, self._w)[:, :self.nx + 2]
+        return self
 
     def classify(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """int8 state of points (degrees): ``INSIDE``, ``OUTSIDE`` or ``NEAR`` (needs the exact test)."""
@@ -213,6 +228,30 @@ class Region:
                                                   (y1 + 1 - y0) * f, contained=True)))
             self._rasters = out
         return self._rasters
+
+    def one_part_row_ranges(self, hkey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Row ranges of a segment (sorted Hilbert keys ``hkey``) under a one-part polygon's raster cover, flagged
+        1 in cells wholly inside (at level 0: every row, unflagged). Before the raster exists, it and the ranges
+        come from one compiled call (:func:`rsretrieve.index.kernels.polygon_row_ranges`), and the raster is kept
+        (above ``KERNEL_MAX_VERTICES`` vertices: step by step). None without numba, for several parts or another
+        grid order, where the caller makes the ranges from :meth:`key_ranges`."""
+        if not (kernels.AVAILABLE and len(self.parts) == 1 and self.rasterised and self.order == HILBERT_ORDER):
+            return None
+        rings = self.rings() if self._rasters is None and USE_KERNEL else None
+        if rings is not None:  # the raster and the rows in one call
+            w, s, e, n = self.geom.bounds
+            starts, stops, inside, level, fine, fx0, fy0, nx, ny, flat, cells = kernels.polygon_row_ranges(
+                hkey, rings[0], rings[1], w, s, e, n, HILBERT_ORDER, self.max_cells, RASTER_BITS, _MARGIN,
+                hilbert._DIGITS, hilbert._STATES)
+            f = 1 << (fine - level)
+            self._rasters = [(level, fx0 // f, fy0 // f, Raster.from_states(fine, fx0, fy0, nx, ny, flat, cells))]
+            if level > 0:
+                return starts, stops, inside
+        level, x0, y0, raster = self.part_cells()[0]  # built already (another segment), or too many vertices
+        if level == 0:
+            return np.zeros(1, np.int64), np.full(1, hkey.size, np.int64), np.zeros(1, np.int8)
+        cover = np.ascontiguousarray(raster.coarse(raster.fine - level).T)  # [column, row]
+        return kernels.rect_row_ranges(hkey, level, x0, y0, cover, HILBERT_ORDER, hilbert._DIGITS, hilbert._STATES)
 
     def key_cells(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """For each part, the grid cells its key ranges are made of: ``(level, cx, cy, inside)``, the cells over

@@ -291,6 +291,33 @@ def test_compiled_box_row_ranges_equal_the_numpy_cover(store, box, max_cells):
     assert got[2].tolist() == kf[keep].tolist()
 
 
+@pytest.mark.parametrize("max_cells", [1, 16, 64, 1024])
+@pytest.mark.parametrize("geom", ["polygon", "polygon_with_hole_and_time", "world"])
+def test_one_call_polygon_cover_equals_the_raster_built_step_by_step(store, geom, max_cells):
+    """``polygon_row_ranges`` (rings to rows in one call) gives the raster and the rows of ``Region.part_cells``
+    and ``rect_row_ranges``, bit for bit, on every segment (the first builds the raster, the next reuse it)."""
+    from rsretrieve.index import hilbert
+    from rsretrieve.index.region import Region
+    poly = Polygon([(-179, -89), (179, -89), (179, 89), (-179, 89)]) if geom == "world" else FILTERS[geom].polygon
+    fused, steps = Region(poly, max_cells=max_cells), Region(poly, max_cells=max_cells)
+    for seg in store.segments:
+        got = fused.one_part_row_ranges(seg.hkey)
+        level, x0, y0, raster = steps.part_cells()[0]
+        if level == 0:
+            want = ([0], [seg.n], [0])
+        else:
+            cover = np.ascontiguousarray(raster.coarse(raster.fine - level).T)
+            want = kernels.rect_row_ranges(seg.hkey, level, x0, y0, cover, hilbert.HILBERT_ORDER, hilbert._DIGITS,
+                                           hilbert._STATES)
+        assert [a.tolist() for a in got] == [list(map(int, a)) for a in want]
+        (fl, fx, fy, fr), = fused.part_cells()
+        assert (fl, fx, fy) == (level, x0, y0)
+        assert (fr.fine, fr.x0, fr.y0, fr.nx, fr.ny) == (raster.fine, raster.x0, raster.y0, raster.nx, raster.ny)
+        assert np.array_equal(fr._flat, raster._flat) and np.array_equal(fr._mark_cells, raster._mark_cells)
+        assert np.array_equal(fr.state, raster.state)
+        assert [a.tolist() for a in fused.raster_params()] == [a.tolist() for a in steps.raster_params()]
+
+
 @pytest.mark.parametrize("name", ["bbox", "antimeridian_bbox", "polygon", "combined"])
 def test_box_estimate_is_the_same_with_and_without_the_kernel(store, name, monkeypatch):
     cf = CompiledFilter(FILTERS[name], store.sensors)
