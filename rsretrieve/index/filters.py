@@ -199,7 +199,7 @@ class CompiledFilter:
         self.cells = np.array(sorted(flt.exclude_cell_ids), dtype=str)
         # the box rows are tested against in the kernel: the filter's, else the polygon's bounds (every point of
         # a closed polygon lies within them, so this only drops rows the polygon test would)
-        self._bounds = flt.polygon.bounds if flt.polygon is not None else None  # (shapely computes them per call)
+        self._bounds = self.region.bounds if self.region is not None else None
         box = flt.bbox if flt.bbox is not None else self._bounds
         self._bbox = np.asarray(box, np.float64) if box is not None else _NO_BOX
         self._sensor_ok = np.zeros(0, bool)

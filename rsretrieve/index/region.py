@@ -193,7 +193,8 @@ class Region:
         """``max_cells``: grid cells over each part's bounds (fewer cost less to build, more leave fewer points
         near an edge); may be changed until the rasters are built."""
         self.geom, self.order, self.max_cells = geom, order, max_cells
-        shapely.prepare(geom)
+        self.bounds: tuple[float, float, float, float] = geom.bounds  # (shapely computes them on each call)
+        self._prepared = False  # prepared for exact tests on first use: most queries make none
         self.parts = list(getattr(geom, "geoms", [geom]))
         self._rasters: list[tuple[int, int, int, Raster]] | None = None
         self._ring_arrays: tuple | None = None
@@ -207,6 +208,9 @@ class Region:
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Exact: which points (degrees) are in the closed region."""
+        if not self._prepared:
+            shapely.prepare(self.geom)
+            self._prepared = True
         return shapely.intersects_xy(self.geom, x, y)
 
     @property
@@ -239,7 +243,7 @@ class Region:
             return None
         rings = self.rings() if self._rasters is None and USE_KERNEL else None
         if rings is not None:  # the raster and the rows in one call
-            w, s, e, n = self.geom.bounds
+            w, s, e, n = self.bounds
             starts, stops, inside, level, fine, fx0, fy0, nx, ny, flat, cells = kernels.polygon_row_ranges(
                 hkey, rings[0], rings[1], w, s, e, n, HILBERT_ORDER, self.max_cells, RASTER_BITS, _MARGIN,
                 hilbert._DIGITS, hilbert._STATES)
@@ -285,6 +289,10 @@ class Region:
         """The rings of the parts for :func:`rsretrieve.index.kernels.scan_topk`'s point test: ((m, 2) float64
         vertices, each ring closed; (rings + 1,) int64 start of each ring; (rings,) int64 its part), or None when
         the region has more than ``KERNEL_MAX_VERTICES`` vertices."""
+        if self._ring_arrays is None and len(self.parts) == 1 and len(self.part_rings()[0]) == 1:  # one ring
+            xy = np.ascontiguousarray(self.part_rings()[0][0], dtype=np.float64)
+            self._ring_arrays = () if len(xy) > KERNEL_MAX_VERTICES else (
+                xy, np.array([0, len(xy)], np.int64), np.zeros(1, np.int64))
         if self._ring_arrays is None:
             rings = [(p, r) for p, part in enumerate(self.part_rings()) for r in part]
             sizes = [len(r) for _, r in rings]
@@ -314,7 +322,7 @@ class Region:
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Same answer as ``self(x, y)``; the rasters decide all points but those near an edge."""
         if not self.rasterised or (self._rasters is None and x.size < RASTER_MIN_POINTS):
-            w, s, e, n = self.geom.bounds
+            w, s, e, n = self.bounds
             out = (x >= w) & (x <= e) & (y >= s) & (y <= n)
             idx = np.flatnonzero(out)
             out[idx] = self(x[idx], y[idx])
