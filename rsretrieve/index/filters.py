@@ -20,6 +20,7 @@ fallback and the reference the tests compare with.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -49,6 +50,8 @@ SMALL_REGION_CELLS = 64
 #: below this many rows estimated in a polygon's box, it is covered by its parts' boxes without rasters and every
 #: row in them goes to shapely (about 35 ns a point, prepared) rather than paying ~0.1 ms for the rasters
 POLYGON_BOX_ROWS = 512
+#: rows per thread from which the compiled scan runs on several threads (one part of the ranges each)
+PARALLEL_ROWS = 4096
 #: rows checked per pass of :meth:`CompiledFilter.rows`
 ROWS_CHUNK = 32768
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
@@ -185,8 +188,9 @@ def _seconds(value: datetime | date | None, end: bool) -> int | None:
 class CompiledFilter:
     """A :class:`QueryFilter` prepared for one index: key ranges, time bounds, sensor codes, polygon test."""
 
-    def __init__(self, flt: QueryFilter, sensor_table: list[str]) -> None:
-        self.filter = flt
+    def __init__(self, flt: QueryFilter, sensor_table: list[str], *, parallel: bool = True) -> None:
+        """``parallel``: long scans may run on several of numba's threads."""
+        self.filter, self.parallel = flt, parallel
         self.region = Region(flt.polygon) if flt.polygon is not None else None
         self.geo = flt.bbox is not None or flt.polygon is not None
         self.box_cells = BOX_CELLS
@@ -302,12 +306,13 @@ class CompiledFilter:
             return self._bounds
         return None
 
-    def scan(self, seg: Segment, q: np.ndarray, k: int, ranges: tuple[np.ndarray, ...] | None = None
-             ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    def scan(self, seg: Segment, q: np.ndarray, k: int, ranges: tuple[np.ndarray, ...] | None = None,
+             parts: int | None = None) -> tuple[np.ndarray, np.ndarray, int] | None:
         """The exact top-``k`` matching rows of ``seg`` for each query of ``q`` ((nq, d) float32, C-contiguous) in
         one compiled pass over the row ranges (:mod:`rsretrieve.index.kernels`), the rows checked once for all
         queries: ((nq, k) scores, best first, padded with -inf; (nq, k) rows, padded with -1; matches); the same
-        answer as :meth:`rows` and a scan of them. None without numba."""
+        answer as :meth:`rows` and a scan of them. Scans of at least ``2 * PARALLEL_ROWS`` rows are cut into
+        parts scanned on numba's threads at once (``parts``: that many, whatever the rows). None without numba."""
         if not kernels.AVAILABLE:
             return None
         starts, stops, inside = self.row_ranges(seg) if ranges is None else ranges
@@ -321,7 +326,10 @@ class CompiledFilter:
         if self.region is not None:
             built = self.region.raster_params() if self.region._rasters is not None else None
             geo_mode, rasters = (2, rasters) if built is None else (3, built)
-        scores, rows, matched, pending = kernels.scan_topk(
+        if parts is None:
+            parts = min(kernels.threads(), int((stops - starts).sum()) // PARALLEL_ROWS) if self.parallel else 1
+        scan = kernels.scan_topk if parts < 2 else functools.partial(kernels.scan_topk_parallel, parts)
+        scores, rows, matched, pending = scan(
             seg.vectors, q, k, starts, stops, inside, has_time, seg.time, lo, hi, alive, seg.sensor, self._sensor_ok,
             seg.scene_id, self.scenes, seg.cell, cells, geo_mode, seg.lon, seg.lat, bbox, *rasters,
             *((seg.codes, seg.code_params) if seg.codes is not None else _no_codes(seg.vectors.shape[1])),

@@ -34,6 +34,13 @@ except ImportError:  # pragma: no cover - numba is a dependency; the numpy path 
 from rsretrieve.index.segment import TIME_UNKNOWN
 
 AVAILABLE = numba is not None
+
+
+def threads() -> int:
+    """Threads numba's parallel kernels may use (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``); 1 without
+    numba."""
+    return numba.get_num_threads() if AVAILABLE else 1
+
 _BLOCK = 256  # rows checked before they are scored together
 #: in scans of at least _SPAN_ROWS rows (codes beyond the caches), a span of at least _SPAN_MIN rows with at least
 #: this share (numerator, denominator) of matches is scored whole from its codes (:func:`_score_span`) rather
@@ -54,6 +61,11 @@ def _njit(fn=None, **kw):
     if fn is None:
         return lambda f: _njit(f, **kw)
     return numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, boundscheck=False, **kw)(fn) if AVAILABLE else fn
+
+
+def _njit_parallel(fn):
+    """Compiled with numba's parallel loops (``prange``), on numba's threads (``numba.get_num_threads()``)."""
+    return numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True)(fn) if AVAILABLE else fn
 
 
 def _njit_exact(fn):
@@ -549,6 +561,112 @@ def scan_topk(vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, 
         out_s[j, :got_s.size] = got_s
         out_r[j, :got_r.size] = got_r
     return out_s, out_r, matched, pending[:n_pending]
+
+
+@_njit
+def _split_ranges(starts, stops, inside, parts):
+    """The ranges cut into ``parts`` runs of about equal rows (a range may be cut inside): (starts, stops, inside)
+    of shape (parts, ranges + parts), and how many ranges each part has."""
+    total = 0
+    for r in range(starts.size):
+        total += stops[r] - starts[r]
+    width = starts.size + parts
+    ps = np.empty((parts, width), np.int64)
+    pe = np.empty((parts, width), np.int64)
+    pi = np.empty((parts, width), np.int8)
+    count = np.zeros(parts, np.int64)
+    p, done = 0, 0
+    for r in range(starts.size):
+        a = starts[r]
+        while a < stops[r]:
+            goal = (total * (p + 1)) // parts  # rows before the end of part p
+            b = stops[r] if p == parts - 1 else min(stops[r], a + max(goal - done, 0))
+            if b > a:
+                c = count[p]
+                ps[p, c], pe[p, c], pi[p, c] = a, b, inside[r]
+                count[p] = c + 1
+                done += b - a
+                a = b
+            if done >= goal and p < parts - 1:
+                p += 1
+    return ps, pe, pi, count
+
+
+@_njit_parallel
+def _scan_parts(ps, pe, pi, count, cap, vectors, q, k, has_time, time, t_lo, t_hi, alive, sensor, sensor_ok,
+                scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox, rast_states, rast_params, codes,
+                code_params, ring_xy, ring_start, ring_part):
+    """:func:`scan_topk` of each part of :func:`_split_ranges` on numba's threads: (scores, rows) (parts, nq, k),
+    match counts, and the pending rows of part ``p`` at ``cap[p]`` of one array, ``n_pend[p]`` of them. Nothing but
+    the parallel loop here: numba's parallel compilation of anything else costs seconds per signature."""
+    parts = count.size
+    nq = q.shape[0]
+    s_all = np.empty((parts, nq, k), np.float32)
+    r_all = np.empty((parts, nq, k), np.int64)
+    matched = np.empty(parts, np.int64)
+    n_pend = np.empty(parts, np.int64)
+    pend = np.empty(cap[parts], np.int64)
+    for p in numba.prange(parts):
+        m = count[p]
+        sc, rw, mt, pd = scan_topk(vectors, q, k, ps[p, :m], pe[p, :m], pi[p, :m], has_time, time, t_lo, t_hi, alive,
+                                   sensor, sensor_ok, scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat,
+                                   bbox, rast_states, rast_params, codes, code_params, ring_xy, ring_start,
+                                   ring_part)
+        s_all[p] = sc
+        r_all[p] = rw
+        matched[p] = mt
+        n_pend[p] = pd.size
+        pend[cap[p]:cap[p] + pd.size] = pd
+    return s_all, r_all, matched, pend, n_pend
+
+
+@_njit
+def scan_topk_parallel(parts, vectors, q, k, starts, stops, inside, has_time, time, t_lo, t_hi, alive, sensor,
+                       sensor_ok, scene_id, excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox, rast_states,
+                       rast_params, codes, code_params, ring_xy, ring_start, ring_part):
+    """:func:`scan_topk` with the ranges cut into ``parts`` runs of about equal rows, scanned on numba's threads at
+    once: each run's top-k, then their merge by descending score, ties by ascending row. The same answer, the
+    same match count and the same pending rows (in row order) as :func:`scan_topk` over all the ranges."""
+    ps, pe, pi, count = _split_ranges(starts, stops, inside, parts)
+    cap = np.zeros(parts + 1, np.int64)  # room for each part's pending rows
+    for p in range(parts):
+        room = 0
+        if geo_mode >= 2:
+            for c in range(count[p]):
+                if pi[p, c] == 0:
+                    room += pe[p, c] - ps[p, c]
+        cap[p + 1] = cap[p] + room
+    s_all, r_all, matched, pend, n_pend = _scan_parts(
+        ps, pe, pi, count, cap, vectors, q, k, has_time, time, t_lo, t_hi, alive, sensor, sensor_ok, scene_id,
+        excl_scenes, cell, excl_cells, geo_mode, lon, lat, bbox, rast_states, rast_params, codes, code_params,
+        ring_xy, ring_start, ring_part)
+    nq = q.shape[0]
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    out_r = np.full((nq, k), -1, np.int64)
+    head = np.zeros(parts, np.int64)
+    for j in range(nq):  # merge the parts' ranked lists
+        head[:] = 0
+        for m in range(k):
+            best = -1
+            for p in range(parts):
+                h = head[p]
+                if h < k and r_all[p, j, h] >= 0 and (best < 0 or s_all[p, j, h] > s_all[best, j, head[best]] or (
+                        s_all[p, j, h] == s_all[best, j, head[best]] and r_all[p, j, h] < r_all[best, j, head[best]])):
+                    best = p
+            if best < 0:
+                break
+            out_s[j, m] = s_all[best, j, head[best]]
+            out_r[j, m] = r_all[best, j, head[best]]
+            head[best] += 1
+    total = 0
+    for p in range(parts):
+        total += n_pend[p]
+    pending = np.empty(total, np.int64)
+    o = 0
+    for p in range(parts):
+        pending[o:o + n_pend[p]] = pend[cap[p]:cap[p] + n_pend[p]]
+        o += n_pend[p]
+    return out_s, out_r, matched.sum(), pending
 
 
 @_njit(inline="always")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import shapely
@@ -24,10 +26,11 @@ I64 = np.iinfo(np.int64)
 
 def _scan(x, q, k, starts, stops, inside=None, *, time=None, lo=I64.min, hi=I64.max, alive=None, sensor=None,
           sensor_ok=None, scene=None, excl_scenes=(), cell=None, excl_cells=(), geo_mode=0, lon=None, lat=None,
-          bbox=(), rast_states=None, rast_params=None, codes=False, rings=None):
+          bbox=(), rast_states=None, rast_params=None, codes=False, rings=None, parts=None):
     n = x.shape[0]
     starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
-    s, r, matched, pending = kernels.scan_topk(
+    scan = kernels.scan_topk if parts is None else functools.partial(kernels.scan_topk_parallel, parts)
+    s, r, matched, pending = scan(
         x, np.atleast_2d(q), k, starts, stops,
         np.ones(starts.size, np.int8) if inside is None else np.asarray(inside, np.int8),
         time is not None, np.zeros(n, np.int64) if time is None else time, lo, hi,
@@ -131,6 +134,45 @@ def test_a_batch_gives_each_query_the_answer_it_gets_alone(vecs, codes, long):
                 assert br[i, :r.size].tolist() == r.tolist() and (br[i, r.size:] == -1).all()
                 assert bs[i, :s.size].tobytes() == s.tobytes() and np.isneginf(bs[i, s.size:]).all()
                 assert bm == m and bp.tolist() == p.tolist()
+
+
+def test_split_ranges_cuts_the_rows_into_parts_of_about_equal_size():
+    starts, stops, inside = np.array([0, 10, 50, 51]), np.array([7, 40, 51, 90]), np.array([1, 0, 1, 0], np.int8)
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])
+    flag = np.repeat(inside, stops - starts)
+    for parts in (1, 2, 3, 7, 200):
+        ps, pe, pi, count = kernels._split_ranges(starts, stops, inside, parts)
+        got = [np.concatenate([np.arange(a, b) for a, b in zip(ps[p, :count[p]], pe[p, :count[p]])] or [[]])
+               for p in range(parts)]
+        assert np.concatenate(got).tolist() == rows.tolist()  # every row once, in order
+        assert np.concatenate([np.repeat(pi[p, :count[p]], pe[p, :count[p]] - ps[p, :count[p]])
+                               for p in range(parts)]).tolist() == flag.tolist()
+        sizes = [g.size for g in got]
+        assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("codes", [False, True], ids=["vectors", "codes"])
+def test_the_parallel_scan_gives_the_one_thread_answer(vecs, codes):
+    """Parts of the ranges scanned at once and merged: the same top-k (scores bit for bit), match count and
+    pending rows, for single queries and a batch, in every geometric mode, whatever the number of parts."""
+    x, _ = vecs
+    n = x.shape[0]
+    rng = np.random.default_rng(12)
+    qs = np.ascontiguousarray(x[rng.integers(0, n, 5)] + np.float32(0.05) * rng.standard_normal(
+        (5, x.shape[1])).astype(np.float32), dtype=np.float32)
+    time = rng.integers(0, 100, n)
+    lon, lat = rng.uniform(-10, 10, n), rng.uniform(-10, 10, n)
+    starts, stops, inside = [0, 120, 300, 499], [100, 250, 480, 500], [1, 0, 1, 0]
+    for geo_mode in (0, 1, 2):
+        args = dict(time=time, lo=10, hi=80, lon=lon, lat=lat, codes=codes, bbox=(-5.0, -5.0, 5.0, 5.0),
+                    geo_mode=geo_mode)
+        for q in (qs[:1], qs):
+            for k in (1, 10, 400):
+                want = _scan(x, q, k, starts, stops, inside, **args)
+                for parts in (1, 2, 3, 8):
+                    got = _scan(x, q, k, starts, stops, inside, parts=parts, **args)
+                    assert got[0].tobytes() == want[0].tobytes() and got[1].tolist() == want[1].tolist()
+                    assert got[2] == want[2] and got[3].tolist() == want[3].tolist()
 
 
 @pytest.mark.parametrize("codes", [False, True], ids=["vectors", "codes"])
@@ -344,7 +386,8 @@ def test_warm_up_compiles_every_kernel_for_the_index_types_and_changes_nothing(s
     before = searcher.search(q, 10, FILTERS["polygon_with_hole_and_time"])
     assert searcher.warm_up() >= 0
     for fn in (kernels.scan_topk, kernels.score_topk, kernels.box_row_ranges, kernels.rect_row_ranges,
-               kernels.raster_states, kernels.raster_coarse, kernels.count_in_box):
+               kernels.raster_states, kernels.raster_coarse, kernels.count_in_box, kernels.polygon_row_ranges,
+               *([kernels.scan_topk_parallel] if kernels.threads() > 1 else [])):
         assert fn.signatures, fn
     readonly = [sig for sig in kernels.scan_topk.signatures if not sig[0].mutable]
     assert readonly  # the memory-mapped vectors of a real segment

@@ -47,8 +47,10 @@ def _check_exact(result, tiles, q, flt, k):
         assert (result.tile_ids[i, n:] == -1).all() and np.isneginf(result.scores[i, n:]).all()
 
 
+@pytest.mark.parametrize("parallel_rows", [filters_mod.PARALLEL_ROWS, 1], ids=["one_thread", "parallel"])
 @pytest.mark.parametrize("name", FILTERS)
-def test_exact_mode_equals_brute_force_topk(store, tiles, name, monkeypatch):
+def test_exact_mode_equals_brute_force_topk(store, tiles, name, parallel_rows, monkeypatch):
+    monkeypatch.setattr(filters_mod, "PARALLEL_ROWS", parallel_rows)  # 1: every scan on all of numba's threads
     flt = FILTERS[name]
     q = queries(tiles, 4)
     # one query; a batch scanned at once as a few queries, or for its rows; a batch gathered for BLAS
