@@ -570,8 +570,8 @@ def kept_part2() -> str:
         raise SystemExit(f"--keep-big: {DOC} holds no part 2 to keep; run without --keep-big")
     body, stamp = found.group(1).rstrip(), found.group(2)
     if "_Kept from an earlier run" not in body:
-        body += (f"\n\n_Kept from an earlier run of this script (measured {stamp}), not re-measured in this one: "
-                 "the code it exercises is unchanged since._")
+        body += (f"\n\n_Kept from an earlier run of this script (measured {stamp}), not re-measured in this one "
+                 "(`--keep-big`); the code may have changed since: run without `--keep-big` to measure it again._")
     return body
 
 

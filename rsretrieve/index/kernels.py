@@ -2,8 +2,9 @@
 
 - :func:`scan_topk`: one pass over a segment's candidate row ranges for a query (or a batch) that checks the
   filter's columns (time, removed rows, sensor, exclusions, the bbox or the polygon's rasters for rows not wholly
-  inside the geometry), scores the matching rows and keeps the top-k. In numpy that is a dozen array passes, a materialised
-  row list and a FAISS by-index scan over the ~70% of rows that match, which come in thousands of short runs.
+  inside the geometry), scores the matching rows and keeps the top-k. In numpy that is a dozen array passes, a
+  materialised row list and a FAISS by-index scan over the ~70% of rows that match, which come in thousands of
+  short runs. Long scans are cut into parts scanned on numba's threads at once (:func:`scan_topk_parallel`).
   Rows are scored from the segment's uint8 scalar codes (a quarter of the bytes of the vectors) and only those
   whose score could still reach the top-k again from the float32 vectors, so the answer is the float32 one.
   Points near a polygon's edge are tested against its rings (:func:`_point_states`); the few within 1e-9 degrees
