@@ -569,10 +569,11 @@ def kept_part2() -> str:
     if found is None:
         raise SystemExit(f"--keep-big: {DOC} holds no part 2 to keep; run without --keep-big")
     body, stamp = found.group(1).rstrip(), found.group(2)
-    if "_Kept from an earlier run" not in body:
-        body += (f"\n\n_Kept from an earlier run of this script (measured {stamp}), not re-measured in this one "
-                 "(`--keep-big`); the code may have changed since: run without `--keep-big` to measure it again._")
-    return body
+    kept = re.search(r"\n\n_Kept from an earlier run of this script \(measured ([^)]*)\)[^\n]*$", body)
+    if kept is not None:  # kept before: the stamp of the run that measured it
+        body, stamp = body[:kept.start()], kept.group(1)
+    return body + (f"\n\n_Kept from an earlier run of this script (measured {stamp}), not re-measured in this one "
+                   "(`--keep-big`); the code may have changed since: run without `--keep-big` to measure it again._")
 
 
 def main() -> None:
