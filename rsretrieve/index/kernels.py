@@ -796,12 +796,9 @@ def raster_coarse(state, cells, w, nx, ny, bits):
 
 
 @_njit_exact
-def box_row_ranges(hkey, west, south, east, north, order, max_cells, flag_inside, digits, states):
-    """Row ranges of a segment (sorted Hilbert keys ``hkey``) under the cover of a box (``west <= east``): the
-    cells of ``hilbert.box_extent`` at the finest level with at most ``max_cells`` of them, one key range per
-    cell turned into rows by binary search; the arithmetic of ``hilbert.box_ranges`` (``digits``/``states``: its
-    look-up tables) and ``np.searchsorted``. Returns (starts, stops, inside), empty ranges dropped, ``inside`` 1
-    where the cell lies wholly inside the box (with ``flag_inside``)."""
+def _box_level(west, south, east, north, order, max_cells):
+    """``hilbert.box_extent``'s level (the finest at which the box spans at most ``max_cells`` grid cells) and the
+    full-order grid columns and rows of the box's edges: (level, gx0, gx1, gy0, gy1)."""
     n = 1 << order
     gx0 = min(max(math.floor((west + 180.0) * (n / 360.0)), 0), n - 1)
     gx1 = min(max(math.floor((east + 180.0) * (n / 360.0)), 0), n - 1)
@@ -812,6 +809,17 @@ def box_row_ranges(hkey, west, south, east, north, order, max_cells, flag_inside
     while level > 0 and ((gx1 >> (order - level)) - (gx0 >> (order - level)) + 1) * (
             (gy1 >> (order - level)) - (gy0 >> (order - level)) + 1) > max_cells:
         level -= 1
+    return level, gx0, gx1, gy0, gy1
+
+
+@_njit_exact
+def box_row_ranges(hkey, west, south, east, north, order, max_cells, flag_inside, digits, states):
+    """Row ranges of a segment (sorted Hilbert keys ``hkey``) under the cover of a box (``west <= east``): the
+    cells of ``hilbert.box_extent`` at the finest level with at most ``max_cells`` of them, one key range per
+    cell turned into rows by binary search; the arithmetic of ``hilbert.box_ranges`` (``digits``/``states``: its
+    look-up tables) and ``np.searchsorted``. Returns (starts, stops, inside), empty ranges dropped, ``inside`` 1
+    where the cell lies wholly inside the box (with ``flag_inside``)."""
+    level, gx0, gx1, gy0, gy1 = _box_level(west, south, east, north, order, max_cells)
     if level == 0:
         return (np.zeros(1, np.int64), np.full(1, np.searchsorted(hkey, np.int64(1) << (2 * order)), np.int64),
                 np.zeros(1, np.int8))
@@ -913,16 +921,7 @@ def polygon_row_ranges(hkey, ring_xy, ring_start, west, south, east, north, orde
         :func:`rect_row_ranges` (at level 0, every row and no flag), the cover's level, and the raster: its level,
         south-west fine cell, size in fine cells and the two arrays :func:`raster_states` returns.
     """
-    n = 1 << order
-    gx0 = min(max(math.floor((west + 180.0) * (n / 360.0)), 0), n - 1)
-    gx1 = min(max(math.floor((east + 180.0) * (n / 360.0)), 0), n - 1)
-    gy0 = min(max(math.floor((south + 90.0) * (n / 180.0)), 0), n - 1)
-    gy1 = min(max(math.floor((north + 90.0) * (n / 180.0)), 0), n - 1)
-    gx0, gx1, gy0, gy1 = np.int64(gx0), np.int64(gx1), np.int64(gy0), np.int64(gy1)
-    level = order
-    while level > 0 and ((gx1 >> (order - level)) - (gx0 >> (order - level)) + 1) * (
-            (gy1 >> (order - level)) - (gy0 >> (order - level)) + 1) > max_cells:
-        level -= 1
+    level, gx0, gx1, gy0, gy1 = _box_level(west, south, east, north, order, max_cells)
     shift = order - level
     x0, x1, y0, y1 = gx0 >> shift, gx1 >> shift, gy0 >> shift, gy1 >> shift
     fine = min(order, level + bits)
