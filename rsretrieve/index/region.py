@@ -249,8 +249,7 @@ class Region:
                 hilbert._DIGITS, hilbert._STATES)
             f = 1 << (fine - level)
             self._rasters = [(level, fx0 // f, fy0 // f, Raster.from_states(fine, fx0, fy0, nx, ny, flat, cells))]
-            if level > 0:
-                return starts, stops, inside
+            return starts, stops, inside
         level, x0, y0, raster = self.part_cells()[0]  # built already (another segment), or too many vertices
         if level == 0:
             return np.zeros(1, np.int64), np.full(1, hkey.size, np.int64), np.zeros(1, np.int8)
