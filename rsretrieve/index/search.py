@@ -149,9 +149,10 @@ class Searcher:
         bbox = (max(lon - d, -180.0), max(lat - d, -90.0), min(lon + d, 180.0), min(lat + d, 90.0))
         self.search(q, 1, QueryFilter(bbox=bbox, start=datetime(1970, 1, 1)))  # box ranges and the scan
         cf = CompiledFilter(QueryFilter(polygon=box(*bbox)), self.sensors)  # rasters, their ranges, their scan
-        cf.scan(seg, q, 1, cf.row_ranges(seg))
+        ranges = cf.row_ranges(seg)
+        cf.scan(seg, q, 1, ranges)
         if kernels.threads() > 1:  # long scans cut into parts on several threads (compiling it takes ~20 s)
-            cf.scan(seg, q, 1, parts=2)
+            cf.scan(seg, q, 1, ranges, parts=2)
         self.search(q, 1, QueryFilter(polygon=box(*bbox)))  # a small polygon: covered by its box
         return time.perf_counter() - t0
 
