@@ -37,6 +37,35 @@ def cli():
     return run_cli
 
 
+def kill_cli_when(args, reached, delay: float = 0.0, timeout: float = 300) -> bool:
+    """Start ``rsretrieve ARGS``; SIGKILL it ``delay`` s after ``reached()`` first returns true (polled every 5 ms).
+
+    Returns whether it was killed (False: it exited first). Progress-based, not time-based: how long a run takes
+    differs between a first run (cold caches, kernels compiled) and the resumed ones, and between machines.
+    """
+    import signal
+    import time
+
+    e = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "rsretrieve.cli", *map(str, args)], cwd=ROOT, env=e,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t_end = time.monotonic() + timeout
+    try:
+        while p.poll() is None and not reached():
+            if time.monotonic() > t_end:
+                raise TimeoutError(f"rsretrieve {' '.join(map(str, args))}: no progress within {timeout} s")
+            time.sleep(0.005)
+        time.sleep(delay)
+        if p.poll() is not None:
+            return False
+        p.send_signal(signal.SIGKILL)
+        return True
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
 def write_tif(path, data, crs="EPSG:32633", origin=(500_000.0, 5_000_000.0), res=10.0, nodata=None, tags=None):
     """Write a small GeoTIFF (bands, rows, cols) with a north-up transform at ``origin`` (west, north)."""
     import numpy as np
