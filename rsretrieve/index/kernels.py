@@ -53,9 +53,11 @@ _SPAN_DENSITY = (3, 8)
 _EDGE_EPS2 = 1e-18  # (degrees)**2: points closer to a polygon's edge than 1e-9 degrees are left to shapely
 
 
-#: the fast-math freedoms the scan takes: reassociating (and fusing) the sums of the dot products so that they
-#: vectorise; not the no-NaN / no-infinity assumptions, under which comparisons could be folded away
-_FASTMATH = {"reassoc", "contract", "nsz"}
+#: no fast-math: a score is the same float32 number whichever kernel computes it (one row or four, one thread or
+#: many) on whichever CPU. With reassociation LLVM ordered each sum by the loop around it and the target's vector
+#: width: on an AVX2 CPU (not on the AVX-512 one the kernels were first measured on) the four-row and one-row dot
+#: products, and the parallel scan, disagreed in the last bit. :func:`_dot` fixes the order in the source instead.
+_FASTMATH = False
 
 
 def _njit(fn=None, **kw):
@@ -75,11 +77,25 @@ def _njit_exact(fn):
     return numba.njit(cache=True, nogil=True, boundscheck=False)(fn) if AVAILABLE else fn
 
 
-@_njit(inline="always")
+@_njit
 def _dot(matrix, row, w):
-    """Inner product of row ``row`` of ``matrix`` (float32 vectors) with ``w`` (float32)."""
-    s = np.float32(0.0)
-    for j in range(w.size):
+    """Inner product of row ``row`` of ``matrix`` (float32 vectors) with ``w`` (float32), in a fixed order: eight
+    partial sums over ``j mod 8`` (for ``j < d - d % 8``), added pairwise, then the last ``d % 8`` terms in turn.
+    Eight independent sums keep eight additions in flight where one sum would wait for each in turn."""
+    d = w.size
+    m = d - d % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
+    for j in range(0, m, 8):
+        a0 += np.float32(matrix[row, j]) * w[j]
+        a1 += np.float32(matrix[row, j + 1]) * w[j + 1]
+        a2 += np.float32(matrix[row, j + 2]) * w[j + 2]
+        a3 += np.float32(matrix[row, j + 3]) * w[j + 3]
+        a4 += np.float32(matrix[row, j + 4]) * w[j + 4]
+        a5 += np.float32(matrix[row, j + 5]) * w[j + 5]
+        a6 += np.float32(matrix[row, j + 6]) * w[j + 6]
+        a7 += np.float32(matrix[row, j + 7]) * w[j + 7]
+    s = ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))
+    for j in range(m, d):
         s += np.float32(matrix[row, j]) * w[j]
     return s
 
@@ -161,19 +177,8 @@ def _ranked(hs, hr, filled):
 
 @_njit(inline="always")
 def _dot4(matrix, r0, r1, r2, r3, w):
-    """Inner products of rows ``r0..r3`` of ``matrix`` (float32 vectors) with ``w`` (float32): four independent
-    sums, more in flight than one."""
-    s0 = np.float32(0.0)
-    s1 = np.float32(0.0)
-    s2 = np.float32(0.0)
-    s3 = np.float32(0.0)
-    for j in range(w.size):
-        wj = w[j]
-        s0 += np.float32(matrix[r0, j]) * wj
-        s1 += np.float32(matrix[r1, j]) * wj
-        s2 += np.float32(matrix[r2, j]) * wj
-        s3 += np.float32(matrix[r3, j]) * wj
-    return s0, s1, s2, s3
+    """:func:`_dot` of rows ``r0..r3`` (the same numbers, bit for bit)."""
+    return _dot(matrix, r0, w), _dot(matrix, r1, w), _dot(matrix, r2, w), _dot(matrix, r3, w)
 
 
 @_njit
