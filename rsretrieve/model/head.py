@@ -24,6 +24,7 @@ class HeadConfig:
     mlp_ratio: float = 2.0  # hidden width of each block's MLP, as a multiple of dim
     dropout: float = 0.0  # dropout on attention weights and block outputs (0: train and eval modes agree)
     family_embedding: bool = True  # add a learned embedding of the sensor family to every token
+    layout: int = 0  # > 0: add a read-out of the token grid resampled to layout x layout (where things are)
 
     def to_dict(self) -> dict[str, int | float | bool]:
         """Plain-typed fields, for checkpoints."""
@@ -124,10 +125,11 @@ class SemanticHead(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.ln_f = nn.LayerNorm(config.dim)
         self.pool = AttentionPool(config)
+        self.layout = nn.Linear(config.layout ** 2 * config.dim, config.dim) if config.layout > 0 else None
         self.ln_out = nn.LayerNorm(config.dim)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # scaled init of the residual projections (GPT-2)
-            if name.endswith(("attn.proj.weight", "mlp.proj.weight", "pool.proj.weight")):
+            if name.endswith(("attn.proj.weight", "mlp.proj.weight", "pool.proj.weight", "layout.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * max(config.depth, 1)))
 
     @staticmethod
@@ -161,4 +163,25 @@ class SemanticHead(nn.Module):
         ``(B, D)``. Every operation is per sample, so tiles of several sensors can share one call."""
         for block in self.blocks:
             x = block(x)  # (B, N, D)
-        return self.ln_out(self.pool(self.ln_f(x)))  # (B, D)
+        x = self.ln_f(x)
+        h = self.pool(x)  # (B, D)
+        if self.layout is not None:
+            h = h + self.layout(token_grid(x, self.config.layout).flatten(1))  # (B, D)
+        return self.ln_out(h)  # (B, D)
+
+
+def token_grid(x: Tensor, size: int) -> Tensor:
+    """Tokens ``(B, N, D)`` of a row-major ``s x s`` grid (``N = s * s``) resampled to ``(B, size * size, D)``.
+
+    Area means when the grid is finer than ``size``, bilinear when coarser, unchanged when equal; a token count that
+    is no square (not made by the branches, whose tiles are square) is read as one row.
+    """
+    b, n, d = x.shape
+    s = math.isqrt(n)
+    g = x.transpose(1, 2).reshape(b, d, s, s) if s * s == n else x.transpose(1, 2).reshape(b, d, 1, n)
+    if g.shape[-2:] != (size, size):
+        if g.shape[-2] >= size and g.shape[-1] >= size:
+            g = F.adaptive_avg_pool2d(g, size)
+        else:
+            g = F.interpolate(g, size=(size, size), mode="bilinear", align_corners=False)
+    return g.flatten(2).transpose(1, 2)  # (B, size * size, D)

@@ -88,6 +88,7 @@ class CrossSensorTask(LightningModule):
         embed_dim: width ``E`` of the exported vectors.
         depth: transformer blocks of the head.
         heads: attention heads of the head.
+        layout: side of the head's layout read-out grid (0: attention pooling alone); see ``HeadConfig.layout``.
         temperature: initial temperature of the learned metric.
         cross_sensor: symmetric InfoNCE between sensors.
         within_sensor: supervised contrastive (labels) / augmented views (no labels) within each sensor.
@@ -113,7 +114,8 @@ class CrossSensorTask(LightningModule):
     """
 
     def __init__(self, sensors: list[str], model: Literal["ours", "dual_encoder"] = "ours", dim: int = 64,
-                 embed_dim: int = 128, depth: int = 2, heads: int = 4, temperature: float = 0.07,
+                 embed_dim: int = 128, depth: int = 2, heads: int = 4, layout: int = 4,
+                 temperature: float = 0.07,
                  cross_sensor: bool = True, within_sensor: bool = True, vicreg: bool = True,
                  adversarial: bool = False, uncertainty_weighting: bool = True, queue_size: int = 0,
                  queue_warmup: int = 500,
@@ -143,7 +145,7 @@ class CrossSensorTask(LightningModule):
             return
         match hp["model"]:
             case "ours":
-                head = HeadConfig(depth=hp["depth"], heads=hp["heads"])
+                head = HeadConfig(depth=hp["depth"], heads=hp["heads"], layout=hp["layout"])
                 self.model = CrossSensorEncoder(list(hp["sensors"]), dim=hp["dim"], embed_dim=hp["embed_dim"],
                                                 head=head, temperature=hp["temperature"], branch=hp["branch"])
             case "dual_encoder":

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rsretrieve.model import HeadConfig, LearnedMetric, SemanticHead
+from rsretrieve.model.head import token_grid
 
 
 def test_head_pools_tokens_to_one_vector_per_tile():
@@ -21,6 +22,22 @@ def test_head_is_invariant_to_token_order():
     tokens = torch.randn(2, 16, 32)
     perm = torch.randperm(16)
     assert torch.allclose(head(tokens, "optical"), head(tokens[:, perm], "optical"), atol=1e-5)
+
+
+def test_layout_read_out_sees_where_things_are_and_takes_any_grid():
+    torch.manual_seed(0)
+    head = SemanticHead(HeadConfig(dim=32, layout=4)).eval()
+    tokens = torch.randn(2, 16, 32)
+    perm = torch.randperm(16)
+    assert not torch.allclose(head(tokens, "optical"), head(tokens[:, perm], "optical"), atol=1e-4)
+    for n in (1, 4, 16, 64, 6):  # coarser, equal and finer square grids, and a row
+        assert head(torch.randn(3, n, 32), "sar").shape == (3, 32)
+    # the grid is resampled as an image: area means of 2 x 2 blocks, a constant grid stays constant
+    grid = torch.arange(64.0).reshape(1, 8, 8, 1).expand(1, 8, 8, 3).reshape(1, 64, 3)
+    out = token_grid(grid, 4)
+    assert out.shape == (1, 16, 3) and out[0, 0, 0] == (0 + 1 + 8 + 9) / 4 and out[0, 5, 1] == (18 + 19 + 26 + 27) / 4
+    assert torch.allclose(token_grid(torch.ones(2, 4, 5), 4), torch.ones(2, 16, 5))
+    assert torch.equal(token_grid(tokens, 4), tokens)
 
 
 def test_family_embedding_distinguishes_families():
