@@ -19,9 +19,20 @@ HEADER = (
 )
 
 
+def _simd() -> str:
+    """The widest x86 vector extension the CPU reports (compiled kernels and torch differ between them), or ''."""
+    try:
+        flags = next((ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags")), [])
+    except OSError:
+        return ""
+    return next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
+
+
 def machine() -> str:
     """One line describing where the numbers were measured."""
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    simd = _simd()
+    return (f"{platform.machine()}{f' ({simd})' if simd else ''}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, {platform.system()}")
 
 
 def write_section(name: str, markdown: str) -> Path:
