@@ -111,23 +111,25 @@ def sincos_2d(h: int, w: int, dim: int, device: torch.device | None = None) -> T
 
 
 class _SpatialStage(nn.Module):
-    """Stem features ``(B, S, h, w)`` -> token map ``(B, D, h/4, w/4)``, at most ``tokens`` a side.
+    """Stem features ``(B, S, h, w)`` -> token map ``(B, D, h/4, w/4)`` (or ``h/2``), at most ``tokens`` a side.
 
-    Two stride-2 3x3 convolutions: on a 16 x 16 stem grid (30 m cells of a 480 m tile) each token covers 120 m and
-    sees 15 stem cells across, enough context for the head to start from (mean-pooled 60 m tokens of one
-    convolution learned several times slower in the toy correspondence test).
+    Two 3x3 convolutions. With ``tokens <= cells / 4`` both have stride 2: on a 16 x 16 stem grid (30 m cells of a
+    480 m tile) each token covers 120 m and sees 15 stem cells across, enough context for the head to start from
+    (mean-pooled 60 m tokens of one convolution learned several times slower in the toy correspondence test). A finer
+    token grid (``tokens = 8``: 60 m tokens on a 480 m tile) keeps the second convolution at stride 1, so its tokens
+    still see 7 stem cells across.
     """
 
-    def __init__(self, stem_dim: int, dim: int, tokens: int):
+    def __init__(self, stem_dim: int, dim: int, tokens: int, cells: int = 16):
         super().__init__()
         self.tokens = tokens
         self.conv1 = nn.Conv2d(stem_dim, dim, kernel_size=3, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, stride=2 if 4 * tokens <= cells else 1, padding=1)
         self.mix = nn.Conv2d(dim, dim, kernel_size=1)
 
     def forward(self, f: Tensor) -> Tensor:
         f = self.conv1(F.gelu(f))  # (B, D, ceil(h/2), ceil(w/2))
-        f = self.conv2(F.gelu(f))  # (B, D, ceil(h/4), ceil(w/4))
+        f = self.conv2(F.gelu(f))  # (B, D, ceil(h/4), ceil(w/4)), or (B, D, ceil(h/2), ceil(w/2)) at stride 1
         if f.shape[-2] > self.tokens or f.shape[-1] > self.tokens:
             f = F.adaptive_avg_pool2d(f, (min(f.shape[-2], self.tokens), min(f.shape[-1], self.tokens)))
         return self.mix(F.gelu(f))  # (B, D, h', w')
@@ -174,7 +176,8 @@ class SensorBranch(nn.Module, abc.ABC):
         dim: token width ``D`` (a multiple of 4).
         stem_dim: channels of the stem output.
         cells: stem grid positions per tile side (16: 30 m cells on a 480 m tile).
-        tokens: token grid positions per tile side at most (4: ``N = 16`` tokens of 120 m on a 480 m tile).
+        tokens: token grid positions per tile side at most (4: ``N = 16`` tokens of 120 m on a 480 m tile; 8:
+            ``N = 64`` tokens of 60 m, the second spatial convolution then at stride 1).
     """
 
     def __init__(self, spec: SensorSpec, dim: int, stem_dim: int = 32, cells: int = 16, tokens: int = 4):
@@ -185,7 +188,7 @@ class SensorBranch(nn.Module, abc.ABC):
         self.family = spec.family
         self.num_bands = spec.num_bands
         self.dim, self.stem_dim, self.cells, self.tokens = dim, stem_dim, cells, tokens
-        self.spatial = _SpatialStage(stem_dim, dim, tokens)
+        self.spatial = _SpatialStage(stem_dim, dim, tokens, cells)
         self.adapter = _SensorAdapter(dim)
         self.pos_scale = nn.Parameter(torch.tensor(0.1))
 
@@ -209,7 +212,8 @@ class SensorBranch(nn.Module, abc.ABC):
             x: ``(B, C, H, W)`` normalised tiles in the sensor's full band order.
 
         Returns:
-            ``(B, N, D)`` tokens, ``N = h' * w'`` with ``h' = min(ceil(h / 4), tokens)`` for a stem grid ``h``.
+            ``(B, N, D)`` tokens, ``N = h' * w'`` with ``h' = min(ceil(h / 4), tokens)`` for a stem grid ``h``
+            (``ceil(h / 2)`` when ``tokens > cells / 4``).
         """
         if x.ndim != 4 or x.shape[1] != self.num_bands:
             raise ValueError(f"{self.sensor}: expected (B, {self.num_bands}, H, W), got {tuple(x.shape)}")

@@ -34,6 +34,20 @@ def test_forward_backward_shapes_and_finite_grads(name):
 
 
 @pytest.mark.parametrize("name", list_sensors())
+def test_a_finer_token_grid_is_the_second_convolution_at_stride_1(name):
+    torch.manual_seed(0)
+    spec = get_sensor(name)
+    coarse, fine = build_branch(spec, DIM), build_branch(spec, DIM, tokens=8)
+    fine.load_state_dict(coarse.state_dict())  # the same parameters: only the second convolution's stride differs
+    x = torch.randn(2, spec.num_bands, native_size(name), native_size(name))
+    assert fine.forward_features(x).shape == (2, 64, DIM)  # 8 x 8 tokens of 60 m for a 480 m tile
+    f = F.gelu(coarse.spatial.conv1(F.gelu(coarse.stem(x))))  # (2, DIM, 8, 8)
+    assert coarse.spatial.conv2.stride == (2, 2) and fine.spatial.conv2.stride == (1, 1)
+    # a stride-2 'same' convolution samples the stride-1 one at every other position
+    assert torch.allclose(coarse.spatial.conv2(f), fine.spatial.conv2(f)[..., ::2, ::2], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list_sensors())
 @pytest.mark.parametrize("size,side", [(10, 3), (16, 4), (24, 4), (33, 4), (64, 4)])
 def test_any_tile_size_gives_tokens(name, size, side):
     spec = get_sensor(name)
