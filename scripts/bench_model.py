@@ -34,7 +34,7 @@ ABLATIONS = [("demo.yaml as it is", [], ""),
              ("+ augmentation", ["--model.augment", "true"], "+ augmentation"),
              ("no VICReg regulariser", ["--model.vicreg", "false"], "- the VICReg regulariser"),
              ("no uncertainty weighting", ["--model.uncertainty_weighting", "false"], "- uncertainty weighting"),
-             ("uniform batches (no neighbourhood batches)", ["--data.neighbourhood", "0"], "- neighbourhood batching"),
+             ("+ neighbourhood batches (16 x 16 cells)", ["--data.neighbourhood", "16"], "+ neighbourhood batching"),
              ("constant learning rate (no cosine)", ["--model.schedule", "constant"], "- the cosine schedule"),
              ("+ memory queue 4096", ["--model.queue_size", "4096"], "+ the memory queue"),
              ("+ domain-adversarial", ["--model.adversarial", "true"], "+ the domain-adversarial term")]
