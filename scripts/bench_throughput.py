@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _benchdoc import write_section  # noqa: E402
@@ -29,6 +30,7 @@ from rsretrieve.model.encoder import CrossSensorEncoder  # noqa: E402
 from rsretrieve.model.head import HeadConfig  # noqa: E402
 from rsretrieve.sensors import get_sensor, list_sensors  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 TILE_M = 480.0
 
 
@@ -52,7 +54,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sensors = [s for s in list_sensors()]
-    ours = CrossSensorEncoder(sensors, dim=96, embed_dim=128, head=HeadConfig(depth=2, heads=4))
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["model"]  # ours, built as demo.yaml builds it
+    ours = CrossSensorEncoder(sensors, dim=demo["dim"], embed_dim=demo["embed_dim"], branch=demo.get("branch"),
+                              head=HeadConfig(depth=demo["depth"], heads=demo["heads"], layout=demo.get("layout", 0)))
     dual = DualEncoder(sensors, embed_dim=128)
     rows = []
     for s in sensors:
