@@ -213,7 +213,7 @@ class SensorBranch(nn.Module, abc.ABC):
 
         Returns:
             ``(B, N, D)`` tokens, ``N = h' * w'`` with ``h' = min(ceil(h / 4), tokens)`` for a stem grid ``h``
-            (``ceil(h / 2)`` when ``tokens > cells / 4``).
+            (``min(ceil(h / 2), tokens)`` when ``tokens > cells / 4``).
         """
         if x.ndim != 4 or x.shape[1] != self.num_bands:
             raise ValueError(f"{self.sensor}: expected (B, {self.num_bands}, H, W), got {tuple(x.shape)}")
