@@ -26,9 +26,8 @@ from _benchdoc import write_section  # noqa: E402
 
 from rsretrieve.data.tiles import tile_px  # noqa: E402
 from rsretrieve.model.dual_encoder import DualEncoder  # noqa: E402
-from rsretrieve.model.encoder import CrossSensorEncoder  # noqa: E402
-from rsretrieve.model.head import HeadConfig  # noqa: E402
 from rsretrieve.sensors import get_sensor, list_sensors  # noqa: E402
+from rsretrieve.training.task import CrossSensorTask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TILE_M = 480.0
@@ -54,9 +53,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sensors = [s for s in list_sensors()]
-    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["model"]  # ours, built as demo.yaml builds it
-    ours = CrossSensorEncoder(sensors, dim=demo["dim"], embed_dim=demo["embed_dim"], branch=demo.get("branch"),
-                              head=HeadConfig(depth=demo["depth"], heads=demo["heads"], layout=demo.get("layout", 0)))
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["model"]
+    ours = CrossSensorTask(sensors=sensors, **demo).model  # built by the training task itself, with its defaults
     dual = DualEncoder(sensors, embed_dim=128)
     rows = []
     for s in sensors:

@@ -120,7 +120,7 @@ class _SpatialStage(nn.Module):
     still see 7 stem cells across.
     """
 
-    def __init__(self, stem_dim: int, dim: int, tokens: int, cells: int = 16):
+    def __init__(self, stem_dim: int, dim: int, tokens: int, cells: int):
         super().__init__()
         self.tokens = tokens
         self.conv1 = nn.Conv2d(stem_dim, dim, kernel_size=3, stride=2, padding=1)
