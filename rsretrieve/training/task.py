@@ -14,6 +14,7 @@ all tiles of the second seen in the epoch) and their mean ``val/recall@1``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from itertools import permutations
@@ -89,6 +90,7 @@ class CrossSensorTask(LightningModule):
         depth: transformer blocks of the head.
         heads: attention heads of the head.
         layout: side of the head's layout read-out grid (0: attention pooling alone); see ``HeadConfig.layout``.
+        dropout: dropout on the head's attention weights and block outputs during training; see ``HeadConfig``.
         temperature: initial temperature of the learned metric.
         cross_sensor: symmetric InfoNCE between sensors.
         within_sensor: supervised contrastive (labels) / augmented views (no labels) within each sensor.
@@ -98,7 +100,10 @@ class CrossSensorTask(LightningModule):
         queue_size: rows of the memory queue of hard negatives (0, the default: none; in the toy correspondence
             test a 256-row queue made learning slower, 0.73 against 0.89 recall@1 after 250 steps).
         queue_warmup: optimizer steps before queued negatives are used (they are collected from the start).
-        augment: sensor-aware augmentation of training batches.
+        augment: sensor-aware augmentation of training batches: ``True`` (all of it, with ``missing_prob``),
+            ``False``, or keyword arguments of :class:`SensorAugment` (e.g. ``{speckle_looks: null,
+            band_drop_prob: 0.0, gain: 0.0}`` for flips and rotations only); ``missing_prob`` is the default of its
+            ``missing_prob``.
         missing_prob: probability of dropping each sensor of a cell during training.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to biases, norms, embeddings and the temperature).
@@ -114,12 +119,12 @@ class CrossSensorTask(LightningModule):
     """
 
     def __init__(self, sensors: list[str], model: Literal["ours", "dual_encoder"] = "ours", dim: int = 64,
-                 embed_dim: int = 128, depth: int = 2, heads: int = 4, layout: int = 4,
+                 embed_dim: int = 128, depth: int = 2, heads: int = 4, layout: int = 4, dropout: float = 0.0,
                  temperature: float = 0.07,
                  cross_sensor: bool = True, within_sensor: bool = True, vicreg: bool = True,
                  adversarial: bool = False, uncertainty_weighting: bool = True, queue_size: int = 0,
                  queue_warmup: int = 500,
-                 augment: bool = True, missing_prob: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.05,
+                 augment: bool | dict[str, Any] = True, missing_prob: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.05,
                  warmup_steps: int = 50, schedule: Literal["cosine", "constant"] = "cosine",
                  min_lr_ratio: float = 0.02, grad_clip: float | None = 1.0, pretrained: str | None = None,
                  branch: dict[str, Any] | None = None):
@@ -145,7 +150,7 @@ class CrossSensorTask(LightningModule):
             return
         match hp["model"]:
             case "ours":
-                head = HeadConfig(depth=hp["depth"], heads=hp["heads"], layout=hp["layout"])
+                head = HeadConfig(depth=hp["depth"], heads=hp["heads"], layout=hp["layout"], dropout=hp["dropout"])
                 self.model = CrossSensorEncoder(list(hp["sensors"]), dim=hp["dim"], embed_dim=hp["embed_dim"],
                                                 head=head, temperature=hp["temperature"], branch=hp["branch"])
             case "dual_encoder":
@@ -164,7 +169,22 @@ class CrossSensorTask(LightningModule):
             flags = {k: hp[k] for k in ("cross_sensor", "within_sensor", "vicreg", "adversarial",
                                         "uncertainty_weighting", "queue_size")}
         self.objective = JointObjective(self.model.sensors, embed_dim=self.model.embed_dim, **flags)
-        self.augmenter = SensorAugment(self.model.sensors, missing_prob=hp["missing_prob"]) if hp["augment"] else None
+        self.augmenter = self._augmenter(hp["augment"])
+
+    def _augmenter(self, augment: bool | dict[str, Any]) -> SensorAugment | None:
+        if augment is False or augment is None:
+            return None
+        kwargs: dict[str, Any] = {"missing_prob": self.hparams["missing_prob"]}
+        if isinstance(augment, dict):
+            known = set(inspect.signature(SensorAugment).parameters) - {"sensors"}
+            unknown = sorted(set(augment) - known)
+            if unknown:
+                raise ValueError(f"unknown augment option(s) {', '.join(unknown)}; expected some of "
+                                 f"{', '.join(sorted(known))}")
+            kwargs.update(augment)
+        elif augment is not True:
+            raise ValueError(f"augment must be true, false or a mapping of options, not {augment!r}")
+        return SensorAugment(self.model.sensors, **kwargs)
 
     def configure_metrics(self) -> None:
         """Cross-sensor recall@1 per ordered pair, for validation and test."""

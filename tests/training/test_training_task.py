@@ -137,3 +137,16 @@ def test_learning_rate_follows_the_time_budget(monkeypatch):
     task._trainer = FakeTrainer()
     assert task.budget_progress(10) == pytest.approx(0.75)
     assert task.lr_factor(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
+
+
+def test_augment_takes_true_false_or_options_and_names_unknown_ones():
+    sensors = ["sentinel1", "sentinel2"]
+    assert CrossSensorTask(sensors, dim=32, augment=False).augmenter is None
+    full = CrossSensorTask(sensors, dim=32, augment=True, missing_prob=0.3).augmenter
+    assert full.geometric and full.speckle_looks == 4.0 and full.missing_prob == 0.3
+    flips = CrossSensorTask(sensors, dim=32, missing_prob=0.3,
+                            augment={"speckle_looks": None, "band_drop_prob": 0.0, "gain": 0.0}).augmenter
+    assert flips.geometric and flips.speckle_looks is None and flips.band_drop_prob == 0.0 and flips.gain == 0.0
+    assert flips.missing_prob == 0.3  # missing_prob stays the default of the option
+    with pytest.raises(ValueError, match="unknown augment option.*speckle;"):
+        CrossSensorTask(sensors, dim=32, augment={"speckle": 2})
