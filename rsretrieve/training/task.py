@@ -124,7 +124,8 @@ class CrossSensorTask(LightningModule):
                  cross_sensor: bool = True, within_sensor: bool = True, vicreg: bool = True,
                  adversarial: bool = False, uncertainty_weighting: bool = True, queue_size: int = 0,
                  queue_warmup: int = 500,
-                 augment: bool | dict[str, Any] = True, missing_prob: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.05,
+                 augment: bool | dict[str, Any] = True, missing_prob: float = 0.1, lr: float = 1e-3,
+                 weight_decay: float = 0.05,
                  warmup_steps: int = 50, schedule: Literal["cosine", "constant"] = "cosine",
                  min_lr_ratio: float = 0.02, grad_clip: float | None = 1.0, pretrained: str | None = None,
                  branch: dict[str, Any] | None = None):
