@@ -265,6 +265,8 @@ def _foreign_comparison(args: argparse.Namespace, tmp: Path) -> list[str]:
     out += [""] + verdict(rep)
     if not args.skip_variants:
         out += _foreign_variants(args, ws)
+    else:
+        out += _kept_foreign_variants()
     (tmp / "foreign.json").write_text(json.dumps(rep, indent=1))
     write_section("model_foreign", "\n".join(out))
     return out
@@ -277,6 +279,23 @@ def final_val_recall(ws: Path, name: str) -> float:
     logs = sorted((ws / "checkpoints" / name / "logs").glob("version_*/metrics.csv"))
     rows = [r for r in csv.DictReader(logs[-1].open()) if r.get("val/recall@1")]
     return float(rows[-1]["val/recall@1"])
+
+
+def _kept_foreign_variants() -> list[str]:
+    """The augmentation subsection already in the doc, with when it was measured (kept by --skip-variants)."""
+    import re
+
+    from _benchdoc import DOC
+
+    m = re.search(r"<!-- model_foreign:start -->\n.*?(### Augmentation on this archive.*?)\n\n_Measured ([^\n]*?)"
+                  r"(?: on [^\n]*)?\._\n<!-- model_foreign:end -->", DOC.read_text(), re.S)
+    if not m:
+        return []
+    table, when = m.group(1).rstrip(), m.group(2)
+    if "_The augmentation table was measured" in table:  # kept twice: its own stamp is already there
+        return [table, ""]
+    return [table, "", f"_The augmentation table was measured {when}, in an earlier run of this script (kept by "
+                       "`--skip-variants`; its default row is that run's model)._", ""]
 
 
 def _foreign_variants(args: argparse.Namespace, ws: Path) -> list[str]:
