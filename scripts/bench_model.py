@@ -272,6 +272,11 @@ def _foreign_comparison(args: argparse.Namespace, tmp: Path) -> list[str]:
     return out
 
 
+def mean_recall(pairs: dict) -> float:
+    """Mean recall@1 over the six ordered sensor pairs of one model's evaluation report."""
+    return sum(pairs[k]["recall@1"] for k in PAIRS) / len(PAIRS)
+
+
 def final_val_recall(ws: Path, name: str) -> float:
     """The last ``val/recall@1`` a model logged (mean over sensor pairs of the validation split)."""
     import csv
@@ -317,7 +322,7 @@ def _foreign_variants(args: argparse.Namespace, ws: Path) -> list[str]:
            "S1->EnMAP | S2->EnMAP |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (label, extra), name in zip([("demo.yaml as it is", [])] + FOREIGN_VARIANTS, names):
         p = rep["models"][name]["pairs"]
-        mean = sum(p[k]["recall@1"] for k in PAIRS) / len(PAIRS)
+        mean = mean_recall(p)
         out.append(f"| {label} | `{' '.join(extra) or '-'}` | {steps(ws, name)[1]:,} | "
                    f"{final_val_recall(ws, name):.3f} | {mean:.3f} | "
                    + " | ".join(f"{p[k]['recall@1']:.3f}" for k in ("sentinel1->sentinel2", "sentinel2->sentinel1",
@@ -354,7 +359,7 @@ def ablation_table(rep: dict, names: list[str], args: argparse.Namespace) -> lis
     for (label, extra, change), name in zip(
             ABLATIONS + [("plain dual encoder", ["configs/dual_encoder.yaml"], "")], names + ["abl_base"]):
         p = rep["models"][name]["pairs"]
-        mean = sum(p[k]["recall@1"] for k in PAIRS) / len(PAIRS)
+        mean = mean_recall(p)
         mmap = sum(p[k].get("mAP@10", 0) for k in PAIRS) / len(PAIRS)
         full = mean if full is None else full
         reading = ablation_reading(change, mean - full) if name != "abl_base" else "baseline"
