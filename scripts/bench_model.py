@@ -185,16 +185,23 @@ def main() -> None:
     print(f"\nraw reports in {tmp}")
 
 
-def _kept_ablation() -> str | None:
-    """The ablation subsection already in the doc (kept when only the main comparison is rerun)."""
+def _kept_subsection(section: str, heading: str) -> tuple[str, str] | None:
+    """The subsection of ``section`` in docs/benchmarks.md from ``heading`` to the section's closing stamp, and the
+    stamp's date; None when the doc has none."""
     import re
 
     from _benchdoc import DOC
 
-    # up to the section's own closing stamp: a kept ablation carries a stamp line of its own
-    m = re.search(r"<!-- model:start -->\n.*?(### Ablation.*)\n\n_Measured [^\n]*_\n<!-- model:end -->", DOC.read_text(),
-                  re.S)
-    return m.group(1).rstrip() if m else None
+    # up to the section's own closing stamp: a kept subsection may carry a stamp line of its own
+    m = re.search(rf"<!-- {section}:start -->\n.*?({re.escape(heading)}.*)\n\n_Measured ([^\n]*?)(?: on [^\n]*)?\._\n"
+                  rf"<!-- {section}:end -->", DOC.read_text(), re.S)
+    return (m.group(1).rstrip(), m.group(2)) if m else None
+
+
+def _kept_ablation() -> str | None:
+    """The ablation subsection already in the doc (kept when only the main comparison is rerun)."""
+    kept = _kept_subsection("model", "### Ablation")
+    return kept[0] if kept else None
 
 
 def _main_comparison(args: argparse.Namespace, tmp: Path, out: list[str]) -> list[str]:
@@ -256,7 +263,7 @@ def _foreign_comparison(args: argparse.Namespace, tmp: Path) -> list[str]:
     if args.long_budget:
         from bench_real import steps
 
-        out[-3] += (f" `long` is ours (`configs/demo.yaml`) trained with `--trainer.max_time {args.long_budget}` "
+        out[-4] += (f" `long` is ours (`configs/demo.yaml`) trained with `--trainer.max_time {args.long_budget}` "
                     f"instead: {steps(ws, 'long')[1]:,} optimizer steps against {steps(ws, 'default')[1]:,} for "
                     f"`default` (the dual encoder made {steps(ws, 'baseline')[1]:,}), to see how far more steps go.")
     out += table(rep, models)
@@ -288,15 +295,10 @@ def final_val_recall(ws: Path, name: str) -> float:
 
 def _kept_foreign_variants() -> list[str]:
     """The augmentation subsection already in the doc, with when it was measured (kept by --skip-variants)."""
-    import re
-
-    from _benchdoc import DOC
-
-    m = re.search(r"<!-- model_foreign:start -->\n.*?(### Augmentation on this archive.*?)\n\n_Measured ([^\n]*?)"
-                  r"(?: on [^\n]*)?\._\n<!-- model_foreign:end -->", DOC.read_text(), re.S)
-    if not m:
+    kept = _kept_subsection("model_foreign", "### Augmentation on this archive")
+    if not kept:
         return []
-    table, when = m.group(1).rstrip(), m.group(2)
+    table, when = kept
     if "_The augmentation table was measured" in table:  # kept twice: its own stamp is already there
         return [table, ""]
     return [table, "", f"_The augmentation table was measured {when}, in an earlier run of this script (kept by "
