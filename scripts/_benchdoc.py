@@ -48,6 +48,16 @@ def write_section(name: str, markdown: str) -> Path:
     return DOC
 
 
+def kept_subsection(section: str, heading: str) -> tuple[str, str] | None:
+    """The part of the section ``section`` of docs/benchmarks.md from ``heading`` (a regular expression) to the
+    section's closing stamp (as :func:`write_section` writes it; a kept part may carry a line of its own before
+    it), and the stamp's date: (text, date); None when the doc or the part is not there."""
+    text = DOC.read_text() if DOC.exists() else ""
+    m = re.search(rf"<!-- {re.escape(section)}:start -->\n.*?({heading}.*)\n\n_Measured ([^\n]*?)(?: on [^\n]*)?"
+                  rf"\._\n<!-- {re.escape(section)}:end -->", text, re.S)
+    return (m.group(1).rstrip(), m.group(2)) if m else None
+
+
 def publish(name: str, lines: list[str], write: bool = True) -> None:
     """Write ``lines`` as the section ``name`` (unless ``write`` is False), then print them."""
     text = "\n".join(lines)

@@ -185,22 +185,11 @@ def main() -> None:
     print(f"\nraw reports in {tmp}")
 
 
-def _kept_subsection(section: str, heading: str) -> tuple[str, str] | None:
-    """The subsection of ``section`` in docs/benchmarks.md from ``heading`` to the section's closing stamp, and the
-    stamp's date; None when the doc has none."""
-    import re
-
-    from _benchdoc import DOC
-
-    # up to the section's own closing stamp: a kept subsection may carry a stamp line of its own
-    m = re.search(rf"<!-- {section}:start -->\n.*?({re.escape(heading)}.*)\n\n_Measured ([^\n]*?)(?: on [^\n]*)?\._\n"
-                  rf"<!-- {section}:end -->", DOC.read_text(), re.S)
-    return (m.group(1).rstrip(), m.group(2)) if m else None
-
-
 def _kept_ablation() -> str | None:
     """The ablation subsection already in the doc (kept when only the main comparison is rerun)."""
-    kept = _kept_subsection("model", "### Ablation")
+    from _benchdoc import kept_subsection
+
+    kept = kept_subsection("model", "### Ablation")
     return kept[0] if kept else None
 
 
@@ -238,10 +227,16 @@ def _foreign_comparison(args: argparse.Namespace, tmp: Path) -> list[str]:
     ws, ing = foreign_workspace(tmp / "foreign", sites, 0)
     rep, t_ours, t_base = train_both(ws, args.budget)
     models = ["default", "baseline", "untrained", "band_stats"]
+    long_note = ""
     if args.long_budget:
+        from bench_real import steps
+
         train(ws, "demo.yaml", "long", args.long_budget)
         rep = evaluate(ws, ["default", "baseline", "long"])
         models.insert(1, "long")
+        long_note = (f" `long` is ours (`configs/demo.yaml`) trained with `--trainer.max_time {args.long_budget}` "
+                     f"instead: {steps(ws, 'long')[1]:,} optimizer steps against {steps(ws, 'default')[1]:,} for "
+                     f"`default` (the dual encoder made {steps(ws, 'baseline')[1]:,}), to see how far more steps go.")
     per = ing["catalog"]["sensors"]
     out = ["## Cross-sensor retrieval on a foreign archive (`scripts/bench_model.py --archive foreign`)", "",
            f"An archive rsretrieve did not make: `python scripts/make_foreign_archive.py --out A --sites {sites} "
@@ -258,14 +253,8 @@ def _foreign_comparison(args: argparse.Namespace, tmp: Path) -> list[str]:
            + ", ".join(f"{s} {c}" for s, c in rep["tiles"].items())
            + f". Both models trained with `rsretrieve train --config configs/{{demo,dual_encoder}}.yaml --workspace "
            f"WS --trainer.max_time {args.budget}` (wall time incl. data loading: ours {t_ours:.0f} s, dual encoder "
-           f"{t_base:.0f} s). Gallery = every test tile of the archive sensor; chance recall@1 = 1 / gallery.", "",
-           "Instance recall@1 (query sensor -> archive sensor):", ""]
-    if args.long_budget:
-        from bench_real import steps
-
-        out[-4] += (f" `long` is ours (`configs/demo.yaml`) trained with `--trainer.max_time {args.long_budget}` "
-                    f"instead: {steps(ws, 'long')[1]:,} optimizer steps against {steps(ws, 'default')[1]:,} for "
-                    f"`default` (the dual encoder made {steps(ws, 'baseline')[1]:,}), to see how far more steps go.")
+           f"{t_base:.0f} s). Gallery = every test tile of the archive sensor; chance recall@1 = 1 / gallery."
+           + long_note, "", "Instance recall@1 (query sensor -> archive sensor):", ""]
     out += table(rep, models)
     out += ["", "Instance recall@10:", ""] + table(rep, models, "recall@10")
     out += ["", "Class mAP@10 (same dominant land cover):", ""] + table(rep, models, "mAP@10")
@@ -295,7 +284,9 @@ def final_val_recall(ws: Path, name: str) -> float:
 
 def _kept_foreign_variants() -> list[str]:
     """The augmentation subsection already in the doc, with when it was measured (kept by --skip-variants)."""
-    kept = _kept_subsection("model_foreign", "### Augmentation on this archive")
+    from _benchdoc import kept_subsection
+
+    kept = kept_subsection("model_foreign", "### Augmentation on this archive")
     if not kept:
         return []
     table, when = kept

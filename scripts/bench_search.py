@@ -33,7 +33,7 @@ from shapely.geometry import Polygon, box
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _benchdoc import DOC, write_section  # noqa: E402
+from _benchdoc import DOC, kept_subsection, write_section  # noqa: E402
 
 from rsretrieve.index.filters import QueryFilter  # noqa: E402
 from rsretrieve.index.search import EXACT_MAX_ROWS_128, Searcher  # noqa: E402
@@ -562,13 +562,10 @@ def part2(args, root: Path) -> str:
 
 def kept_part2() -> str:
     """Part 2 as the search section of docs/benchmarks.md holds it now, with a line saying when it was measured."""
-    text = DOC.read_text() if DOC.exists() else ""
-    found = re.search(r"(### N = [\d,]+ vectors, d = \d+, one segment `[^`]*` \(compressed\).*?)\n\n"
-                      r"_Measured ([^\n]*?) on [^\n]*\._\n<!-- search:end -->",
-                      text, re.S)
+    found = kept_subsection("search", r"### N = [\d,]+ vectors, d = \d+, one segment `[^`]*` \(compressed\)")
     if found is None:
         raise SystemExit(f"--keep-big: {DOC} holds no part 2 to keep; run without --keep-big")
-    body, stamp = found.group(1).rstrip(), found.group(2)
+    body, stamp = found
     kept = re.search(r"\n\n_Kept from an earlier run of this script \(measured ([^)]*)\)[^\n]*$", body)
     if kept is not None:  # kept before: the stamp of the run that measured it
         body, stamp = body[:kept.start()], kept.group(1)
