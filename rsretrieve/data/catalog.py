@@ -261,27 +261,41 @@ class Catalog:
         d["files"], d["aux"], d["transform"] = json.dumps(d["files"]), json.dumps(d["aux"]), json.dumps(d["transform"])
         d["n_tiles"] = len(tiles)
         with self.transaction() as c:
+            # ids are never handed out twice (the high-water marks are read before the old version is deleted):
+            # the index tells a replaced scene's tiles from their successors by tile id alone
+            sid = self._next_id(c, "next_scene_id", "scenes", "scene_id")
+            tid = self._next_id(c, "next_tile_id", "tiles", "tile_id")
             old = c.execute("SELECT scene_id FROM scenes WHERE key = ?", (scene.key,)).fetchone()
             if old is not None:
                 self._delete_scene(c, old[0])
             cols = ", ".join(d)
-            cur = c.execute(f"INSERT INTO scenes ({cols}) VALUES ({', '.join('?' * len(d))})", tuple(d.values()))
-            sid = cur.lastrowid
+            c.execute(f"INSERT INTO scenes (scene_id, {cols}) VALUES (?, {', '.join('?' * len(d))})",
+                      (sid, *d.values()))
             for t in tiles:
-                cur = c.execute(
-                    "INSERT INTO tiles (scene_id, cell_id, grid_epsg, row, col, sensor, acquired_ts, col_off, row_off,"
-                    " width, height, coverage, valid_fraction, cloud_fraction, lon, lat, footprint)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (sid, t.cell_id, t.grid_epsg, t.row, t.col, scene.sensor, scene.acquired_ts, t.col_off,
+                c.execute(
+                    "INSERT INTO tiles (tile_id, scene_id, cell_id, grid_epsg, row, col, sensor, acquired_ts, col_off,"
+                    " row_off, width, height, coverage, valid_fraction, cloud_fraction, lon, lat, footprint)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (tid, sid, t.cell_id, t.grid_epsg, t.row, t.col, scene.sensor, scene.acquired_ts, t.col_off,
                      t.row_off, t.width, t.height, t.coverage, t.valid_fraction, t.cloud_fraction, t.lon, t.lat,
                      t.footprint),
                 )
-                tid = cur.lastrowid
                 c.executemany(
                     "INSERT INTO tile_rtree (min_lon, max_lon, min_lat, max_lat, tile_id) VALUES (?,?,?,?,?)",
                     [(b[0], b[2], b[1], b[3], tid) for b in t.boxes],
                 )
+                tid += 1
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                          [("next_scene_id", str(sid + 1)), ("next_tile_id", str(tid))])
         return int(sid)
+
+    @staticmethod
+    def _next_id(c: sqlite3.Connection, key: str, table: str, column: str) -> int:
+        """The next unused id of ``table``: the high-water mark kept in ``meta`` (above every id ever handed out),
+        or one above the largest id present for a catalog written before the mark existed."""
+        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        top = c.execute(f"SELECT COALESCE(MAX({column}), 0) FROM {table}").fetchone()[0]
+        return max(int(row[0]) if row is not None else 0, int(top) + 1)
 
     @staticmethod
     def _delete_scene(c: sqlite3.Connection, scene_id: int) -> None:
@@ -296,7 +310,10 @@ class Catalog:
             row = c.execute("SELECT scene_id FROM scenes WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return False
+            marks = [("next_scene_id", str(self._next_id(c, "next_scene_id", "scenes", "scene_id"))),
+                     ("next_tile_id", str(self._next_id(c, "next_tile_id", "tiles", "tile_id")))]
             self._delete_scene(c, row[0])
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", marks)
         return True
 
     def scenes(self, sensor: str | None = None) -> list[dict[str, Any]]:

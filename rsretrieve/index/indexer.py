@@ -71,12 +71,29 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
                "removed": 0, "added": 0, "skipped_sensors": {}}
     with Catalog(ws / "catalog.sqlite") as catalog:
         tiles = catalog.tiles()
-        live = {t["tile_id"] for t in tiles}
         stale_scenes = set()
-        for seg in store.segments:
-            rows = seg.alive_rows()
-            gone = ~np.isin(seg.tile_id[rows], np.fromiter(live, np.int64, len(live)))
-            stale_scenes.update(seg.scene_id[rows][gone].tolist())
+        if store.segments:
+            # a vector is stale when its tile left the catalog or when the catalog's tile of that id is not the one
+            # embedded (other scene, date or place: a catalog written before ids were kept unique re-used the ids
+            # of a replaced scene)
+            live = np.array([t["tile_id"] for t in tiles], np.int64)
+            order = np.argsort(live)
+            live = live[order]
+            scene_of = np.array([tiles[i]["scene_id"] for i in order], np.int64)
+            time_of = np.array([TIME_UNKNOWN if tiles[i]["acquired_ts"] is None else tiles[i]["acquired_ts"]
+                                for i in order], np.int64)
+            lon_of = np.array([tiles[i]["lon"] for i in order], np.float64)
+            lat_of = np.array([tiles[i]["lat"] for i in order], np.float64)
+            for seg in store.segments:
+                rows = seg.alive_rows()
+                ids = seg.tile_id[rows]
+                if not live.size:
+                    stale_scenes.update(seg.scene_id[rows].tolist())
+                    continue
+                at = np.minimum(np.searchsorted(live, ids), live.size - 1)
+                same = ((live[at] == ids) & (scene_of[at] == seg.scene_id[rows]) & (time_of[at] == seg.time[rows])
+                        & (lon_of[at] == seg.lon[rows]) & (lat_of[at] == seg.lat[rows]))
+                stale_scenes.update(seg.scene_id[rows][~same].tolist())
         if stale_scenes:
             summary["removed"] = store.remove_scenes(sorted(stale_scenes))
         indexed = set(store.indexed_tile_ids().tolist())

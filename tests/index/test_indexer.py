@@ -89,3 +89,43 @@ def test_a_new_model_builds_beside_the_old_index_and_switches_atomically(tmp_pat
     new = Workspace.open(ws)
     assert len(new.query(tile_id=2, k=5).hits) == 5
     new.close()
+
+
+def test_a_replaced_last_scene_gets_new_tile_ids_and_the_index_re_embeds_it(tmp_path):
+    """SQLite hands the largest rowid out again once its row is deleted: without the catalog's high-water marks a
+    re-ingested last scene kept its tile ids, so the index kept its old vectors and places (and filtered queries
+    returned tiles from the old ground)."""
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        scenes = cat.scenes()
+        last = max(scenes, key=lambda s: s["scene_id"])
+        other = next(s for s in scenes if s["sensor"] == last["sensor"] and s["scene_id"] != last["scene_id"])
+        old_ids = {t["tile_id"] for t in cat.tiles() if t["scene_id"] == last["scene_id"]}
+        top = max(t["tile_id"] for t in cat.tiles())
+    path = next(iter(last["files"].values()))
+    shutil.copyfile(next(iter(other["files"].values())), path)  # new content (another site) in place
+    with Catalog(ws / "catalog.sqlite") as cat:
+        report = ingest([path], cat)
+        assert report.replaced == 1
+        new = [t for t in cat.tiles() if t["scene_id"] not in {s["scene_id"] for s in scenes}]
+    assert new and min(t["tile_id"] for t in new) > top  # no id handed out twice
+    out = index_workspace(ws)
+    assert out["removed"] == len(old_ids) and out["added"] == len(new)
+    assert sorted(IndexStore.open(ws / "index").indexed_tile_ids().tolist()) == _catalog_ids(ws)
+    lon, lat = new[0]["lon"], new[0]["lat"]
+    bbox = (lon - 0.01, lat - 0.01, lon + 0.01, lat + 0.01)
+    hits = Workspace.open(ws).query(tile_id=new[0]["tile_id"], bbox=bbox, k=20).hits
+    assert hits and all(bbox[0] <= h.lon <= bbox[2] and bbox[1] <= h.lat <= bbox[3] for h in hits)
+
+
+def test_index_re_embeds_tiles_whose_catalog_row_no_longer_matches_the_vector(tmp_path):
+    """A catalog written before the high-water marks may already hold re-used ids: a tile whose scene, date or
+    place differs from what the index stored is treated as a new tile."""
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        scene = cat.scenes("sentinel2")[0]
+        cat.conn.execute("UPDATE tiles SET acquired_ts = acquired_ts + 86400 WHERE scene_id = ?",
+                         (scene["scene_id"],))
+    out = index_workspace(ws)
+    assert out["removed"] == scene["n_tiles"] and out["added"] == scene["n_tiles"]
+    assert index_workspace(ws)["removed"] == 0  # and then nothing more
