@@ -146,9 +146,11 @@ class QueryEngine:
         try:
             self.store = IndexStore.open(self.workspace / "index", expect_model_checksum=checksum,
                                          expect_dim=self.model.embed_dim)
-        except FileNotFoundError:
-            raise QueryError(f"{self.workspace}: no index yet; run `rsretrieve index --workspace "
-                             f"{self.workspace}` first") from None
+        except FileNotFoundError as e:
+            why = ("the first index run has not finished (still running, or interrupted: run it again)"
+                   if "has not finished" in str(e) else "run it first")
+            raise QueryError(f"{self.workspace}: no index yet; `rsretrieve index --workspace {self.workspace}`: "
+                             f"{why}") from None
         self.searcher = Searcher(self.store)
         self.catalog = Catalog(self.workspace / "catalog.sqlite")
         self.tile_m = self.catalog.tile_m

@@ -144,6 +144,9 @@ class IndexStore:
         for attempt in range(5):
             gen = generation or _read_current(root)
             if gen is None:
+                if any(p.is_dir() for p in root.glob("gen-*")):
+                    raise FileNotFoundError(f"no index at {root} yet: the first `rsretrieve index` has not finished "
+                                            f"(still running, or interrupted: run it again to complete it)")
                 raise FileNotFoundError(f"no index at {root}: run `rsretrieve index` first")
             manifest = _read_manifest(root / gen)
             _check_model(root, manifest, expect_model_checksum, expect_dim)
@@ -161,7 +164,8 @@ class IndexStore:
         """The generation an index update with this model writes to.
 
         The current generation when it holds this model; else an unpublished generation of this model left by an
-        earlier (interrupted) run; else a new unpublished one. Call :meth:`publish` when the update is complete.
+        earlier (interrupted) run; else a new unpublished one. Call :meth:`publish` when the update is complete:
+        a first index is not published before then either, so an interrupted first run never serves a partial index.
         """
         root = Path(path)
         current = _read_current(root)
@@ -174,7 +178,7 @@ class IndexStore:
             if gen != current and man["model_checksum"] == str(model_checksum) and int(man["dim"]) == dim:
                 log.info("resuming unpublished generation %s", gen)
                 return cls.open(root, generation=gen)
-        return cls.create(root, dim, model_checksum)
+        return cls.create(root, dim, model_checksum, publish=False)
 
     def publish(self) -> None:
         """Make this generation the one readers open (atomic switch of ``current``)."""

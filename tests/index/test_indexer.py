@@ -7,7 +7,7 @@ import numpy as np
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.ingest import ingest
 from rsretrieve.data.synthetic import make_archive
-from rsretrieve.index.indexer import index_workspace
+from rsretrieve.index.indexer import index_workspace, model_checksum
 from rsretrieve.index.store import IndexStore
 from rsretrieve.workspace import Workspace
 from tests.conftest import kill_cli_when, make_workspace, run_cli, save_untrained_model
@@ -129,3 +129,17 @@ def test_index_re_embeds_tiles_whose_catalog_row_no_longer_matches_the_vector(tm
     out = index_workspace(ws)
     assert out["removed"] == scene["n_tiles"] and out["added"] == scene["n_tiles"]
     assert index_workspace(ws)["removed"] == 0  # and then nothing more
+
+
+def test_an_unfinished_first_index_is_not_served_and_the_next_run_completes_it(tmp_path):
+    """The first run stages its generation unpublished: a query meanwhile (or after a kill) is told the index is
+    not finished, instead of answering from an empty or partial index."""
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440, index=False)
+    path = save_untrained_model(ws)
+    IndexStore.open_for_update(ws / "index", dim=128, model_checksum=model_checksum(path))  # as killed after create
+    r = run_cli("query", "-w", ws, "--tile-id", "1", "-k", "3")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "has not finished" in r.stderr and "run it again" in r.stderr
+    out = index_workspace(ws)
+    assert out["added"] == out["total"] == len(_catalog_ids(ws))
+    assert len(Workspace.open(ws).query(tile_id=1, k=3).hits) == 3
