@@ -304,6 +304,27 @@ def _floats(value: str | None, n: int, flag: str, what: str) -> tuple | None:
     return out
 
 
+def _output_path(value: str | None, flag: str, suffix: str | None) -> Path | None:
+    """An output file of ``query``, checked before the query runs (its folder is created if missing)."""
+    if value is None:
+        return None
+    p = Path(value)
+    if suffix and p.suffix.lower() != suffix:
+        raise UsageError(f"{flag} must name a {suffix} file, got {value!r}")
+    if p.is_dir():
+        raise UsageError(f"{flag} {value} is a directory; give a file name")
+    parent = next((a for a in p.absolute().parents if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{flag} {value}: {parent} is not a directory")
+    try:
+        p.absolute().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{flag} {value}: cannot create its folder: {e.strerror or e}") from None
+    if not os.access(p.absolute().parent, os.W_OK):
+        raise UsageError(f"{flag} {value}: its folder is not writable")
+    return p
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from rsretrieve.index.query import QueryError
     from rsretrieve.index.store import IndexMismatchError
@@ -312,10 +333,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     point = _floats(args.point, 2, "--point", "LON,LAT in degrees")
     window = _floats(args.window, 4, "--window", "COL,ROW,WIDTH,HEIGHT in pixels")
     targets = [s for s in (args.target_sensors or "").split(",") if s]
+    outputs = [_output_path(args.geojson, "--geojson", None), _output_path(args.png, "--png", ".png")]
     try:
         ws = Workspace.open(args.workspace)
-        res = ws.query(args.tile, args.tile_id, sensor=args.sensor, point=point,
-                       window=tuple(int(v) for v in window) if window else None, bbox=args.bbox,
+        res = ws.query(args.tile, args.tile_id, sensor=args.sensor, point=point, window=window, bbox=args.bbox,
                        within=args.within, start=args.start, end=args.end, target_sensors=targets or None, k=args.k,
                        exclude_own_scene=args.exclude_own_scene, exclude_own_cell=args.exclude_own_cell,
                        one_per_cell=args.one_per_cell, model=args.model)
@@ -327,10 +348,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     from rsretrieve.viz.results import write_geojson, write_png
 
     q, hits, plan = res.query, res.hits, res.plan
-    if args.geojson:
-        write_geojson(args.geojson, q, hits)
-    if args.png:
-        write_png(args.png, ws.path, q, hits)
+    try:
+        if outputs[0]:
+            write_geojson(outputs[0], q, hits)
+        if outputs[1]:
+            write_png(outputs[1], ws.path, q, hits)
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
         return EXIT_OK
@@ -489,7 +513,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
-        if a in _COORD_FLAGS and i + 1 < len(argv) and re.match(r"^-\d", argv[i + 1]):
+        if a in _COORD_FLAGS and i + 1 < len(argv) and re.match(r"^-(\d|\.\d|inf|nan)", argv[i + 1], re.IGNORECASE):
             out.append(f"{a}={argv[i + 1]}")
             i += 2
             continue

@@ -102,9 +102,13 @@ class Workspace:
         Raises:
             rsretrieve.index.query.QueryError: (a ValueError) with a one-line reason for any bad input.
         """
-        from rsretrieve.index.query import run_query
+        from rsretrieve.index.query import QueryError, run_query
 
-        return run_query(self.engine(model), tile=tile, tile_id=tile_id, sensor=sensor, point=point,
+        try:
+            engine = self.engine(model)
+        except FileNotFoundError as e:  # no such trained model
+            raise QueryError(str(e).splitlines()[0]) from None
+        return run_query(engine, tile=tile, tile_id=tile_id, sensor=sensor, point=point,
                          window=window, bbox=bbox, within=within, start=start, end=end,
                          target_sensors=target_sensors, k=k, exclude_own_scene=exclude_own_scene,
                          exclude_own_cell=exclude_own_cell, one_per_cell=one_per_cell)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -35,6 +36,27 @@ def auto_factory(n: int, dim: int) -> str | None:
         return None
     nlist = int(min(4096, 2 ** round(np.log2(4 * np.sqrt(n)))))
     return f"IVF{nlist},Flat" if n < 4_000_000 else f"IVF{nlist},PQ{dim // 4 if dim % 4 == 0 else dim}"
+
+
+def check_factory(factory: str, dim: int) -> int:
+    """Validate a FAISS factory string for vectors of ``dim`` before any work is done; returns the fewest rows a
+    segment needs to train it (its IVF lists, 256 PQ centroids; 0 when nothing is trained).
+
+    Raises:
+        ValueError: FAISS cannot build ``factory`` (the message names it and FAISS's reason).
+    """
+    try:
+        index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = re.sub(r"^Error in .*? at \S+:\d+: ", "", lines[0]) if lines else ""
+        raise ValueError(f"--factory {factory!r} is not a FAISS index factory string for {dim}-d vectors"
+                         f"{': ' + reason if reason else ''} (examples: 'IVF1024,Flat', 'IVF4096,PQ32', "
+                         f"'HNSW32')") from None
+    if index.is_trained:
+        return 0
+    ivf = faiss.try_extract_index_ivf(index)
+    return max(ivf.nlist if ivf is not None else 0, 256 if "PQ" in factory else 0)
 
 
 def build_ann(seg_dir: Path, vectors: np.ndarray, factory: str, seed: int = 0) -> dict:

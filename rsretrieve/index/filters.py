@@ -24,6 +24,7 @@ import functools
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from pathlib import Path
@@ -138,22 +139,34 @@ def load_region(path: str | os.PathLike) -> Polygon | MultiPolygon:
         raise ValueError(f"region file {p} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"region file {p} is not GeoJSON: {str(exc).splitlines()[0]}") from None
-    crs = (doc.get("crs") or {}).get("properties", {}).get("name", "") if isinstance(doc, dict) else ""
-    if crs and not crs.upper().endswith(("CRS84", "4326")):
-        raise ValueError(f"region file {p} has CRS {crs}; only EPSG:4326 / CRS84 lon/lat is accepted")
-    kind = doc.get("type") if isinstance(doc, dict) else None
-    geoms = ([f.get("geometry") for f in doc.get("features", [])] if kind == "FeatureCollection"
+    if not isinstance(doc, dict):
+        raise ValueError(f"region file {p} is not GeoJSON: a JSON object with a 'type' is expected, "
+                         f"got {type(doc).__name__}")
+    crs = doc.get("crs")
+    crs = crs.get("properties", {}).get("name", "") if isinstance(crs, dict) else crs
+    if crs and (not isinstance(crs, str) or not crs.upper().endswith(("CRS84", "4326"))):
+        raise ValueError(f"region file {p} has CRS {crs!r}; only EPSG:4326 / CRS84 lon/lat is accepted")
+    kind = doc.get("type")
+    features = doc.get("features", [])
+    if kind == "FeatureCollection" and (not isinstance(features, list)
+                                        or not all(isinstance(f, dict) for f in features)):
+        raise ValueError(f"region file {p} is not GeoJSON: 'features' must be a list of Feature objects")
+    geoms = ([f.get("geometry") for f in features] if kind == "FeatureCollection"
              else [doc.get("geometry")] if kind == "Feature" else [doc])
     try:
-        parts = [shape(g) for g in geoms if g]
+        with warnings.catch_warnings():  # NaN coordinates: the validity check below says it in one line
+            warnings.simplefilter("ignore", RuntimeWarning)
+            parts = [shape(g) for g in geoms if g]
     except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
         raise ValueError(f"region file {p} holds no readable geometry: {exc}") from None
     polys = [g for g in parts if isinstance(g, (Polygon, MultiPolygon))]
     if not polys or len(polys) != len(parts):
         raise ValueError(f"region file {p} must hold Polygon or MultiPolygon geometries only, "
                          f"got {sorted({g.geom_type for g in parts}) or 'none'}")
-    for g in polys:
-        _check_polygon(g, f"region file {p}")
+    with warnings.catch_warnings():  # shapely warns about NaN coordinates; the validity check says it in one line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for g in polys:
+            _check_polygon(g, f"region file {p}")
     geom = polys[0] if len(polys) == 1 else shapely.union_all(polys)
     return _check_polygon(geom, f"region file {p}")
 

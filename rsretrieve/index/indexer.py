@@ -22,6 +22,7 @@ import torch
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.index.ann import check_factory
 from rsretrieve.index.search import Searcher
 from rsretrieve.index.segment import TIME_UNKNOWN
 from rsretrieve.index.store import IndexStore
@@ -66,6 +67,8 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
     mpath = model_path(ws, model_name)
     checksum = model_checksum(mpath)
     model = load_model(mpath).eval()
+    if factory not in (None, "auto"):
+        check_factory(factory, model.embed_dim)  # before anything is embedded or written
     store = IndexStore.open_for_update(ws / "index", dim=model.embed_dim, model_checksum=checksum)
     summary = {"model": model_name, "model_checksum": checksum, "generation": store.generation,
                "removed": 0, "added": 0, "skipped_sensors": {}}

@@ -8,6 +8,8 @@ with ``window=(col, row, width, height)`` that pixel window.
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -66,6 +68,8 @@ class QueryTile:
     scene_id: int | None = None
     cell_id: str | None = None
     acquired: str | None = None
+    #: catalog key of the scene a file query was cut from (looked up for ``exclude_own_scene``)
+    scene_key: str | None = None
 
 
 def tile_from_catalog(catalog: Catalog, tile_id: int) -> QueryTile:
@@ -98,6 +102,8 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
         sc = open_scene(src, sensor)
     except SceneError as e:
         raise QueryError(f"{p}: {e}") from None
+    except KeyError as e:  # an unknown --sensor
+        raise QueryError(f"{p}: {e.args[0] if e.args else e}") from None
     if point is not None and window is not None:
         raise QueryError("give a point or a window, not both")
     if point is not None:
@@ -126,13 +132,17 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
     c0, r0, ww, hh = window
     if ww <= 0 or hh <= 0 or c0 >= sc.width or r0 >= sc.height or c0 + ww <= 0 or r0 + hh <= 0:
         raise QueryError(f"window {c0},{r0},{ww},{hh} does not overlap {p} ({sc.width} x {sc.height} px)")
+    most = max(sc.width, sc.height)
+    if ww > most or hh > most:
+        raise QueryError(f"window {c0},{r0},{ww},{hh} is larger than {p} ({sc.width} x {sc.height} px); "
+                         f"give a window of about one tile")
     scene = {"files": {b: f for b, (f, _) in sc.band_files.items()} if not src.stacked else dict(src.files),
              "width": sc.width, "height": sc.height, "transform": list(sc.transform)[:6], "layout": sc.layout_name,
              "sensor": sc.spec.name}
     tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh}
     _, arr = next(read_scene_tiles(scene, [tile], tile_m))
     when = sc.acquired.strftime("%Y-%m-%dT%H:%M:%SZ") if sc.acquired else None
-    return QueryTile(arr, sc.spec.name, str(p), cell_id=cid, acquired=when)
+    return QueryTile(arr, sc.spec.name, str(p), cell_id=cid, acquired=when, scene_key=src.key)
 
 
 class QueryEngine:
@@ -166,14 +176,14 @@ class QueryEngine:
 
     def search(self, q: QueryTile, k: int = 10, flt: QueryFilter | None = None) -> tuple[list[Hit], dict]:
         """Top-``k`` hits for a query tile under ``flt``; returns (hits, plan)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise QueryError(f"k must be a positive integer, got {k!r}")
+        k = _positive_k(k)
         flt = flt or QueryFilter()
         try:
             flt.check_sensors(self._known_sensors())
         except ValueError as e:
             raise QueryError(str(e)) from None
-        res = self.searcher.search(self.embed(q)[None, :], k=k, flt=flt)
+        # no more hits than indexed tiles can come back: a larger k only costs memory
+        res = self.searcher.search(self.embed(q)[None, :], k=min(k, max(self.store.ntotal, 1)), flt=flt)
         ids = [int(t) for t in res.tile_ids[0] if t >= 0]
         rows = {t["tile_id"]: t for t in self.catalog.tiles(
             "t.tile_id IN (%s)" % ",".join(map(str, ids)))} if ids else {}
@@ -210,13 +220,35 @@ class QueryResult:
                 "hits": [h.to_dict() for h in self.hits]}
 
 
+def _positive_k(k: object) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise QueryError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
 def _when(value: object, flag: str) -> object:
     if value is None or not isinstance(value, str):
         return value
     try:
-        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value.replace("Z", "+00:00"))
+        # a date alone (2021-06-30 or 20210630) means the whole day, inclusive at both ends
+        if len(value) == 10 or (len(value) == 8 and value.isdigit()):
+            return date.fromisoformat(value)
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise QueryError(f"{flag} must be an ISO date (2021-06-30) or date-time, got {value!r}") from None
+
+
+def _numbers(value: object, n: int, name: str, what: str) -> tuple[float, ...] | None:
+    """``value`` as ``n`` finite numbers, or None."""
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value) if not isinstance(value, (str, bytes)) else ()
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != n or not all(math.isfinite(v) for v in out):
+        raise QueryError(f"{name} must be {n} finite numbers {what}, got {value!r}")
+    return out
 
 
 def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int | None = None, *,
@@ -230,8 +262,18 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
 
     if (tile is None) == (tile_id is None):
         raise QueryError("give exactly one of a tile file or a tile id")
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise QueryError(f"k must be a positive integer, got {k!r}")
+    if tile_id is not None and (isinstance(tile_id, (bool, np.bool_)) or not isinstance(tile_id, (int, np.integer))):
+        raise QueryError(f"tile_id must be an integer, got {tile_id!r}")
+    if tile is not None and not isinstance(tile, (str, os.PathLike)):
+        raise QueryError(f"tile must be a file path, got {tile!r}")
+    k = _positive_k(k)
+    if isinstance(target_sensors, str):
+        target_sensors = [s for s in target_sensors.split(",") if s]
+    point, window = _numbers(point, 2, "point", "(lon, lat) in degrees"), _numbers(window, 4, "window",
+                                                                                   "(col, row, width, height) in pixels")
+    if window is not None and not all(float(v).is_integer() for v in window):
+        raise QueryError(f"window must be whole pixels (col, row, width, height), got {window!r}")
+    window = tuple(int(v) for v in window) if window is not None else None
     try:
         region = load_region(within) if isinstance(within, (str, Path)) else within
         flt_args = dict(bbox=bbox, polygon=region, start=_when(start, "start"), end=_when(end, "end"),
@@ -241,8 +283,11 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
         raise QueryError(f"{within}: {e.strerror or e}") from None
     except ValueError as e:
         raise QueryError(str(e).splitlines()[0]) from None
-    q = tile_from_catalog(engine.catalog, tile_id) if tile_id is not None else tile_from_file(
+    q = tile_from_catalog(engine.catalog, int(tile_id)) if tile_id is not None else tile_from_file(
         tile, engine.tile_m, sensor, point=point, window=window)
+    if q.scene_id is None and q.scene_key is not None:  # a file of an ingested scene is that scene
+        row = engine.catalog.conn.execute("SELECT scene_id FROM scenes WHERE key = ?", (q.scene_key,)).fetchone()
+        q.scene_id = None if row is None else int(row[0])
     flt = QueryFilter(**flt_args,
                       exclude_scene_ids=frozenset([q.scene_id]) if exclude_own_scene and q.scene_id else frozenset(),
                       exclude_cell_ids=frozenset([q.cell_id]) if exclude_own_cell and q.cell_id else frozenset())

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsretrieve.index.ann import auto_factory, build_ann
+from rsretrieve.index.ann import auto_factory, build_ann, check_factory
 from rsretrieve.index.hilbert import HILBERT_ORDER, hilbert_key
 from rsretrieve.index.segment import Segment, fsync_path, write_atomic, write_segment_files
 
@@ -357,8 +357,14 @@ class IndexStore:
         tmp.mkdir()
         write_segment_files(tmp, cols, vectors)
         seg_vectors = np.load(tmp / "vectors.npy", mmap_mode="r")
+        n = len(cols["tile_id"])
         if factory == "auto":
-            factory = auto_factory(len(cols["tile_id"]), self.dim)
+            factory = auto_factory(n, self.dim)
+        if factory and n < check_factory(factory, self.dim):
+            # a segment too small to train the index (fewer rows than its lists) is scanned exactly instead
+            log.warning("segment of %d rows is too small to train %s (needs %d): searched exactly", n, factory,
+                        check_factory(factory, self.dim))
+            factory = None
         if factory:
             build_ann(tmp, np.asarray(seg_vectors), factory)
         fsync_path(tmp)

@@ -7,6 +7,7 @@ import pytest
 from shapely.geometry import shape
 
 from rsretrieve.data.catalog import Catalog
+from rsretrieve.index.query import QueryError
 from rsretrieve.index.store import IndexStore
 from rsretrieve.workspace import Workspace
 from tests.conftest import run_cli, save_untrained_model
@@ -88,17 +89,35 @@ def _bowtie(path):
     (["--tile", "MISSING"], "no such file or directory"),
     (["--tile", "TEXT"], "not a raster file GDAL can read"),
     (["--tile", "S1FILE", "--point", "0,0"], "is outside"),
+    (["--tile", "S1FILE", "--sensor", "foo"], "unknown sensor 'foo'"),
+    (["--tile", "S1FILE", "--window", "inf,0,48,48"], "window must be 4 finite numbers"),
+    (["--tile", "S1FILE", "--window", "0.5,0,48,48"], "window must be whole pixels"),
+    (["--tile", "S1FILE", "--window", "0,0,100000,100000"], "is larger than"),
+    (["--tile-id", "1", "--within", "FEATURES_NOT_A_LIST"], "'features' must be a list of Feature objects"),
+    (["--tile-id", "1", "--within", "CRS_STRING"], "has CRS 'EPSG:3857'"),
+    (["--tile-id", "1", "--within", "JSON_LIST"], "a JSON object with a 'type' is expected"),
+    (["--tile-id", "1", "--png", "OUT_TXT"], "--png must name a .png file"),
+    (["--tile-id", "1", "--geojson", "TMPDIR"], "is a directory"),
+    (["--tile-id", "1", "--png", "UNDER_A_FILE"], "is not a directory"),
 ])
 def test_bad_query_inputs_exit_2_with_one_line(small_workspace, tmp_path, args, message):
     with Catalog(small_workspace / "catalog.sqlite") as cat:
         s1 = [s for s in cat.scenes() if s["sensor"] == "sentinel1"][0]["files"]["*"]
     (tmp_path / "t.tif").write_text("not a tiff")
+    ring = [[[0, 0], [1, 0], [1, 1], [0, 0]]]
+    docs = {"FEATURES_NOT_A_LIST": {"type": "FeatureCollection", "features": {"a": 1}},
+            "CRS_STRING": {"type": "Polygon", "crs": "EPSG:3857", "coordinates": ring}, "JSON_LIST": [1, 2]}
     subst = {"BOWTIE": str(_bowtie(tmp_path / "bow.geojson")), "MISSING": str(tmp_path / "none.tif"),
-             "TEXT": str(tmp_path / "t.tif"), "S1FILE": s1}
+             "TEXT": str(tmp_path / "t.tif"), "S1FILE": s1, "OUT_TXT": str(tmp_path / "sheet.txt"),
+             "TMPDIR": str(tmp_path), "UNDER_A_FILE": str(tmp_path / "t.tif" / "q.png")}
+    for name, doc in docs.items():
+        (tmp_path / f"{name}.geojson").write_text(json.dumps(doc))
+        subst[name] = str(tmp_path / f"{name}.geojson")
     r = run_cli("query", "--workspace", small_workspace, *[subst.get(a, a) for a in args])
     assert r.returncode == 2, r.stdout
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "sheet.txt").exists() and not (tmp_path / "sheet.txt.png").exists()
 
 
 def test_a_search_with_another_model_is_refused(small_workspace, tmp_path):
@@ -136,3 +155,65 @@ def test_western_longitudes_are_values_not_options(small_workspace):
     r = run_cli("query", "--workspace", small_workspace, "--tile-id", "1", "--bbox",
                 f"{lon - 0.01},{lat - 0.01},{lon + 0.01},{lat + 0.01}", "-k", "3", "--json")
     assert all(abs(h["lon"] - lon) < 0.02 for h in json.loads(r.stdout)["hits"])
+
+
+def test_a_query_by_a_file_of_an_ingested_scene_can_exclude_that_scene(small_workspace):
+    with Catalog(small_workspace / "catalog.sqlite") as cat:
+        t = [t for t in cat.tiles("t.sensor = 'sentinel2' AND t.coverage = 1.0")][0]
+        scene = cat.scene(t["scene_id"])
+    ws = Workspace.open(small_workspace)
+    path = scene["files"]["*"]
+    own = ws.query(tile=path, point=(t["lon"], t["lat"]), k=3)
+    assert own.hits[0].scene_id == t["scene_id"] and own.query.scene_id == t["scene_id"]
+    res = ws.query(tile=path, point=(t["lon"], t["lat"]), k=20, exclude_own_scene=True)
+    assert res.hits and all(h.scene_id != t["scene_id"] for h in res.hits)
+    ws.close()
+
+
+def test_api_inputs_of_other_types_and_sizes(small_workspace):
+    ws = Workspace.open(small_workspace)
+    total = IndexStore.open(small_workspace / "index").ntotal
+    assert len(ws.query(tile_id=1, k=10**11).hits) == total  # capped at the index size, nothing allocated for k
+    assert [h.tile_id for h in ws.query(tile_id=np.int64(1), k=np.int64(4)).hits] == \
+        [h.tile_id for h in ws.query(tile_id=1, k=4).hits]
+    by_str = ws.query(tile_id=1, k=5, target_sensors="sentinel2,enmap")
+    assert [h.tile_id for h in by_str.hits] == [h.tile_id for h in ws.query(tile_id=1, k=5,
+                                                                          target_sensors=["sentinel2", "enmap"]).hits]
+    with ws.catalog() as cat:
+        day = [s for s in cat.scenes() if s["sensor"] == "sentinel2"][0]["acquired"][:10]
+    dashed = ws.query(tile_id=1, start=day, end=day, k=50)
+    compact = ws.query(tile_id=1, start=day.replace("-", ""), end=day.replace("-", ""), k=50)
+    assert dashed.hits and [h.tile_id for h in compact.hits] == [h.tile_id for h in dashed.hits]
+    for kwargs, message in [({"tile_id": True}, "tile_id must be an integer"), ({"tile": 5}, "must be a file path"),
+                            ({"tile_id": 1, "k": 2.0}, "k must be a positive integer"),
+                            ({"tile_id": 1, "model": "nope"}, "no trained model 'nope'"),
+                            ({"tile_id": 1, "point": "74,20"}, "point must be 2 finite numbers"),
+                            ({"tile_id": 1, "window": (0, 0, 48)}, "window must be 4 finite numbers")]:
+        with pytest.raises(QueryError, match=message):
+            ws.query(**kwargs)
+    ws.close()
+
+
+def test_index_rejects_a_bad_factory_before_any_work_and_small_segments_stay_exact(tmp_path):
+    from tests.conftest import make_workspace
+
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440, index=False)
+    save_untrained_model(ws)
+    r = run_cli("index", "-w", ws, "--factory", "garbage")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--factory 'garbage' is not a FAISS index factory string" in r.stderr
+    assert not (ws / "index").exists()  # nothing embedded or written
+    r = run_cli("index", "-w", ws, "--factory", "IVF4096,PQ32", "--json")  # the README's example, on few tiles
+    assert r.returncode == 0, r.stderr
+    with Catalog(ws / "catalog.sqlite") as cat:
+        assert json.loads(r.stdout)["total"] == len(cat.tiles())
+    st = IndexStore.open(ws / "index")
+    assert all(seg.ann is None for seg in st.segments)  # too few rows to train 4096 lists: searched exactly
+    assert Workspace.open(ws).query(tile_id=1, k=3).plan["mode"] == "exact"
+
+
+def test_a_bbox_value_starting_with_a_minus_point_is_a_value():
+    from rsretrieve.cli import _join_negative_values
+
+    assert _join_negative_values(["--bbox", "-.5,-1,0.5,1", "-k", "3"]) == ["--bbox=-.5,-1,0.5,1", "-k", "3"]
+    assert _join_negative_values(["--bbox", "-inf,0,1,1"]) == ["--bbox=-inf,0,1,1"]
