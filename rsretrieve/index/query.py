@@ -262,6 +262,10 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
 
     if (tile is None) == (tile_id is None):
         raise QueryError("give exactly one of a tile file or a tile id")
+    if tile_id is not None and (sensor is not None or point is not None or window is not None):
+        given = [n for n, v in (("sensor", sensor), ("point", point), ("window", window)) if v is not None]
+        raise QueryError(f"{', '.join(given)} apply to a query tile file, not to a tile id (a catalog tile already "
+                         f"has its sensor and cell)")
     if tile_id is not None and (isinstance(tile_id, (bool, np.bool_)) or not isinstance(tile_id, (int, np.integer))):
         raise QueryError(f"tile_id must be an integer, got {tile_id!r}")
     if tile is not None and not isinstance(tile, (str, os.PathLike)):
@@ -288,6 +292,9 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
     if q.scene_id is None and q.scene_key is not None:  # a file of an ingested scene is that scene
         row = engine.catalog.conn.execute("SELECT scene_id FROM scenes WHERE key = ?", (q.scene_key,)).fetchone()
         q.scene_id = None if row is None else int(row[0])
+    if exclude_own_cell and q.cell_id is None:
+        raise QueryError("excluding the query's own cell needs its cell: give a point inside the tile file, or a "
+                         "tile id")
     flt = QueryFilter(**flt_args,
                       exclude_scene_ids=frozenset([q.scene_id]) if exclude_own_scene and q.scene_id else frozenset(),
                       exclude_cell_ids=frozenset([q.cell_id]) if exclude_own_cell and q.cell_id else frozenset())

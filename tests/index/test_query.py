@@ -99,6 +99,8 @@ def _bowtie(path):
     (["--tile-id", "1", "--png", "OUT_TXT"], "--png must name a .png file"),
     (["--tile-id", "1", "--geojson", "TMPDIR"], "is a directory"),
     (["--tile-id", "1", "--png", "UNDER_A_FILE"], "is not a directory"),
+    (["--tile-id", "1", "--point", "0,0"], "point apply to a query tile file, not to a tile id"),
+    (["--tile", "S1FILE", "--exclude-own-cell"], "excluding the query's own cell needs its cell"),
 ])
 def test_bad_query_inputs_exit_2_with_one_line(small_workspace, tmp_path, args, message):
     with Catalog(small_workspace / "catalog.sqlite") as cat:
@@ -181,14 +183,15 @@ def test_api_inputs_of_other_types_and_sizes(small_workspace):
                                                                           target_sensors=["sentinel2", "enmap"]).hits]
     with ws.catalog() as cat:
         day = [s for s in cat.scenes() if s["sensor"] == "sentinel2"][0]["acquired"][:10]
+        path = cat.scenes("sentinel1")[0]["files"]["*"]
     dashed = ws.query(tile_id=1, start=day, end=day, k=50)
     compact = ws.query(tile_id=1, start=day.replace("-", ""), end=day.replace("-", ""), k=50)
     assert dashed.hits and [h.tile_id for h in compact.hits] == [h.tile_id for h in dashed.hits]
     for kwargs, message in [({"tile_id": True}, "tile_id must be an integer"), ({"tile": 5}, "must be a file path"),
                             ({"tile_id": 1, "k": 2.0}, "k must be a positive integer"),
                             ({"tile_id": 1, "model": "nope"}, "no trained model 'nope'"),
-                            ({"tile_id": 1, "point": "74,20"}, "point must be 2 finite numbers"),
-                            ({"tile_id": 1, "window": (0, 0, 48)}, "window must be 4 finite numbers")]:
+                            ({"tile": path, "point": "74,20"}, "point must be 2 finite numbers"),
+                            ({"tile": path, "window": (0, 0, 48)}, "window must be 4 finite numbers")]:
         with pytest.raises(QueryError, match=message):
             ws.query(**kwargs)
     ws.close()
