@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -143,8 +145,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             check_scheme(args.label_scheme)
         except ValueError as e:
             raise UsageError(f"--label-scheme: {e}") from None
-    if args.tile_size is not None and args.tile_size <= 0:
-        raise UsageError(f"--tile-size must be > 0 metres, got {args.tile_size}")
+    if args.tile_size is not None and not (math.isfinite(args.tile_size) and args.tile_size >= 1
+                                           and float(args.tile_size).is_integer()):
+        # cell ids carry the size in whole metres (33N_480m_r..._c...)
+        raise UsageError(f"--tile-size must be > 0 metres, in whole metres, got {args.tile_size:g}")
     try:
         ws = Workspace.create(args.workspace, args.tile_size)
         catalog = ws.catalog()
@@ -543,6 +547,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `rsretrieve ... | head`
         sys.stdout = open(os.devnull, "w")
         return EXIT_OK
+    except OSError as e:  # an output path that cannot be written, a workspace in a read-only place, ...
+        logging.getLogger("rsretrieve").debug("%s failed", args.command, exc_info=True)
+        where = e.filename or getattr(args, "workspace", None) or "?"
+        _eprint(f"rsretrieve {args.command}: error: {where}: {e.strerror or e}")
+        return EXIT_USAGE
+    except sqlite3.DatabaseError as e:
+        logging.getLogger("rsretrieve").debug("%s failed", args.command, exc_info=True)
+        ws = getattr(args, "workspace", None)
+        _eprint(f"rsretrieve {args.command}: error: {Path(ws) / 'catalog.sqlite' if ws else 'the catalog'} is not a "
+                f"readable rsretrieve catalog ({e})")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _eprint("interrupted: everything committed so far is kept; run the same command again to continue")
         return 130

@@ -65,3 +65,29 @@ def test_export_carries_embeddings_once_indexed(cli, small_workspace, tmp_path):
     got = np.stack(df.set_index("tile_id").loc[ids, "embedding"].to_numpy())
     np.testing.assert_array_equal(got, vecs)
     assert got.shape[1] == 128 and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", ["nan", "inf", "480.7", "0.5"])
+def test_a_tile_size_that_is_not_whole_finite_metres_is_refused_before_the_workspace_exists(cli, tmp_path, size):
+    s1_scene(tmp_path / "in" / "S1A_IW_GRDH_1SDV_20210101T101010_a.tif")
+    r = cli("ingest", tmp_path / "in", "-w", tmp_path / "ws", "--tile-size", size)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--tile-size must be > 0 metres, in whole metres" in r.stderr
+    assert not (tmp_path / "ws" / "catalog.sqlite").exists()
+
+
+def test_io_and_catalog_errors_are_one_line_with_the_path(cli, tmp_path):
+    s1_scene(tmp_path / "in" / "S1A_IW_GRDH_1SDV_20210101T101010_a.tif")
+    assert cli("ingest", tmp_path / "in", "-w", tmp_path / "ws").returncode == 0
+    (tmp_path / "d.parquet").mkdir()
+    for out in (tmp_path / "d.parquet", tmp_path / "in" / "S1A_IW_GRDH_1SDV_20210101T101010_a.tif" / "x.parquet"):
+        r = cli("export", out, "-w", tmp_path / "ws")
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr and str(tmp_path) in r.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
+    for args in (("catalog", "-w", bad), ("ingest", tmp_path / "in", "-w", bad)):
+        r = cli(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "catalog.sqlite is not a readable rsretrieve catalog" in r.stderr
