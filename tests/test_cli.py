@@ -91,3 +91,11 @@ def test_io_and_catalog_errors_are_one_line_with_the_path(cli, tmp_path):
         r = cli(*args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "catalog.sqlite is not a readable rsretrieve catalog" in r.stderr
+
+
+def test_argparse_errors_are_one_line(cli):
+    for args, message in ((("ingest",), "the following arguments are required: PATH"),
+                          (("query", "-w", "ws", "-k", "abc"), "argument -k: invalid int value: 'abc'")):
+        r = cli(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert message in r.stderr and "--help" in r.stderr
