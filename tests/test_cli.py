@@ -99,3 +99,16 @@ def test_argparse_errors_are_one_line(cli):
         r = cli(*args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert message in r.stderr and "--help" in r.stderr
+
+
+def test_export_of_an_empty_catalog_keeps_the_column_types(cli, tmp_path):
+    import pyarrow.parquet as pq
+
+    from rsretrieve.data.catalog import Catalog
+
+    Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480).close()
+    r = cli("export", tmp_path / "e.parquet", "-w", tmp_path / "ws")
+    assert r.returncode == 0, r.stderr
+    schema = pq.read_schema(tmp_path / "e.parquet")
+    assert str(schema.field("tile_id").type) == "int64" and str(schema.field("lon").type) == "double"
+    assert str(schema.field("sensor").type) in ("string", "large_string") and str(schema.field("label").type) == "int64"

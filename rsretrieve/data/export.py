@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 _COLUMNS = ["tile_id", "scene_id", "cell_id", "sensor", "acquired", "grid_epsg", "row", "col", "col_off", "row_off",
             "width", "height", "coverage", "valid_fraction", "cloud_fraction", "lon", "lat", "label_scheme", "label",
             "label_name", "scene_key"]
+_INT_COLUMNS = ["tile_id", "scene_id", "grid_epsg", "row", "col", "col_off", "row_off", "width", "height"]
+_FLOAT_COLUMNS = ["coverage", "valid_fraction", "cloud_fraction", "lon", "lat"]
+_STR_COLUMNS = ["cell_id", "sensor", "label_scheme", "label_name", "scene_key"]
 
 
 def export_geoparquet(catalog: Catalog, out: str | Path,
@@ -42,7 +45,9 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
         " ORDER BY t.tile_id").fetchall()
     df = pd.DataFrame([dict(r) for r in rows], columns=[*_COLUMNS, "footprint"])
     df["acquired"] = pd.to_datetime(df["acquired"], utc=True)
-    df["label"] = df["label"].astype("Int64")
+    # the column types do not depend on the rows (an empty catalog would give Arrow 'null' columns)
+    df = df.astype({**{c: "int64" for c in _INT_COLUMNS}, **{c: "float64" for c in _FLOAT_COLUMNS},
+                    **{c: "string" for c in _STR_COLUMNS}, "label": "Int64"})
     geom = [wkt.loads(w) for w in df.pop("footprint")]
     gdf = gpd.GeoDataFrame(df, geometry=geom, crs="EPSG:4326")
     if embeddings is not None:
