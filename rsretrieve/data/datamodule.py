@@ -49,7 +49,10 @@ class CellDataModule(LightningDataModule):
         self.workspace = Path(workspace)
         self.sensors = list(sensors)
         for s in self.sensors:
-            get_sensor(s)
+            try:
+                get_sensor(s)
+            except KeyError as e:  # the registry's KeyError carries the message; a ValueError is a usage error
+                raise ValueError(e.args[0]) from None
         self.datasets: dict[str, CellDataset] = {}
         self.cache: TileCache | None = None
 
@@ -88,6 +91,10 @@ class CellDataModule(LightningDataModule):
             raise ValueError(f"{self.workspace}: only {len(self.datasets['train'])} training cells seen by "
                              f">= {self.hparams['min_sensors']} of {', '.join(self.sensors)}; need at least one "
                              f"batch of {self.hparams['batch_size']} (ingest more scenes or lower data.batch_size)")
+        if not len(self.datasets["val"]):
+            log.warning("the validation split of %s has 0 cells (train %d, test %d): val/recall@1 is not measured, "
+                        "so no best checkpoint is chosen by it; ingest more ground or use a smaller data.block",
+                        self.workspace, len(self.datasets["train"]), len(self.datasets["test"]))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.hparams["batch_size"], shuffle=shuffle,

@@ -1,10 +1,12 @@
 """``rsretrieve evaluate``: every trained model of a workspace, the untrained model and a hand-made baseline, on
 the held-out spatial blocks, for every ordered pair of sensors; as a table and as JSON.
 
-The split is the one the models were trained with (read from ``WS/checkpoints/NAME/config.yaml``), so test tiles
-never border a training tile. The hand-made baseline describes a tile by the mean and standard deviation of each of
-its normalised bands; across sensors it maps the query sensor's description to the archive sensor's with a ridge
-regression fitted on training cells (no other learning).
+Each model is tested on the split it was trained with (read from its ``WS/checkpoints/NAME/config.yaml``; models
+with the same split settings share one), on every ordered pair of its sensors, so its test tiles never border one
+of its training tiles. The untrained model and the hand-made baseline are tested on the reference split, that of
+``default`` (or of the first model). The hand-made baseline describes a tile by the mean and standard deviation of
+each of its normalised bands; across sensors it maps the query sensor's description to the archive sensor's with a
+ridge regression fitted on training cells (no other learning).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rsretrieve.data.datamodule import CellDataModule
 from rsretrieve.data.datasets import CellIndex, TileCache
 from rsretrieve.evaluation.metrics import pair_metrics
 from rsretrieve.model.checkpoint import build_model, load_model
+from rsretrieve.sensors import get_sensor
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,39 @@ def trained_models(workspace: Path) -> dict[str, Path]:
     return {p.parent.name: p for p in sorted((workspace / "checkpoints").glob("*/model.pt"))}
 
 
+#: the data settings that decide which cells are test cells (the rest, e.g. batch_size, only shape training)
+SPLIT_KEYS = ("sensors", "block", "split_seed", "fractions", "min_valid", "min_sensors")
+
+
 def data_config(workspace: Path, name: str) -> dict[str, Any]:
-    """The ``data`` section a model was trained with."""
-    cfg = yaml.safe_load((workspace / "checkpoints" / name / "config.yaml").read_text())
+    """The ``data`` section a model was trained with.
+
+    Raises:
+        ValueError: ``WS/checkpoints/NAME/config.yaml`` is missing or has no ``data`` section.
+    """
+    path = workspace / "checkpoints" / name / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; evaluate reads the data split a model was trained with from the "
+                         "config.yaml that `rsretrieve train` writes beside model.pt")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
+        raise ValueError(f"{path}: no 'data' section; it is not the config of an `rsretrieve train` run")
     return {k: v for k, v in cfg["data"].items() if k not in ("workspace", "num_workers")}
+
+
+def _split_key(dm: CellDataModule) -> tuple:
+    """What makes two data modules' test splits the same: the sensor set and the split settings."""
+    hp = dm.hparams
+    return (tuple(sorted(dm.sensors)), int(hp["block"]), int(hp["split_seed"]),
+            tuple(float(f) for f in hp["fractions"]), float(hp["min_valid"]), int(hp["min_sensors"]))
+
+
+def _split_settings(dm: CellDataModule) -> dict[str, Any]:
+    return {k: (list(dm.sensors) if k == "sensors" else list(dm.hparams[k]) if k == "fractions" else dm.hparams[k])
+            for k in SPLIT_KEYS}
 
 
 @torch.no_grad()
@@ -58,8 +90,10 @@ def embed_index(model: torch.nn.Module, index: CellIndex, cache: TileCache, batc
 def _band_stats(index: CellIndex, cache: TileCache, sensor: str) -> tuple[np.ndarray, np.ndarray]:
     ids = index.tile_ids[sensor]
     rows = np.flatnonzero(ids >= 0)
-    feats = np.array([np.concatenate([a.mean((1, 2)), a.std((1, 2))])
-                      for a in (cache.get(sensor, ids[r]).astype(np.float32) for r in rows)]).reshape(len(rows), -1)
+    feats = np.zeros((len(rows), 2 * get_sensor(sensor).num_bands), np.float32)  # (N, 2C): means, then stds
+    for i, r in enumerate(rows):
+        a = cache.get(sensor, ids[r]).astype(np.float32)
+        feats[i] = np.concatenate([a.mean((1, 2)), a.std((1, 2))])
     return feats, rows
 
 
@@ -72,6 +106,8 @@ def handmade_embeddings(train: CellIndex, test: CellIndex, cache: TileCache, sen
     for a, b in permutations(sensors, 2):
         (fa, ra), (fb, rb) = tr[a], tr[b]
         common = np.intersect1d(ra, rb)
+        if not len(common) or not len(te[a][1]) or not len(te[b][1]):
+            continue  # no training cell to fit the map on, or nothing to test
         xa = fa[np.searchsorted(ra, common)]
         xb = fb[np.searchsorted(rb, common)]
         mu_a, sd_a = xa.mean(0), xa.std(0) + 1e-6
@@ -97,7 +133,18 @@ def _pairs_from_embeddings(emb: dict[str, tuple], index: CellIndex, sensors: lis
 
 def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, max_train_cells: int = 4000,
                        seed: int = 0) -> dict[str, Any]:
-    """Evaluate the workspace's models on its held-out split; returns a JSON-able report."""
+    """Evaluate the workspace's models on held-out splits; returns a JSON-able report.
+
+    Each model is tested on the split its own ``config.yaml`` gives (models with the same split settings share
+    one), on every ordered pair of its sensors that have test tiles there. The reference split, that of
+    ``default`` (or of the first model), is the one of the top-level ``split`` / ``cells`` / ``tiles`` entries
+    and the one the untrained model and the band-statistics baseline are tested on. ``splits`` describes every
+    split used, keyed by the first model that uses it; each model's ``split`` names its own.
+
+    Raises:
+        ValueError: an unknown model name, no trained model, a missing or invalid ``config.yaml``, an empty test
+            split.
+    """
     ws = Path(workspace)
     models = trained_models(ws)
     if names:
@@ -109,33 +156,60 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
     if not models:
         raise ValueError(f"{ws}: no trained model in checkpoints/*/model.pt; run `rsretrieve train` first")
     ref = "default" if "default" in models else next(iter(models))
-    dcfg = data_config(ws, ref)
-    dcfg["max_train_cells"] = max_train_cells
-    dm = CellDataModule(str(ws), **dcfg)
-    sensors = dm.sensors
+    order = [ref, *(n for n in models if n != ref)]
+    modules: dict[str, CellDataModule] = {}
+    for name in order:
+        dcfg = data_config(ws, name)
+        dcfg["max_train_cells"] = max_train_cells
+        try:
+            modules[name] = CellDataModule(str(ws), **dcfg)
+        except TypeError as e:  # an unknown or missing data option in the file
+            raise ValueError(f"{ws / 'checkpoints' / name / 'config.yaml'}: bad data section ({e})") from None
+    split_of: dict[str, str] = {}  # model -> name of its split (the first model with the same settings)
+    firsts: dict[tuple, str] = {}
+    for name in order:
+        split_of[name] = firsts.setdefault(_split_key(modules[name]), name)
+    splits = list(dict.fromkeys(split_of.values()))  # the reference split first
     with Catalog(ws / "catalog.sqlite") as catalog:
-        index = dm.split_index(catalog)
-        wanted = {s: np.concatenate([index[k].tile_ids[s] for k in ("train", "test")]) for s in sensors}
-        cache = TileCache(catalog, wanted, catalog.tile_m)
-    test = index["test"]
-    report: dict[str, Any] = {"workspace": str(ws), "split": {**dcfg, "reference_model": ref},
-                              "cells": dict(dm.split_sizes),
-                              "band_stats_train_cells": len(index["train"].cells),
-                              "tiles": {s: int((test.tile_ids[s] >= 0).sum()) for s in sensors},
+        index = {sp: modules[sp].split_index(catalog) for sp in splits}
+        for sp in splits:
+            _check_test_split(ws, sp, ref, modules[sp].split_sizes)
+        wanted: dict[str, list[np.ndarray]] = {}
+        for sp in splits:  # one cache for every split: train tiles only where band_stats fits its map
+            for s in modules[sp].sensors:
+                wanted.setdefault(s, []).extend(index[sp][k].tile_ids[s] for k in (("train", "test") if sp == ref
+                                                                                   else ("test",)))
+        cache = TileCache(catalog, {s: np.concatenate(v) for s, v in wanted.items()}, catalog.tile_m)
+    test = index[ref]["test"]
+    sensors = [s for s in modules[ref].sensors if (test.tile_ids[s] >= 0).any()]  # the baselines' sensors
+    report: dict[str, Any] = {"workspace": str(ws),
+                              "split": {**data_config(ws, ref), "max_train_cells": max_train_cells,
+                                        "reference_model": ref},
+                              "cells": dict(modules[ref].split_sizes),
+                              "band_stats_train_cells": len(index[ref]["train"].cells),
+                              "tiles": _test_tiles(test, modules[ref].sensors),
                               "labelled_test_cells": {k: int((v >= 0).sum()) for k, v in test.scheme_labels.items()},
+                              "splits": {sp: {"settings": _split_settings(modules[sp]),
+                                              "cells": dict(modules[sp].split_sizes),
+                                              "tiles": _test_tiles(index[sp]["test"], modules[sp].sensors),
+                                              "models": [n for n in order if split_of[n] == sp]}
+                                         for sp in splits},
                               "models": {}}
     for name, path in models.items():
         model = load_model(path)
-        report["models"][name] = {"kind": model.config()["kind"],
-                                  "pairs": _pairs_from_embeddings(embed_index(model, test, cache), test, sensors)}
+        sp = split_of[name]
+        here = index[sp]["test"]
+        have = [s for s in modules[sp].sensors if s in model.sensors and report["splits"][sp]["tiles"][s] > 0]
+        report["models"][name] = {"kind": model.config()["kind"], "split": sp, "sensors": have,
+                                  "pairs": _pairs_from_embeddings(embed_index(model, here, cache), here, have)}
     first = load_model(models[ref])
     torch.manual_seed(seed)
     untrained = build_model(first.config())
-    report["models"]["untrained"] = {"kind": first.config()["kind"] + " (random init)",
+    report["models"]["untrained"] = {"kind": first.config()["kind"] + " (random init)", "split": ref,
                                      "pairs": _pairs_from_embeddings(embed_index(untrained, test, cache), test,
                                                                      sensors)}
-    hand = handmade_embeddings(index["train"], test, cache, sensors)
-    report["models"]["band_stats"] = {"kind": "per-band mean/std + ridge map", "pairs": {
+    hand = handmade_embeddings(index[ref]["train"], test, cache, sensors)
+    report["models"]["band_stats"] = {"kind": "per-band mean/std + ridge map", "split": ref, "pairs": {
         f"{a}->{b}": pair_metrics(q, rq, test.class_labels(rq), g, rg, test.class_labels(rg))
         for (a, b), (q, rq, g, rg) in hand.items()}}
     for m in report["models"].values():
@@ -144,25 +218,64 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
     return report
 
 
+def _test_tiles(test: CellIndex, sensors: list[str]) -> dict[str, int]:
+    return {s: int((test.tile_ids[s] >= 0).sum()) for s in sensors}
+
+
+def _check_test_split(ws: Path, split: str, ref: str, sizes: dict[str, int]) -> None:
+    """ValueError when the held-out test split of model ``split``'s settings has no cell."""
+    if not sizes["test"]:
+        whose = "" if split == ref else f" (the split of model {split}'s config.yaml)"
+        raise ValueError(f"the held-out test split of {ws}{whose} has 0 cells (train {sizes['train']}, val "
+                         f"{sizes['val']}); ingest more ground or train with a smaller data.block")
+
+
+def _settings_text(settings: dict[str, Any], ref: dict[str, Any] | None = None) -> str:
+    """``split_seed 1, sensors a, b`` for the settings that differ from ``ref`` (all of them without one)."""
+    parts = []
+    for k, v in settings.items():
+        if ref is None or v != ref.get(k):
+            parts.append(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}")
+    return "; ".join(parts) or "same settings"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The evaluation as a plain-text table."""
     lines = [f"held-out test split: {report['cells']['test']} cells ({report['cells']['train']} train, "
              f"{report['cells']['val']} val); test tiles: "
              + ", ".join(f"{s} {n}" for s, n in report["tiles"].items())]
+    splits = report.get("splits", {})
+    ref = report.get("split", {}).get("reference_model")
+    several = len(splits) > 1
+    if several:
+        ref_settings = splits[ref]["settings"]
+        lines[0] += (f" (the reference split: that of model {ref}'s config.yaml; the untrained model and band_stats "
+                     "are tested on it)")
+        lines.append("each model is tested on the split of its own config.yaml; the other splits:")
+        for name, sp in splits.items():
+            if name == ref:
+                continue
+            lines.append(f"  split {name} ({_settings_text(sp['settings'], ref_settings)}): {sp['cells']['test']} "
+                         f"test cells ({sp['cells']['train']} train, {sp['cells']['val']} val); test tiles: "
+                         + ", ".join(f"{s} {n}" for s, n in sp["tiles"].items())
+                         + f"; models {', '.join(sp['models'])}")
     if report.get("labelled_test_cells"):
         lines.append("labelled test cells (class mAP compares labels within a scheme only): "
                      + ", ".join(f"{k} {n}" for k, n in report["labelled_test_cells"].items()))
-    head = (f"{'model':<12} {'pair':<28} {'queries':>7} {'gallery':>7} {'R@1':>6} {'R@5':>6} {'R@10':>6} "
+    split_col = f" {'split':<12}" if several else ""
+    head = (f"{'model':<12}{split_col} {'pair':<28} {'queries':>7} {'gallery':>7} {'R@1':>6} {'R@5':>6} {'R@10':>6} "
             f"{'mAP@10':>7} {'chance R@1':>10} {'chance mAP':>10} {'sep':>6}")
     lines += [head, "-" * len(head)]
     for name, m in report["models"].items():
+        col = f" {m.get('split', ref):<12}" if several else ""
         for pair, p in m["pairs"].items():
             lines.append(
-                f"{name:<12} {pair:<28} {p['queries']:>7} {p['gallery']:>7} {p.get('recall@1', 0):>6.3f} "
+                f"{name:<12}{col} {pair:<28} {p['queries']:>7} {p['gallery']:>7} {p.get('recall@1', 0):>6.3f} "
                 f"{p.get('recall@5', 0):>6.3f} {p.get('recall@10', 0):>6.3f} {p.get('mAP@10', float('nan')):>7.3f} "
                 f"{p.get('chance_recall@1', 0):>10.4f} {p.get('chance_mAP@10', float('nan')):>10.3f} "
                 f"{p.get('separation', 0):>6.2f}")
         spread = m["calibration"]["pos_score_spread_across_pairs"]
         if spread is not None:
-            lines.append(f"{'':<12} calibration: std of the mean positive score across pairs = {spread:.3f}")
+            lines.append(f"{'':<12}{' ' * len(col)} calibration: std of the mean positive score across pairs = "
+                         f"{spread:.3f}")
     return "\n".join(lines)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import pickle
 from itertools import permutations
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -36,6 +38,40 @@ from rsretrieve.sensors.registry import get_sensor
 from rsretrieve.training.augment import SensorAugment
 
 log = logging.getLogger(__name__)
+
+
+def _check_sensors(sensors: list[str]) -> None:
+    """Raise ValueError (not the registry's KeyError) for a sensor name that is not registered."""
+    for s in sensors:
+        try:
+            get_sensor(s)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+
+
+def _load_pretrained(path: str | Path) -> EmbeddingModel:
+    """The model of ``--model.pretrained``; a missing or unreadable file is a ValueError naming it."""
+    if not Path(path).is_file():
+        raise ValueError(f"--model.pretrained {path}: " + ("not a file" if Path(path).exists() else "no such file"))
+    try:
+        return load_model(path)
+    except ValueError as e:
+        reason = str(e).splitlines()[0]
+        raise ValueError(reason if str(path) in reason else f"--model.pretrained {path}: {reason}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"--model.pretrained {path}: not a readable model file or checkpoint "
+                         f"({load_error_reason(e)})") from None
+
+
+def load_error_reason(e: BaseException) -> str:
+    """A short reason for an exception of ``torch.load(..., weights_only=True)`` (its messages run to 10 lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if isinstance(e, pickle.UnpicklingError) and lines and lines[0].startswith("Weights only load failed"):
+        after = [ln for i, ln in enumerate(lines) if i and "WeightsUnpickler error" in lines[i - 1]]
+        return "not a weights-only torch file" + (f": {after[0]}" if after else "")
+    if isinstance(e, EOFError):
+        return "empty or truncated file"
+    return lines[0][:200] if lines else type(e).__name__
 
 
 class CrossSensorRecall(Metric):
@@ -115,6 +151,8 @@ class CrossSensorTask(LightningModule):
         min_lr_ratio: final rate of the cosine schedule as a fraction of ``lr``.
         grad_clip: maximum global gradient norm (``None``: no clipping).
         pretrained: checkpoint (model file or Lightning checkpoint) to start from; its shared parts are frozen.
+        require_pretrained: the config extends a trained model (``configs/add_sensor.yaml``): without
+            ``pretrained`` it is an error instead of a model trained from scratch.
         branch: keyword arguments of every sensor branch of ``ours`` (e.g. ``{stem_dim: 48}``).
     """
 
@@ -128,9 +166,13 @@ class CrossSensorTask(LightningModule):
                  weight_decay: float = 0.05,
                  warmup_steps: int = 50, schedule: Literal["cosine", "constant"] = "cosine",
                  min_lr_ratio: float = 0.02, grad_clip: float | None = 1.0, pretrained: str | None = None,
-                 branch: dict[str, Any] | None = None):
+                 require_pretrained: bool = False, branch: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters()
+        _check_sensors(sensors)
+        if require_pretrained and not pretrained:
+            raise ValueError("--model.pretrained is required: this config adds sensors to a trained model "
+                             "(model.require_pretrained: true); give --model.pretrained WS/checkpoints/NAME/model.pt")
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -141,7 +183,7 @@ class CrossSensorTask(LightningModule):
         hp = self.hparams
         self.model: EmbeddingModel
         if hp["pretrained"]:
-            self.model = load_model(hp["pretrained"]).train()
+            self.model = _load_pretrained(hp["pretrained"]).train()
             if not isinstance(self.model, CrossSensorEncoder):
                 raise ValueError("only the 'ours' model can start from a checkpoint and add sensors")
             self.model.freeze_shared()

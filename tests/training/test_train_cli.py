@@ -59,6 +59,19 @@ def test_train_resume_continues_from_last_checkpoint(trained):
     assert ck["global_step"] == 2 * before["global_step"]
 
 
+def test_resume_with_a_config_that_does_not_fit_the_checkpoint_is_one_line_and_keeps_it(trained):
+    last = trained / "checkpoints/default/last.ckpt"
+    before = last.read_bytes()
+    r = run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", trained, "--resume",
+                "--data.sensors", "[sentinel1,sentinel2]", "--data.batch_size", "16", "--data.block", "2",
+                "--trainer.max_epochs", "5", "--trainer.max_time", "null")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.splitlines()[-1] == (f"rsretrieve train: error: checkpoint {last} does not match the config: it "
+                                         "was trained on sensors sentinel1, sentinel2, enmap, the config has "
+                                         "sentinel1, sentinel2")
+    assert last.read_bytes() == before
+
+
 def test_last_checkpoint_is_the_latest_epoch_even_when_validation_does_not_improve(trained):
     # learning rate 0: the validation recall of epoch 1 and 2 equals epoch 0's, so no "best" is saved after epoch 0;
     # last.ckpt must still be the end of epoch 2 (a stale one would make --resume repeat epochs)
