@@ -7,7 +7,7 @@ Three shapes of product are recognised:
   SSL4EO-S12, Major TOM, Landsat Collection 2); files sharing the prefix before the band name form one scene;
 * a STAC item (JSON) whose assets have local hrefs.
 
-Files matching a sensor's ``aux_patterns`` (EnMAP quality masks) are attached to the scene beside them, JSON and
+Files matching a sensor's ``aux_patterns`` (EnMAP quality masks, Landsat QA and thermal companions) are attached to the scene beside them, JSON and
 other non-raster sidecars are ignored, and land-cover rasters (``RSRETRIEVE_ROLE=landcover`` tag, or a name such as
 ``*_landcover.tif`` / ``*_reference_map.tif``) are kept apart as label sources.
 """
@@ -123,6 +123,17 @@ def _stac_source(path: Path, doc: dict, tokens: list[str]) -> SceneSource | Prob
     return SceneSource(key=str(path.resolve()), files=files, stac=props)
 
 
+def _aux_role(stem: str, scene: SceneSource) -> str:
+    """The role an auxiliary file is recorded under: ``QL_QUALITY_CLOUD`` for EnMAP's ``...-QL_QUALITY_CLOUD``,
+    ``QA_PIXEL`` for Landsat's ``<scene prefix>_QA_PIXEL``, else the file's stem."""
+    if "-QL_" in stem:
+        return re.sub(r"^.*-QL_", "QL_", stem)
+    prefix = Path(scene.key).name[:-1] if scene.key.endswith("*") else ""
+    if prefix and stem.startswith(prefix) and len(stem) > len(prefix) + 1 and stem[len(prefix)] in "_-.":
+        return stem[len(prefix) + 1:]
+    return stem
+
+
 def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]:
     """Walk files and folders and group what is found into scenes.
 
@@ -195,7 +206,6 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
                     if n > best_len:
                         best, best_len = s, n
         if best is not None:
-            role = re.sub(r"^.*-QL_", "QL_", a.stem) if "-QL_" in a.stem else a.stem
-            best.aux[role] = str(a)
+            best.aux[_aux_role(a.stem, best)] = str(a)
     sources.sort(key=lambda s: s.key)
     return sources, problems

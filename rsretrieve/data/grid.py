@@ -108,6 +108,30 @@ def cells_covering(bounds: tuple[float, float, float, float], epsg: int, tile_m:
     return [Cell(epsg, tile_m, r, c) for r in range(r1 - 1, r0 - 1, -1) for c in range(c0, c1)]
 
 
+def cell_bounds_in(cell: Cell, crs: CRS | str, near_x: float | None = None,
+                   densify: int = 21) -> tuple[float, float, float, float] | None:
+    """A cell's bounds (minx, miny, maxx, maxy) in another CRS, from its densified outline.
+
+    Unlike ``rasterio.warp.transform_bounds``, the result never wraps: for a geographic ``crs`` each longitude is
+    moved by a multiple of 360 degrees to the side of ``near_x`` (the scene's centre longitude in its own
+    coordinates, which may lie beyond 180), so the westernmost cell of UTM zone 1 next to a scene at -179.99
+    degrees gives (-180.004, ..., -179.99, ...) rather than west > east.
+
+    Returns:
+        The bounds, or ``None`` when the outline does not transform to finite coordinates.
+    """
+    dst = CRS.from_user_input(crs)
+    ring = _densify_ring(np.asarray(box(*cell.bounds).exterior.coords, dtype=np.float64), densify)
+    x, y = transformer(f"EPSG:{cell.epsg}", dst).transform(ring[:, 0], ring[:, 1])
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return None
+    if dst.is_geographic:
+        ref = float(np.median(x)) if near_x is None else near_x
+        x = x + 360.0 * np.round((ref - x) / 360.0)
+    return float(x.min()), float(y.min()), float(x.max()), float(y.max())
+
+
 def _densify_ring(coords: np.ndarray, n: int) -> np.ndarray:
     """Insert ``n - 1`` points on each edge of a closed ring (N+1, 2) -> (N*n + 1, 2)."""
     a, b = coords[:-1], coords[1:]

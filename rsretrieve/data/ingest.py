@@ -8,11 +8,16 @@ fingerprint, and commits each scene with its tiles in one transaction. Expected 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import logging
 import math
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,15 +28,17 @@ import numpy as np
 import rasterio
 import rasterio.errors
 from rasterio.enums import Resampling
+from rasterio.errors import WindowError
+from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
 
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
 from rsretrieve.data.discover import Problem, SceneSource, discover
-from rsretrieve.data.grid import Cell, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
+from rsretrieve.data.grid import Cell, cell_bounds_in, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
 from rsretrieve.data.labels import check_scheme, class_name, scheme_for
-from rsretrieve.data.scene import OpenedScene, SceneError, open_raster, open_scene, to_physical
+from rsretrieve.data.scene import OpenedScene, SceneError, check_georef, open_raster, open_scene, to_physical
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +73,32 @@ def fingerprint(files: list[str]) -> str:
 
 
 # -- windows and masks ------------------------------------------------------------------------------------------
-def _cell_window(cell: Cell, scene: OpenedScene) -> tuple[int, int, int, int]:
-    """(col_off, row_off, width, height) of a cell in the scene's reference pixel grid (may reach outside it)."""
-    b = cell.bounds
-    if scene.crs.to_epsg() != cell.epsg:
-        b = transform_bounds(f"EPSG:{cell.epsg}", scene.crs, *b, densify_pts=21)
-    w = from_bounds(*b, transform=scene.transform)
+def _cell_float_window(cell: Cell, crs: rasterio.crs.CRS, t: Affine, width: int) -> Window | None:
+    """A cell's window (fractional) in a north-up pixel grid of ``width`` columns; ``None`` if it has none.
+
+    For a geographic ``crs`` the cell's longitudes are unwrapped to the raster's side of the antimeridian
+    (:func:`~rsretrieve.data.grid.cell_bounds_in`), so cells next to +-180 degrees get a window too.
+    """
+    if crs.to_epsg() == cell.epsg:
+        b = cell.bounds
+    else:
+        b = cell_bounds_in(cell, crs, near_x=(t @ (width / 2, 0))[0])
+        if b is None:
+            return None
+    try:
+        return from_bounds(*b, transform=t)
+    except WindowError:
+        return None
+
+
+def _cell_window(cell: Cell, scene: OpenedScene) -> tuple[int, int, int, int] | None:
+    """(col_off, row_off, width, height) of a cell in the scene's reference pixel grid (may reach outside it).
+
+    ``None`` when the cell has no window in that grid (its outline does not transform): it is skipped.
+    """
+    w = _cell_float_window(cell, scene.crs, scene.transform, scene.width)
+    if w is None:
+        return None
     c0, r0 = round(w.col_off), round(w.row_off)
     c1, r1 = round(w.col_off + w.width), round(w.row_off + w.height)
     return c0, r0, max(c1 - c0, 1), max(r1 - r0, 1)
@@ -163,7 +190,7 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     Raises:
         SceneError: for any expected problem (unreadable, no CRS, unknown sensor, all nodata).
     """
-    scene = open_scene(source, sensor)
+    scene = open_scene(source, sensor, check_bands=True)  # every band's last block read once: no truncated file
     crs, t = scene.crs, scene.transform
     res_m = _res_m(scene)
     if tile_m / res_m < min_tile_px:
@@ -171,14 +198,18 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
                          f"{min_tile_px}); ingest it into a workspace with --tile-size >= {min_tile_px * res_m:.0f}")
     bounds = rasterio.transform.array_bounds(scene.height, scene.width, t)  # (west, south, east, north) in crs
     west, south, east, north = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
+    west, east = _wrap_lon(west), _wrap_lon(east)  # a geographic raster may run past 180 (or use 0..360)
     footprint = to_lonlat(box(*bounds), crs, densify=16)
     clon, clat = footprint.centroid.x, footprint.centroid.y
     if west > east:  # across the antimeridian: the centroid of the split parts is meaningless
         clon = ((west + (east + 360.0 - west) / 2 + 180.0) % 360.0) - 180.0
     gepsg = grid_epsg_for(crs, clon, clat)
     gb = bounds if crs.to_epsg() == gepsg else transform_bounds(crs, f"EPSG:{gepsg}", *bounds, densify_pts=21)
-    cells = cells_covering(gb, gepsg, tile_m)
-    windows = [_cell_window(c, scene) for c in cells]
+    cells, windows = [], []
+    for c in cells_covering(gb, gepsg, tile_m):
+        if (win := _cell_window(c, scene)) is not None:
+            cells.append(c)
+            windows.append(win)
     data_n = np.zeros(len(cells), np.int64)
     clear_n = np.zeros(len(cells), np.int64)
     tot_data = tot_cloud = 0
@@ -207,6 +238,9 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
         tiles.append(TileRow(cell.id, cell.epsg, cell.row, cell.col, c0, r0, w, h, round(float(coverage), 6),
                              round(float(nc / (w * h)), 6), round(float((nd - nc) / nd), 6) if nd else 0.0,
                              lon, lat, fp.wkt, lonlat_boxes(fp)))
+    if not tiles:
+        raise SceneError(f"no grid cell of {tile_m:g} m is covered to --min-coverage {min_coverage:g} (the scene is "
+                         f"{scene.width} x {scene.height} px of {res_m:.0f} m); nothing to tile")
     acq = scene.acquired
     px = scene.width * scene.height
     row = SceneRow(
@@ -218,6 +252,11 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
         footprint=footprint.wkt, grid_epsg=gepsg, valid_fraction=round((tot_data - tot_cloud) / px, 6),
         cloud_fraction=round(tot_cloud / tot_data, 6), ingested_at=datetime.now(timezone.utc).isoformat())
     return row, tiles
+
+
+def _wrap_lon(lon: float) -> float:
+    """A longitude in degrees moved into [-180, 180] (kept as is when it already is)."""
+    return lon if -180.0 <= lon <= 180.0 else ((lon + 180.0) % 360.0) - 180.0
 
 
 def _res_m(scene: OpenedScene) -> float:
@@ -239,6 +278,7 @@ def process_labels(source: SceneSource, tile_m: float,
     with open_raster(path) as src:
         if src.crs is None:
             raise SceneError("no CRS: the land-cover raster is not georeferenced")
+        check_georef(src)
         lc = src.read(1)
         tags = src.tags()
         scheme = scheme or scheme_for(path, tags)
@@ -251,8 +291,9 @@ def process_labels(source: SceneSource, tile_m: float,
     gb = tuple(bounds) if crs.to_epsg() == gepsg else transform_bounds(crs, f"EPSG:{gepsg}", *bounds)
     rows = []
     for cell in cells_covering(gb, gepsg, tile_m):
-        b = cell.bounds if crs.to_epsg() == gepsg else transform_bounds(f"EPSG:{gepsg}", crs, *cell.bounds)
-        w = from_bounds(*b, transform=t)
+        w = _cell_float_window(cell, crs, t, lc.shape[1])
+        if w is None:
+            continue
         r0, c0 = max(round(w.row_off), 0), max(round(w.col_off), 0)
         r1, c1 = min(round(w.row_off + w.height), lc.shape[0]), min(round(w.col_off + w.width), lc.shape[1])
         if r1 <= r0 or c1 <= c0:
@@ -274,6 +315,26 @@ def process_labels(source: SceneSource, tile_m: float,
 def _label_stamp(fp: str, label_scheme: str | None) -> str:
     """What is recorded for an ingested land-cover raster: its fingerprint, and the scheme when one was forced."""
     return fp if label_scheme is None else f"{fp}|scheme={label_scheme}"
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: on Linux, have the kernel SIGKILL this worker when the ingest process dies.
+
+    Without it a ``kill -9`` of ``rsretrieve ingest --workers N`` leaves the workers waiting on their task queue
+    forever. Elsewhere (no ``prctl``) it does nothing. If the parent is already gone when this runs, exit now.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _work(args: tuple) -> tuple[str, object]:
@@ -325,7 +386,8 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         todo.append((s, stored is not None))
     jobs = [(s, tile_m, sensor, min_coverage, label_scheme) for s, _ in todo]
     if workers > 1 and len(jobs) > 1:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
         results = pool.map(_work, jobs, chunksize=1)
     else:
         pool, results = None, map(_work, jobs)

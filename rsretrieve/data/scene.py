@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.transform import Affine
+from rasterio.windows import Window
 
 from rsretrieve.data.discover import SceneSource
 from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors
@@ -68,11 +69,22 @@ def open_raster(path: str) -> rasterio.DatasetReader:
         raise SceneError(f"cannot open as a raster: {msg}") from None
 
 
-def _check_georef(src: rasterio.DatasetReader) -> None:
+def check_georef(src: rasterio.DatasetReader) -> None:
+    """Raise :class:`SceneError` unless ``src`` has a CRS and a north-up, axis-aligned geotransform."""
     if src.crs is None:
         raise SceneError("no CRS: the file is not georeferenced")
-    if src.transform == Affine.identity():
+    t = src.transform
+    if t == Affine.identity():
         raise SceneError("no geotransform: the file is not georeferenced")
+    # tiling reads axis-aligned windows of a north-up grid: anything else would be cut in the wrong places
+    if t.b != 0 or t.d != 0:
+        raise SceneError(f"rotated or sheared geotransform (row/column rotation terms {t.b:g}, {t.d:g}): warp it to a "
+                         "north-up grid first, e.g. gdalwarp")
+    if t.e > 0:
+        raise SceneError("south-up geotransform (positive pixel height): flip it to north-up first, e.g. gdalwarp")
+    if t.a < 0:
+        raise SceneError("mirrored geotransform (negative pixel width): flip it to west-to-east columns first, "
+                         "e.g. gdalwarp")
 
 
 _TIME_TAGS = ("ACQUISITION_DATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "datetime")
@@ -98,12 +110,15 @@ def parse_time(text: str) -> datetime | None:
 def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | None:
     """The acquisition time from, in order: STAC ``datetime``, raster tags, a sidecar JSON, the file name.
 
+    A STAC item whose ``datetime`` is null describes a time range instead (``start_datetime`` and
+    ``end_datetime``, STAC 1.0 common metadata); its ``start_datetime`` is taken as the acquisition time.
+
     Returns ``None`` when none of them says (EuroSAT chips, rasterio's test scene): unknown, not an error.
     """
-    if source.stac and source.stac.get("datetime"):
-        t = parse_time(str(source.stac["datetime"]))
-        if t:
-            return t
+    if source.stac:
+        for key in ("datetime", "start_datetime"):
+            if source.stac.get(key) and (t := parse_time(str(source.stac[key]))):
+                return t
     for k in _TIME_TAGS:
         if tags.get(k):
             t = parse_time(tags[k])
@@ -194,8 +209,12 @@ def _identify_per_band(tokens: list[str], path: str, override: str | None) -> tu
     return fits[0]
 
 
-def open_scene(source: SceneSource, sensor: str | None = None) -> OpenedScene:
+def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool = False) -> OpenedScene:
     """Open a scene's files, identify its sensor and reference grid.
+
+    Args:
+        check_bands: also read the last block of every band of every file (:func:`check_bands_readable`), as
+            ingest does, so a truncated file is refused before it is catalogued.
 
     Raises:
         SceneError: unreadable, not georeferenced, or not recognisable as a registered sensor.
@@ -203,11 +222,13 @@ def open_scene(source: SceneSource, sensor: str | None = None) -> OpenedScene:
     if source.stacked:
         path = source.files["*"]
         with open_raster(path) as src:
-            _check_georef(src)
+            check_georef(src)
             spec, lname = _identify_stacked(src, path, sensor, source.stac)
             layout = spec.layouts[lname]
             tags = src.tags()
             band_files = {b: (path, i + 1) for i, b in enumerate(spec.band(x).name for x in layout.bands)}
+            if check_bands:
+                check_bands_readable(src, [i for _, i in band_files.values()])
             nodata = src.nodata if src.nodata is not None else layout.nodata
             return OpenedScene(source, spec, layout, lname, band_files, src.crs, src.transform, src.width,
                                src.height, nodata, acquisition_time(source, tags))
@@ -216,9 +237,11 @@ def open_scene(source: SceneSource, sensor: str | None = None) -> OpenedScene:
     tags: dict[str, str] = {}
     for tok, path in source.files.items():
         with open_raster(path) as src:
-            _check_georef(src)
+            check_georef(src)
             if src.count != 1:
                 raise SceneError(f"band file {Path(path).name} has {src.count} bands, expected 1")
+            if check_bands:
+                check_bands_readable(src, [1])
             res = abs(src.transform.a)
             if ref is not None and src.crs != ref[0]:
                 raise SceneError(f"band files disagree on the CRS ({Path(path).name}: {src.crs}, other: {ref[0]})")
@@ -231,6 +254,43 @@ def open_scene(source: SceneSource, sensor: str | None = None) -> OpenedScene:
     band_files = {b: band_files[b] for b in spec.band_names}
     return OpenedScene(source, spec, layout, "full", band_files, crs, transform, width, height,
                        nodata if nodata is not None else layout.nodata, acquisition_time(source, tags))
+
+
+def check_bands_readable(src: rasterio.DatasetReader, indexes: list[int]) -> None:
+    """Read the last block of each of the bands ``indexes`` of an open file, to refuse a truncated or corrupt one.
+
+    Ingest itself reads only the finest valid band and the cloud-test bands; without this check a damaged other band
+    would be catalogued and fail only when its tiles are read. The last block is where a truncated file has lost
+    its data (GDAL writes a file's blocks in order); one block per band keeps the check cheap.
+
+    Raises:
+        SceneError: naming the file and the first band that cannot be read.
+    """
+    name = Path(src.name).name
+    indexes = sorted(set(indexes))
+    try:
+        _read_last_blocks(src, indexes)
+        return
+    except RasterioError:
+        pass
+    for i in indexes:  # find the first band that fails, for the message
+        try:
+            _read_last_blocks(src, [i])
+        except RasterioError as e:
+            cause = str(e.__cause__ or e).split("\n")[0].split(": ")[-1]  # GDAL's own words, without the path
+            raise SceneError(f"{name}: truncated or unreadable (band {i}): {cause}") from None
+    raise SceneError(f"{name}: truncated or unreadable (band {indexes[0]})")
+
+
+def _read_last_blocks(src: rasterio.DatasetReader, indexes: list[int]) -> None:
+    """Read the last internal block of the given bands; bands with the same block shape in one call."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i in indexes:
+        by_shape.setdefault(tuple(src.block_shapes[i - 1]), []).append(i)
+    for (bh, bw), idx in by_shape.items():
+        row, col = (src.height - 1) // bh, (src.width - 1) // bw
+        win = Window(col * bw, row * bh, min(bw, src.width - col * bw), min(bh, src.height - row * bh))
+        src.read(idx, window=win)
 
 
 def to_physical(dn: np.ndarray, layout: Layout) -> np.ndarray:

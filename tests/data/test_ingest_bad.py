@@ -29,7 +29,7 @@ def mixed_archive(tmp_path):
 
 EXPECTED_REASONS = {
     "zero_bytes.tif": "empty file (0 bytes)",
-    "truncated.tif": "corrupt or truncated TIFF",
+    "truncated.tif": "truncated.tif: truncated or unreadable (band 1)",  # opens, but its last block is gone
     "not_a_raster.tif": "not a raster file GDAL can read",
     "no_crs.tif": "no CRS: the file is not georeferenced",
     "five_bands.tif": "5 band(s) of uint8 fit no registered sensor",
