@@ -546,10 +546,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     from rsretrieve.data.catalog import SchemaError
+    from rsretrieve.sensors import SensorSpecError
 
     try:
         return args.func(args)
-    except (UsageError, SchemaError) as e:
+    except (UsageError, SchemaError, SensorSpecError) as e:  # a bad sensor YAML names its file and field
         _eprint(f"rsretrieve {args.command}: error: {e}")
         return EXIT_USAGE
     except BrokenPipeError:  # `rsretrieve ... | head`

@@ -112,3 +112,17 @@ def test_export_of_an_empty_catalog_keeps_the_column_types(cli, tmp_path):
     schema = pq.read_schema(tmp_path / "e.parquet")
     assert str(schema.field("tile_id").type) == "int64" and str(schema.field("lon").type) == "double"
     assert str(schema.field("sensor").type) in ("string", "large_string") and str(schema.field("label").type) == "int64"
+
+
+def test_an_invalid_sensor_yaml_is_one_line_naming_file_and_field(cli, tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "data_catalog/sensors/landsat8.yaml").read_text())
+    spec["name"] = "landsat9"
+    spec["bands"][3]["center_nm"] = "abc"
+    (tmp_path / "landsat9.yaml").write_text(yaml.safe_dump(spec))
+    r = cli("sensors", "list", env={"RSRETRIEVE_SENSOR_DIRS": str(tmp_path)})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "landsat9.yaml: bands[3].center_nm" in r.stderr and "Traceback" not in r.stderr
