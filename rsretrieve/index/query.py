@@ -152,18 +152,48 @@ class QueryEngine:
         self.workspace = Path(workspace)
         mpath = model_path(self.workspace, model_name)
         self.model = load_model(mpath).eval()
-        checksum = model_checksum(mpath)
+        self._checksum = model_checksum(mpath)
+        self.store = self._open_store()
+        self.searcher = Searcher(self.store)
+        self.catalog = Catalog(self.workspace / "catalog.sqlite")
+        self.tile_m = self.catalog.tile_m
+
+    def _stamp(self) -> tuple:
+        """What changes when an index run publishes: the current generation and its manifest (rewritten
+        atomically, so a new inode)."""
+        root = self.workspace / "index"
+        gen = IndexStore.current_generation(root)
         try:
-            self.store = IndexStore.open(self.workspace / "index", expect_model_checksum=checksum,
-                                         expect_dim=self.model.embed_dim)
+            st = os.stat(root / gen / "manifest.json") if gen else None
+        except FileNotFoundError:
+            st = None
+        return gen, (st.st_ino, st.st_mtime_ns, st.st_size) if st else None
+
+    def _open_store(self) -> IndexStore:
+        self._opened = self._stamp()
+        try:
+            return IndexStore.open(self.workspace / "index", expect_model_checksum=self._checksum,
+                                   expect_dim=self.model.embed_dim)
         except FileNotFoundError as e:
             why = ("the first index run has not finished (still running, or interrupted: run it again)"
                    if "has not finished" in str(e) else "run it first")
             raise QueryError(f"{self.workspace}: no index yet; `rsretrieve index --workspace {self.workspace}`: "
                              f"{why}") from None
+
+    def refresh(self) -> bool:
+        """Switch to what ``rsretrieve index`` published since this engine opened the index (a new generation, or
+        segments added to the current one), so a long-running service sees every run; returns whether it switched.
+        Cheap when nothing changed: one small file read and one stat.
+
+        Raises:
+            rsretrieve.index.store.IndexMismatchError: the index was rebuilt with another model.
+        """
+        if self._stamp() == self._opened:
+            return False
+        self.store = self._open_store()
         self.searcher = Searcher(self.store)
-        self.catalog = Catalog(self.workspace / "catalog.sqlite")
-        self.tile_m = self.catalog.tile_m
+        log.info("switched to index generation %s (%d tiles)", self.store.generation, self.store.ntotal)
+        return True
 
     def close(self) -> None:
         self.catalog.close()
@@ -177,6 +207,7 @@ class QueryEngine:
     def search(self, q: QueryTile, k: int = 10, flt: QueryFilter | None = None) -> tuple[list[Hit], dict]:
         """Top-``k`` hits for a query tile under ``flt``; returns (hits, plan)."""
         k = _positive_k(k)
+        self.refresh()
         flt = flt or QueryFilter()
         try:
             flt.check_sensors(self._known_sensors())

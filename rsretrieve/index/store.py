@@ -96,6 +96,11 @@ class IndexStore:
         return _read_current(self.root) == self.generation
 
     @staticmethod
+    def current_generation(path: str | os.PathLike) -> str | None:
+        """The name of the generation readers open now (``None``: nothing published)."""
+        return _read_current(Path(path))
+
+    @staticmethod
     def exists(path: str | os.PathLike) -> bool:
         """Whether ``path`` holds a published index."""
         return _read_current(Path(path)) is not None

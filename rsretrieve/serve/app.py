@@ -98,7 +98,10 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
 
     @app.get("/health")
     async def get_health() -> dict[str, Any]:
-        """Status, indexed tiles, model name and checksum, sensors."""
+        """Status, indexed tiles, model name and checksum, sensors (of the index generation published now)."""
+        await worker.run(engine.refresh)  # a long-running service follows every `rsretrieve index` run
+        health.update(tiles_indexed=int(engine.store.ntotal), model_checksum=engine.store.model_checksum,
+                      sensors=list(engine.store.sensors))
         return health
 
     @app.post("/query", openapi_extra=_QUERY_BODY)

@@ -257,3 +257,27 @@ def test_preview_png_is_the_quicklook_scaled_to_192_px(client, ws, sensor):
     assert img.shape == (192, 192, 3)  # 48 px x 4 (Sentinel-1/2), 16 px x 12 (EnMAP)
     f = 192 // arr.shape[1]
     np.testing.assert_array_equal(img, np.repeat(np.repeat(quicklook(arr, sensor), f, 0), f, 1))
+
+
+def test_a_running_service_follows_index_updates(tmp_path):
+    """`rsretrieve index` publishes a new generation while the service runs: health and queries switch to it."""
+    from rsretrieve.data.ingest import ingest
+    from rsretrieve.data.synthetic import make_archive
+    from rsretrieve.index.indexer import index_workspace
+    from tests.conftest import make_workspace
+
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)
+    with TestClient(create_app(ws)) as c:
+        before = c.get("/health").json()["tiles_indexed"]
+        make_archive(tmp_path / "more", scenes=1, seed=21, size_m=1440)
+        with Catalog(ws / "catalog.sqlite") as cat:
+            ingest([tmp_path / "more"], cat)
+            new = max(t["tile_id"] for t in cat.tiles())
+            lon, lat = cat.tile(new)["lon"], cat.tile(new)["lat"]
+        added = index_workspace(ws)["added"]
+        assert added > 0
+        assert c.get("/health").json()["tiles_indexed"] == before + added
+        r = _query(c, tile_id=new, filters={"k": 5, "bbox": [lon - 0.02, lat - 0.02, lon + 0.02, lat + 0.02]})
+        assert r.status_code == 200, r.text
+        feats = r.json()["features"]
+        assert feats and feats[0]["properties"]["tile_id"] == new  # found in the new generation
