@@ -112,6 +112,8 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
             raise QueryError(f"point must be lon,lat in degrees, got {lon:g},{lat:g}")
         epsg = grid_epsg_for(sc.crs, lon, lat)
         x, y = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True).transform(lon, lat)
+        if not (math.isfinite(x) and math.isfinite(y)):  # far outside the tile's UTM zone
+            raise QueryError(f"point {lon:g},{lat:g} is outside {p} (a tile outside every scene)")
         cell = Cell(epsg, tile_m, int(np.floor(y / tile_m)), int(np.floor(x / tile_m)))
         sx, sy = Transformer.from_crs("EPSG:4326", sc.crs, always_xy=True).transform(lon, lat)
         r, c = rowcol(sc.transform, sx, sy)

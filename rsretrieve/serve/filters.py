@@ -39,7 +39,13 @@ class FilterError(ValueError):
 
 
 def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        float(v)  # an integer of hundreds of digits has no float
+    except OverflowError:
+        return False
+    return True
 
 
 def _need(ok: bool, key: str, value: object) -> None:
@@ -66,6 +72,8 @@ def parse_filters(text: str | None) -> dict[str, Any]:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise FilterError(f"filters must be a JSON object: {e}") from None
+    except (RecursionError, ValueError) as e:  # nested too deep; an integer of more than 4300 digits
+        raise FilterError(f"filters must be a JSON object of reasonable size: {_first_line(e)}") from None
     if not isinstance(doc, dict):
         raise FilterError(f"filters must be a JSON object, got {type(doc).__name__}")
     unknown = sorted(set(doc) - set(FILTER_KEYS))
@@ -122,7 +130,12 @@ def region_from_geojson(doc: dict[str, Any]) -> Polygon | MultiPolygon:
         FilterError: another CRS than EPSG:4326 / CRS84, unreadable geometries, or parts that are not polygons.
     """
     crs = doc.get("crs")
-    name = crs.get("properties", {}).get("name", "") if isinstance(crs, dict) else ""
+    if crs is None:
+        name = ""
+    elif isinstance(crs, dict) and isinstance(crs.get("properties", {}), dict):
+        name = crs.get("properties", {}).get("name", "")
+    else:
+        name = repr(crs)[:80]  # not a GeoJSON named CRS: refused below
     if name and not str(name).upper().endswith(("CRS84", "4326")):
         raise FilterError(f"within has CRS {name}; only EPSG:4326 / CRS84 lon/lat is accepted")
     kind = doc.get("type")
@@ -137,7 +150,8 @@ def region_from_geojson(doc: dict[str, Any]) -> Polygon | MultiPolygon:
         geoms = [doc]
     try:
         parts = [shape(g) for g in geoms if g]
-    except (AttributeError, KeyError, TypeError, ValueError, IndexError, shapely.errors.GEOSException) as e:
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError,
+            shapely.errors.GEOSException, shapely.errors.GeometryTypeError) as e:
         raise FilterError(f"within holds no readable GeoJSON geometry: {_first_line(e)}") from None
     polys = [g for g in parts if isinstance(g, (Polygon, MultiPolygon))]
     if not polys or len(polys) != len(parts):

@@ -226,8 +226,17 @@ def test_within_path_string_is_422_and_never_opened(client, s1_tile, tmp_path, w
     ({"within": {"type": "Point", "coordinates": [0, 0]}}, "within must hold Polygon or MultiPolygon geometries"),
     ({"within": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}},
      "polygon is not a valid polygon: Self-intersection"),
+    ('{"k":' + "[" * 5000 + "]" * 5000 + "}", "filters must be a JSON object of reasonable size"),
+    ('{"k":' + "9" * 5000 + "}", "filters must be a JSON object of reasonable size"),
+    ({"bbox": [int("9" * 400), 0, 1, 1]}, "filter 'bbox' must be [W, S, E, N] in degrees"),
+    ({"within": {"type": "Polygon", "coordinates": [[[int("9" * 400), 0], [1, 0], [1, 1], [0, 0]]]}},
+     "within holds no readable GeoJSON geometry"),
+    ({"within": {"type": "Polygon", "crs": {"type": "name", "properties": "x"},
+                 "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}, "within has CRS"),
+    ({"within": {"type": "Foo", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}},
+     "within holds no readable GeoJSON geometry"),
 ], ids=["bbox", "bbox-len", "time", "iso", "sensor", "k0", "kstr", "key", "json", "list", "window", "point",
-        "bowtie"])
+        "bowtie", "deep", "long-int", "huge-bbox", "huge-coord", "crs-props", "geom-type"])
 def test_bad_filters_are_422_with_the_reason(client, s1_tile, filters, message):
     r = _query(client, s1_tile[0]["tile_id"], filters)
     assert r.status_code == 422, r.text
