@@ -27,7 +27,7 @@ from rsretrieve.data.tiles import read_scene_tiles
 from rsretrieve.index.filters import QueryFilter
 from rsretrieve.index.indexer import embed_tiles, model_checksum, model_path
 from rsretrieve.index.search import Searcher
-from rsretrieve.index.store import IndexStore
+from rsretrieve.index.store import IndexMismatchError, IndexStore
 from rsretrieve.model.checkpoint import load_model
 
 log = logging.getLogger(__name__)
@@ -187,12 +187,20 @@ class QueryEngine:
         segments added to the current one), so a long-running service sees every run; returns whether it switched.
         Cheap when nothing changed: one small file read and one stat.
 
-        Raises:
-            rsretrieve.index.store.IndexMismatchError: the index was rebuilt with another model.
+        An index rebuilt for another model is not switched to: the engine keeps its snapshot of the generation of its
+        own model (memory-mapped, so it stays readable after the switch prunes it).
         """
-        if self._stamp() == self._opened:
+        stamp = self._stamp()
+        if stamp == self._opened:
             return False
-        self.store = self._open_store()
+        try:
+            store = self._open_store()
+        except IndexMismatchError as e:  # re-indexed for another model: this engine's model keeps its snapshot
+            self._opened = stamp
+            log.warning("%s; this engine keeps answering from generation %s", str(e).splitlines()[0],
+                        self.store.generation)
+            return False
+        self.store = store
         self.searcher = Searcher(self.store)
         log.info("switched to index generation %s (%d tiles)", self.store.generation, self.store.ntotal)
         return True
