@@ -270,16 +270,14 @@ def check_bands_readable(src: rasterio.DatasetReader, indexes: list[int]) -> Non
     indexes = sorted(set(indexes))
     try:
         _read_last_blocks(src, indexes)
-        return
     except RasterioError:
-        pass
-    for i in indexes:  # find the first band that fails, for the message
-        try:
-            _read_last_blocks(src, [i])
-        except RasterioError as e:
-            cause = str(e.__cause__ or e).split("\n")[0].split(": ")[-1]  # GDAL's own words, without the path
-            raise SceneError(f"{name}: truncated or unreadable (band {i}): {cause}") from None
-    raise SceneError(f"{name}: truncated or unreadable (band {indexes[0]})")
+        for i in indexes:  # find the first band that fails, for the message
+            try:
+                _read_last_blocks(src, [i])
+            except RasterioError as e:
+                cause = str(e.__cause__ or e).split("\n")[0].split(": ")[-1]  # GDAL's own words, without the path
+                raise SceneError(f"{name}: truncated or unreadable (band {i}): {cause}") from None
+        raise SceneError(f"{name}: truncated or unreadable (band {indexes[0]})") from None
 
 
 def _read_last_blocks(src: rasterio.DatasetReader, indexes: list[int]) -> None:

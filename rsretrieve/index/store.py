@@ -365,10 +365,10 @@ class IndexStore:
         n = len(cols["tile_id"])
         if factory == "auto":
             factory = auto_factory(n, self.dim)
-        if factory and n < check_factory(factory, self.dim):
+        need = check_factory(factory, self.dim) if factory else 0
+        if n < need:
             # a segment too small to train the index (fewer rows than its lists) is scanned exactly instead
-            log.warning("segment of %d rows is too small to train %s (needs %d): searched exactly", n, factory,
-                        check_factory(factory, self.dim))
+            log.warning("segment of %d rows is too small to train %s (needs %d): searched exactly", n, factory, need)
             factory = None
         if factory:
             build_ann(tmp, np.asarray(seg_vectors), factory)
