@@ -6,6 +6,29 @@ Checkpoints go to ``WS/checkpoints/NAME/`` (``last.ckpt`` and the best by ``val/
 is also written as ``WS/checkpoints/NAME/model.pt`` ({config, state_dict}, loadable with ``weights_only=True``),
 which ``index`` and ``evaluate`` read. ``--resume`` continues from ``last.ckpt``; without it an existing model
 of that name is never overwritten. Bad options, configs and checkpoints raise ``ValueError`` with one line.
+
+``--resume`` continues the run as it was started. The command may be the same one, or change only what does not
+change what is learned (:data:`RESUME_MAY_CHANGE`):
+
+* the budget: ``trainer.max_time``, ``max_epochs``, ``max_steps``, ``min_epochs``, ``min_steps``, which are totals
+  for the whole run (the step count, the epoch and the timer go on from the checkpoint; the learning-rate
+  schedule follows the new budget);
+* logging and validation: ``trainer.log_every_n_steps``, ``logger``, ``enable_progress_bar``,
+  ``enable_model_summary``, ``profiler``, ``val_check_interval``, ``check_val_every_n_epoch``,
+  ``limit_val_batches``, ``num_sanity_val_steps`` (these may change which epoch is ``best.ckpt``, never the weights);
+* where it runs: ``trainer.accelerator``, ``benchmark``, ``deterministic``, ``data.num_workers``, and the
+  workspace's path (a moved or copied workspace).
+
+Every other option must be what the run was started with: each ``model.*`` and ``data.*`` option (a data split
+change would put test cells into training), ``seed_everything``, ``optimizer``, ``lr_scheduler`` and the trainer
+settings that change training (``precision``, ``accumulate_grad_batches``, ``gradient_clip_val``,
+``limit_train_batches``, ``devices``, ``callbacks``, ...). The config file may differ as long as what it sets does
+not. Otherwise the resume is refused before anything is written, naming the option, the value the run was started
+with and the new one: start a new run with ``--name`` to train with other options. So the run's ``config.yaml`` is
+what trained the model (with the final budget). The model and data options are compared with the checkpoint's
+``hyper_parameters`` and ``datamodule_hyper_parameters``; the rest with the options recorded in the checkpoint
+(``callbacks["rsretrieve_run_config"]``), which checkpoints of older versions lack: for those, only the model and
+data options are compared.
 """
 
 from __future__ import annotations
@@ -17,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from rsretrieve.data.datamodule import CellDataModule
@@ -27,17 +51,139 @@ from rsretrieve.training.task import CrossSensorTask, load_error_reason
 log = logging.getLogger(__name__)
 
 
+#: options a ``--resume`` may change (budget, logging, validation, hardware): they do not change what is learned
+RESUME_MAY_CHANGE = frozenset({
+    "config", "ckpt_path", "weights_only", "data.workspace", "data.num_workers",
+    "trainer.max_time", "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs", "trainer.min_steps",
+    "trainer.log_every_n_steps", "trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.enable_autolog_hparams", "trainer.profiler", "trainer.model_registry", "trainer.default_root_dir",
+    "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.num_sanity_val_steps",
+    "trainer.limit_val_batches", "trainer.limit_test_batches", "trainer.limit_predict_batches",
+    "trainer.accelerator", "trainer.benchmark", "trainer.deterministic", "trainer.inference_mode",
+    "trainer.detect_anomaly",
+})
+_RUN_CONFIG_KEY = "rsretrieve_run_config"  # the callback state under which checkpoints record the run's options
+
+
 class RetrievalCLI(LightningCLI):
-    """LightningCLI with the data module's sensors linked into the task."""
+    """LightningCLI with the data module's sensors linked into the task; ``--ckpt_path`` keeps the run's options."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
         parser.link_arguments("data.sensors", "model.sensors")
+
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (jsonargparse parser and args)
+        """Parse; with ``--ckpt_path``, refuse options that differ from the run's (:func:`check_resume_options`).
+
+        This runs before LightningCLI puts the checkpoint's model hyper-parameters over the parsed ones, which
+        would silently drop changed ``--model.*`` options.
+        """
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        dumped = yaml.safe_load(parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml"))
+        self.run_config: dict[str, Any] = dumped[sub] if sub else dumped
+        ckpt = self.run_config.get("ckpt_path")
+        if ckpt:
+            check_resume_options(ckpt, self.run_config)
+
+    def before_instantiate_classes(self) -> None:
+        """Record the options of this run in its checkpoints, for the next ``--resume`` to compare."""
+        self.trainer_defaults["callbacks"] = [*self.trainer_defaults.get("callbacks", []),
+                                              RecordRunConfig(self.run_config)]
 
     def before_fit(self) -> None:
         """With ``--ckpt_path`` (``--resume``), check that the checkpoint's weights fit the configured model."""
         ckpt = self.config_init[self.subcommand].get("ckpt_path")
         if ckpt:
             check_resume(ckpt, self.model)
+
+
+class RecordRunConfig(Callback):
+    """Store the run's resolved options (plain types) in every checkpoint, as the state of this callback."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    @property
+    def state_key(self) -> str:
+        return _RUN_CONFIG_KEY
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+
+def check_resume_options(path: str | Path, config: dict[str, Any]) -> None:
+    """Raise ValueError (one line) when ``config`` (a parsed ``fit`` config) changes what the run of ``path`` learns.
+
+    Every option outside :data:`RESUME_MAY_CHANGE` must equal the value the checkpoint was trained with; the
+    message names up to three that differ, with both values.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (unpickling and I/O errors of every kind)
+        raise ValueError(f"checkpoint {path} cannot be read: {load_error_reason(e)}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(f"checkpoint {path} does not match the config: it holds no training state (state_dict)")
+    diffs = resume_differences(started_config(ckpt), config)
+    if diffs:
+        shown = ", ".join(f"{key} {_show(was)} (now {_show(now)})" for key, was, now in diffs[:3])
+        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        raise ValueError(f"--resume: {path} was trained with {shown}{more}; --resume keeps the model, data and "
+                         "training options a run was started with (only its budget and logging may change): start "
+                         "a new run with --name to use other options")
+
+
+def started_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The options a Lightning checkpoint of ``rsretrieve train`` was trained with, as far as it records them.
+
+    ``model`` and ``data`` come from the hyper-parameters the task and the data module were built with; the rest
+    (``trainer``, ``seed_everything``, ...) from the options recorded by :class:`RecordRunConfig` (absent from
+    checkpoints of older versions).
+    """
+    recorded = ((ckpt.get("callbacks") or {}).get(_RUN_CONFIG_KEY) or {}).get("config") or {}
+    out = {k: v for k, v in recorded.items() if k not in ("model", "data")}
+    for section, key in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
+        hp = ckpt.get(key)
+        if isinstance(hp, dict):
+            out[section] = {k: v for k, v in hp.items() if not str(k).startswith("_")}
+    return out
+
+
+def resume_differences(started: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(option, started value, new value)`` for each option that differs and may not change on ``--resume``.
+
+    Options are compared one level deep (``model.augment`` as a whole); the model, then the data options come
+    first. ``model.sensors`` is left to ``data.sensors``, which sets it. An option that ``started`` does not record
+    is not compared.
+    """
+    def flat(config: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for k, v in config.items():
+            if k in ("model", "data", "trainer") and isinstance(v, dict):
+                out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+            else:
+                out[k] = v
+        return out
+
+    was, new = flat(started), flat(now)
+    keys = [k for k in new if k in was and k not in RESUME_MAY_CHANGE and k != "model.sensors"
+            and _plain(was[k]) != _plain(new[k])]
+    keys.sort(key=lambda k: {"model": 0, "data": 1}.get(k.split(".")[0], 2))
+    return [(k, was[k], new[k]) for k in keys]
+
+
+def _plain(v: Any) -> Any:
+    """``v`` with tuples as lists, for comparing a parsed value with a stored one."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _show(v: Any) -> str:
+    """A value as it is written in a config or on the command line (YAML flow style)."""
+    text = yaml.safe_dump(_plain(v), default_flow_style=True, width=10**9).strip()
+    return text.removesuffix("...").strip()
 
 
 def check_resume(path: str | Path, task: torch.nn.Module) -> None:
@@ -78,10 +224,13 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
               extra_args: list[str] | None = None, progress: bool = True) -> Path:
     """Fit a model as configured; returns the path of the exported ``model.pt``.
 
+    With ``resume``, ``config`` and ``extra_args`` must give the options the run was started with, except its
+    budget, logging and hardware (the rule is in this module's docstring, the list in :data:`RESUME_MAY_CHANGE`).
+
     Raises:
         ValueError: (one line) ``name`` holds a model already and ``resume`` is false; ``resume`` without a
-            ``last.ckpt``; a bad config or option; a checkpoint that does not fit the config; bad model or data
-            settings.
+            ``last.ckpt``; ``resume`` with a model, data or training option that differs from the run's; a bad
+            config or option; a checkpoint that does not fit the config; bad model or data settings.
     """
     ckdir = Path(workspace) / "checkpoints" / name
     last = ckdir / "last.ckpt"

@@ -66,9 +66,11 @@ def test_resume_with_a_config_that_does_not_fit_the_checkpoint_is_one_line_and_k
                 "--data.sensors", "[sentinel1,sentinel2]", "--data.batch_size", "16", "--data.block", "2",
                 "--trainer.max_epochs", "5", "--trainer.max_time", "null")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert r.stderr.splitlines()[-1] == (f"rsretrieve train: error: checkpoint {last} does not match the config: it "
-                                         "was trained on sensors sentinel1, sentinel2, enmap, the config has "
-                                         "sentinel1, sentinel2")
+    assert r.stderr.splitlines()[-1] == (f"rsretrieve train: error: --resume: {last} was trained with data.sensors "
+                                         "[sentinel1, sentinel2, enmap] (now [sentinel1, sentinel2]); --resume keeps "
+                                         "the model, data and training options a run was started with (only its "
+                                         "budget and logging may change): start a new run with --name to use other "
+                                         "options")
     assert last.read_bytes() == before
 
 
