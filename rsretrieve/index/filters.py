@@ -16,6 +16,9 @@ With numba (:mod:`rsretrieve.index.kernels`) the common cases run compiled: the 
 small polygon's bounds) or of a one-part polygon's raster in one call, and for a single query the checks, the
 scoring and the top-k in one pass over those ranges (:meth:`CompiledFilter.scan`); the numpy code remains the
 fallback and the reference the tests compare with.
+
+GeoJSON regions, a file for ``query --within`` (:func:`load_region`) or the service's ``within`` object, are read by
+one parser, :func:`region_from_geojson`, with the same checks and messages for both.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import functools
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
@@ -131,44 +135,158 @@ def parse_bbox(value: str | tuple | list) -> tuple[float, float, float, float]:
 
 
 def load_region(path: str | os.PathLike) -> Polygon | MultiPolygon:
-    """Read a (multi)polygon in EPSG:4326 from a GeoJSON Feature, FeatureCollection (union) or geometry file."""
+    """Read a (multi)polygon in EPSG:4326 from a GeoJSON Feature, FeatureCollection (union) or geometry file.
+
+    The document is parsed by :func:`region_from_geojson` (the service's ``within`` filter uses it too).
+
+    Raises:
+        ValueError: with a one-line reason naming the file.
+    """
     p = Path(path)
+    what = f"region file {p}"
     try:
-        doc = json.loads(p.read_text())
+        text = p.read_text()
     except FileNotFoundError:
-        raise ValueError(f"region file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"region file {p} is not GeoJSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"region file {p} is not GeoJSON: a JSON object with a 'type' is expected, "
-                         f"got {type(doc).__name__}")
+        raise ValueError(f"{what} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} is not GeoJSON: not UTF-8 text ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise ValueError(f"{what} cannot be read: {exc.strerror or _first_line(exc)}") from None
+    try:
+        doc = loads_strict_json(text)
+    except RecursionError:
+        raise ValueError(f"{what} is not GeoJSON: nested too deep") from None
+    except ValueError as exc:  # json.JSONDecodeError too
+        raise ValueError(f"{what} is not GeoJSON: {_first_line(exc)}") from None
+    return region_from_geojson(doc, what)
+
+
+def loads_strict_json(text: str) -> object:
+    """``json.loads`` refusing what it would otherwise take silently: a key given twice in one object (the last
+    would win) and ``NaN`` / ``Infinity`` (not JSON).
+
+    Raises:
+        json.JSONDecodeError: malformed JSON.
+        ValueError: a key twice, a non-JSON constant, or an integer of more than 4300 digits (one line each).
+        RecursionError: nested too deep.
+    """
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in items:
+            if key in out:
+                raise ValueError(f"key {key[:40]!r} is given twice in one object")
+            out[key] = value
+        return out
+
+    def constant(name: str) -> object:
+        raise ValueError(f"{name} is not a JSON number")
+
+    return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+
+
+#: ``crs`` names accepted (upper-cased): EPSG:4326 or OGC CRS84 in their usual spellings (``EPSG:4326``,
+#: ``urn:ogc:def:crs:OGC:1.3:CRS84``, ``http://www.opengis.net/def/crs/EPSG/0/4326``), not ``EPSG:14326``
+_LONLAT_CRS = re.compile(r"(?:^|[:/])(?:4326|CRS84)$")
+_GEOMETRY_ERRORS = (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError, RecursionError,
+                    shapely.errors.GEOSException, shapely.errors.GeometryTypeError)
+
+
+def region_from_geojson(doc: object, what: str) -> Polygon | MultiPolygon:
+    """A (multi)polygon in EPSG:4326 from a parsed GeoJSON document: a Polygon / MultiPolygon geometry, a Feature or
+    a FeatureCollection (its polygons unioned). The one parser of ``query --within FILE`` (:func:`load_region`) and
+    of the service's ``within`` filter.
+
+    Refused, each with a one-line message starting with ``what`` (e.g. ``"region file r.geojson"``, ``"within"``):
+    not a JSON object with a ``type``; a ``crs`` member other than a named EPSG:4326 / CRS84; a FeatureCollection
+    without a list of Feature objects, or a Feature without a ``geometry`` member; geometries shapely cannot read;
+    parts that are not polygons, or none at all (features with a null geometry are skipped); a part or the union
+    that is empty, invalid (e.g. self-intersecting) or outside lon -180..180 / lat -90..90; and a ring edge spanning
+    more than 180 degrees of longitude (ambiguous: a shape meant to cross the antimeridian is read the long way
+    round the globe), except an edge from -180 to 180 (a polygon as wide as the world).
+
+    Raises:
+        ValueError: with that message.
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+        got = type(doc).__name__ if not isinstance(doc, dict) else "an object without one"
+        raise ValueError(f"{what} is not GeoJSON: a JSON object with a 'type' is expected, got {got}")
     crs = doc.get("crs")
-    crs = crs.get("properties", {}).get("name", "") if isinstance(crs, dict) else crs
-    if crs and (not isinstance(crs, str) or not crs.upper().endswith(("CRS84", "4326"))):
-        raise ValueError(f"region file {p} has CRS {crs!r}; only EPSG:4326 / CRS84 lon/lat is accepted")
-    kind = doc.get("type")
-    features = doc.get("features", [])
-    if kind == "FeatureCollection" and (not isinstance(features, list)
-                                        or not all(isinstance(f, dict) for f in features)):
-        raise ValueError(f"region file {p} is not GeoJSON: 'features' must be a list of Feature objects")
-    geoms = ([f.get("geometry") for f in features] if kind == "FeatureCollection"
-             else [doc.get("geometry")] if kind == "Feature" else [doc])
+    if crs is not None:  # GeoJSON 2008's named CRS; RFC 7946 has none (lon/lat always)
+        props = crs.get("properties") if isinstance(crs, dict) else None
+        name = crs if isinstance(crs, str) else props.get("name") if isinstance(props, dict) else None
+        if not isinstance(name, str) or not _LONLAT_CRS.search(name.strip().upper()):
+            raise ValueError(f"{what} has CRS {_short(name if isinstance(name, str) else crs)}; only EPSG:4326 / "
+                             f"CRS84 lon/lat is accepted")
+        if isinstance(crs, str):
+            raise ValueError(f"{what} has a crs member that is a string ({_short(crs)}), not a named CRS object "
+                             f'{{"type": "name", "properties": {{"name": ...}}}}; or leave it out (lon/lat is the '
+                             f"default)")
+    kind = doc["type"]
+    if kind == "FeatureCollection":
+        features = doc.get("features")
+        if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+            raise ValueError(f"{what} is not GeoJSON: 'features' must be a list of Feature objects")
+    elif kind == "Feature":
+        features = [doc]
+    else:
+        features = None
+    if features is not None:
+        for i, f in enumerate(features):
+            which = "the Feature" if kind == "Feature" else f"feature {i}"
+            if f.get("type") != "Feature":
+                raise ValueError(f"{what} is not GeoJSON: {which} is not a Feature object (its type is "
+                                 f"{_short(f.get('type'))})")
+            if "geometry" not in f:
+                raise ValueError(f"{what} is not GeoJSON: {which} has no 'geometry' member")
+        geoms = [f["geometry"] for f in features if f["geometry"] is not None]  # null: a feature without a place
+    else:
+        geoms = [doc]
+    for g in geoms:
+        if not isinstance(g, dict) or not isinstance(g.get("type"), str):
+            raise ValueError(f"{what} holds no readable GeoJSON geometry: a geometry is an object with a 'type', "
+                             f"got {_short(g)}")
     try:
         with warnings.catch_warnings():  # NaN coordinates: the validity check below says it in one line
             warnings.simplefilter("ignore", RuntimeWarning)
-            parts = [shape(g) for g in geoms if g]
-    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
-        raise ValueError(f"region file {p} holds no readable geometry: {exc}") from None
+            parts = [shape(g) for g in geoms]
+    except _GEOMETRY_ERRORS as exc:
+        raise ValueError(f"{what} holds no readable GeoJSON geometry: {_first_line(exc)}") from None
     polys = [g for g in parts if isinstance(g, (Polygon, MultiPolygon))]
     if not polys or len(polys) != len(parts):
-        raise ValueError(f"region file {p} must hold Polygon or MultiPolygon geometries only, "
+        raise ValueError(f"{what} must hold Polygon or MultiPolygon geometries only, "
                          f"got {sorted({g.geom_type for g in parts}) or 'none'}")
     with warnings.catch_warnings():  # shapely warns about NaN coordinates; the validity check says it in one line
         warnings.simplefilter("ignore", RuntimeWarning)
         for g in polys:
-            _check_polygon(g, f"region file {p}")
-    geom = polys[0] if len(polys) == 1 else shapely.union_all(polys)
-    return _check_polygon(geom, f"region file {p}")
+            _check_polygon(g, what)
+            _check_edges(g, what)
+        try:
+            geom = polys[0] if len(polys) == 1 else shapely.union_all(polys)
+        except shapely.errors.GEOSException as exc:
+            raise ValueError(f"{what}: its polygons cannot be merged: {_first_line(exc)}") from None
+    return _check_polygon(geom, what)
+
+
+def _check_edges(geom: Polygon | MultiPolygon, what: str) -> None:
+    """Refuse a ring edge spanning more than 180 degrees of longitude, other than one from -180 to 180."""
+    for poly in getattr(geom, "geoms", [geom]):
+        for ring in (poly.exterior, *poly.interiors):
+            lon = np.asarray(ring.coords)[:, 0]
+            a, b = lon[:-1], lon[1:]
+            bad = (np.abs(b - a) > 180) & ~((np.abs(a) == 180) & (np.abs(b) == 180))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{what} has an edge from lon {a[i]:g} to {b[i]:g}, more than 180 degrees: read as "
+                                 f"the long way round; split a shape crossing the antimeridian into parts on either "
+                                 f"side of it (RFC 7946 3.1.9), or add vertices to a wide one")
+
+
+def _short(value: object) -> str:
+    return repr(value)[:80]
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def _check_polygon(geom: object, what: str) -> Polygon | MultiPolygon:

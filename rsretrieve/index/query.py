@@ -320,7 +320,7 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
         raise QueryError(f"window must be whole pixels (col, row, width, height), got {window!r}")
     window = tuple(int(v) for v in window) if window is not None else None
     try:
-        region = load_region(within) if isinstance(within, (str, Path)) else within
+        region = load_region(within) if isinstance(within, (str, os.PathLike)) else within
         flt_args = dict(bbox=bbox, polygon=region, start=_when(start, "start"), end=_when(end, "end"),
                         sensors=frozenset(target_sensors) if target_sensors else None, one_per_cell=one_per_cell)
         QueryFilter(**flt_args)  # validate before any pixel is read

@@ -8,9 +8,13 @@ Endpoints:
   FeatureCollection of the hits, best first, with the search ``plan``.
 * ``GET /tiles/{tile_id}/preview.png``: a quicklook of a catalog tile, about 192 px across.
 
-Errors are JSON ``{"detail": "<one line>"}``: 400 malformed form, 404 unknown tile id, 413 upload over the limit,
-422 bad filters or an upload that is not a usable GeoTIFF. The model and the index are loaded once, by
-:func:`create_app`, and shared by all requests.
+Errors (every 4xx, and the app's own 500s) are JSON ``{"detail": "<one line>"}``: 400 malformed form, 404 unknown
+tile id or route, 413 upload over the limit, 415 a ``/query`` body that is not a form, 422 a bad request: a tile id
+that is not plain ASCII digits (``1_0``, `` 7 ``, ``+7``, ``7.0`` are refused, not read as numbers), a form field
+given twice, a query parameter on ``POST /query`` (it reads the form only), bad filters, or an upload that is not a usable GeoTIFF or
+holds no valid pixels. FastAPI's own request validation errors are turned into the same one line
+(:func:`_first_error_line`). The model and the index are loaded once, by :func:`create_app`, and shared by all
+requests.
 """
 
 from __future__ import annotations
@@ -19,22 +23,26 @@ import io
 import json
 import logging
 import math
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 from rasterio.errors import RasterioError
 from starlette.datastructures import UploadFile
 
 from rsretrieve.index.query import QueryError, QueryResult, run_query
 from rsretrieve.serve.filters import UPLOAD_ONLY, FilterError, parse_filters
 from rsretrieve.serve.uploads import (MAX_FIELD_BYTES, UploadError, check_content_length, check_geotiff,
-                                      limited_receive, save_upload)
+                                      check_valid_pixels, limited_receive, save_upload)
 from rsretrieve.serve.worker import EngineWorker
 from rsretrieve.viz.results import feature_collection
 
@@ -43,6 +51,11 @@ log = logging.getLogger(__name__)
 #: side of a preview PNG in pixels (approximately: tiles are scaled by a whole factor, nearest neighbour)
 PREVIEW_PX = 192
 _FORM_FIELDS = ("tile", "tile_id", "filters")
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+#: a tile id as a request may write it: ASCII decimal digits, nothing else (``str.isdigit`` and ``int`` take more)
+_TILE_ID = re.compile(r"[0-9]+")
+_LOCATIONS = {"path": "path parameter", "query": "query parameter", "header": "header", "cookie": "cookie",
+              "body": "body field"}
 _QUERY_BODY = {"requestBody": {"content": {"multipart/form-data": {"schema": {
     "type": "object",
     "properties": {"tile": {"type": "string", "format": "binary", "description": "a GeoTIFF query tile"},
@@ -61,6 +74,66 @@ class ServiceError(Exception):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
+
+
+def tile_id_value(value: object) -> int:
+    """A tile id written in a request (a path segment or a form field) as an int.
+
+    Only ASCII decimal digits are taken: ``int()`` would also read ``"1_0"`` as 10, ``" 7 "``, ``"+7"`` and
+    ``"\\u0667"`` (an Arabic-Indic seven) as 7, and FastAPI's ``int`` parameters ``"7.0"`` as 7.
+
+    Raises:
+        ValueError: ``"must be ..., got '...'"`` (the caller puts the parameter's name in front).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    shown = repr(value[:40]) + ("..." if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
+    if not isinstance(value, str) or not _TILE_ID.fullmatch(value):
+        raise ValueError(f"must be an integer written in ASCII digits 0-9 only (no sign, spaces, underscores or "
+                         f"decimal point), got {shown}")
+    if len(value) > 19 or int(value) >= 2**63:
+        raise ValueError(f"must be below 2^63 (tile ids are 64-bit integers), got {shown}")
+    return int(value)
+
+
+TileId = Annotated[int, BeforeValidator(tile_id_value)]
+
+
+def _first_error_line(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation errors as one line: the first error, naming the parameter and the reason."""
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    e = errors[0]
+    loc = [str(x) for x in e.get("loc", ())]
+    name = ".".join(loc[1:]) or (loc[0] if loc else "request")
+    err = (e.get("ctx") or {}).get("error")
+    if e.get("type") == "value_error" and err is not None:  # our own validators: "must be ..."
+        line = f"{name} {err}"
+    else:
+        msg = str(e.get("msg") or "is invalid")
+        line = f"{_LOCATIONS.get(loc[0], 'parameter') if loc else 'parameter'} {name!r}: {msg[:1].lower()}{msg[1:]}"
+        if isinstance(e.get("input"), (str, int, float)):
+            line += f", got {repr(e['input'])[:40]}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return " ".join((line + more).split())
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error(422, _first_error_line(exc))
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    return _error(exc.status, exc.message)  # ServiceError, UploadError
+
+
+async def _no_query_parameters(request: Request) -> None:
+    """``POST /query`` reads the form only: a query parameter (``/query?tile_id=3``) would be ignored, so it is
+    refused. The GET endpoints ignore query parameters, as caches and monitors add their own (``?ts=...``)."""
+    if request.query_params:
+        first = next(iter(request.query_params.keys()))
+        hint = "; send tile_id and filters as form fields" if request.url.path == "/query" else ""
+        raise ServiceError(422, f"{request.url.path} takes no query parameters, got {first[:40]!r}{hint}")
 
 
 def create_app(workspace: str | Path, model: str = "default", max_upload_mb: float = 50) -> FastAPI:
@@ -93,6 +166,9 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
         worker.close()
 
     app = FastAPI(title="rsretrieve", summary="Multi-sensor remote-sensing scene retrieval", lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(UploadError, _service_error)
     app.state.worker, app.state.engine, app.state.health = worker, engine, health
     app.state.max_upload_bytes = int(max_upload_mb * 1e6)
 
@@ -104,7 +180,7 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
                       sensors=list(engine.store.sensors))
         return health
 
-    @app.post("/query", openapi_extra=_QUERY_BODY)
+    @app.post("/query", openapi_extra=_QUERY_BODY, dependencies=[Depends(_no_query_parameters)])
     async def post_query(request: Request) -> Response:
         """Query by an uploaded GeoTIFF tile or a catalog tile id, under the ``filters``; GeoJSON out."""
         try:
@@ -116,7 +192,7 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
 
     @app.get("/tiles/{tile_id}/preview.png", response_class=Response,
              responses={200: {"content": {"image/png": {}}}})
-    async def get_preview(tile_id: int) -> Response:
+    async def get_preview(tile_id: Annotated[TileId, PathParam(description="a tile id of the catalog")]) -> Response:
         """A quicklook PNG of a catalog tile (true colour, or the usual VV/VH composite for SAR)."""
         try:
             png = await worker.run(_preview_png, engine, tile_id)
@@ -130,12 +206,20 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
 async def _query(app: FastAPI, request: Request) -> dict[str, Any]:
     limit = app.state.max_upload_bytes
     check_content_length(request.headers, limit)
+    ctype = request.headers.get("content-type")
+    if ctype is not None and ctype.split(";")[0].strip().lower() not in _FORM_TYPES:
+        raise ServiceError(415, f"POST /query takes a multipart/form-data body (a tile file or a tile_id, and "
+                                f"filters), got content type {ctype.split(';')[0].strip()[:60]!r}")
     limited = Request(request.scope, receive=limited_receive(request.receive, limit))
     form = await limited.form(max_files=1, max_fields=len(_FORM_FIELDS), max_part_size=MAX_FIELD_BYTES)
     try:
         unknown = sorted(set(form.keys()) - set(_FORM_FIELDS))
         if unknown:
             raise ServiceError(422, f"unknown form field {unknown[0]!r}; expected {', '.join(_FORM_FIELDS)}")
+        for k in _FORM_FIELDS:
+            n = len(form.getlist(k))
+            if n > 1:
+                raise ServiceError(422, f"form field {k!r} is given {n} times; give it once")
         tile, tile_id, filters = (form.get(k) for k in _FORM_FIELDS)
         if tile is not None and not isinstance(tile, UploadFile):
             raise ServiceError(422, "tile must be an uploaded file (a multipart file part); the service never opens "
@@ -154,9 +238,9 @@ async def _query(app: FastAPI, request: Request) -> dict[str, Any]:
 
 async def _query_catalog(app: FastAPI, text: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     try:
-        tile_id = int(text.strip())
-    except ValueError:
-        raise ServiceError(422, f"tile_id must be an integer, got {text[:40]!r}") from None
+        tile_id = tile_id_value(text)
+    except ValueError as e:
+        raise ServiceError(422, f"tile_id {e}") from None
     given = [k for k in UPLOAD_ONLY if k in kwargs]
     if given:
         raise FilterError(f"filter {given[0]!r} applies to an uploaded tile, not to a tile_id")
@@ -177,13 +261,14 @@ async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]
         path = Path(tmp) / "query.tif"  # the server's name, never the client's
         size = await save_upload(upload, path, app.state.max_upload_bytes)
         log.info("query upload: %d bytes", size)
+        name = (upload.filename or "")[:100]
+        label = f"uploaded tile {name!r}" if name else "uploaded tile"
         try:
-            res = await app.state.worker.run(_run_upload, app.state.engine, path, kwargs)
+            res = await app.state.worker.run(_run_upload, app.state.engine, path, label, kwargs)
         except UploadError as e:
             raise UploadError(e.status, _scrub(e.message, path)) from None
         except QueryError as e:
             raise QueryError(_scrub(str(e), path)) from None
-    name = (upload.filename or "")[:100]
     res.query.origin = f"uploaded tile{f' ({name})' if name else ''}"
     return _response(res)
 
@@ -193,8 +278,10 @@ def _scrub(message: str, path: Path) -> str:
     return message.replace(str(path), "uploaded tile").replace(str(path.parent), "upload folder")
 
 
-def _run_upload(engine: Any, path: Path, kwargs: dict[str, Any]) -> QueryResult:
+def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> QueryResult:
     check_geotiff(path)
+    window = kwargs.get("window") if kwargs.get("point") is None else None
+    check_valid_pixels(path, label, kwargs.get("sensor"), window)
     try:
         return run_query(engine, tile=path, **kwargs)
     except (RasterioError, OSError) as e:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import shapely
-from shapely.geometry import MultiPolygon, Polygon, shape
-
+from rsretrieve.index.filters import loads_strict_json, region_from_geojson
 from rsretrieve.sensors import get_sensor
 
 #: filter name -> what it must be (for messages)
@@ -69,11 +67,16 @@ def parse_filters(text: str | None) -> dict[str, Any]:
     if text is None or not text.strip():
         return {}
     try:
-        doc = json.loads(text)
+        doc = loads_strict_json(text)
     except json.JSONDecodeError as e:
         raise FilterError(f"filters must be a JSON object: {e}") from None
-    except (RecursionError, ValueError) as e:  # nested too deep; an integer of more than 4300 digits
-        raise FilterError(f"filters must be a JSON object of reasonable size: {_first_line(e)}") from None
+    except RecursionError:
+        raise FilterError("filters must be a JSON object of reasonable size: nested too deep") from None
+    except ValueError as e:  # a key twice, NaN / Infinity; an integer of more than 4300 digits
+        why = _first_line(e)
+        if "digits" in why:
+            raise FilterError(f"filters must be a JSON object of reasonable size: {why}") from None
+        raise FilterError(f"filters must be standard JSON: {why}") from None
     if not isinstance(doc, dict):
         raise FilterError(f"filters must be a JSON object, got {type(doc).__name__}")
     unknown = sorted(set(doc) - set(FILTER_KEYS))
@@ -88,10 +91,13 @@ def parse_filters(text: str | None) -> dict[str, Any]:
                 _need(isinstance(v, list) and len(v) == 4 and all(map(_number, v)), key, v)
                 out[key] = tuple(float(x) for x in v)
             case "within":
-                if not isinstance(v, dict):
-                    raise FilterError(f"filter 'within' must be {FILTER_KEYS[key]}, not a {type(v).__name__}: "
-                                      "the service never opens files named in a request")
-                out[key] = region_from_geojson(v)
+                if isinstance(v, str):
+                    raise FilterError(f"filter 'within' must be {FILTER_KEYS[key]}, not a string: the service "
+                                      "never opens files named in a request")
+                try:
+                    out[key] = region_from_geojson(v, "within")
+                except ValueError as e:
+                    raise FilterError(_first_line(e)) from None
             case "start" | "end":
                 _need(isinstance(v, str), key, v)
                 out[key] = v
@@ -119,50 +125,6 @@ def parse_filters(text: str | None) -> dict[str, Any]:
                                                                  for x in v), key, v)
                 out[key] = tuple(v)
     return out
-
-
-def region_from_geojson(doc: dict[str, Any]) -> Polygon | MultiPolygon:
-    """A (multi)polygon from a GeoJSON geometry, Feature or FeatureCollection object (parts are unioned).
-
-    Validity, emptiness and lon/lat bounds are checked by the query filter itself.
-
-    Raises:
-        FilterError: another CRS than EPSG:4326 / CRS84, unreadable geometries, or parts that are not polygons.
-    """
-    crs = doc.get("crs")
-    if crs is None:
-        name = ""
-    elif isinstance(crs, dict) and isinstance(crs.get("properties", {}), dict):
-        name = crs.get("properties", {}).get("name", "")
-    else:
-        name = repr(crs)[:80]  # not a GeoJSON named CRS: refused below
-    if name and not str(name).upper().endswith(("CRS84", "4326")):
-        raise FilterError(f"within has CRS {name}; only EPSG:4326 / CRS84 lon/lat is accepted")
-    kind = doc.get("type")
-    if kind == "FeatureCollection":
-        feats = doc.get("features")
-        if not isinstance(feats, list) or not all(isinstance(f, dict) for f in feats):
-            raise FilterError("within: a FeatureCollection needs a list of Feature objects in 'features'")
-        geoms = [f.get("geometry") for f in feats]
-    elif kind == "Feature":
-        geoms = [doc.get("geometry")]
-    else:
-        geoms = [doc]
-    try:
-        parts = [shape(g) for g in geoms if g]
-    except (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError,
-            shapely.errors.GEOSException, shapely.errors.GeometryTypeError) as e:
-        raise FilterError(f"within holds no readable GeoJSON geometry: {_first_line(e)}") from None
-    polys = [g for g in parts if isinstance(g, (Polygon, MultiPolygon))]
-    if not polys or len(polys) != len(parts):
-        raise FilterError(f"within must hold Polygon or MultiPolygon geometries only, "
-                          f"got {sorted({g.geom_type for g in parts}) or 'none'}")
-    if len(polys) == 1:
-        return polys[0]
-    try:
-        return shapely.union_all(polys)
-    except shapely.errors.GEOSException as e:
-        raise FilterError(f"within: its polygons cannot be merged: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -225,7 +225,7 @@ def test_within_path_string_is_422_and_never_opened(client, s1_tile, tmp_path, w
     ({"window": [0, 0, 8, 8]}, "filter 'window' applies to an uploaded tile, not to a tile_id"),
     ({"within": {"type": "Point", "coordinates": [0, 0]}}, "within must hold Polygon or MultiPolygon geometries"),
     ({"within": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}},
-     "polygon is not a valid polygon: Self-intersection"),
+     "within is not a valid polygon: Self-intersection"),
     ('{"k":' + "[" * 5000 + "]" * 5000 + "}", "filters must be a JSON object of reasonable size"),
     ('{"k":' + "9" * 5000 + "}", "filters must be a JSON object of reasonable size"),
     ({"bbox": [int("9" * 400), 0, 1, 1]}, "filter 'bbox' must be [W, S, E, N] in degrees"),
@@ -248,7 +248,9 @@ def test_unknown_or_missing_tile_ids(client, s1_upload):
     assert r.status_code == 404 and r.json()["detail"] == "no tile with id 999999 in the catalog"
     assert client.get("/tiles/999999/preview.png").status_code == 404
     r = _query(client, "abc")
-    assert r.status_code == 422 and r.json()["detail"] == "tile_id must be an integer, got 'abc'"
+    assert r.status_code == 422 and r.json()["detail"] == ("tile_id must be an integer written in ASCII digits 0-9 "
+                                                           "only (no sign, spaces, underscores or decimal point), "
+                                                           "got 'abc'")
     r = _query(client)
     assert r.status_code == 422 and "exactly one of a tile" in r.json()["detail"]
     r = _query(client, 1, upload=s1_upload)
