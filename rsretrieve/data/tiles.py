@@ -123,3 +123,29 @@ def read_scene_tiles(scene: dict, tiles: Sequence[dict], tile_m: float) -> Itera
                 dn[:, rr0 - r_off:rr1 - r_off, cc0 - c_off:cc1 - c_off] = strip[:, rr0 - r0:rr1 - r0, cc0:cc1]
             yield t["tile_id"], _resize(normalise(dn, spec, scene["layout"], nodata), n)
         i = j
+
+
+def window_has_valid_pixels(scene: dict, window: tuple[int, int, int, int]) -> bool:
+    """Whether pixel window ``(col, row, width, height)`` of ``scene`` (as for :func:`read_scene_tiles`) holds at
+    least one valid pixel: one that is finite, not nodata and inside the scene, in a band the spec marks valid
+    (the pixels :func:`normalise` would not set to 0). Reads band by band, stopping at the first valid pixel."""
+    spec = get_sensor(scene["sensor"])
+    layout = spec.layouts[scene["layout"]]
+    nodata = _file_nodata(scene, layout)
+    c0, r0, w, h = window
+    c0, c1 = max(c0, 0), min(c0 + w, scene["width"])
+    r0, r1 = max(r0, 0), min(r0 + h, scene["height"])
+    if c1 <= c0 or r1 <= r0:
+        return False
+    fill = nodata if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)) else 0
+    dn = _read_rows(scene, spec, r0, r1, fill)[:, :, c0:c1]
+    for i, bname in enumerate(layout.bands):
+        if not spec.band(bname).valid:
+            continue
+        x = dn[i]
+        ok = np.isfinite(x) if x.dtype.kind in "fc" else np.ones(x.shape, bool)
+        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+            ok &= x != nodata
+        if ok.any():
+            return True
+    return False

@@ -23,7 +23,7 @@ from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.discover import SceneSource, discover
 from rsretrieve.data.grid import Cell, grid_epsg_for
 from rsretrieve.data.scene import SceneError, open_scene
-from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.data.tiles import read_scene_tiles, window_has_valid_pixels
 from rsretrieve.index.filters import QueryFilter
 from rsretrieve.index.indexer import embed_tiles, model_checksum, model_path
 from rsretrieve.index.search import Searcher
@@ -141,6 +141,11 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
     scene = {"files": {b: f for b, (f, _) in sc.band_files.items()} if not src.stacked else dict(src.files),
              "width": sc.width, "height": sc.height, "transform": list(sc.transform)[:6], "layout": sc.layout_name,
              "sensor": sc.spec.name}
+    if not window_has_valid_pixels(scene, (c0, r0, ww, hh)):
+        where = f"the cell {cid} of {p}" if cid else f"window {c0},{r0},{ww},{hh} of {p}" if (c0, r0, ww, hh) != (
+            0, 0, sc.width, sc.height) else str(p)
+        raise QueryError(f"{where} holds no valid pixels: every pixel of its {sc.spec.name} bands is NaN or nodata; "
+                         f"nothing to search with")
     tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh}
     _, arr = next(read_scene_tiles(scene, [tile], tile_m))
     when = sc.acquired.strftime("%Y-%m-%dT%H:%M:%SZ") if sc.acquired else None

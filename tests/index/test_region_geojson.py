@@ -170,10 +170,8 @@ def test_query_within_takes_any_path_like(small_workspace, tmp_path):
         ws.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, not in this change's files: tile_from_file "
-                   "(rsretrieve/index/query.py) embeds a query tile whose pixels are all NaN / nodata; the service "
-                   "refuses such an upload itself (rsretrieve.serve.uploads.check_valid_pixels)")
-def test_a_query_file_with_no_valid_pixel_is_refused_by_the_api(small_workspace, tmp_path):
+def test_a_query_file_with_no_valid_pixel_is_refused(small_workspace, tmp_path, capsys):
+    """An all-NaN query tile is refused (API: QueryError; CLI: one line, exit 2), not embedded as zeros."""
     import numpy as np
 
     from rsretrieve.index.query import QueryError
@@ -192,5 +190,19 @@ def test_a_query_file_with_no_valid_pixel_is_refused_by_the_api(small_workspace,
     try:
         with pytest.raises(QueryError, match="no valid pixels"):
             ws.query(tile=path, k=3)
+        msg = f"{path} holds no valid pixels: every pixel of its sentinel1 bands is NaN or nodata; nothing to search with"
+        with pytest.raises(QueryError) as e:
+            ws.query(tile=path, k=3)
+        assert str(e.value) == msg
+        with pytest.raises(QueryError, match=r"^window 0,0,10,10 of .* holds no valid pixels"):
+            ws.query(tile=path, window=(0, 0, 10, 10), k=3)
+        assert ws.query(tile=ref, k=3).hits  # a valid file of the same grid still answers
     finally:
         ws.close()
+    # the CLI: one line, exit 2
+    from rsretrieve.cli import main
+
+    capsys.readouterr()
+    assert main(["query", "--workspace", str(small_workspace), "--tile", str(path), "-k", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"rsretrieve query: error: {msg}\n"
