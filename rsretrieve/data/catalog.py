@@ -306,15 +306,34 @@ class Catalog:
 
     def remove_scene(self, key: str) -> bool:
         """Remove a scene and its tiles; ``False`` if no scene has that key."""
+        return self._remove_scene(key, None) is not None
+
+    def remove_scene_version(self, key: str, fingerprint: str) -> int | None:
+        """Remove the scene ``key`` and its tiles only while it is the version with ``fingerprint`` (checked in the
+        same transaction, so a version another ingest wrote meanwhile is kept).
+
+        Returns:
+            The number of tiles removed, or ``None`` when no scene ``key`` with that fingerprint is catalogued.
+        """
+        return self._remove_scene(key, fingerprint)
+
+    def _remove_scene(self, key: str, fingerprint: str | None) -> int | None:
         with self.transaction() as c:
-            row = c.execute("SELECT scene_id FROM scenes WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return False
+            row = c.execute("SELECT scene_id, fingerprint FROM scenes WHERE key = ?", (key,)).fetchone()
+            if row is None or (fingerprint is not None and row["fingerprint"] != fingerprint):
+                return None
+            # the high-water marks are read before the delete: a removed scene's ids are never handed out again
             marks = [("next_scene_id", str(self._next_id(c, "next_scene_id", "scenes", "scene_id"))),
                      ("next_tile_id", str(self._next_id(c, "next_tile_id", "tiles", "tile_id")))]
-            self._delete_scene(c, row[0])
+            n = c.execute("SELECT COUNT(*) FROM tiles WHERE scene_id = ?", (row["scene_id"],)).fetchone()[0]
+            self._delete_scene(c, row["scene_id"])
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", marks)
-        return True
+        return int(n)
+
+    def scene_by_key(self, key: str) -> dict[str, Any] | None:
+        """The scene catalogued under ``key`` (a row as :meth:`scenes` gives), or ``None``."""
+        row = self.conn.execute("SELECT * FROM scenes WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _scene_dict(row)
 
     def scenes(self, sensor: str | None = None) -> list[dict[str, Any]]:
         q, args = "SELECT * FROM scenes", ()
@@ -397,6 +416,21 @@ class Catalog:
             if source is not None and stamp is not None:
                 c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"labels:{source}", stamp))
         return len(rows)
+
+    def remove_labels(self, source: str, stamp: str | None = None) -> int | None:
+        """Remove every label of the land-cover ``source`` and its ingest stamp (meta ``labels:SOURCE``), in one
+        transaction; with ``stamp``, only while that is the stamp recorded.
+
+        Returns:
+            The number of labels removed, or ``None`` when ``source`` has no stamp (or another one than ``stamp``).
+        """
+        with self.transaction() as c:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (f"labels:{source}",)).fetchone()
+            if row is None or (stamp is not None and row[0] != stamp):
+                return None
+            n = c.execute("DELETE FROM cell_labels WHERE source = ?", (source,)).rowcount
+            c.execute("DELETE FROM meta WHERE key = ?", (f"labels:{source}",))
+        return int(n)
 
     def labels(self, cells: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every label of the catalog (or of ``cells``): dicts with cell_id, scheme, label, label_name, purity."""

@@ -9,11 +9,13 @@ Three shapes of product are recognised:
 
 Files matching a sensor's ``aux_patterns`` (EnMAP quality masks, Landsat QA and thermal companions) are attached to the scene beside them, JSON and
 other non-raster sidecars are ignored, and land-cover rasters (``RSRETRIEVE_ROLE=landcover`` tag, or a name such as
-``*_landcover.tif`` / ``*_reference_map.tif``) are kept apart as label sources.
+``*_landcover.tif`` / ``*_reference_map.tif``) are kept apart as label sources. Symbolic links to folders and files
+are followed, each folder walked once (a link cycle ends there); what is found is known by its resolved path.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -134,8 +136,58 @@ def _aux_role(stem: str, scene: SceneSource) -> str:
     return stem
 
 
+def _broken_link(path: Path) -> Problem:
+    """The problem of a symbolic link that leads nowhere: dangling, or a cycle of links."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return Problem(str(path), "cannot read: too many levels of symbolic links (a cycle of links)")
+    return Problem(str(path), "cannot read: No such file or directory (broken symbolic link)")
+
+
+def _walk(root: Path, files: list[Path], problems: list[Problem], seen: set[tuple[int, int]]) -> None:
+    """Add the files under the folder ``root`` to ``files``, following symbolic links to folders and files.
+
+    Each folder is entered once, known by its device and inode in ``seen``: a link back to a folder above it (a
+    cycle) or a second path to a folder already walked is not walked again. A file reached by several paths is
+    listed once by :func:`discover` (by its resolved path).
+    """
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                log.debug("%s: a folder already walked (a link cycle or a second link to it): skipped", folder)
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            problems.append(Problem(str(folder), f"cannot read folder: {e.strerror or e}"))
+            continue
+        sub = []
+        for e in entries:
+            try:
+                if e.is_dir():  # follows a link to a folder
+                    sub.append(Path(e.path))
+                elif e.is_file():
+                    files.append(Path(e.path))
+                elif e.is_symlink():
+                    problems.append(_broken_link(Path(e.path)))
+            except OSError as err:  # a link that leads back to itself raises ELOOP here
+                problems.append(_broken_link(Path(e.path)) if e.is_symlink()
+                                else Problem(e.path, f"cannot read: {err.strerror or err}"))
+        stack.extend(reversed(sub))
+
+
 def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]:
     """Walk files and folders and group what is found into scenes.
+
+    Symbolic links to folders and files are followed (a folder is walked once, however many links lead to it);
+    what is found is known by its resolved path, so a file reachable by two paths is one input, and a scene's key
+    is the same whichever path led to it.
 
     Returns:
         (scenes sorted by key, problems such as paths that do not exist)
@@ -144,17 +196,14 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
     aux_pats = _aux_patterns()
     problems: list[Problem] = []
     files: list[Path] = []
+    seen: set[tuple[int, int]] = set()
     for p in map(Path, paths):
         if p.is_symlink() and not p.exists():
-            problems.append(Problem(str(p), "cannot read: No such file or directory (broken symbolic link)"))
+            problems.append(_broken_link(p))
         elif not p.exists():
             problems.append(Problem(str(p), "no such file or directory"))
         elif p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file():
-                    files.append(f)
-                elif f.is_symlink() and not f.exists():
-                    problems.append(Problem(str(f), "cannot read: No such file or directory (broken symbolic link)"))
+            _walk(p, files, problems, seen)
         else:
             files.append(p)
     files = sorted({f.resolve() for f in files})

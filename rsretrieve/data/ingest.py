@@ -4,6 +4,11 @@
 processes, or on Ray later); ``ingest`` discovers scenes, skips those already in the catalog with the same
 fingerprint, and commits each scene with its tiles in one transaction. Expected problems are collected as
 :class:`~rsretrieve.data.discover.Problem` (path + reason) and never stop the other scenes.
+
+A file's data type is checked against its sensor's (:func:`~rsretrieve.data.scene.dtype_problem`), and a SAR
+scene's values against its units (dB or linear). A catalogued input whose files changed and that is now refused
+leaves the catalog, and its rejection says so (:func:`_refused_change`): its tiles would otherwise point at pixels
+that are no longer the ones catalogued.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class IngestReport:
 
     added: int = 0
     replaced: int = 0
+    #: catalogued scenes whose files changed and are now refused: removed from the catalog (each one a problem too)
+    removed: int = 0
     skipped: int = 0
     tiles: int = 0
     label_sources: int = 0
@@ -142,13 +149,19 @@ class _Reader:
                        resampling=Resampling.nearest)
 
 
-def _masks(scene: OpenedScene, reader: _Reader, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
-    """(data, cloud) boolean masks (r1 - r0, width): data = not nodata/NaN; cloud = flagged cloud, among data."""
+def _ref_band(scene: OpenedScene) -> str:
+    """The band the data mask is read from: the finest valid band (the first of them in the spec's order)."""
+    valid_bands = [b for b in scene.spec.bands if b.valid and b.name in scene.band_files]
+    return min(valid_bands, key=lambda b: b.gsd_m).name
+
+
+def _masks(scene: OpenedScene, reader: _Reader, r0: int,
+           r1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(data, cloud, ref): boolean masks (r1 - r0, width), data = not nodata/NaN and cloud = flagged cloud among
+    data, and the reference band's pixels (as stored) they were computed from."""
     spec, nodata = scene.spec, scene.nodata
     fill = nodata if nodata is not None else 0
-    valid_bands = [b for b in spec.bands if b.valid and b.name in scene.band_files]
-    ref_band = min(valid_bands, key=lambda b: b.gsd_m)
-    data = reader.read(*scene.band_files[ref_band.name], r0, r1, fill)
+    data = reader.read(*scene.band_files[_ref_band(scene)], r0, r1, fill)
     ok = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
     if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
         ok &= data != nodata
@@ -161,7 +174,47 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int, r1: int) -> tuple[np.nd
     qcloud = scene.source.aux.get("QL_QUALITY_CLOUD")
     if qcloud:
         cloud |= ok & (reader.read(qcloud, 1, r0, r1, 0) == 1)
-    return ok, cloud
+    return ok, cloud, data
+
+
+class _SarValues:
+    """Counts over a SAR scene's reference band, to tell sigma0 in dB from linear sigma0 (the data type cannot:
+    both are float32).
+
+    Linear sigma0 (power) is never negative and almost always in 0..1 (sigma0 above 1 is 0 dB); in dB a scene is
+    mostly negative and almost never in 0..1 (0..1 dB). Pixels exactly 0 are left out: they are the fill of many
+    terrain-corrected exports that name no nodata value. A spec in dB refuses a scene with at least half of its other
+    pixels in 0..1; a spec in linear sigma0 refuses one with at least half of them negative.
+    """
+
+    SHARE = 0.5
+
+    def __init__(self, scene: OpenedScene):
+        self.scene = scene
+        self.nonzero = self.unit = self.negative = 0
+
+    def add(self, ref: np.ndarray, ok: np.ndarray) -> None:
+        v = to_physical(ref[ok], self.scene.layout)
+        self.nonzero += int(np.count_nonzero(v))
+        self.unit += int(np.count_nonzero((v > 0) & (v <= 1)))
+        self.negative += int(np.count_nonzero(v < 0))
+
+    def check(self) -> None:
+        """Raise :class:`SceneError` when the values contradict the spec's units (see the class)."""
+        sc = self.scene
+        if not self.nonzero:
+            return
+        band, name = _ref_band(sc), sc.spec.name
+        if sc.spec.units == "sigma0_db" and self.unit >= self.SHARE * self.nonzero:
+            raise SceneError(
+                f"band {band} holds linear sigma0, not dB ({self.unit / self.nonzero:.0%} of its pixels lie in 0..1, "
+                f"where sigma0 in dB almost never does), but {name} files hold sigma0 in dB: convert it, "
+                f"dB = 10 * log10(linear sigma0), and ingest the dB file")
+        if sc.spec.units == "sigma0_linear" and self.negative >= self.SHARE * self.nonzero:
+            raise SceneError(
+                f"band {band} holds sigma0 in dB, not linear ({self.negative / self.nonzero:.0%} of its pixels are "
+                f"negative, which linear sigma0 never is), but {name} files hold linear sigma0: convert it, "
+                f"linear = 10 ** (dB / 10), and ingest the linear file")
 
 
 def _sat(mask: np.ndarray) -> np.ndarray:
@@ -188,14 +241,18 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
         min_tile_px: refuse scenes whose pixels are so coarse that a tile would be fewer pixels across.
 
     Raises:
-        SceneError: for any expected problem (unreadable, no CRS, unknown sensor, all nodata).
+        SceneError: for any expected problem (unreadable, no CRS, unknown sensor, a data type that cannot be the
+            sensor's (:func:`~rsretrieve.data.scene.dtype_problem`), SAR values in the wrong units, all nodata).
     """
-    scene = open_scene(source, sensor, check_bands=True)  # every band's last block read once: no truncated file
+    # every band's last block read once (no truncated file), every file's data type checked against the sensor's
+    scene = open_scene(source, sensor, check_bands=True, check_dtype=True)
     crs, t = scene.crs, scene.transform
     res_m = _res_m(scene)
     if tile_m / res_m < min_tile_px:
+        # the size suggested is whole metres (as --tile-size takes it), rounded up: 8 px of 300.04 m need 2401 m
         raise SceneError(f"{res_m:.0f} m pixels make {tile_m:g} m tiles {tile_m / res_m:.1f} px across (fewer than "
-                         f"{min_tile_px}); ingest it into a workspace with --tile-size >= {min_tile_px * res_m:.0f}")
+                         f"{min_tile_px}); ingest it into a workspace with --tile-size >= "
+                         f"{math.ceil(round(min_tile_px * res_m, 6))}")
     bounds = rasterio.transform.array_bounds(scene.height, scene.width, t)  # (west, south, east, north) in crs
     west, south, east, north = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
     west, east = _wrap_lon(west), _wrap_lon(east)  # a geographic raster may run past 180 (or use 0..360)
@@ -213,10 +270,13 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     data_n = np.zeros(len(cells), np.int64)
     clear_n = np.zeros(len(cells), np.int64)
     tot_data = tot_cloud = 0
+    sar = _SarValues(scene) if scene.spec.units in ("sigma0_db", "sigma0_linear") else None
     with _Reader(scene) as reader:
         for s0 in range(0, scene.height, _STRIP_ROWS):
             s1 = min(s0 + _STRIP_ROWS, scene.height)
-            ok, cloud = _masks(scene, reader, s0, s1)
+            ok, cloud, ref = _masks(scene, reader, s0, s1)
+            if sar is not None:
+                sar.add(ref, ok)
             tot_data += int(ok.sum())
             tot_cloud += int(cloud.sum())
             sd, sc = _sat(ok), _sat(ok & ~cloud)
@@ -228,6 +288,8 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
                     clear_n[i] += _box_sum(sc, rr0 - s0, rr1 - s0, cc0, cc1)
     if tot_data == 0:
         raise SceneError("all pixels are nodata: nothing to tile")
+    if sar is not None:
+        sar.check()
     tiles = []
     for cell, (c0, r0, w, h), nd, nc in zip(cells, windows, data_n, clear_n):
         coverage = nd / (w * h)
@@ -338,6 +400,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _work(args: tuple) -> tuple[str, object]:
+    """One input: ``("scene", rows)``, ``("labels", rows)``, ``("problem", Problem)`` for a refusal, or
+    ``("error", Problem)`` for an unexpected failure (a refusal says something about the input, an error may not)."""
     source, tile_m, sensor, min_cov, label_scheme = args
     try:
         if source.role == "labels":
@@ -347,7 +411,43 @@ def _work(args: tuple) -> tuple[str, object]:
         return "problem", Problem(source.key, str(e))
     except Exception as e:  # an unexpected failure of one scene must not lose the others
         log.exception("unexpected error on %s", source.key)
-        return "problem", Problem(source.key, f"unexpected error: {type(e).__name__}: {e}")
+        return "error", Problem(source.key, f"unexpected error: {type(e).__name__}: {e}")
+
+
+def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: str, problem: Problem,
+                    sensor: str | None, report: IngestReport) -> Problem:
+    """The outcome for an input already in the catalog whose files changed (``stored`` is the catalogued
+    fingerprint or label stamp) and that is now refused: the problem to report, its reason completed.
+
+    The catalogued version describes pixels the file no longer holds, and ``rsretrieve index`` would read the new
+    ones through its tile windows; so it is removed (its ids stay retired: the catalog's high-water marks are kept),
+    and the index drops its vectors on its next run. It stays, and the line says why, when the refusal need not be
+    the file's fault: an unexpected error, or a ``--sensor`` other than the sensor it was catalogued as.
+    """
+    reason = problem.reason
+    if kind == "error":
+        return Problem(problem.path, f"{reason}; its earlier version stays in the catalog (this error may not be the "
+                                     "file's): run ingest again once it is fixed")
+    if source.role == "labels":
+        cells = catalog.remove_labels(source.key, stamp=stored)
+        if cells is None:  # changed meanwhile by another ingest: its outcome stands
+            return problem
+        return Problem(problem.path, f"{reason}; the land-cover labels of its earlier version ({cells} cells) are "
+                                     "removed from the catalog, since the file changed and can no longer be ingested")
+    old = catalog.scene_by_key(source.key)
+    if old is None or old["fingerprint"] != stored:
+        return problem
+    if sensor is not None and sensor != old["sensor"]:
+        return Problem(problem.path, f"{reason}; its earlier version (catalogued as {old['sensor']}) stays in the "
+                                     f"catalog, since --sensor {sensor} may be what is refused: run ingest without it "
+                                     "to bring the scene up to date")
+    tiles = catalog.remove_scene_version(source.key, stored)
+    if tiles is None:
+        return problem
+    report.removed += 1
+    return Problem(problem.path, f"{reason}; its earlier version ({tiles} tiles) is removed from the catalog, since "
+                                 "the file changed and can no longer be ingested (the next `rsretrieve index` drops "
+                                 "its vectors)")
 
 
 def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None, min_coverage: float = 0.25,
@@ -383,7 +483,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         if stored == fp:
             report.skipped += 1
             continue
-        todo.append((s, stored is not None))
+        todo.append((s, stored))
     jobs = [(s, tile_m, sensor, min_coverage, label_scheme) for s, _ in todo]
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -392,8 +492,10 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     else:
         pool, results = None, map(_work, jobs)
     try:
-        for i, ((source, existed), (kind, res)) in enumerate(zip(todo, results)):
-            if kind == "problem":
+        for i, ((source, stored), (kind, res)) in enumerate(zip(todo, results)):
+            if kind in ("problem", "error"):
+                if stored is not None:
+                    res = _refused_change(catalog, source, stored, kind, res, sensor, report)
                 report.problems.append(res)
             elif kind == "labels":
                 catalog.write_labels(res, source=source.key,
@@ -404,8 +506,8 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 scene_row, tiles = res
                 catalog.write_scene(scene_row, tiles)
                 report.tiles += len(tiles)
-                report.replaced += existed
-                report.added += not existed
+                report.replaced += stored is not None
+                report.added += stored is None
             if progress:
                 progress(i + 1, len(todo), source.key)
     finally:

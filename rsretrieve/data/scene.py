@@ -6,6 +6,7 @@ Every expected problem raises :class:`SceneError` with a one-line reason; the ca
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -209,15 +210,19 @@ def _identify_per_band(tokens: list[str], path: str, override: str | None) -> tu
     return fits[0]
 
 
-def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool = False) -> OpenedScene:
+def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool = False,
+               check_dtype: bool = False) -> OpenedScene:
     """Open a scene's files, identify its sensor and reference grid.
 
     Args:
         check_bands: also read the last block of every band of every file (:func:`check_bands_readable`), as
             ingest does, so a truncated file is refused before it is catalogued.
+        check_dtype: refuse files whose data type cannot hold the sensor's values (:func:`dtype_problem`), as
+            ingest does.
 
     Raises:
-        SceneError: unreadable, not georeferenced, or not recognisable as a registered sensor.
+        SceneError: unreadable, not georeferenced, not recognisable as a registered sensor, or (``check_dtype``)
+            of a data type that cannot be the sensor's.
     """
     if source.stacked:
         path = source.files["*"]
@@ -227,6 +232,10 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
             layout = spec.layouts[lname]
             tags = src.tags()
             band_files = {b: (path, i + 1) for i, b in enumerate(spec.band(x).name for x in layout.bands)}
+            if check_dtype:
+                for found in dict.fromkeys(src.dtypes):  # one type per GeoTIFF; a VRT may mix them
+                    if (why := dtype_problem(found, spec, lname)) is not None:
+                        raise SceneError(why)
             if check_bands:
                 check_bands_readable(src, [i for _, i in band_files.values()])
             nodata = src.nodata if src.nodata is not None else layout.nodata
@@ -240,6 +249,8 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
             check_georef(src)
             if src.count != 1:
                 raise SceneError(f"band file {Path(path).name} has {src.count} bands, expected 1")
+            if check_dtype and (why := dtype_problem(src.dtypes[0], spec, "full")) is not None:
+                raise SceneError(f"band file {Path(path).name}: {why}")
             if check_bands:
                 check_bands_readable(src, [1])
             res = abs(src.transform.a)
@@ -289,6 +300,107 @@ def _read_last_blocks(src: rasterio.DatasetReader, indexes: list[int]) -> None:
         row, col = (src.height - 1) // bh, (src.width - 1) // bw
         win = Window(col * bw, row * bh, min(bw, src.width - col * bw), min(bh, src.height - row * bh))
         src.read(idx, window=win)
+
+
+# -- data types ---------------------------------------------------------------------------------------------------
+#: the physical values a sensor's DN must be able to encode, by its units: what an integer type must hold
+_PHYSICAL_RANGE = {"reflectance": (0.0, 1.0), "sigma0_db": (-50.0, 20.0), "sigma0_linear": (0.0, 1.0)}
+_UNITS_WORDS = {"reflectance": "reflectance", "sigma0_db": "sigma0 in dB", "sigma0_linear": "linear sigma0",
+                "digital_number": "digital numbers"}
+
+
+def dn_range(spec: SensorSpec, layout_name: str = "full") -> tuple[int, int]:
+    """The DN an integer file of the sensor must hold: its units' physical range (reflectance 0..1, ...) through
+    ``DN = (physical - offset) / scale``, within the layout's own type (Sentinel-2: 0..10000; Landsat C2 L2:
+    7272..43637; an 8-bit display layout: 0..255). The layout's whole type range for units without a range."""
+    return _dn_needed(spec, layout_name)[:2]
+
+
+def _dn_needed(spec: SensorSpec, layout_name: str) -> tuple[int, int, bool]:
+    """(lo, hi, stretched) of :func:`dn_range`; ``stretched``: the layout's type cannot hold the units' range, so its
+    scale is a stretch onto that type (an 8-bit display composite), and no other type is encoded the same way."""
+    layout = spec.layouts[layout_name]
+    tmin, tmax = _type_range(np.dtype(layout.dtype))
+    if spec.units not in _PHYSICAL_RANGE:
+        return tmin, tmax, False
+    a, b = ((p - layout.offset) / layout.scale for p in _PHYSICAL_RANGE[spec.units])
+    lo, hi = math.floor(round(min(a, b), 6)), math.ceil(round(max(a, b), 6))
+    return max(lo, tmin), min(hi, tmax), lo < tmin or hi > tmax
+
+
+def dtype_problem(found: str, spec: SensorSpec, layout_name: str = "full") -> str | None:
+    """Why pixels of type ``found`` cannot be the values of ``spec``'s files of layout ``layout_name``; ``None``
+    when they can.
+
+    Pixels become model input as ``(DN * scale + offset - mean) / std`` with the layout's scale and offset and the
+    bands' statistics in physical units (:func:`rsretrieve.data.tiles.normalise`), whatever the file's type. So:
+
+    * the layout's own type is accepted;
+    * for a sensor delivered as integer DN (Sentinel-2 and Landsat uint16, EnMAP int16), another integer type is
+      accepted when it holds the DN of the units' physical range (:func:`dn_range`): the same numbers in another
+      container (int16 or int32 Sentinel-2, uint16 EnMAP); a narrower one (uint8 for Sentinel-2, int16 for
+      Landsat C2, whose reflectance above 0.70 is DN above 32767) cannot hold them and is refused. A layout whose
+      own type cannot hold that range (Landsat-7 ``rgb_byte``: reflectance 0..1 would be DN 0..638 in a uint8) is a
+      stretch onto its type: only that type is accepted (a 3-band uint16 file is not such a composite);
+    * for such a sensor a float file is refused: float pixels are physical values (reflectance 0..1) far more often
+      than DN, and read as DN they are wrong by the scale (1e-4 for Sentinel-2) with nothing to show it;
+    * for a sensor delivered as physical floats (Sentinel-1 sigma0 in dB), any float width is accepted (the same
+      values at another precision) and an integer file is refused (raw amplitude DN, or dB scaled into integers);
+    * complex pixels (single-look complex SAR) are refused for every sensor.
+
+    The message names the type found, the one expected and what to do, in one line.
+    """
+    layout = spec.layouts[layout_name]
+    got, want = np.dtype(found), np.dtype(layout.dtype)
+    if got == want:
+        return None
+    what = spec.name if layout_name == "full" else f"{spec.name} {layout_name}"
+    units = _UNITS_WORDS.get(spec.units, spec.units)
+    if want.kind in "iu":
+        held = f"{want.name} DN ({units} = DN * {layout.scale:g}{_signed(layout.offset)})"
+        if got.kind in "iu":
+            lo, hi, stretched = _dn_needed(spec, layout_name)
+            if stretched:
+                return (f"{got.name} pixels, but {what} files hold {held}, a stretch onto the whole {want.name} range "
+                        f"that no other type is read with: a {got.name} file is not such a product (ingest the "
+                        f"{want.name} one as delivered)")
+            info = np.iinfo(got)
+            if info.min <= lo and info.max >= hi:
+                return None
+            phys = _PHYSICAL_RANGE.get(spec.units)
+            span = f" ({units} {phys[0]:g}..{phys[1]:g})" if phys else ""
+            return (f"{got.name} pixels, but {what} files hold {held}, and {got.name} cannot hold DN {lo}..{hi}{span}: "
+                    f"its values were rescaled or clipped; ingest the {want.name} product as delivered")
+        if got.kind == "f":
+            return (f"{got.name} pixels, but {what} files hold {held}: float values such as {units} would be read "
+                    f"as DN; write the file as {want.name} DN = {_to_dn(units, layout)} (or cast it to {want.name} "
+                    f"if it holds DN already)")
+    if want.kind == "f":
+        if got.kind == "f":
+            return None
+        if got.kind in "iu":
+            return (f"{got.name} pixels, but {what} files hold {want.name} {units}: integer pixels are raw DN or "
+                    f"scaled values, not {units}; convert it to {want.name} {units}"
+                    + (" (10 * log10 of calibrated linear sigma0)" if spec.units == "sigma0_db" else ""))
+    if got.kind == "c":
+        return (f"{got.name} pixels (a single-look complex product?), but {what} files hold {want.name} {units}; "
+                f"make the {want.name} {units} product from it first")
+    return f"{got.name} pixels, but {what} files hold {want.name} {units}; convert it to {want.name}"
+
+
+def _type_range(t: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(t)
+    return int(info.min), int(info.max)
+
+
+def _signed(x: float) -> str:
+    return "" if x == 0 else f" {'+' if x > 0 else '-'} {abs(x):g}"
+
+
+def _to_dn(units: str, layout: Layout) -> str:
+    """``round(reflectance / 0.0001)``, ``round((reflectance + 0.2) / 2.75e-05)``: physical -> DN, for messages."""
+    x = units if layout.offset == 0 else f"({units}{_signed(-layout.offset)})"
+    return f"round({x} / {layout.scale:g})"
 
 
 def to_physical(dn: np.ndarray, layout: Layout) -> np.ndarray:
