@@ -99,7 +99,7 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
         raise QueryError(f"{p}: expected one raster scene, found {len(sources)}")
     src: SceneSource = sources[0]
     try:
-        sc = open_scene(src, sensor)
+        sc = open_scene(src, sensor, check_dtype=True)  # a float32 reflectance tile is refused, as by ingest
     except SceneError as e:
         raise QueryError(f"{p}: {e}") from None
     except KeyError as e:  # an unknown --sensor

@@ -206,3 +206,26 @@ def test_a_query_file_with_no_valid_pixel_is_refused(small_workspace, tmp_path, 
     assert main(["query", "--workspace", str(small_workspace), "--tile", str(path), "-k", "3"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == f"rsretrieve query: error: {msg}\n"
+
+
+def test_a_query_tile_of_the_wrong_data_type_is_refused(small_workspace, tmp_path):
+    """A Sentinel-2 query tile holding float32 reflectance (0..1) is refused as ingest refuses it, not read as DN
+    (10,000 times too dark) and searched."""
+    import numpy as np
+
+    from rsretrieve.index.query import QueryError
+    from rsretrieve.workspace import Workspace
+    from tests.conftest import write_tif
+
+    refl = np.random.default_rng(0).uniform(0.02, 0.4, (12, 48, 48)).astype("float32")
+    path = write_tif(tmp_path / "S2A_MSIL2A_20210817T101031_N0301_R022_T33UUP_20210817T121212.tif", refl)
+    ws = Workspace.open(small_workspace)
+    try:
+        with pytest.raises(QueryError) as e:
+            ws.query(tile=path, k=3)
+        assert str(e.value).startswith(f"{path}: float32 pixels, but sentinel2 files hold uint16 DN "
+                                       "(reflectance = DN * 0.0001)"), str(e.value)
+        dn = write_tif(tmp_path / "dn" / path.name, np.round(refl / 1e-4).astype("uint16"))
+        assert len(ws.query(tile=dn, k=3).hits) == 3  # the same tile as uint16 DN is searched
+    finally:
+        ws.close()
