@@ -59,6 +59,8 @@ def cmd_sensors(args: argparse.Namespace) -> int:
     from rsretrieve.sensors import get_sensor, list_sensors
 
     if args.action == "list":
+        if args.name:
+            raise UsageError(f"sensors list takes no NAME; `rsretrieve sensors show {args.name}` shows one sensor")
         specs = [get_sensor(n) for n in list_sensors()]
         if args.json:
             print(json.dumps([{"name": s.name, "family": s.family, "product": s.product, "bands": s.num_bands,
@@ -183,25 +185,48 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 # -- export --------------------------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from rsretrieve.data.export import export_geoparquet
 
     ws = _open_workspace(args.workspace)
     if Path(args.out).suffix.lower() != ".parquet":
         raise UsageError(f"export writes GeoParquet: OUT must end in .parquet, got {args.out}")
+    out = _output_path(args.out, "OUT", None)
+    emb = _load_embeddings(ws, "no embeddings exported")
     with ws.catalog() as c:
-        n = export_geoparquet(c, args.out, embeddings=_load_embeddings(ws))
-    print(json.dumps({"out": str(args.out), "rows": n})) if args.json else print(f"wrote {n} tiles to {args.out}")
+        try:
+            n = export_geoparquet(c, out, embeddings=emb)
+        except OSError as e:  # e.g. a place the temporary file cannot be created in
+            raise UsageError(f"cannot write {args.out}: {e.strerror or e}") from None
+        tile_ids = [r[0] for r in c.conn.execute("SELECT tile_id FROM tiles")]
+        with_emb = 0 if emb is None else len(np.intersect1d(emb[0], tile_ids))
+    if args.json:
+        print(json.dumps({"out": str(args.out), "rows": n, **({} if emb is None else {"embeddings": with_emb})}))
+        return EXIT_OK
+    note = ""
+    if emb is not None and with_emb < n:
+        note = f" ({with_emb} with embeddings; {n - with_emb} not indexed yet: run `rsretrieve index`)"
+    print(f"wrote {n} tiles to {args.out}{note}")
     return EXIT_OK
 
 
-def _load_embeddings(ws: object) -> tuple | None:
-    """(tile_ids, vectors) from the workspace index, or None before anything is indexed."""
+def _load_embeddings(ws: object, without: str) -> tuple | None:
+    """(tile_ids, vectors) from the workspace index, or None before anything is indexed.
+
+    While the first ``rsretrieve index`` has not finished (running, or interrupted), there is no published index:
+    None, and a warning that starts with ``without`` (what the caller does without the vectors).
+    """
     index_dir = Path(ws.index_dir)  # type: ignore[attr-defined]
     if not index_dir.exists():
         return None
     from rsretrieve.index.store import IndexStore
 
-    store = IndexStore.open(index_dir)
+    try:
+        store = IndexStore.open(index_dir)
+    except FileNotFoundError as e:
+        _eprint(f"warning: {without}: {e}")
+        return None
     return store.load_vectors()
 
 
@@ -228,22 +253,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ws = _open_workspace(args.workspace)
     from rsretrieve.evaluation.report import evaluate_workspace, format_report
 
-    names = [n for n in (args.models or "").split(",") if n]
+    names = [n.strip() for n in (args.models or "").split(",") if n.strip()]
+    # the output paths are checked before the evaluation, which takes minutes on a large workspace
+    out = _output_path(args.out, "--out", None) if args.out else ws.path / "evaluation.json"
+    charts = _charts_dir(args.charts) if args.charts else None
     try:
         report = evaluate_workspace(ws.path, names or None)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = Path(args.out) if args.out else ws.path / "evaluation.json"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, out)
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if not args.json:
         print(f"(written to {out})")
-    if args.charts:
-        for path in _evaluation_charts(ws, report, Path(args.charts)):
+    if charts is not None:
+        for path in _evaluation_charts(ws, report, charts):
             print(f"wrote {path}") if not args.json else None
     return EXIT_OK
+
+
+def _charts_dir(value: str) -> Path:
+    """The ``--charts`` folder, checked before the evaluation runs (created when the charts are written)."""
+    p = Path(value)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--charts {value} is a file; give a folder (recall.png and projection.png go in it)")
+    parent = next((a for a in p.absolute().parents if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"--charts {value}: {parent} is not a directory")
+    return p
 
 
 def _evaluation_charts(ws: object, report: dict, out: Path) -> list[Path]:
@@ -253,25 +296,31 @@ def _evaluation_charts(ws: object, report: dict, out: Path) -> list[Path]:
     from rsretrieve.viz.charts import embedding_projection, recall_chart
 
     paths = [recall_chart(report, out / "recall.png")]
-    emb = _load_embeddings(ws)
-    if emb is not None and len(emb[0]):
-        ids, vecs = emb
-        with ws.catalog() as cat:  # type: ignore[attr-defined]
-            rows = {t["tile_id"]: t for t in cat.tiles()}
-            names: dict[tuple[str, int], str] = {}
-            for scheme, label, name in cat.conn.execute("SELECT DISTINCT scheme, label, label_name FROM cell_labels"):
-                k = (scheme, label)
-                if k not in names or names[k].startswith("class_"):  # a real name beats a bare code
-                    names[k] = name
-        sensors = np.array([rows[int(i)]["sensor"] for i in ids])
-        # one colour per (scheme, class): class values of different schemes are different classes
-        keys = sorted({(rows[int(i)]["label_scheme"], rows[int(i)]["label"]) for i in ids
-                       if rows[int(i)]["label"] is not None})
-        key_id = {k: j for j, k in enumerate(keys)}
-        labels = np.array([key_id.get((rows[int(i)]["label_scheme"], rows[int(i)]["label"]), -1) for i in ids])
-        several = len({k[0] for k in keys}) > 1
-        label_names = [(f"{k[0]}:" if several else "") + names.get(k, f"class_{k[1]}") for k in keys]
-        paths.append(embedding_projection(vecs, sensors, labels, label_names, out / "projection.png"))
+    emb = _load_embeddings(ws, "no projection.png")
+    if emb is None:
+        return paths
+    ids, vecs = emb
+    with ws.catalog() as cat:  # type: ignore[attr-defined]
+        rows = {t["tile_id"]: t for t in cat.tiles()}
+        names: dict[tuple[str, int], str] = {}
+        for scheme, label, name in cat.conn.execute("SELECT DISTINCT scheme, label, label_name FROM cell_labels"):
+            k = (scheme, label)
+            if k not in names or names[k].startswith("class_"):  # a real name beats a bare code
+                names[k] = name
+    # tiles of scenes removed or replaced since the last `rsretrieve index` are no longer in the catalog
+    keep = np.array([int(i) in rows for i in ids], bool)
+    ids, vecs = ids[keep], vecs[keep]
+    if len(ids) < 2:
+        return paths
+    sensors = np.array([rows[int(i)]["sensor"] for i in ids])
+    # one colour per (scheme, class): class values of different schemes are different classes
+    keys = sorted({(rows[int(i)]["label_scheme"], rows[int(i)]["label"]) for i in ids
+                   if rows[int(i)]["label"] is not None})
+    key_id = {k: j for j, k in enumerate(keys)}
+    labels = np.array([key_id.get((rows[int(i)]["label_scheme"], rows[int(i)]["label"]), -1) for i in ids])
+    several = len({k[0] for k in keys}) > 1
+    label_names = [(f"{k[0]}:" if several else "") + names.get(k, f"class_{k[1]}") for k in keys]
+    paths.append(embedding_projection(vecs, sensors, labels, label_names, out / "projection.png"))
     return paths
 
 
@@ -350,7 +399,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     finally:
         if "ws" in locals():
             ws.close()
-    from rsretrieve.viz.results import write_geojson, write_png
+    from rsretrieve.viz.results import TileReadError, write_geojson, write_png
 
     q, hits, plan = res.query, res.hits, res.plan
     try:
@@ -358,6 +407,8 @@ def cmd_query(args: argparse.Namespace) -> int:
             write_geojson(outputs[0], q, hits)
         if outputs[1]:
             write_png(outputs[1], ws.path, q, hits)
+    except TileReadError as e:
+        raise UsageError(f"--png: {e}") from None
     except OSError as e:
         raise UsageError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
     if args.json:

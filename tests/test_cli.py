@@ -126,3 +126,83 @@ def test_an_invalid_sensor_yaml_is_one_line_naming_file_and_field(cli, tmp_path)
     r = cli("sensors", "list", env={"RSRETRIEVE_SENSOR_DIRS": str(tmp_path)})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "landsat9.yaml: bands[3].center_nm" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_embeddings_are_a_fixed_size_float32_list_of_the_index_dimension(cli, small_workspace, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    r = cli("export", tmp_path / "e.parquet", "-w", small_workspace, "--json")
+    assert r.returncode == 0, r.stderr
+    field = pq.read_schema(tmp_path / "e.parquet").field("embedding")
+    assert field.type == pa.list_(pa.float32(), 128)  # was a variable-length list of float64
+    out = json.loads(r.stdout)
+    assert out["rows"] == out["embeddings"] == len(gpd.read_parquet(tmp_path / "e.parquet"))
+
+
+def test_export_says_how_many_tiles_have_no_embedding_yet(cli, small_workspace, tmp_path):
+    import shutil
+
+    from rsretrieve.data.catalog import Catalog
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    with Catalog(ws / "catalog.sqlite") as cat:  # a scene ingested after the last `rsretrieve index`: new tile ids
+        scene = cat.scenes()[0]
+        n = scene["n_tiles"]
+        cat.conn.execute("UPDATE tiles SET tile_id = tile_id + 100000 WHERE scene_id = ?", (scene["scene_id"],))
+        cat.conn.commit()
+        total = cat.counts()["tiles"]
+    r = cli("export", tmp_path / "e.parquet", "-w", ws)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (f"wrote {total} tiles to {tmp_path / 'e.parquet'} ({total - n} with embeddings; "
+                                f"{n} not indexed yet: run `rsretrieve index`)")
+    assert gpd.read_parquet(tmp_path / "e.parquet")["embedding"].isna().sum() == n
+
+
+def test_export_before_the_first_index_has_finished_writes_the_tiles_without_embeddings(cli, small_workspace,
+                                                                                         tmp_path):
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    (ws / "index" / "current").unlink()  # what a first `rsretrieve index` still running (or killed) leaves
+    r = cli("export", tmp_path / "e.parquet", "-w", ws)
+    assert r.returncode == 0, r.stderr
+    df = gpd.read_parquet(tmp_path / "e.parquet")
+    assert len(df) > 0 and "embedding" not in df.columns
+    assert r.stderr.strip().splitlines() == [f"warning: no embeddings exported: no index at {ws / 'index'} yet: the "
+                                             "first `rsretrieve index` has not finished (still running, or "
+                                             "interrupted: run it again to complete it)"]
+
+
+def test_export_to_a_folder_or_under_a_file_names_out_not_a_temporary_file(cli, tmp_path):
+    s1_scene(tmp_path / "in" / "S1A_IW_GRDH_1SDV_20210101T101010_a.tif")
+    assert cli("ingest", tmp_path / "in", "-w", tmp_path / "ws").returncode == 0
+    (tmp_path / "d.parquet").mkdir()
+    (tmp_path / "f").write_text("x")
+    for out, message in ((tmp_path / "d.parquet", f"OUT {tmp_path / 'd.parquet'} is a directory; give a file name"),
+                         (tmp_path / "f" / "x.parquet", f"OUT {tmp_path / 'f' / 'x.parquet'}: {tmp_path / 'f'} is "
+                                                        "not a directory")):
+        r = cli("export", out, "-w", tmp_path / "ws")
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"rsretrieve export: error: {message}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet", "f", "in", "ws"]  # no temporary left
+
+
+def test_export_acquired_is_utc_microseconds_whatever_the_rows(cli, tmp_path):
+    import pyarrow.parquet as pq
+
+    from rsretrieve.data.catalog import Catalog
+
+    Catalog(tmp_path / "empty" / "catalog.sqlite", tile_m=480).close()
+    s1_scene(tmp_path / "in" / "S1A_IW_GRDH_1SDV_20210101T101010_a.tif")
+    assert cli("ingest", tmp_path / "in", "-w", tmp_path / "ws").returncode == 0
+    for ws in ("empty", "ws"):
+        assert cli("export", tmp_path / f"{ws}.parquet", "-w", tmp_path / ws).returncode == 0
+        assert str(pq.read_schema(tmp_path / f"{ws}.parquet").field("acquired").type) == "timestamp[us, tz=UTC]"
+
+
+def test_sensors_list_with_a_name_is_a_usage_error(cli):
+    r = cli("sensors", "list", "sentinel2")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "rsretrieve sensors: error: sensors list takes no NAME; `rsretrieve sensors show sentinel2` shows one sensor"]

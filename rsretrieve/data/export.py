@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -30,13 +31,16 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
     Args:
         catalog: the workspace catalog.
         out: the ``.parquet`` file to write.
-        embeddings: optional ``(tile_ids (N,), vectors (N, D) float32)``; tiles without a vector get null.
+        embeddings: optional ``(tile_ids (N,), vectors (N, D) float32)``: column ``embedding``, a fixed-size list
+            of D float32 (Arrow ``fixed_size_list<float>[D]``); tiles without a vector get null.
 
     Returns:
         The number of rows written.
     """
     import geopandas as gpd
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from shapely import wkt
 
     rows = catalog.conn.execute(
@@ -44,22 +48,33 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
         " JOIN scenes s ON s.scene_id = t.scene_id LEFT JOIN primary_labels l ON l.cell_id = t.cell_id"
         " ORDER BY t.tile_id").fetchall()
     df = pd.DataFrame([dict(r) for r in rows], columns=[*_COLUMNS, "footprint"])
-    df["acquired"] = pd.to_datetime(df["acquired"], utc=True)
+    df["acquired"] = pd.to_datetime(df["acquired"], utc=True).astype("datetime64[us, UTC]")  # [s] when empty
     # the column types do not depend on the rows (an empty catalog would give Arrow 'null' columns)
     df = df.astype({**{c: "int64" for c in _INT_COLUMNS}, **{c: "float64" for c in _FLOAT_COLUMNS},
                     **{c: "string" for c in _STR_COLUMNS}, "label": "Int64"})
     geom = [wkt.loads(w) for w in df.pop("footprint")]
     gdf = gpd.GeoDataFrame(df, geometry=geom, crs="EPSG:4326")
+    column = None
     if embeddings is not None:
         ids, vecs = embeddings
+        vecs = np.asarray(vecs, np.float32)  # (N, D)
         pos = {int(t): i for i, t in enumerate(ids)}
-        gdf["embedding"] = [vecs[pos[t]].astype(np.float32).tolist() if t in pos else None
-                            for t in gdf["tile_id"].tolist()]
+        rows = np.array([pos.get(t, -1) for t in gdf["tile_id"].tolist()], np.int64)
+        dense = vecs[np.maximum(rows, 0)] if len(vecs) else np.zeros((len(rows), vecs.shape[1]), np.float32)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(dense.ravel()), vecs.shape[1], mask=pa.array(rows < 0))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        gdf.to_parquet(tmp, index=False)
+        if column is None:
+            gdf.to_parquet(tmp, index=False)
+        else:
+            # appended to the Arrow table geopandas writes (its 'geo' metadata kept): through pandas, the column
+            # would become a variable-length list, or an ArrowDtype that pandas cannot read back from the file
+            buf = io.BytesIO()
+            gdf.to_parquet(buf, index=False)
+            table = pq.read_table(io.BytesIO(buf.getvalue()))
+            pq.write_table(table.append_column("embedding", column), tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

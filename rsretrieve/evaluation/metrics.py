@@ -10,8 +10,9 @@
   the mAP is the mean over all those (query, scheme) rankings, with a per-scheme breakdown.
 * chance levels: recall@k of a random ranking is k / gallery size (one positive per query); mAP@k of a random
   ranking is measured by scoring with seeded random numbers.
-* calibration: mean score of positive pairs and of all other pairs, and the separation d' between them, so pairs
-  can be compared (the spread of positive scores across pairs says how comparable raw scores are).
+* calibration: mean score of positive pairs and of all other pairs, and the separation d' between them (neither
+  when the gallery is a single tile), so pairs can be compared (the spread of positive scores across pairs says how
+  comparable raw scores are).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def pair_metrics(q_emb: np.ndarray, q_cells: np.ndarray, q_labels: np.ndarray | 
         mask[np.arange(len(s)), pos_col] = False
         neg = s[mask]
         out["pos_score"] = float(pos.mean())
-        out["neg_score"] = float(neg.mean())
-        out["separation"] = float((pos.mean() - neg.mean()) / np.sqrt(0.5 * (pos.var() + neg.var()) + 1e-12))
+        if neg.size:  # a gallery of one tile has no negative pair (NaN is not JSON)
+            out["neg_score"] = float(neg.mean())
+            out["separation"] = float((pos.mean() - neg.mean()) / np.sqrt(0.5 * (pos.var() + neg.var()) + 1e-12))
     out.update(class_map(scores, q_labels, g_labels, map_k, seed))
     return out
 

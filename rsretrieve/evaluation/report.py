@@ -12,6 +12,7 @@ ridge regression fitted on training cells (no other learning).
 from __future__ import annotations
 
 import logging
+import pickle
 from itertools import permutations
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,7 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
         index = {sp: modules[sp].split_index(catalog) for sp in splits}
         for sp in splits:
             _check_test_split(ws, sp, ref, modules[sp].split_sizes)
+            _check_pairs(ws, sp, ref, modules[sp].sensors, _test_tiles(index[sp]["test"], modules[sp].sensors))
         wanted: dict[str, list[np.ndarray]] = {}
         for sp in splits:  # one cache for every split: train tiles only where band_stats fits its map
             for s in modules[sp].sensors:
@@ -196,13 +198,13 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
                                          for sp in splits},
                               "models": {}}
     for name, path in models.items():
-        model = load_model(path)
+        model = _load(path)
         sp = split_of[name]
         here = index[sp]["test"]
         have = [s for s in modules[sp].sensors if s in model.sensors and report["splits"][sp]["tiles"][s] > 0]
         report["models"][name] = {"kind": model.config()["kind"], "split": sp, "sensors": have,
                                   "pairs": _pairs_from_embeddings(embed_index(model, here, cache), here, have)}
-    first = load_model(models[ref])
+    first = _load(models[ref])
     torch.manual_seed(seed)
     untrained = build_model(first.config())
     report["models"]["untrained"] = {"kind": first.config()["kind"] + " (random init)", "split": ref,
@@ -218,6 +220,16 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
     return report
 
 
+def _load(path: Path) -> torch.nn.Module:
+    """``load_model``, with a damaged file (not a checkpoint, truncated) as a ValueError naming it."""
+    try:
+        return load_model(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:  # torch's own text suggests unsafe loading
+        log.debug("loading %s failed", path, exc_info=True)
+        raise ValueError(f"{path}: cannot be loaded as an rsretrieve model (the file is damaged or not a checkpoint: "
+                         f"{type(e).__name__}); restore it or train it again") from None
+
+
 def _test_tiles(test: CellIndex, sensors: list[str]) -> dict[str, int]:
     return {s: int((test.tile_ids[s] >= 0).sum()) for s in sensors}
 
@@ -230,6 +242,17 @@ def _check_test_split(ws: Path, split: str, ref: str, sizes: dict[str, int]) -> 
                          f"{sizes['val']}); ingest more ground or train with a smaller data.block")
 
 
+def _check_pairs(ws: Path, split: str, ref: str, sensors: list[str], tiles: dict[str, int]) -> None:
+    """ValueError when the test split holds tiles of fewer than two of its sensors: no pair to measure."""
+    have = [s for s in sensors if tiles[s]]
+    if len(have) < 2:
+        whose = "" if split == ref else f" (the split of model {split}'s config.yaml)"
+        held = f"test tiles of {' and '.join(have)} only" if have else "no test tile"
+        raise ValueError(f"no sensor pair can be measured on the held-out test split of {ws}{whose}: it holds {held} "
+                         f"({', '.join(f'{s} {n}' for s, n in tiles.items())}); ingest scenes of another of its "
+                         "sensors over the same ground")
+
+
 def _settings_text(settings: dict[str, Any], ref: dict[str, Any] | None = None) -> str:
     """``split_seed 1, sensors a, b`` for the settings that differ from ``ref`` (all of them without one)."""
     parts = []
@@ -237,6 +260,12 @@ def _settings_text(settings: dict[str, Any], ref: dict[str, Any] | None = None) 
         if ref is None or v != ref.get(k):
             parts.append(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}")
     return "; ".join(parts) or "same settings"
+
+
+def _num(metrics: dict[str, Any], key: str, width: int, digits: int) -> str:
+    """A metric right-aligned in ``width``, or ``-`` where it was not measured (no query, no labelled tile)."""
+    v = metrics.get(key)
+    return f"{v:>{width}.{digits}f}" if v is not None else f"{'-':>{width}}"
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -266,16 +295,21 @@ def format_report(report: dict[str, Any]) -> str:
     head = (f"{'model':<12}{split_col} {'pair':<28} {'queries':>7} {'gallery':>7} {'R@1':>6} {'R@5':>6} {'R@10':>6} "
             f"{'mAP@10':>7} {'chance R@1':>10} {'chance mAP':>10} {'sep':>6}")
     lines += [head, "-" * len(head)]
+    small: dict[str, int] = {}  # pair -> smallest gallery at most 10 tiles: recall@10 (or @5) says nothing there
     for name, m in report["models"].items():
         col = f" {m.get('split', ref):<12}" if several else ""
         for pair, p in m["pairs"].items():
             lines.append(
-                f"{name:<12}{col} {pair:<28} {p['queries']:>7} {p['gallery']:>7} {p.get('recall@1', 0):>6.3f} "
-                f"{p.get('recall@5', 0):>6.3f} {p.get('recall@10', 0):>6.3f} {p.get('mAP@10', float('nan')):>7.3f} "
-                f"{p.get('chance_recall@1', 0):>10.4f} {p.get('chance_mAP@10', float('nan')):>10.3f} "
-                f"{p.get('separation', 0):>6.2f}")
+                f"{name:<12}{col} {pair:<28} {p['queries']:>7} {p['gallery']:>7} {_num(p, 'recall@1', 6, 3)} "
+                f"{_num(p, 'recall@5', 6, 3)} {_num(p, 'recall@10', 6, 3)} {_num(p, 'mAP@10', 7, 3)} "
+                f"{_num(p, 'chance_recall@1', 10, 4)} {_num(p, 'chance_mAP@10', 10, 3)} {_num(p, 'separation', 6, 2)}")
+            if p["queries"] and p["gallery"] <= 10:
+                small[pair] = min(small.get(pair, p["gallery"]), p["gallery"])
         spread = m["calibration"]["pos_score_spread_across_pairs"]
         if spread is not None:
             lines.append(f"{'':<12}{' ' * len(col)} calibration: std of the mean positive score across pairs = "
                          f"{spread:.3f}")
+    if small:
+        lines.append("note: small galleries (" + ", ".join(f"{k}: {n} tiles" for k, n in small.items()) + "): "
+                     "recall@k for k >= the gallery size is 1 whatever the model (its chance level is 1)")
     return "\n".join(lines)

@@ -38,13 +38,26 @@ def write_geojson(path: str | Path, query, hits) -> Path:
     return path
 
 
+class TileReadError(Exception):
+    """A hit's tile cannot be read from its scene file (moved, deleted or damaged since it was ingested)."""
+
+
 def write_png(path: str | Path, workspace: str | Path, query, hits) -> Path:
-    """Contact sheet: the query tile, then each hit with rank, score, sensor and date."""
+    """Contact sheet: the query tile, then each hit with rank, score, sensor and date.
+
+    Raises:
+        TileReadError: a hit's scene file cannot be read; the message names the tile and the file.
+    """
     with Catalog(Path(workspace) / "catalog.sqlite") as cat:
         items = []
         for h in hits:
             t = cat.tile(h.tile_id)
-            _, arr = next(read_scene_tiles(cat.scene(t["scene_id"]), [t], cat.tile_m))
+            try:
+                _, arr = next(read_scene_tiles(cat.scene(t["scene_id"]), [t], cat.tile_m))
+            except OSError as e:  # rasterio's errors carry the file in the message
+                why = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e).splitlines()[0]
+                raise TileReadError(f"cannot read tile {h.tile_id} ({h.sensor}) for the contact sheet: {why}") \
+                    from None
             items.append((arr, h.sensor, f"#{h.rank} {h.score:.3f}\n{h.sensor} {(h.acquired or '')[:10]}"))
     qcap = f"query {query.sensor}\n{(query.acquired or '')[:10]}"
     return contact_sheet(path, (query.array, query.sensor, qcap), items,

@@ -40,3 +40,16 @@ def test_ap_by_hand():
     s = np.array([[0.9, 0.8, 0.7, 0.1]])
     r = np.array([[True, False, True, False]])
     assert average_precision_at_k(s, r, 3)[0] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_a_gallery_of_one_tile_has_no_negative_pairs_and_no_nan_in_the_json():
+    import json
+    import warnings
+
+    q, g = np.eye(3)[:1], np.eye(3)[:1]  # one test cell: the positive is the whole gallery
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice"
+        m = pair_metrics(q, np.array([0]), np.array([1]), g, np.array([0]), np.array([1]))
+    assert m["recall@1"] == m["chance_recall@1"] == 1.0 and m["pos_score"] == 1.0
+    assert "neg_score" not in m and "separation" not in m
+    json.dumps(m, allow_nan=False)  # strict JSON (NaN is not JSON): what `evaluate --json` prints

@@ -1,0 +1,20 @@
+"""Query result files: the contact sheet reads each hit's tile from its scene file."""
+
+import json
+
+from tests.conftest import make_workspace, run_cli
+
+
+def test_a_hit_whose_scene_file_is_gone_is_named_as_unreadable_not_unwritable(tmp_path):
+    ws = make_workspace(tmp_path, scenes=1, size_m=960)
+    s2 = next((tmp_path / "archive" / "sentinel2").glob("*.tif"))
+    r = run_cli("query", "-w", ws, "--tile-id", "1", "--target-sensors", "sentinel2", "-k", "2", "--json")
+    hits = json.loads(r.stdout)["hits"]
+    assert r.returncode == 0 and hits and {h["sensor"] for h in hits} == {"sentinel2"}, r.stderr
+    s2.rename(tmp_path / "moved.tif")  # moved away after ingest
+    r = run_cli("query", "-w", ws, "--tile-id", "1", "--target-sensors", "sentinel2", "-k", "2", "--png",
+                tmp_path / "sheet.png")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"rsretrieve query: error: --png: cannot read tile {hits[0]['tile_id']} (sentinel2) "
+                               f"for the contact sheet: {s2}: No such file or directory")
+    assert not (tmp_path / "sheet.png").exists()
