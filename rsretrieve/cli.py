@@ -167,7 +167,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         print(f"ingest: {report.added} scenes added, {report.replaced} replaced, {report.skipped} already in the "
               f"catalog, {report.tiles} tiles; {report.label_sources} land-cover sources "
-              f"({report.labelled_cells} cells); {len(report.problems)} rejected")
+              f"({report.labelled_cells} cells); {len(report.problems)} rejected"
+              + (f" ({report.removed} earlier version{'s' * (report.removed != 1)} taken out of the catalog)"
+                 if report.removed else ""))
         _print_summary(counts)
     for p in report.problems:
         _eprint(f"rejected: {p}")
@@ -477,7 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="an experiment YAML in configs/")
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--name", default="default", help="checkpoints go to WS/checkpoints/NAME (default: default)")
-    s.add_argument("--resume", action="store_true", help="continue from WS/checkpoints/NAME/last.ckpt")
+    s.add_argument("--resume", action="store_true",
+                   help="continue from WS/checkpoints/NAME/last.ckpt with the options the run was started with (only "
+                        "its budget, logging and hardware may change)")
     s.set_defaults(func=cmd_train, passthrough=True)
 
     s = sub.add_parser("evaluate", help="recall@k / mAP@k per sensor pair on held-out tiles, with baselines")
@@ -500,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("query", help="query by example tile, with region / time / sensor filters")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--tile", help="a raster file (any registered sensor, any CRS) or folder of band files")
-    g.add_argument("--tile-id", type=int, help="a tile of the catalog")
+    g.add_argument("--tile-id", type=_tile_id, help="a tile of the catalog")
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--sensor", help="sensor of --tile when it cannot be recognised")
     s.add_argument("--point", help="LON,LAT: query with the grid cell containing this point of --tile")
@@ -583,6 +587,13 @@ def _join_negative_values(argv: list[str]) -> list[str]:
         out.append(a)
         i += 1
     return out
+
+
+def _tile_id(text: str) -> int:
+    """A tile id in ASCII digits only (``int`` would also read ``1_0`` as 10 and ``+7`` or `` 7`` as 7)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 2**63:
+        raise argparse.ArgumentTypeError(f"a tile id is a non-negative integer in digits 0-9, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

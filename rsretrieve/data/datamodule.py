@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from functools import partial
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class CellDataModule(LightningDataModule):
                  num_workers: int = 0, neighbourhood: int = 0, groups: int = 4):
         super().__init__()
         self.save_hyperparameters()
+        _check_settings(self.hparams)
         self.workspace = Path(workspace)
         self.sensors = list(sensors)
         for s in self.sensors:
@@ -116,3 +118,28 @@ class CellDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
+
+
+def _check_settings(hp: dict) -> None:
+    """Raise ValueError (one line naming the option) for data settings no split or batch can be made with (a
+    hand-edited config.yaml or a command-line typo: ``block: 0`` divided by zero deep in the split)."""
+    def whole(name: str, low: int, allow_none: bool = False) -> None:
+        v = hp[name]
+        if v is None and allow_none:
+            return
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"data.{name} must be an integer >= {low}{' or null' if allow_none else ''}, got {v!r}")
+
+    for name, low in (("batch_size", 1), ("block", 1), ("split_seed", 0), ("min_sensors", 1), ("num_workers", 0),
+                      ("neighbourhood", 0), ("groups", 1)):
+        whole(name, low)
+    whole("max_train_cells", 1, allow_none=True)
+    mv = hp["min_valid"]
+    if isinstance(mv, bool) or not isinstance(mv, (int, float)) or not 0 <= mv <= 1:
+        raise ValueError(f"data.min_valid must be a number in 0..1, got {mv!r}")
+    fr = hp["fractions"]
+    ok = isinstance(fr, (list, tuple)) and len(fr) == 3 and all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f >= 0 for f in fr)
+    if not ok or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
+        raise ValueError(f"data.fractions must be 3 numbers >= 0 (train, val, test) summing to 1 with train > 0, "
+                         f"got {list(fr) if isinstance(fr, (list, tuple)) else fr!r}")

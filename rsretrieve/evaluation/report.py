@@ -12,7 +12,6 @@ ridge regression fitted on training cells (no other learning).
 from __future__ import annotations
 
 import logging
-import pickle
 from itertools import permutations
 from pathlib import Path
 from typing import Any
@@ -164,7 +163,7 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
         dcfg["max_train_cells"] = max_train_cells
         try:
             modules[name] = CellDataModule(str(ws), **dcfg)
-        except TypeError as e:  # an unknown or missing data option in the file
+        except (TypeError, ValueError) as e:  # an unknown, missing or invalid data option in the file
             raise ValueError(f"{ws / 'checkpoints' / name / 'config.yaml'}: bad data section ({e})") from None
     split_of: dict[str, str] = {}  # model -> name of its split (the first model with the same settings)
     firsts: dict[tuple, str] = {}
@@ -221,13 +220,9 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
 
 
 def _load(path: Path) -> torch.nn.Module:
-    """``load_model``, with a damaged file (not a checkpoint, truncated) as a ValueError naming it."""
-    try:
-        return load_model(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:  # torch's own text suggests unsafe loading
-        log.debug("loading %s failed", path, exc_info=True)
-        raise ValueError(f"{path}: cannot be loaded as an rsretrieve model (the file is damaged or not a checkpoint: "
-                         f"{type(e).__name__}); restore it or train it again") from None
+    """``load_model``; a damaged file (not a checkpoint, truncated) is a ValueError naming it, an unreadable one an
+    OSError."""
+    return load_model(path)
 
 
 def _test_tiles(test: CellIndex, sensors: list[str]) -> dict[str, int]:

@@ -13,6 +13,7 @@ Two checkpoint layouts load, both with ``torch.load(weights_only=True)``:
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,18 @@ def load_model(source: str | Path | dict[str, Any], map_location: str | torch.de
     """Load a model (in eval mode) from a checkpoint path or an already loaded checkpoint dict.
 
     Raises:
-        ValueError: if the checkpoint is not an rsretrieve one, or a sensor's spec changed since training.
+        ValueError: (one line, naming the file) if the file is damaged or not a checkpoint, the checkpoint is not an
+            rsretrieve one, or a sensor's spec changed since training.
     """
     if isinstance(source, dict):
         checkpoint = source
     else:
-        checkpoint = torch.load(source, map_location=map_location, weights_only=True)
+        try:
+            checkpoint = torch.load(source, map_location=map_location, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:  # torch's text: 10 lines that
+            log.debug("loading %s failed", source, exc_info=True)  # suggest unsafe loading
+            raise ValueError(f"{source}: cannot be loaded as an rsretrieve model (the file is damaged or not a "
+                             f"checkpoint: {type(e).__name__}); restore it or train it again") from None
     config, state = model_state(checkpoint)
     model = build_model(config)
     missing, unexpected = _key_mismatch(model, state)

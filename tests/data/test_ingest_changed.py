@@ -73,6 +73,7 @@ def test_truncated_changed_scene_is_removed_others_untouched_ids_never_reused(cl
     _truncate(f)
     r = cli("ingest", archive, "--workspace", ws)
     assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "; 1 rejected (1 earlier version taken out of the catalog)" in r.stdout, r.stdout
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("rejected: ")]
     assert line.startswith(f"rejected: {f}: corrupt or truncated TIFF"), line
     assert line.endswith("; " + REMOVED.format(n=n)), line
@@ -83,6 +84,7 @@ def test_truncated_changed_scene_is_removed_others_untouched_ids_never_reused(cl
     r = cli("ingest", archive, "--workspace", ws)
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("rejected: ")]
     assert "corrupt or truncated TIFF" in line and "earlier version" not in line
+    assert r.stdout.splitlines()[0].endswith("; 1 rejected"), r.stdout
     assert _dump(ws / "catalog.sqlite") == after
     # repaired: back as a new scene whose ids were never handed out before
     f.write_bytes(original)

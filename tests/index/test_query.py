@@ -86,6 +86,8 @@ def _bowtie(path):
     (["--tile-id", "1", "--target-sensors", "sentinel9"], "unknown sensor 'sentinel9'"),
     (["--tile-id", "1", "-k", "0"], "k must be a positive integer, got 0"),
     (["--tile-id", "99999"], "no tile with id 99999"),
+    (["--tile-id", "1_0"], "a tile id is a non-negative integer in digits 0-9, got '1_0'"),
+    (["--tile-id", "+1"], "a tile id is a non-negative integer in digits 0-9, got '+1'"),
     (["--tile", "MISSING"], "no such file or directory"),
     (["--tile", "TEXT"], "not a raster file GDAL can read"),
     (["--tile", "S1FILE", "--point", "0,0"], "is outside"),

@@ -1,0 +1,42 @@
+"""A damaged model.pt (garbage, truncated) is one line naming the file, in load_model and in the commands using it."""
+
+import shutil
+
+import pytest
+
+from rsretrieve.model.checkpoint import load_model
+from tests.conftest import run_cli
+
+
+def _damage(path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(b"not a checkpoint" * 64 if how == "garbage" else data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "empty"])
+def test_load_model_names_a_damaged_file(small_workspace, tmp_path, how):
+    path = tmp_path / "model.pt"
+    shutil.copy(small_workspace / "checkpoints" / "default" / "model.pt", path)
+    if how == "empty":
+        path.write_bytes(b"")
+    else:
+        _damage(path, how)
+    with pytest.raises(ValueError) as e:
+        load_model(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: cannot be loaded as an rsretrieve model (the file is damaged or not a checkpoint: ")
+    assert msg.endswith("); restore it or train it again") and "\n" not in msg and "weights_only" not in msg
+
+
+@pytest.mark.parametrize("command", [["query", "--tile-id", "1"], ["index"]])
+def test_query_and_index_with_a_damaged_model_exit_2_in_one_line(small_workspace, tmp_path, command):
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    path = ws / "checkpoints" / "default" / "model.pt"
+    _damage(path, "truncated")
+    manifest = sorted(p.read_bytes() for p in (ws / "index").rglob("manifest.json"))
+    r = run_cli(command[0], "--workspace", ws, *command[1:])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"rsretrieve {command[0]}: error: {path}: cannot be loaded as an rsretrieve model ")
+    assert sorted(p.read_bytes() for p in (ws / "index").rglob("manifest.json")) == manifest  # the index untouched
