@@ -52,6 +52,25 @@ def model_state(checkpoint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, t
     return meta["model_config"], state
 
 
+class ModelFileError(ValueError):
+    """A model file that is damaged or not a checkpoint (``reason``: why, in a few words)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: not a readable model file or checkpoint ({reason}); restore it or train it again")
+        self.path, self.reason = path, reason
+
+
+def load_error_reason(e: BaseException) -> str:
+    """A short reason for an exception of ``torch.load(..., weights_only=True)`` (its messages run to 10 lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if isinstance(e, pickle.UnpicklingError) and lines and lines[0].startswith("Weights only load failed"):
+        after = [ln for i, ln in enumerate(lines) if i and "WeightsUnpickler error" in lines[i - 1]]
+        return "not a weights-only torch file" + (f": {after[0]}" if after else "")
+    if isinstance(e, EOFError):
+        return "empty or truncated file"
+    return lines[0][:200] if lines else type(e).__name__
+
+
 def load_model(source: str | Path | dict[str, Any], map_location: str | torch.device = "cpu") -> EmbeddingModel:
     """Load a model (in eval mode) from a checkpoint path or an already loaded checkpoint dict.
 
@@ -66,8 +85,7 @@ def load_model(source: str | Path | dict[str, Any], map_location: str | torch.de
             checkpoint = torch.load(source, map_location=map_location, weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:  # torch's text: 10 lines that
             log.debug("loading %s failed", source, exc_info=True)  # suggest unsafe loading
-            raise ValueError(f"{source}: cannot be loaded as an rsretrieve model (the file is damaged or not a "
-                             f"checkpoint: {type(e).__name__}); restore it or train it again") from None
+            raise ModelFileError(source, load_error_reason(e)) from None
     config, state = model_state(checkpoint)
     model = build_model(config)
     missing, unexpected = _key_mismatch(model, state)

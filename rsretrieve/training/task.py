@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import pickle
 from itertools import permutations
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +29,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from rsretrieve.losses.joint import JointObjective, SensorEmbeddings
-from rsretrieve.model.checkpoint import EmbeddingModel, load_model
+from rsretrieve.model.checkpoint import EmbeddingModel, ModelFileError, load_error_reason, load_model
 from rsretrieve.model.dual_encoder import DualEncoder
 from rsretrieve.model.encoder import CrossSensorEncoder
 from rsretrieve.model.head import HeadConfig
@@ -55,23 +54,14 @@ def _load_pretrained(path: str | Path) -> EmbeddingModel:
         raise ValueError(f"--model.pretrained {path}: " + ("not a file" if Path(path).exists() else "no such file"))
     try:
         return load_model(path)
+    except ModelFileError as e:
+        raise ValueError(f"--model.pretrained {path}: not a readable model file or checkpoint ({e.reason})") from None
     except ValueError as e:
         reason = str(e).splitlines()[0]
         raise ValueError(reason if str(path) in reason else f"--model.pretrained {path}: {reason}") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"--model.pretrained {path}: not a readable model file or checkpoint "
                          f"({load_error_reason(e)})") from None
-
-
-def load_error_reason(e: BaseException) -> str:
-    """A short reason for an exception of ``torch.load(..., weights_only=True)`` (its messages run to 10 lines)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    if isinstance(e, pickle.UnpicklingError) and lines and lines[0].startswith("Weights only load failed"):
-        after = [ln for i, ln in enumerate(lines) if i and "WeightsUnpickler error" in lines[i - 1]]
-        return "not a weights-only torch file" + (f": {after[0]}" if after else "")
-    if isinstance(e, EOFError):
-        return "empty or truncated file"
-    return lines[0][:200] if lines else type(e).__name__
 
 
 class CrossSensorRecall(Metric):

@@ -95,7 +95,7 @@ def test_a_damaged_model_file_is_one_line_naming_it(ews_copy, damage):
     path.write_bytes(b"not a checkpoint" * 64 if damage == "garbage" else data[: len(data) // 2])
     r = run_cli("evaluate", "-w", ews_copy)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.startswith(f"rsretrieve evaluate: error: {path}: cannot be loaded as an rsretrieve model (")
+    assert r.stderr.startswith(f"rsretrieve evaluate: error: {path}: not a readable model file or checkpoint (")
 
 
 def test_a_split_where_no_sensor_pair_has_test_tiles_is_a_usage_error(tmp_path):

@@ -24,7 +24,8 @@ def test_load_model_names_a_damaged_file(small_workspace, tmp_path, how):
     with pytest.raises(ValueError) as e:
         load_model(path)
     msg = str(e.value)
-    assert msg.startswith(f"{path}: cannot be loaded as an rsretrieve model (the file is damaged or not a checkpoint: ")
+    reason = {"garbage": "not a weights-only torch file", "truncated": "", "empty": "empty or truncated file"}[how]
+    assert msg.startswith(f"{path}: not a readable model file or checkpoint ({reason}"), msg
     assert msg.endswith("); restore it or train it again") and "\n" not in msg and "weights_only" not in msg
 
 
@@ -38,5 +39,5 @@ def test_query_and_index_with_a_damaged_model_exit_2_in_one_line(small_workspace
     r = run_cli(command[0], "--workspace", ws, *command[1:])
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert r.stderr.startswith(f"rsretrieve {command[0]}: error: {path}: cannot be loaded as an rsretrieve model ")
+    assert r.stderr.startswith(f"rsretrieve {command[0]}: error: {path}: not a readable model file or checkpoint (")
     assert sorted(p.read_bytes() for p in (ws / "index").rglob("manifest.json")) == manifest  # the index untouched
