@@ -27,12 +27,6 @@ def ws(small_workspace):
 
 
 @pytest.fixture(scope="module")
-def client(ws):
-    with TestClient(create_app(ws)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def tiny_client(ws):
     """A service whose uploads may be at most 0.01 MB (10 kB)."""
     with TestClient(create_app(ws, max_upload_mb=0.01)) as c:

@@ -21,12 +21,6 @@ LENIENT_IDS = ["1_0", " 7 ", "+7", "\t7\n", "\u0667", "7.0", "-1", "-0", "0x7", 
 
 
 @pytest.fixture(scope="module")
-def client(small_workspace):
-    with TestClient(create_app(small_workspace)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def tile_id(small_workspace):
     with Catalog(small_workspace / "catalog.sqlite") as cat:
         return cat.tiles("t.sensor = 'sentinel1' AND t.coverage = 1.0")[0]["tile_id"]
