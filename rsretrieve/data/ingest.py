@@ -184,7 +184,9 @@ class _SarValues:
     Linear sigma0 (power) is never negative and almost always in 0..1 (sigma0 above 1 is 0 dB); in dB a scene is
     mostly negative and almost never in 0..1 (0..1 dB). Pixels exactly 0 are left out: they are the fill of many
     terrain-corrected exports that name no nodata value. A spec in dB refuses a scene with at least half of its other
-    pixels in 0..1; a spec in linear sigma0 refuses one with at least half of them negative.
+    pixels in 0..1; a spec in linear sigma0 refuses one with at least half of them negative. Values far outside
+    the range of backscatter in dB (raw amplitude DN cast to float) are not refused: torchgeo's SEN12MS fixture,
+    random DN in the real layout, must ingest.
     """
 
     SHARE = 0.5
@@ -215,6 +217,28 @@ class _SarValues:
                 f"band {band} holds sigma0 in dB, not linear ({self.negative / self.nonzero:.0%} of its pixels are "
                 f"negative, which linear sigma0 never is), but {name} files hold linear sigma0: convert it, "
                 f"linear = 10 ** (dB / 10), and ingest the linear file")
+
+
+def check_sar_units(scene: OpenedScene, window: tuple[int, int, int, int]) -> None:
+    """Raise :class:`SceneError` when the reference band's pixels in ``window`` (col, row, width, height of the
+    scene's grid) contradict a SAR spec's units, by the rule ingest applies to a whole scene (:class:`_SarValues`:
+    linear sigma0 given for dB, or dB for linear); for query tiles. Nothing for other units."""
+    if scene.spec.units not in ("sigma0_db", "sigma0_linear"):
+        return
+    path, idx = scene.band_files[_ref_band(scene)]
+    c0, r0, w, h = window
+    c1, r1 = min(c0 + w, scene.width), min(r0 + h, scene.height)
+    c0, r0 = max(c0, 0), max(r0, 0)
+    if c1 <= c0 or r1 <= r0:
+        return
+    with rasterio.open(path) as ds:
+        ref = ds.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0))
+    ok = np.isfinite(ref) if ref.dtype.kind == "f" else np.ones(ref.shape, bool)
+    if scene.nodata is not None and not (isinstance(scene.nodata, float) and math.isnan(scene.nodata)):
+        ok &= ref != scene.nodata
+    sar = _SarValues(scene)
+    sar.add(ref, ok)
+    sar.check()
 
 
 def _sat(mask: np.ndarray) -> np.ndarray:
@@ -302,7 +326,8 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
                              lon, lat, fp.wkt, lonlat_boxes(fp)))
     if not tiles:
         raise SceneError(f"no grid cell of {tile_m:g} m is covered to --min-coverage {min_coverage:g} (the scene is "
-                         f"{scene.width} x {scene.height} px of {res_m:.0f} m); nothing to tile")
+                         f"{scene.width} x {scene.height} px of {res_m:.0f} m); nothing to tile",
+                         file_at_fault=min_coverage <= 0.25)  # above the default, the option may be what refuses
     acq = scene.acquired
     px = scene.width * scene.height
     row = SceneRow(
@@ -401,14 +426,16 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _work(args: tuple) -> tuple[str, object]:
     """One input: ``("scene", rows)``, ``("labels", rows)``, ``("problem", Problem)`` for a refusal, or
-    ``("error", Problem)`` for an unexpected failure (a refusal says something about the input, an error may not)."""
+    ``("error", Problem)`` for an unexpected failure or a refusal that may not be the file's fault (it cannot be read
+    now, or an option refuses it: ``SceneError.file_at_fault``); a refusal says something about the input, an error
+    may not."""
     source, tile_m, sensor, min_cov, label_scheme = args
     try:
         if source.role == "labels":
             return "labels", process_labels(source, tile_m, label_scheme)
         return "scene", process_scene(source, tile_m, sensor, min_cov)
     except SceneError as e:
-        return "problem", Problem(source.key, str(e))
+        return ("problem" if e.file_at_fault else "error"), Problem(source.key, str(e))
     except Exception as e:  # an unexpected failure of one scene must not lose the others
         log.exception("unexpected error on %s", source.key)
         return "error", Problem(source.key, f"unexpected error: {type(e).__name__}: {e}")
@@ -426,12 +453,13 @@ def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: st
     """
     reason = problem.reason
     if kind == "error":
-        return Problem(problem.path, f"{reason}; its earlier version stays in the catalog (this error may not be the "
-                                     "file's): run ingest again once it is fixed")
+        return Problem(problem.path, f"{reason}; its earlier version stays in the catalog (this refusal may not be "
+                                     "the file's fault): run ingest again once it is fixed")
     if source.role == "labels":
         cells = catalog.remove_labels(source.key, stamp=stored)
         if cells is None:  # changed meanwhile by another ingest: its outcome stands
             return problem
+        report.removed += 1
         return Problem(problem.path, f"{reason}; the land-cover labels of its earlier version ({cells} cells) are "
                                      "removed from the catalog, since the file changed and can no longer be ingested")
     old = catalog.scene_by_key(source.key)

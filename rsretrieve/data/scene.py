@@ -25,7 +25,16 @@ from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors
 
 
 class SceneError(Exception):
-    """An expected, reportable problem with one input (no traceback is shown for it)."""
+    """An expected, reportable problem with one input (no traceback is shown for it).
+
+    ``file_at_fault``: False when the refusal may not say anything about the file's content (it cannot be read
+    now, for permissions or an I/O error; or an option of the run refuses it, such as ``--min-coverage``): ingest
+    then keeps a catalogued earlier version of it.
+    """
+
+    def __init__(self, message: str, *, file_at_fault: bool = True):
+        super().__init__(message)
+        self.file_at_fault = file_at_fault
 
 
 @dataclass
@@ -52,11 +61,11 @@ def open_raster(path: str) -> rasterio.DatasetReader:
     try:
         size = p.stat().st_size
     except OSError as e:
-        raise SceneError(f"cannot read: {e.strerror}") from None
+        raise SceneError(f"cannot read: {e.strerror}", file_at_fault=False) from None
     if size == 0:
         raise SceneError("empty file (0 bytes)")
     if not os.access(p, os.R_OK):
-        raise SceneError("cannot read: permission denied")
+        raise SceneError("cannot read: permission denied", file_at_fault=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -351,7 +360,14 @@ def dtype_problem(found: str, spec: SensorSpec, layout_name: str = "full") -> st
     The message names the type found, the one expected and what to do, in one line.
     """
     layout = spec.layouts[layout_name]
-    got, want = np.dtype(found), np.dtype(layout.dtype)
+    want = np.dtype(layout.dtype)
+    try:
+        got = np.dtype(found)
+    except TypeError:  # GDAL types numpy has no name for (rasterio's "complex_int16": SLC SAR)
+        what = spec.name if layout_name == "full" else f"{spec.name} {layout_name}"
+        kind = " (a single-look complex product?)" if "complex" in str(found) else ""
+        return (f"{found} pixels{kind}, but {what} files hold {want.name} "
+                f"{_UNITS_WORDS.get(spec.units, spec.units)}; make the {want.name} product from it first")
     if got == want:
         return None
     what = spec.name if layout_name == "full" else f"{spec.name} {layout_name}"

@@ -128,7 +128,8 @@ def read_scene_tiles(scene: dict, tiles: Sequence[dict], tile_m: float) -> Itera
 def window_has_valid_pixels(scene: dict, window: tuple[int, int, int, int]) -> bool:
     """Whether pixel window ``(col, row, width, height)`` of ``scene`` (as for :func:`read_scene_tiles`) holds at
     least one valid pixel: one that is finite, not nodata and inside the scene, in a band the spec marks valid
-    (the pixels :func:`normalise` would not set to 0). Reads band by band, stopping at the first valid pixel."""
+    (the pixels :func:`normalise` would not set to 0). Reads the window's rows of every band of the layout (as
+    :func:`read_scene_tiles` does), then looks band by band."""
     spec = get_sensor(scene["sensor"])
     layout = spec.layouts[scene["layout"]]
     nodata = _file_nodata(scene, layout)

@@ -22,6 +22,7 @@ from rasterio.windows import from_bounds
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.discover import SceneSource, discover
 from rsretrieve.data.grid import Cell, grid_epsg_for
+from rsretrieve.data.ingest import check_sar_units
 from rsretrieve.data.scene import SceneError, open_scene
 from rsretrieve.data.tiles import read_scene_tiles, window_has_valid_pixels
 from rsretrieve.index.filters import QueryFilter
@@ -146,6 +147,10 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
             0, 0, sc.width, sc.height) else str(p)
         raise QueryError(f"{where} holds no valid pixels: every pixel of its {sc.spec.name} bands is NaN or nodata; "
                          f"nothing to search with")
+    try:
+        check_sar_units(sc, (c0, r0, ww, hh))  # linear sigma0 for a dB sensor is refused, as by ingest
+    except SceneError as e:
+        raise QueryError(f"{p}: {e}") from None
     tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh}
     _, arr = next(read_scene_tiles(scene, [tile], tile_m))
     when = sc.acquired.strftime("%Y-%m-%dT%H:%M:%SZ") if sc.acquired else None

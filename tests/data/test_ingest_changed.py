@@ -145,7 +145,7 @@ def test_unexpected_error_on_a_changed_scene_keeps_its_earlier_version(archive, 
         report = ingest([archive], cat)
     (p,) = report.problems
     assert p.reason == ("unexpected error: RuntimeError: a bug, not the file; its earlier version stays in the catalog "
-                        "(this error may not be the file's): run ingest again once it is fixed")
+                        "(this refusal may not be the file's fault): run ingest again once it is fixed")
     assert report.removed == 0 and _dump(tmp_path / "c.sqlite") == before
 
 
@@ -182,6 +182,7 @@ def test_changed_land_cover_raster_that_is_corrupt_loses_its_labels(archive, tmp
         assert cat.conn.execute("SELECT COUNT(*) FROM cell_labels").fetchone()[0] == total - len(mine)
         assert cat.meta(f"labels:{lc}") is None
         assert len(cat.scenes()) == 4  # no scene touched
+        assert report.removed == 1  # counted like a scene's earlier version (the CLI's summary shows it)
 
 
 def test_remove_scene_version_removes_only_that_version_and_keeps_the_id_marks(tmp_path):
@@ -204,3 +205,46 @@ def test_remove_scene_version_removes_only_that_version_and_keeps_the_id_marks(t
         n = len(cat.labels())
         assert n > 0 and cat.remove_labels(str(lc), stamp=stamp) == n  # the only source: every label goes
         assert cat.labels() == [] and cat.meta(f"labels:{lc}") is None
+
+
+KEPT = ("; its earlier version stays in the catalog (this refusal may not be the file's fault): run ingest again "
+        "once it is fixed")
+
+
+def test_a_changed_file_that_cannot_be_read_now_keeps_its_earlier_version(archive, tmp_path, monkeypatch):
+    """Permission denied (or an I/O error) says nothing about the file's pixels: the scene stays."""
+    from rsretrieve.data import scene as scene_mod
+
+    f = sorted((archive / "sentinel1").glob("*.tif"))[0]
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        ingest([archive], cat)
+        before = _dump(tmp_path / "c.sqlite")
+        _touch(f)
+        real = os.access
+        monkeypatch.setattr(scene_mod.os, "access", lambda p, mode: False if str(p) == str(f) else real(p, mode))
+        report = ingest([archive], cat)
+        (p,) = report.problems
+        assert p.reason == "cannot read: permission denied" + KEPT
+        assert report.removed == 0 and _dump(tmp_path / "c.sqlite") == before
+
+
+def test_a_changed_file_refused_by_a_stricter_min_coverage_keeps_its_earlier_version(tmp_path):
+    """--min-coverage above the default may be what refuses a small scene, not its file."""
+    archive = tmp_path / "a"
+    make_archive(archive, scenes=1, sensors=("sentinel1",), seed=2, size_m=960)
+    (f,) = sorted((archive / "sentinel1").glob("*.tif"))
+    with rasterio.open(f) as src:  # a corner of the scene: every cell partly covered
+        profile, data = src.profile, src.read(window=rasterio.windows.Window(0, 0, 60, 60))
+        profile.update(width=60, height=60)
+    small = tmp_path / "s" / f.name
+    small.parent.mkdir()
+    with rasterio.open(small, "w", **profile) as dst:
+        dst.write(data)
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        assert ingest([small], cat).added == 1
+        before = _dump(tmp_path / "c.sqlite")
+        _touch(small)
+        report = ingest([small], cat, min_coverage=1.0)
+        (p,) = report.problems
+        assert "is covered to --min-coverage 1" in p.reason and p.reason.endswith(KEPT), p.reason
+        assert report.removed == 0 and _dump(tmp_path / "c.sqlite") == before

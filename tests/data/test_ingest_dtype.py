@@ -180,3 +180,24 @@ def test_accepted_type_gives_the_same_tiles_as_the_sensors_own(tmp_path, sensor,
     assert a.keys() == b.keys() and len(a) == 9  # 1440 m on the grid's lines (400 320 = 834 x 480): 3 x 3 cells
     for cell in a:
         np.testing.assert_array_equal(a[cell], b[cell])
+
+
+def test_gdal_only_complex_types_are_refused_in_one_line(tmp_path):
+    """complex_int16 (Sentinel-1 SLC) has no numpy name: refused like complex64, not a TypeError traceback."""
+    from rsretrieve.data.catalog import Catalog
+    from rsretrieve.data.ingest import ingest
+    from rsretrieve.data.scene import dtype_problem
+    from rsretrieve.sensors import get_sensor
+
+    why = dtype_problem("complex_int16", get_sensor("sentinel1"))
+    assert why.startswith("complex_int16 pixels (a single-look complex product?), but sentinel1 files hold float32")
+    path = tmp_path / "S1A_IW_SLC__1SDV_20200101T000000_ci16.tif"
+    profile = dict(driver="GTiff", width=64, height=64, count=2, dtype="complex_int16", crs="EPSG:32633",
+                   transform=from_origin(500_000, 5_000_000, 10, 10))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.ones((2, 64, 64), np.complex64))
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([path], cat, sensor="sentinel1")
+    (p,) = report.problems
+    assert p.reason.startswith("complex_int16 pixels (a single-look complex product?)"), p.reason
+    assert "unexpected error" not in p.reason

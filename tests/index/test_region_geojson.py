@@ -229,3 +229,25 @@ def test_a_query_tile_of_the_wrong_data_type_is_refused(small_workspace, tmp_pat
         assert len(ws.query(tile=dn, k=3).hits) == 3  # the same tile as uint16 DN is searched
     finally:
         ws.close()
+
+
+
+def test_a_query_tile_in_linear_sigma0_is_refused_as_by_ingest(small_workspace, tmp_path):
+    """A Sentinel-1 query tile in linear power (float32, like dB) is refused by the rule ingest applies."""
+    import numpy as np
+
+    from rsretrieve.index.query import QueryError
+    from rsretrieve.workspace import Workspace
+    from tests.conftest import write_tif
+
+    db = np.random.default_rng(0).uniform(-25, -5, (2, 48, 48)).astype("float32")
+    name = "S1A_IW_GRDH_1SDV_20210817T004835_20210817T004900_039263_04A2A5_0001.tif"
+    lin = write_tif(tmp_path / "lin" / name, (10 ** (db / 10)).astype("float32"))
+    ws = Workspace.open(small_workspace)
+    try:
+        with pytest.raises(QueryError) as e:
+            ws.query(tile=lin, k=3)
+        assert str(e.value).startswith(f"{lin}: band VV holds linear sigma0, not dB (100% of its pixels lie in 0..1")
+        assert len(ws.query(tile=write_tif(tmp_path / "db" / name, db), k=3).hits) == 3
+    finally:
+        ws.close()
