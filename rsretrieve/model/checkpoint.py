@@ -68,6 +68,8 @@ def load_error_reason(e: BaseException) -> str:
         return "not a weights-only torch file" + (f": {after[0]}" if after else "")
     if isinstance(e, EOFError):
         return "empty or truncated file"
+    if isinstance(e, (KeyError, IndexError, TypeError, AttributeError)):  # the unpickler fed random bytes
+        return f"not a torch file: {type(e).__name__} while unpickling"
     return lines[0][:200] if lines else type(e).__name__
 
 
@@ -83,10 +85,16 @@ def load_model(source: str | Path | dict[str, Any], map_location: str | torch.de
     else:
         try:
             checkpoint = torch.load(source, map_location=map_location, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:  # torch's text: 10 lines that
-            log.debug("loading %s failed", source, exc_info=True)  # suggest unsafe loading
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError,
+                AttributeError) as e:  # torch's text runs to 10 lines suggesting unsafe loading; random bytes
+            log.debug("loading %s failed", source, exc_info=True)  # fail in the unpickler's own ways
             raise ModelFileError(source, load_error_reason(e)) from None
-    config, state = model_state(checkpoint)
+        if not isinstance(checkpoint, dict):
+            raise ModelFileError(source, f"a torch file holding a {type(checkpoint).__name__}, not a checkpoint")
+    try:
+        config, state = model_state(checkpoint)
+    except ValueError as e:
+        raise ValueError(e.args[0] if isinstance(source, dict) else f"{source}: {e.args[0]}") from None
     model = build_model(config)
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected:

@@ -17,7 +17,8 @@ change what is learned (:data:`RESUME_MAY_CHANGE`):
   ``enable_model_summary``, ``profiler``, ``val_check_interval``, ``check_val_every_n_epoch``,
   ``limit_val_batches``, ``num_sanity_val_steps`` (these may change which epoch is ``best.ckpt``, never the weights);
 * where it runs: ``trainer.accelerator``, ``benchmark``, ``deterministic``, ``data.num_workers``, and the
-  workspace's path (a moved or copied workspace).
+  workspace's path and that of ``model.pretrained`` (a moved or copied workspace: the resumed weights come from
+  the checkpoint).
 
 Every other option must be what the run was started with: each ``model.*`` and ``data.*`` option (a data split
 change would put test cells into training), ``seed_everything``, ``optimizer``, ``lr_scheduler`` and the trainer
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 #: options a ``--resume`` may change (budget, logging, validation, hardware): they do not change what is learned
 RESUME_MAY_CHANGE = frozenset({
     "config", "ckpt_path", "weights_only", "data.workspace", "data.num_workers",
+    # the path of the model a run extends moves with its workspace (configs/add_sensor.yaml); the resumed run's
+    # weights come from the checkpoint, and a model that does not fit it is refused by check_resume
+    "model.pretrained",
     "trainer.max_time", "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs", "trainer.min_steps",
     "trainer.log_every_n_steps", "trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.enable_autolog_hparams", "trainer.profiler", "trainer.model_registry", "trainer.default_root_dir",

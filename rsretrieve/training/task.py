@@ -59,7 +59,7 @@ def _load_pretrained(path: str | Path) -> EmbeddingModel:
     except ValueError as e:
         reason = str(e).splitlines()[0]
         raise ValueError(reason if str(path) in reason else f"--model.pretrained {path}: {reason}") from None
-    except (OSError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, KeyError, TypeError, AttributeError, RuntimeError) as e:  # a state dict that does not load
         raise ValueError(f"--model.pretrained {path}: not a readable model file or checkpoint "
                          f"({load_error_reason(e)})") from None
 

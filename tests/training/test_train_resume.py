@@ -106,3 +106,15 @@ def test_resume_differences_skip_budget_logging_and_unrecorded_options_and_list_
     assert resume_differences(started, changed) == [("model.augment", {"gain": 0.0}, {"gain": 0.1}),
                                                     ("data.split_seed", 0, 3), ("seed_everything", 0, 1),
                                                     ("trainer.precision", None, "bf16-mixed")]
+
+
+def test_the_path_of_the_pretrained_model_may_change_with_the_workspace():
+    """configs/add_sensor.yaml points model.pretrained into the workspace: a moved workspace, or a command run from
+    another folder, names it by another path (the resumed weights come from the checkpoint)."""
+    started = {"model": {"pretrained": "wsL/checkpoints/default/model.pt", "lr": 0.002},
+               "data": {"workspace": "wsL"}}
+    moved = {"model": {"pretrained": "/tmp/rv2/wsL/checkpoints/default/model.pt", "lr": 0.002},
+             "data": {"workspace": "/tmp/rv2/wsL"}}
+    assert resume_differences(started, moved) == []
+    assert resume_differences(started, {**moved, "model": {**moved["model"], "lr": 0.004}}) == [
+        ("model.lr", 0.002, 0.004)]
