@@ -153,7 +153,7 @@ def load_region(path: str | os.PathLike) -> Polygon | MultiPolygon:
     except OSError as exc:
         raise ValueError(f"{what} cannot be read: {exc.strerror or _first_line(exc)}") from None
     try:
-        doc = loads_strict_json(text)
+        doc = loads_strict_json(text, keys=GEOJSON_KEYS, allow_nan=True)  # a file's properties are not read
     except RecursionError:
         raise ValueError(f"{what} is not GeoJSON: nested too deep") from None
     except ValueError as exc:  # json.JSONDecodeError too
@@ -161,9 +161,19 @@ def load_region(path: str | os.PathLike) -> Polygon | MultiPolygon:
     return region_from_geojson(doc, what)
 
 
-def loads_strict_json(text: str) -> object:
+#: the GeoJSON members a region is read from: one given twice in an object would change the region silently
+GEOJSON_KEYS = frozenset({"type", "coordinates", "geometry", "geometries", "features", "crs"})
+
+
+def loads_strict_json(text: str, keys: frozenset[str] | None = None, allow_nan: bool = False) -> object:
     """``json.loads`` refusing what it would otherwise take silently: a key given twice in one object (the last
     would win) and ``NaN`` / ``Infinity`` (not JSON).
+
+    Args:
+        keys: only these keys are refused twice (None: every key); a region file's ``properties`` may hold
+            anything, since nothing reads them.
+        allow_nan: take ``NaN`` / ``Infinity`` (as Python's ``json.dump`` writes them); NaN coordinates are
+            then refused by the geometry checks.
 
     Raises:
         json.JSONDecodeError: malformed JSON.
@@ -173,7 +183,7 @@ def loads_strict_json(text: str) -> object:
     def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
         out: dict[str, object] = {}
         for key, value in items:
-            if key in out:
+            if key in out and (keys is None or key in keys):
                 raise ValueError(f"key {key[:40]!r} is given twice in one object")
             out[key] = value
         return out
@@ -181,7 +191,7 @@ def loads_strict_json(text: str) -> object:
     def constant(name: str) -> object:
         raise ValueError(f"{name} is not a JSON number")
 
-    return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    return json.loads(text, object_pairs_hook=pairs, **({} if allow_nan else {"parse_constant": constant}))
 
 
 #: ``crs`` names accepted (upper-cased): EPSG:4326 or OGC CRS84 in their usual spellings (``EPSG:4326``,

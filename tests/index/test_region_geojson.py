@@ -97,17 +97,18 @@ def test_the_file_and_the_service_refuse_alike(tmp_path, name):
      " is not GeoJSON: key 'coordinates' is given twice in one object",
      "filters must be standard JSON: key 'coordinates' is given twice in one object"),
     ('{"type": "Polygon", "coordinates": [[[NaN, 0], [1, 0], [1, 1], [0, 0]]]}',
-     " is not GeoJSON: NaN is not a JSON number", "filters must be standard JSON: NaN is not a JSON number"),
+     " holds no readable GeoJSON geometry: ", "filters must be standard JSON: NaN is not a JSON number"),
     ('{"type": "Polygon", "coordinates": ' + "[" * 5000 + "]" * 5000 + "}", " is not GeoJSON: nested too deep",
      "filters must be a JSON object of reasonable size: nested too deep"),
 ], ids=["duplicate-key", "nan", "deep"])
 def test_json_read_silently_before_is_refused_by_both(tmp_path, text, file_rest, serve_message):
-    """The file is JSON text of its own; the service's `within` is part of the `filters` text, parsed once."""
+    """The file is JSON text of its own (NaN, as Python's json.dump writes it, is read, and a NaN coordinate refused
+    by the geometry checks); the service's `within` is part of the `filters` text, parsed once, strictly."""
     path = tmp_path / "region.geojson"
     path.write_text(text)
     with pytest.raises(ValueError) as exc:
         load_region(path)
-    assert str(exc.value) == f"region file {path}{file_rest}"
+    assert str(exc.value).startswith(f"region file {path}{file_rest}") and "\n" not in str(exc.value)
     with pytest.raises(FilterError) as exc:
         parse_filters('{"within": %s}' % text)
     assert str(exc.value) == serve_message
@@ -251,3 +252,18 @@ def test_a_query_tile_in_linear_sigma0_is_refused_as_by_ingest(small_workspace, 
         assert len(ws.query(tile=write_tif(tmp_path / "db" / name, db), k=3).hits) == 3
     finally:
         ws.close()
+
+
+
+def test_a_region_file_s_properties_may_hold_nan_and_repeated_keys(tmp_path):
+    """Nothing reads a region file's properties: NaN (Python's json.dump writes it) or a key given twice there do
+    not refuse the region; a geometry member given twice still does."""
+    path = tmp_path / "r.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"area": NaN, '
+                    '"name": "a", "name": "b"}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], '
+                    '[1, 1], [0, 1], [0, 0]]]}}]}')
+    assert load_region(path).equals(box(0, 0, 1, 1))
+    path.write_text('{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], '
+                    '[1, 0], [1, 1], [0, 0]]]}, "geometry": null}')
+    with pytest.raises(ValueError, match="key 'geometry' is given twice in one object"):
+        load_region(path)
