@@ -131,24 +131,6 @@ def test_file_rewritten_with_a_type_the_sensor_cannot_have_is_removed(archive, t
         assert cat.scene_by_key(str(f)) is None and len(cat.scenes()) == 3
 
 
-def test_unexpected_error_on_a_changed_scene_keeps_its_earlier_version(archive, tmp_path, monkeypatch):
-    f = sorted((archive / "sentinel1").glob("*.tif"))[0]
-    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
-        ingest([archive], cat)
-        before = _dump(tmp_path / "c.sqlite")
-        _touch(f)
-
-        def boom(*a, **k):
-            raise RuntimeError("a bug, not the file")
-
-        monkeypatch.setattr(ingest_mod, "process_scene", boom)
-        report = ingest([archive], cat)
-    (p,) = report.problems
-    assert p.reason == ("unexpected error: RuntimeError: a bug, not the file; its earlier version stays in the catalog "
-                        "(this refusal may not be the file's fault): run ingest again once it is fixed")
-    assert report.removed == 0 and _dump(tmp_path / "c.sqlite") == before
-
-
 def test_changed_scene_refused_under_another_sensor_keeps_its_earlier_version(archive, tmp_path):
     f = sorted((archive / "sentinel1").glob("*.tif"))[0]
     with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
@@ -211,8 +193,10 @@ KEPT = ("; its earlier version stays in the catalog (this refusal may not be the
         "once it is fixed")
 
 
-def test_a_changed_file_that_cannot_be_read_now_keeps_its_earlier_version(archive, tmp_path, monkeypatch):
-    """Permission denied (or an I/O error) says nothing about the file's pixels: the scene stays."""
+@pytest.mark.parametrize("cause", ["unexpected error", "permission denied"])
+def test_a_changed_file_refused_not_for_its_pixels_keeps_its_earlier_version(archive, tmp_path, monkeypatch, cause):
+    """An unexpected error (a bug) or a file that cannot be read now (permissions, I/O) says nothing about the
+    file's pixels: the scene stays."""
     from rsretrieve.data import scene as scene_mod
 
     f = sorted((archive / "sentinel1").glob("*.tif"))[0]
@@ -220,12 +204,19 @@ def test_a_changed_file_that_cannot_be_read_now_keeps_its_earlier_version(archiv
         ingest([archive], cat)
         before = _dump(tmp_path / "c.sqlite")
         _touch(f)
-        real = os.access
-        monkeypatch.setattr(scene_mod.os, "access", lambda p, mode: False if str(p) == str(f) else real(p, mode))
+        if cause == "unexpected error":
+            def boom(*a, **k):
+                raise RuntimeError("a bug, not the file")
+            monkeypatch.setattr(ingest_mod, "process_scene", boom)
+            reason = "unexpected error: RuntimeError: a bug, not the file"
+        else:
+            real = os.access
+            monkeypatch.setattr(scene_mod.os, "access", lambda p, mode: str(p) != str(f) and real(p, mode))
+            reason = "cannot read: permission denied"
         report = ingest([archive], cat)
-        (p,) = report.problems
-        assert p.reason == "cannot read: permission denied" + KEPT
-        assert report.removed == 0 and _dump(tmp_path / "c.sqlite") == before
+    (p,) = report.problems
+    assert p.reason == reason + KEPT
+    assert report.removed == 0 and _dump(tmp_path / "c.sqlite") == before
 
 
 def test_a_changed_file_refused_by_a_stricter_min_coverage_keeps_its_earlier_version(tmp_path):
