@@ -61,20 +61,23 @@ def _resize(a: np.ndarray, n: int) -> np.ndarray:
     return a[:, ri][:, :, ci]
 
 
-def _read_rows(scene: dict, spec: SensorSpec, r0: int, r1: int, fill: float) -> np.ndarray:
-    """DN of rows [r0, r1) of the scene's reference grid, all bands of its layout: (C_layout, r1 - r0, width)."""
-    files, width = scene["files"], scene["width"]
+def _read_rows(scene: dict, spec: SensorSpec, r0: int, r1: int, fill: float, c0: int = 0,
+               c1: int | None = None) -> np.ndarray:
+    """DN of rows [r0, r1) (and columns [c0, c1), default all) of the scene's reference grid, all bands of its
+    layout: (C_layout, r1 - r0, c1 - c0)."""
+    files = scene["files"]
+    c1 = scene["width"] if c1 is None else c1
     if "*" in files:
         with rasterio.open(files["*"]) as ds:
-            return ds.read(window=Window(0, r0, width, r1 - r0))
+            return ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
     t = Affine(*scene["transform"])
-    left, top = t * (0, r0)
-    right, bottom = t * (width, r1)
+    left, top = t * (c0, r0)
+    right, bottom = t * (c1, r1)
     bands = []
     for b in spec.layouts[scene["layout"]].bands:
         with rasterio.open(files[spec.band(b).name]) as ds:
             win = ds.window(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-            bands.append(ds.read(1, window=win, out_shape=(r1 - r0, width), boundless=True, fill_value=fill,
+            bands.append(ds.read(1, window=win, out_shape=(r1 - r0, c1 - c0), boundless=True, fill_value=fill,
                                  resampling=Resampling.nearest))
     return np.stack(bands)
 
@@ -128,8 +131,8 @@ def read_scene_tiles(scene: dict, tiles: Sequence[dict], tile_m: float) -> Itera
 def window_has_valid_pixels(scene: dict, window: tuple[int, int, int, int]) -> bool:
     """Whether pixel window ``(col, row, width, height)`` of ``scene`` (as for :func:`read_scene_tiles`) holds at
     least one valid pixel: one that is finite, not nodata and inside the scene, in a band the spec marks valid
-    (the pixels :func:`normalise` would not set to 0). Reads the window's rows of every band of the layout (as
-    :func:`read_scene_tiles` does), then looks band by band."""
+    (the pixels :func:`normalise` would not set to 0). Reads the window of every band of the layout (on the
+    reference grid, as :func:`read_scene_tiles` does), then looks band by band."""
     spec = get_sensor(scene["sensor"])
     layout = spec.layouts[scene["layout"]]
     nodata = _file_nodata(scene, layout)
@@ -139,7 +142,7 @@ def window_has_valid_pixels(scene: dict, window: tuple[int, int, int, int]) -> b
     if c1 <= c0 or r1 <= r0:
         return False
     fill = nodata if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)) else 0
-    dn = _read_rows(scene, spec, r0, r1, fill)[:, :, c0:c1]
+    dn = _read_rows(scene, spec, r0, r1, fill, c0, c1)
     for i, bname in enumerate(layout.bands):
         if not spec.band(bname).valid:
             continue
