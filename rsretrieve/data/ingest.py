@@ -142,8 +142,8 @@ class _Reader:
         ds = self._open(path)
         if ds.transform == sc.transform and ds.width == sc.width and ds.height == sc.height:
             return ds.read(index, window=Window(0, r0, sc.width, r1 - r0))
-        left, top = sc.transform * (0, r0)
-        right, bottom = sc.transform * (sc.width, r1)
+        left, top = sc.transform @ (0, r0)
+        right, bottom = sc.transform @ (sc.width, r1)
         win = ds.window(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
         return ds.read(index, window=win, out_shape=(r1 - r0, sc.width), boundless=True, fill_value=fill,
                        resampling=Resampling.nearest)

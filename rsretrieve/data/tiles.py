@@ -71,8 +71,8 @@ def _read_rows(scene: dict, spec: SensorSpec, r0: int, r1: int, fill: float, c0:
         with rasterio.open(files["*"]) as ds:
             return ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
     t = Affine(*scene["transform"])
-    left, top = t * (c0, r0)
-    right, bottom = t * (c1, r1)
+    left, top = t @ (c0, r0)
+    right, bottom = t @ (c1, r1)
     bands = []
     for b in spec.layouts[scene["layout"]].bands:
         with rasterio.open(files[spec.band(b).name]) as ds:
