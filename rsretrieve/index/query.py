@@ -38,6 +38,21 @@ class QueryError(ValueError):
     """A query that cannot run; the message says why in one line."""
 
 
+class NoValidPixelsError(QueryError):
+    """A query tile with no valid pixel (every pixel NaN or nodata), as :func:`tile_from_file` finds it.
+
+    Attributes:
+        window: the window the query asked for (None: the whole file, or the cell of a point).
+        sensor: the sensor the tile was read as.
+        nodata: the value that marks missing pixels besides NaN (None: only NaN).
+    """
+
+    def __init__(self, message: str, window: tuple[int, int, int, int] | None, sensor: str, nodata: float | None):
+        super().__init__(message)
+        self.window, self.sensor = window, sensor
+        self.nodata = None if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)) else nodata
+
+
 @dataclass
 class Hit:
     """One result."""
@@ -107,6 +122,7 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
         raise QueryError(f"{p}: {e.args[0] if e.args else e}") from None
     if point is not None and window is not None:
         raise QueryError("give a point or a window, not both")
+    asked = window
     if point is not None:
         lon, lat = point
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
@@ -145,8 +161,8 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
     if not window_has_valid_pixels(scene, (c0, r0, ww, hh)):
         where = f"the cell {cid} of {p}" if cid else f"window {c0},{r0},{ww},{hh} of {p}" if (c0, r0, ww, hh) != (
             0, 0, sc.width, sc.height) else str(p)
-        raise QueryError(f"{where} holds no valid pixels: every pixel of its {sc.spec.name} bands is NaN or nodata; "
-                         f"nothing to search with")
+        raise NoValidPixelsError(f"{where} holds no valid pixels: every pixel of its {sc.spec.name} bands is NaN or "
+                                 f"nodata; nothing to search with", asked, sc.spec.name, sc.nodata)
     try:
         check_sar_units(sc, (c0, r0, ww, hh))  # linear sigma0 for a dB sensor is refused, as by ingest
     except SceneError as e:

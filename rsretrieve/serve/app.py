@@ -39,10 +39,10 @@ from pydantic import BeforeValidator
 from rasterio.errors import RasterioError
 from starlette.datastructures import UploadFile
 
-from rsretrieve.index.query import QueryError, QueryResult, run_query
+from rsretrieve.index.query import NoValidPixelsError, QueryError, QueryResult, run_query
 from rsretrieve.serve.filters import UPLOAD_ONLY, FilterError, parse_filters
 from rsretrieve.serve.uploads import (MAX_FIELD_BYTES, UploadError, check_content_length, check_geotiff,
-                                      check_valid_pixels, limited_receive, save_upload)
+                                      limited_receive, save_upload)
 from rsretrieve.serve.worker import EngineWorker
 from rsretrieve.viz.results import feature_collection
 
@@ -280,12 +280,17 @@ def _scrub(message: str, path: Path) -> str:
 
 def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> QueryResult:
     check_geotiff(path)
-    window = kwargs.get("window") if kwargs.get("point") is None else None
-    check_valid_pixels(path, label, kwargs.get("sensor"), window)
     try:
         return run_query(engine, tile=path, **kwargs)
     except (RasterioError, OSError) as e:
         raise UploadError(422, f"uploaded tile cannot be read: {_first_line(e)}") from None
+    except NoValidPixelsError as e:
+        if kwargs.get("point") is not None:  # the point's cell: the query's own message, scrubbed
+            raise
+        where = f" in window {','.join(map(str, e.window))}" if e.window is not None else ""
+        what = "NaN" if e.nodata is None else f"NaN or the nodata value {e.nodata:g}"
+        raise UploadError(422, f"{label} holds no valid pixels{where}: every pixel of its {e.sensor} bands is {what}; "
+                               f"nothing to search with") from None
 
 
 def _response(res: QueryResult) -> dict[str, Any]:

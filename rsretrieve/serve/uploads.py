@@ -3,9 +3,9 @@
 The request body is counted as it arrives (``Content-Length`` is checked first, and a body without one is cut off
 at the limit), so an oversized upload is refused before it is read in full; the multipart parser keeps at most 1 MiB
 of a file in memory and spools the rest to disk. The tile is then copied under a server-chosen name into a private
-temporary folder (mode 0700, deleted after the query), checked for TIFF / BigTIFF magic bytes, opened by
-rasterio as a GeoTIFF, and refused if it holds no valid pixel (all NaN / nodata). No name or path from the request is
-ever used on the file system.
+temporary folder (mode 0700, deleted after the query), checked for TIFF / BigTIFF magic bytes and opened by
+rasterio as a GeoTIFF (the query refuses a tile with no valid pixel). No name or path from the request is ever used
+on the file system.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
-from rasterio.windows import Window
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 
-from rsretrieve.data.discover import discover
-from rsretrieve.data.scene import SceneError, open_raster, open_scene
+from rsretrieve.data.scene import SceneError, open_raster
 
 log = logging.getLogger(__name__)
 
@@ -140,53 +138,6 @@ def check_geotiff(path: Path) -> None:
             ds.read(window=ds.block_window(1, rows, cols))
         except (RasterioError, ValueError) as e:
             raise UploadError(422, f"uploaded tile is a corrupt or truncated TIFF: {_first_line(e)}") from None
-
-
-def check_valid_pixels(path: Path, label: str, sensor: str | None = None,
-                       window: tuple[int, int, int, int] | None = None) -> None:
-    """Refuse (422) a query tile with no valid pixel: every sample of every band the sensor uses is NaN or the
-    file's nodata value (the sensor layout's when the file has none), as a query cut from it would be.
-
-    Only ``window`` (col, row, width, height) of the file is looked at when given; a file whose sensor cannot be
-    told is left to the query, which says why. Reads band by band, stopping at the first valid sample.
-
-    Raises:
-        UploadError: 422 naming ``label`` (e.g. ``"uploaded tile 'scene.tif'"``).
-    """
-    try:
-        sources, problems = discover([path])
-        sources = [s for s in sources if s.role == "scene"]
-        if problems or len(sources) != 1 or not sources[0].stacked:
-            return
-        sc = open_scene(sources[0], sensor)
-    except (SceneError, KeyError, RasterioError, OSError, ValueError):  # the query reports these itself
-        return
-    where = ""
-    win = Window(0, 0, sc.width, sc.height)
-    if window is not None:
-        c0, r0, w, h = window
-        c1, r1 = min(c0 + w, sc.width), min(r0 + h, sc.height)
-        c0, r0 = max(c0, 0), max(r0, 0)
-        if c1 <= c0 or r1 <= r0:
-            return  # no overlap: the query says so
-        win, where = Window(c0, r0, c1 - c0, r1 - r0), f" in window {','.join(map(str, window))}"
-    nodata = sc.nodata
-    nan_nodata = nodata is None or (isinstance(nodata, float) and math.isnan(nodata))
-    bands = sorted({i for b, (_, i) in sc.band_files.items() if sc.spec.band(b).valid})
-    try:
-        with rasterio.open(path) as ds:
-            for i in bands:
-                x = ds.read(i, window=win)
-                ok = np.isfinite(x) if x.dtype.kind in "fc" else np.ones(x.shape, bool)
-                if not nan_nodata:
-                    ok &= x != nodata
-                if ok.any():
-                    return
-    except (RasterioError, OSError, ValueError):
-        return
-    what = "NaN" if nan_nodata else f"NaN or the nodata value {nodata:g}"
-    raise UploadError(422, f"{label} holds no valid pixels{where}: every pixel of its {sc.spec.name} bands is {what}; "
-                           f"nothing to search with")
 
 
 def _first_line(e: BaseException) -> str:
