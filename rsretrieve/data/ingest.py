@@ -43,11 +43,16 @@ from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
 from rsretrieve.data.discover import Problem, SceneSource, discover
 from rsretrieve.data.grid import Cell, cell_bounds_in, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
 from rsretrieve.data.labels import check_scheme, class_name, scheme_for
-from rsretrieve.data.scene import OpenedScene, SceneError, check_georef, open_raster, open_scene, to_physical
+from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
+                                   to_physical, valid_pixels)
 
 log = logging.getLogger(__name__)
 
 _STRIP_ROWS = 1024
+
+
+#: the share of a cell a tile's data must cover by default (``--min-coverage``)
+MIN_COVERAGE = 0.25
 
 
 @dataclass
@@ -162,9 +167,7 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
     spec, nodata = scene.spec, scene.nodata
     fill = nodata if nodata is not None else 0
     data = reader.read(*scene.band_files[_ref_band(scene)], r0, r1, fill)
-    ok = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        ok &= data != nodata
+    ok = valid_pixels(data, nodata)
     cloud = np.zeros_like(ok)
     if spec.cloud_test is not None and all(spec.band(b).name in scene.band_files for b in spec.cloud_test.bands):
         acc = np.zeros(ok.shape, np.float32)
@@ -226,18 +229,14 @@ def check_sar_units(scene: OpenedScene, window: tuple[int, int, int, int]) -> No
     if scene.spec.units not in ("sigma0_db", "sigma0_linear"):
         return
     path, idx = scene.band_files[_ref_band(scene)]
-    c0, r0, w, h = window
-    c1, r1 = min(c0 + w, scene.width), min(r0 + h, scene.height)
-    c0, r0 = max(c0, 0), max(r0, 0)
-    if c1 <= c0 or r1 <= r0:
+    clipped = clip_window(window, scene.width, scene.height)
+    if clipped is None:
         return
+    c0, r0, c1, r1 = clipped
     with rasterio.open(path) as ds:
         ref = ds.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0))
-    ok = np.isfinite(ref) if ref.dtype.kind == "f" else np.ones(ref.shape, bool)
-    if scene.nodata is not None and not (isinstance(scene.nodata, float) and math.isnan(scene.nodata)):
-        ok &= ref != scene.nodata
     sar = _SarValues(scene)
-    sar.add(ref, ok)
+    sar.add(ref, valid_pixels(ref, scene.nodata))
     sar.check()
 
 
@@ -253,7 +252,8 @@ def _box_sum(s: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> int:
 
 
 # -- one scene ----------------------------------------------------------------------------------------------------
-def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None, min_coverage: float = 0.25,
+def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
+                  min_coverage: float = MIN_COVERAGE,
                   min_tile_px: int = 8) -> tuple[SceneRow, list[TileRow]]:
     """Open a scene and cut it into grid tiles with their valid-pixel statistics.
 
@@ -327,7 +327,7 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     if not tiles:
         raise SceneError(f"no grid cell of {tile_m:g} m is covered to --min-coverage {min_coverage:g} (the scene is "
                          f"{scene.width} x {scene.height} px of {res_m:.0f} m); nothing to tile",
-                         file_at_fault=min_coverage <= 0.25)  # above the default, the option may be what refuses
+                         file_at_fault=min_coverage <= MIN_COVERAGE)  # above the default, the option may refuse
     acq = scene.acquired
     px = scene.width * scene.height
     row = SceneRow(
@@ -449,7 +449,8 @@ def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: st
     The catalogued version describes pixels the file no longer holds, and ``rsretrieve index`` would read the new
     ones through its tile windows; so it is removed (its ids stay retired: the catalog's high-water marks are kept),
     and the index drops its vectors on its next run. It stays, and the line says why, when the refusal need not be
-    the file's fault: an unexpected error, or a ``--sensor`` other than the sensor it was catalogued as.
+    the file's fault (``kind`` "error": an unexpected error, a file that cannot be read now, a ``--min-coverage``
+    above the default), or may be that of a ``--sensor`` other than the sensor it was catalogued as.
     """
     reason = problem.reason
     if kind == "error":
@@ -478,7 +479,8 @@ def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: st
                                  "its vectors)")
 
 
-def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None, min_coverage: float = 0.25,
+def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
+           min_coverage: float = MIN_COVERAGE,
            workers: int = 1, progress: Callable[[int, int, str], None] | None = None,
            label_scheme: str | None = None) -> IngestReport:
     """Add the scenes under ``paths`` to ``catalog``; idempotent and resumable.

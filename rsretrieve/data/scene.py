@@ -419,6 +419,29 @@ def _to_dn(units: str, layout: Layout) -> str:
     return f"round({x} / {layout.scale:g})"
 
 
+def nodata_value(nodata: float | None) -> float | None:
+    """``nodata`` as a value pixels are compared with: None when there is none or it is NaN (NaN pixels are found
+    by ``np.isfinite``)."""
+    return None if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)) else nodata
+
+
+def valid_pixels(x: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Boolean mask of the pixels of ``x`` (as stored) that hold data: finite, and not ``nodata``."""
+    ok = np.isfinite(x) if x.dtype.kind in "fc" else np.ones(x.shape, bool)
+    if (nd := nodata_value(nodata)) is not None:
+        ok &= x != nd
+    return ok
+
+
+def clip_window(window: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int] | None:
+    """Pixel window ``(col, row, width, height)`` clipped to a ``width`` x ``height`` raster, as
+    ``(col0, row0, col1, row1)`` (ends excluded); None when they do not overlap."""
+    c0, r0, w, h = window
+    c0, c1 = max(c0, 0), min(c0 + w, width)
+    r0, r1 = max(r0, 0), min(r0 + h, height)
+    return (c0, r0, c1, r1) if c1 > c0 and r1 > r0 else None
+
+
 def to_physical(dn: np.ndarray, layout: Layout) -> np.ndarray:
     """DN -> physical units (reflectance, dB) as float32."""
     return (dn.astype(np.float32) * np.float32(layout.scale) + np.float32(layout.offset)).astype(np.float32)

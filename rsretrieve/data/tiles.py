@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from rsretrieve.data.scene import clip_window, nodata_value, valid_pixels
 from rsretrieve.sensors import SensorSpec, get_sensor
 
 _STRIP_PX = 2048
@@ -136,20 +137,10 @@ def window_has_valid_pixels(scene: dict, window: tuple[int, int, int, int]) -> b
     spec = get_sensor(scene["sensor"])
     layout = spec.layouts[scene["layout"]]
     nodata = _file_nodata(scene, layout)
-    c0, r0, w, h = window
-    c0, c1 = max(c0, 0), min(c0 + w, scene["width"])
-    r0, r1 = max(r0, 0), min(r0 + h, scene["height"])
-    if c1 <= c0 or r1 <= r0:
+    clipped = clip_window(window, scene["width"], scene["height"])
+    if clipped is None:
         return False
-    fill = nodata if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)) else 0
-    dn = _read_rows(scene, spec, r0, r1, fill, c0, c1)
-    for i, bname in enumerate(layout.bands):
-        if not spec.band(bname).valid:
-            continue
-        x = dn[i]
-        ok = np.isfinite(x) if x.dtype.kind in "fc" else np.ones(x.shape, bool)
-        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-            ok &= x != nodata
-        if ok.any():
-            return True
-    return False
+    c0, r0, c1, r1 = clipped
+    fill = nodata_value(nodata)
+    dn = _read_rows(scene, spec, r0, r1, 0 if fill is None else fill, c0, c1)
+    return any(valid_pixels(dn[i], nodata).any() for i, b in enumerate(layout.bands) if spec.band(b).valid)

@@ -23,7 +23,7 @@ from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.discover import SceneSource, discover
 from rsretrieve.data.grid import Cell, grid_epsg_for
 from rsretrieve.data.ingest import check_sar_units
-from rsretrieve.data.scene import SceneError, open_scene
+from rsretrieve.data.scene import SceneError, nodata_value, open_scene
 from rsretrieve.data.tiles import read_scene_tiles, window_has_valid_pixels
 from rsretrieve.index.filters import QueryFilter
 from rsretrieve.index.indexer import embed_tiles, model_checksum, model_path
@@ -50,7 +50,7 @@ class NoValidPixelsError(QueryError):
     def __init__(self, message: str, window: tuple[int, int, int, int] | None, sensor: str, nodata: float | None):
         super().__init__(message)
         self.window, self.sensor = window, sensor
-        self.nodata = None if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)) else nodata
+        self.nodata = nodata_value(nodata)
 
 
 @dataclass
