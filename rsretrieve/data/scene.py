@@ -361,17 +361,16 @@ def dtype_problem(found: str, spec: SensorSpec, layout_name: str = "full") -> st
     """
     layout = spec.layouts[layout_name]
     want = np.dtype(layout.dtype)
+    what = spec.name if layout_name == "full" else f"{spec.name} {layout_name}"
+    units = _UNITS_WORDS.get(spec.units, spec.units)
     try:
         got = np.dtype(found)
     except TypeError:  # GDAL types numpy has no name for (rasterio's "complex_int16": SLC SAR)
-        what = spec.name if layout_name == "full" else f"{spec.name} {layout_name}"
-        kind = " (a single-look complex product?)" if "complex" in str(found) else ""
-        return (f"{found} pixels{kind}, but {what} files hold {want.name} "
-                f"{_UNITS_WORDS.get(spec.units, spec.units)}; make the {want.name} product from it first")
+        if "complex" in str(found):
+            return _complex_problem(str(found), what, want, units)
+        return f"{found} pixels, but {what} files hold {want.name} {units}; convert it to {want.name}"
     if got == want:
         return None
-    what = spec.name if layout_name == "full" else f"{spec.name} {layout_name}"
-    units = _UNITS_WORDS.get(spec.units, spec.units)
     if want.kind in "iu":
         held = f"{want.name} DN ({units} = DN * {layout.scale:g}{_signed(layout.offset)})"
         if got.kind in "iu":
@@ -399,9 +398,13 @@ def dtype_problem(found: str, spec: SensorSpec, layout_name: str = "full") -> st
                     f"scaled values, not {units}; convert it to {want.name} {units}"
                     + (" (10 * log10 of calibrated linear sigma0)" if spec.units == "sigma0_db" else ""))
     if got.kind == "c":
-        return (f"{got.name} pixels (a single-look complex product?), but {what} files hold {want.name} {units}; "
-                f"make the {want.name} {units} product from it first")
+        return _complex_problem(got.name, what, want, units)
     return f"{got.name} pixels, but {what} files hold {want.name} {units}; convert it to {want.name}"
+
+
+def _complex_problem(found: str, what: str, want: np.dtype, units: str) -> str:
+    return (f"{found} pixels (a single-look complex product?), but {what} files hold {want.name} {units}; "
+            f"make the {want.name} {units} product from it first")
 
 
 def _type_range(t: np.dtype) -> tuple[int, int]:
