@@ -149,15 +149,15 @@ def load_region(path: str | os.PathLike) -> Polygon | MultiPolygon:
     except FileNotFoundError:
         raise ValueError(f"{what} does not exist") from None
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{what} is not GeoJSON: not UTF-8 text ({_first_line(exc)})") from None
+        raise ValueError(f"{what} is not GeoJSON: not UTF-8 text ({first_line(exc)})") from None
     except OSError as exc:
-        raise ValueError(f"{what} cannot be read: {exc.strerror or _first_line(exc)}") from None
+        raise ValueError(f"{what} cannot be read: {exc.strerror or first_line(exc)}") from None
     try:
         doc = loads_strict_json(text, keys=GEOJSON_KEYS, allow_nan=True)  # a file's properties are not read
     except RecursionError:
         raise ValueError(f"{what} is not GeoJSON: nested too deep") from None
     except ValueError as exc:  # json.JSONDecodeError too
-        raise ValueError(f"{what} is not GeoJSON: {_first_line(exc)}") from None
+        raise ValueError(f"{what} is not GeoJSON: {first_line(exc)}") from None
     return region_from_geojson(doc, what)
 
 
@@ -255,25 +255,23 @@ def region_from_geojson(doc: object, what: str) -> Polygon | MultiPolygon:
         if not isinstance(g, dict) or not isinstance(g.get("type"), str):
             raise ValueError(f"{what} holds no readable GeoJSON geometry: a geometry is an object with a 'type', "
                              f"got {_short(g)}")
-    try:
-        with warnings.catch_warnings():  # NaN coordinates: the validity check below says it in one line
-            warnings.simplefilter("ignore", RuntimeWarning)
-            parts = [shape(g) for g in geoms]
-    except _GEOMETRY_ERRORS as exc:
-        raise ValueError(f"{what} holds no readable GeoJSON geometry: {_first_line(exc)}") from None
-    polys = [g for g in parts if isinstance(g, (Polygon, MultiPolygon))]
-    if not polys or len(polys) != len(parts):
-        raise ValueError(f"{what} must hold Polygon or MultiPolygon geometries only, "
-                         f"got {sorted({g.geom_type for g in parts}) or 'none'}")
     with warnings.catch_warnings():  # shapely warns about NaN coordinates; the validity check says it in one line
         warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            parts = [shape(g) for g in geoms]
+        except _GEOMETRY_ERRORS as exc:
+            raise ValueError(f"{what} holds no readable GeoJSON geometry: {first_line(exc)}") from None
+        polys = [g for g in parts if isinstance(g, (Polygon, MultiPolygon))]
+        if not polys or len(polys) != len(parts):
+            raise ValueError(f"{what} must hold Polygon or MultiPolygon geometries only, "
+                             f"got {sorted({g.geom_type for g in parts}) or 'none'}")
         for g in polys:
             _check_polygon(g, what)
             _check_edges(g, what)
         try:
             geom = polys[0] if len(polys) == 1 else shapely.union_all(polys)
         except shapely.errors.GEOSException as exc:
-            raise ValueError(f"{what}: its polygons cannot be merged: {_first_line(exc)}") from None
+            raise ValueError(f"{what}: its polygons cannot be merged: {first_line(exc)}") from None
     return _check_polygon(geom, what)
 
 
@@ -295,7 +293,8 @@ def _short(value: object) -> str:
     return repr(value)[:80]
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): errors as one line."""
     return (str(e).splitlines() or [type(e).__name__])[0]
 
 

@@ -39,6 +39,7 @@ from pydantic import BeforeValidator
 from rasterio.errors import RasterioError
 from starlette.datastructures import UploadFile
 
+from rsretrieve.index.filters import first_line
 from rsretrieve.index.query import NoValidPixelsError, QueryError, QueryResult, run_query
 from rsretrieve.serve.filters import UPLOAD_ONLY, FilterError, parse_filters
 from rsretrieve.serve.uploads import (MAX_FIELD_BYTES, UploadError, check_content_length, check_geotiff,
@@ -253,7 +254,7 @@ def _run_catalog(engine: Any, tile_id: int, kwargs: dict[str, Any]) -> QueryResu
     try:
         return run_query(engine, tile_id=tile_id, **kwargs)
     except (RasterioError, OSError) as e:
-        raise ServiceError(500, f"tile {tile_id}: cannot read its scene: {_first_line(e)}") from None
+        raise ServiceError(500, f"tile {tile_id}: cannot read its scene: {first_line(e)}") from None
 
 
 async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +284,7 @@ def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> 
     try:
         return run_query(engine, tile=path, **kwargs)
     except (RasterioError, OSError) as e:
-        raise UploadError(422, f"uploaded tile cannot be read: {_first_line(e)}") from None
+        raise UploadError(422, f"uploaded tile cannot be read: {first_line(e)}") from None
     except NoValidPixelsError as e:
         if kwargs.get("point") is not None:  # the point's cell: the query's own message, scrubbed
             raise
@@ -319,7 +320,7 @@ def _preview_png(engine: Any, tile_id: int) -> bytes:
     try:
         _, arr = next(read_scene_tiles(engine.catalog.scene(t["scene_id"]), [t], engine.tile_m))
     except (RasterioError, OSError) as e:
-        raise ServiceError(500, f"tile {tile_id}: cannot read its scene: {_first_line(e)}") from None
+        raise ServiceError(500, f"tile {tile_id}: cannot read its scene: {first_line(e)}") from None
     rgb = quicklook(arr, t["sensor"])
     f = max(1, round(PREVIEW_PX / max(rgb.shape[:2])))
     rgb = np.repeat(np.repeat(rgb, f, axis=0), f, axis=1)
@@ -334,7 +335,3 @@ def _jsonable(v: object) -> object:
     if isinstance(v, np.ndarray):
         return v.tolist()
     return str(v)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rsretrieve.index.filters import loads_strict_json, region_from_geojson
+from rsretrieve.index.filters import first_line, loads_strict_json, region_from_geojson
 from rsretrieve.sensors import get_sensor
 
 #: filter name -> what it must be (for messages)
@@ -73,7 +73,7 @@ def parse_filters(text: str | None) -> dict[str, Any]:
     except RecursionError:
         raise FilterError("filters must be a JSON object of reasonable size: nested too deep") from None
     except ValueError as e:  # a key twice, NaN / Infinity; an integer of more than 4300 digits
-        why = _first_line(e)
+        why = first_line(e)
         if "digits" in why:
             raise FilterError(f"filters must be a JSON object of reasonable size: {why}") from None
         raise FilterError(f"filters must be standard JSON: {why}") from None
@@ -97,7 +97,7 @@ def parse_filters(text: str | None) -> dict[str, Any]:
                 try:
                     out[key] = region_from_geojson(v, "within")
                 except ValueError as e:
-                    raise FilterError(_first_line(e)) from None
+                    raise FilterError(first_line(e)) from None
             case "start" | "end":
                 _need(isinstance(v, str), key, v)
                 out[key] = v
@@ -125,7 +125,3 @@ def parse_filters(text: str | None) -> dict[str, Any]:
                                                                  for x in v), key, v)
                 out[key] = tuple(v)
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 
 from rsretrieve.data.scene import SceneError, open_raster
+from rsretrieve.index.filters import first_line
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,4 @@ def check_geotiff(path: Path) -> None:
             cols = math.ceil(ds.width / ds.block_shapes[0][1]) - 1
             ds.read(window=ds.block_window(1, rows, cols))
         except (RasterioError, ValueError) as e:
-            raise UploadError(422, f"uploaded tile is a corrupt or truncated TIFF: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
+            raise UploadError(422, f"uploaded tile is a corrupt or truncated TIFF: {first_line(e)}") from None
