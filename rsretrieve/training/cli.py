@@ -86,8 +86,9 @@ class RetrievalCLI(LightningCLI):
         dumped = yaml.safe_load(parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml"))
         self.run_config: dict[str, Any] = dumped[sub] if sub else dumped
         ckpt = self.run_config.get("ckpt_path")
-        if ckpt:
-            check_resume_options(ckpt, self.run_config)
+        self._resume = (ckpt, read_checkpoint(ckpt)) if ckpt else None  # read once for both checks
+        if self._resume:
+            check_resume_options(*self._resume, self.run_config)
 
     def before_instantiate_classes(self) -> None:
         """Record the options of this run in its checkpoints, for the next ``--resume`` to compare."""
@@ -96,9 +97,8 @@ class RetrievalCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """With ``--ckpt_path`` (``--resume``), check that the checkpoint's weights fit the configured model."""
-        ckpt = self.config_init[self.subcommand].get("ckpt_path")
-        if ckpt:
-            check_resume(ckpt, self.model)
+        if self._resume:
+            check_resume(*self._resume, self.model)
 
 
 class RecordRunConfig(Callback):
@@ -115,16 +115,21 @@ class RecordRunConfig(Callback):
         return {"config": self.config}
 
 
-def check_resume_options(path: str | Path, config: dict[str, Any]) -> None:
-    """Raise ValueError (one line) when ``config`` (a parsed ``fit`` config) changes what the run of ``path`` learns.
+def read_checkpoint(path: str | Path) -> Any:
+    """The Lightning checkpoint at ``path`` (weights only); ValueError ``checkpoint X cannot be read: <reason>``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (unpickling and I/O errors of every kind)
+        raise ValueError(f"checkpoint {path} cannot be read: {load_error_reason(e)}") from None
+
+
+def check_resume_options(path: str | Path, ckpt: Any, config: dict[str, Any]) -> None:
+    """Raise ValueError (one line) when ``config`` (a parsed ``fit`` config) changes what the run of the checkpoint
+    ``ckpt`` (read from ``path``) learns.
 
     Every option outside :data:`RESUME_MAY_CHANGE` must equal the value the checkpoint was trained with; the
     message names up to three that differ, with both values.
     """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (unpickling and I/O errors of every kind)
-        raise ValueError(f"checkpoint {path} cannot be read: {load_error_reason(e)}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"checkpoint {path} does not match the config: it holds no training state (state_dict)")
     diffs = resume_differences(started_config(ckpt), config)
@@ -190,15 +195,12 @@ def _show(v: Any) -> str:
     return text.removesuffix("...").strip()
 
 
-def check_resume(path: str | Path, task: torch.nn.Module) -> None:
-    """Raise ValueError ``checkpoint X does not match the config: <reason>`` when ``task`` cannot load ``path``.
+def check_resume(path: str | Path, ckpt: Any, task: torch.nn.Module) -> None:
+    """Raise ValueError ``checkpoint X does not match the config: <reason>`` when ``task`` cannot load the
+    checkpoint ``ckpt`` (read from ``path`` by :func:`read_checkpoint`).
 
     Lightning would fail later with a RuntimeError listing every mismatched weight.
     """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (unpickling and I/O errors of every kind)
-        raise ValueError(f"checkpoint {path} cannot be read: {load_error_reason(e)}") from None
     reason = _mismatch(ckpt, task.state_dict(), list(getattr(getattr(task, "model", None), "sensors", [])))
     if reason:
         raise ValueError(f"checkpoint {path} does not match the config: {reason}")

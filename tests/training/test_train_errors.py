@@ -10,7 +10,7 @@ import torch
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.datamodule import CellDataModule
-from rsretrieve.training.cli import check_resume
+from rsretrieve.training.cli import check_resume, read_checkpoint
 from rsretrieve.training.task import CrossSensorTask
 from tests.conftest import ROOT, make_workspace, run_cli, save_untrained_model
 
@@ -119,17 +119,17 @@ def test_resume_check_names_the_checkpoint_and_the_mismatch(tmp_path):
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": CrossSensorTask(sensors, dim=32).state_dict(),
                 "rsretrieve": {"sensors": sensors}}, path)
-    check_resume(path, CrossSensorTask(sensors, dim=32))  # the same config: nothing to say
+    check_resume(path, read_checkpoint(path), CrossSensorTask(sensors, dim=32))  # the same config: nothing to say
     with pytest.raises(ValueError, match=rf"^checkpoint {path} does not match the config: .* has shape "):
-        check_resume(path, CrossSensorTask(sensors, dim=48))
+        check_resume(path, read_checkpoint(path), CrossSensorTask(sensors, dim=48))
     with pytest.raises(ValueError, match=rf"^checkpoint {path} does not match the config: it was trained on "
                                          r"sensors sentinel1, sentinel2, the config has sentinel1, sentinel2, enmap$"):
-        check_resume(path, CrossSensorTask([*sensors, "enmap"], dim=32))
+        check_resume(path, read_checkpoint(path), CrossSensorTask([*sensors, "enmap"], dim=32))
     with pytest.raises(ValueError, match=rf"^checkpoint {path} does not match the config: .*weights"):
-        check_resume(path, CrossSensorTask(sensors, model="dual_encoder"))
+        check_resume(path, read_checkpoint(path), CrossSensorTask(sensors, model="dual_encoder"))
     path.write_text("garbage")
     with pytest.raises(ValueError, match=rf"^checkpoint {path} cannot be read: "):
-        check_resume(path, CrossSensorTask(sensors, dim=32))
+        check_resume(path, read_checkpoint(path), CrossSensorTask(sensors, dim=32))
 
 
 def test_empty_validation_split_is_one_warning_and_training_goes_on(tmp_path, caplog):
