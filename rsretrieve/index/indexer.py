@@ -49,6 +49,14 @@ def model_path(workspace: Path, name: str = "default") -> Path:
     return p
 
 
+def _current_factory(root: Path) -> str | None:
+    """The factory recorded in the published generation of the index at ``root`` (None: none recorded)."""
+    try:
+        return IndexStore.open(root).factory
+    except FileNotFoundError:
+        return None
+
+
 @torch.no_grad()
 def embed_tiles(model: torch.nn.Module, sensor: str, tiles: list[np.ndarray], batch: int = 256) -> np.ndarray:
     """(N, E) float32 exported vectors of normalised tiles of one sensor."""
@@ -59,19 +67,34 @@ def embed_tiles(model: torch.nn.Module, sensor: str, tiles: list[np.ndarray], ba
     return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
 
 
-def index_workspace(workspace: str | Path, model_name: str = "default", factory: str | None = "auto",
+def index_workspace(workspace: str | Path, model_name: str = "default", factory: str | None = None,
                     segment_rows: int = 50_000, batch: int = 256,
                     progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Bring the workspace index up to date with its catalog and model; returns a summary."""
+    """Bring the workspace index up to date with its catalog and model; returns a summary.
+
+    Args:
+        factory: FAISS factory string of the ANN index (``"auto"``: none below ``ANN_MIN_ROWS`` rows per segment,
+            IVF above); None: the one the index was last given (``"auto"`` at first). A factory other than the
+            index's rebuilds it with that one even when no tile changed, and is kept for later updates.
+    """
     ws = Path(workspace)
+    if segment_rows < 1:
+        raise ValueError(f"--segment-rows must be a positive number of rows, got {segment_rows}")
     mpath = model_path(ws, model_name)
     checksum = model_checksum(mpath)
     model = load_model(mpath).eval()
     if factory not in (None, "auto"):
         check_factory(factory, model.embed_dim)  # before anything is embedded or written
     store = IndexStore.open_for_update(ws / "index", dim=model.embed_dim, model_checksum=checksum)
+    built = store.factory
+    if built is None and not store.published and IndexStore.exists(ws / "index"):  # a new model's generation:
+        built = _current_factory(ws / "index")  # the factory the index of the previous model was given
+        if built is not None:
+            store.set_factory(built)
+    built = built or "auto"
+    factory = factory or built
     summary = {"model": model_name, "model_checksum": checksum, "generation": store.generation,
-               "removed": 0, "added": 0, "skipped_sensors": {}}
+               "removed": 0, "added": 0, "skipped_sensors": {}, "factory": factory}
     with Catalog(ws / "catalog.sqlite") as catalog:
         tiles = catalog.tiles()
         stale_scenes = set()
@@ -139,11 +162,15 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
             if len(buf["tile_id"]) >= segment_rows:
                 flush()
         flush()
-    if len(store.segments) > 1 and (summary["added"] or summary["removed"]):
+    if (len(store.segments) > 1 and (summary["added"] or summary["removed"])) or (
+            factory != built and store.segments and not summary["added"]):
         # one segment per generation: each extra segment costs every filtered query a fixed amount, and only a
-        # large segment gets an ANN index; the merge is atomic like every other write
+        # large segment gets an ANN index; the merge is atomic like every other write. Segments built with another
+        # factory than the one asked for are rebuilt with it (new segments already are)
         store.compact(factory)
         summary["compacted"] = True
+    if factory != built:
+        store.set_factory(factory)
     if not store.published:
         store.publish()
     summary["pruned_generations"] = IndexStore.prune(ws / "index", keep=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -94,7 +94,12 @@ def tile_from_catalog(catalog: Catalog, tile_id: int) -> QueryTile:
     except KeyError:
         raise QueryError(f"no tile with id {tile_id} in the catalog") from None
     scene = catalog.scene(t["scene_id"])
-    _, arr = next(read_scene_tiles(scene, [t], catalog.tile_m))
+    try:
+        _, arr = next(read_scene_tiles(scene, [t], catalog.tile_m))
+    except OSError as e:  # moved, deleted or damaged since it was ingested; rasterio's errors carry the file
+        why = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e).splitlines()[0]
+        raise QueryError(f"cannot read tile {tile_id} ({t['sensor']}) from its scene file: {why} (moved, "
+                         f"deleted or damaged since it was ingested)") from None
     return QueryTile(arr, t["sensor"], f"tile {tile_id}", tile_id, t["scene_id"], t["cell_id"], scene["acquired"])
 
 
@@ -130,12 +135,12 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
         epsg = grid_epsg_for(sc.crs, lon, lat)
         x, y = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True).transform(lon, lat)
         if not (math.isfinite(x) and math.isfinite(y)):  # far outside the tile's UTM zone
-            raise QueryError(f"point {lon:g},{lat:g} is outside {p} (a tile outside every scene)")
+            raise QueryError(_outside(point, p, sc))
         cell = Cell(epsg, tile_m, int(np.floor(y / tile_m)), int(np.floor(x / tile_m)))
         sx, sy = Transformer.from_crs("EPSG:4326", sc.crs, always_xy=True).transform(lon, lat)
         r, c = rowcol(sc.transform, sx, sy)
         if not (0 <= r < sc.height and 0 <= c < sc.width):
-            raise QueryError(f"point {lon:g},{lat:g} is outside {p} (a tile outside every scene)")
+            raise QueryError(_outside(point, p, sc))
         b = cell.bounds
         if sc.crs.to_epsg() != epsg:
             from rasterio.warp import transform_bounds
@@ -171,6 +176,17 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
     _, arr = next(read_scene_tiles(scene, [tile], tile_m))
     when = sc.acquired.strftime("%Y-%m-%dT%H:%M:%SZ") if sc.acquired else None
     return QueryTile(arr, sc.spec.name, str(p), cell_id=cid, acquired=when, scene_key=src.key)
+
+
+def _outside(point: tuple[float, float], path: Path, sc: object) -> str:
+    """Why a point is refused: outside the file, whose extent in lon/lat is given (a point given as lat,lon shows)."""
+    from rasterio.transform import array_bounds
+    from rasterio.warp import transform_bounds
+
+    w, s, e, n = transform_bounds(sc.crs, "EPSG:4326", *array_bounds(sc.height, sc.width, sc.transform),
+                                  densify_pts=21)
+    return (f"point {point[0]:g},{point[1]:g} (lon,lat) is outside {path}, which covers lon {w:.4f}..{e:.4f}, "
+            f"lat {s:.4f}..{n:.4f}")
 
 
 class QueryEngine:
@@ -249,6 +265,9 @@ class QueryEngine:
             flt.check_sensors(self._known_sensors())
         except ValueError as e:
             raise QueryError(str(e)) from None
+        stale = self._stale_scenes()
+        if stale:  # filtered out before the search: a top-k is never truncated afterwards
+            flt = replace(flt, exclude_scene_ids=flt.exclude_scene_ids | stale)
         # no more hits than indexed tiles can come back: a larger k only costs memory
         res = self.searcher.search(self.embed(q)[None, :], k=min(k, max(self.store.ntotal, 1)), flt=flt)
         ids = [int(t) for t in res.tile_ids[0] if t >= 0]
@@ -256,14 +275,40 @@ class QueryEngine:
             "t.tile_id IN (%s)" % ",".join(map(str, ids)))} if ids else {}
         scenes: dict[int, dict] = {}
         hits = []
-        for rank, (tid, score) in enumerate(zip(res.tile_ids[0], res.scores[0]), 1):
-            if tid < 0 or int(tid) not in rows:
+        for tid, score in zip(res.tile_ids[0], res.scores[0]):
+            if tid < 0 or int(tid) not in rows:  # a scene taken out of the catalog during this search
                 continue
             t = rows[int(tid)]
             s = scenes.setdefault(t["scene_id"], self.catalog.scene(t["scene_id"]))
-            hits.append(Hit(rank, int(tid), float(score), t["sensor"], t["cell_id"], s["acquired"], t["scene_id"],
-                            s["key"], t["lon"], t["lat"], t["footprint"]))
+            hits.append(Hit(len(hits) + 1, int(tid), float(score), t["sensor"], t["cell_id"], s["acquired"],
+                            t["scene_id"], s["key"], t["lon"], t["lat"], t["footprint"]))
         return hits, res.plan
+
+    def _stale_scenes(self) -> frozenset[int]:
+        """Scenes with vectors in the index that have left the catalog since the last ``rsretrieve index`` (removed,
+        or re-ingested under a new scene id): every search leaves them out, else their vectors would take places in
+        the top-k and then be dropped for want of a catalog row. Worked out again when the index or the catalog
+        changes (SQLite's ``data_version``), with a warning when the index is behind the catalog."""
+        version = self.catalog.conn.execute("PRAGMA data_version").fetchone()[0]
+        lag = getattr(self, "_lag", None)
+        if lag is not None and lag[0] is self.store and lag[1] == version:
+            return lag[2]
+        ids = [s.scene_id[s.alive_rows()] if s.has_deleted else s.scene_id for s in self.store.segments]
+        ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        indexed = set(np.flatnonzero(np.bincount(ids)).tolist()) if ids.size else set()
+        catalogued = {r[0] for r in self.catalog.conn.execute("SELECT scene_id FROM scenes")}
+        stale = frozenset(indexed - catalogued)
+        sensors = sorted(self.model.sensors)
+        new = [r[0] for r in self.catalog.conn.execute(
+            "SELECT s.scene_id FROM scenes s WHERE s.sensor IN (%s) AND EXISTS (SELECT 1 FROM tiles t WHERE "
+            "t.scene_id = s.scene_id)" % ",".join("?" * len(sensors)), sensors) if r[0] not in indexed]
+        if stale or new:
+            log.warning("the index is behind the catalog: %d scene(s) removed or re-ingested and %d not indexed yet "
+                        "since the last `rsretrieve index`; results come from the scenes indexed and still in the "
+                        "catalog (run `rsretrieve index --workspace %s` to update it)", len(stale), len(new),
+                        self.workspace)
+        self._lag = (self.store, version, stale)
+        return stale
 
     def _known_sensors(self) -> list[str]:
         from rsretrieve.sensors import list_sensors

@@ -271,6 +271,17 @@ class IndexStore:
         log.info("removed %d rows of %d scenes", removed, ids.size)
         return removed
 
+    @property
+    def factory(self) -> str | None:
+        """The FAISS factory an update builds this generation's ANN indexes with when given none (``"auto"``: by
+        segment size); None where no update has recorded one."""
+        return self.manifest.get("factory")
+
+    def set_factory(self, factory: str) -> None:
+        """Record ``factory`` as :attr:`factory`."""
+        with self._writing() as man:
+            man["factory"] = factory
+
     def compact(self, factory: str | None = "auto") -> str | None:
         """Rewrite all segments as one (removed rows dropped, re-sorted, ANN index per ``factory``)."""
         with self._writing() as man:

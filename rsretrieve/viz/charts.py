@@ -10,6 +10,7 @@ Figures are drawn on matplotlib ``Figure`` objects (Agg), never through pyplot's
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,16 @@ _SPARE = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 _UNKNOWN = "#d0d0d0"
 
 
-def _save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write ``fig`` as a PNG at ``path`` through a temporary file renamed into place (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # renamed into place: never a half-written chart
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("wrote %s", path)
     return path
 
@@ -89,7 +96,7 @@ def recall_chart(report: dict[str, Any], path: str | Path) -> Path:
                        fontsize=8)
     axes[1].set_xlabel("query sensor → archive sensor")
     fig.suptitle("Cross-sensor retrieval on the held-out split", fontsize=12)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
@@ -171,4 +178,4 @@ def embedding_projection(vectors: np.ndarray, sensors: Sequence[str] | np.ndarra
     a_sensor.set_ylabel(f"PC2 ({100 * explained[1]:.0f} % of variance)")
     shown = f"{len(keep)} of {len(vectors)}" if len(keep) < len(vectors) else f"{len(keep)}"
     fig.suptitle(f"Embedding space, PCA to 2-D ({shown} tiles)", fontsize=12)
-    return _save(fig, path)
+    return save_png(fig, path)

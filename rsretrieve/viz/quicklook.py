@@ -66,8 +66,9 @@ def contact_sheet(path: str | Path, query: tuple[np.ndarray, str, str], results:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from rsretrieve.viz.charts import save_png
+
+    try:
+        return save_png(fig, path, dpi=110)  # a sheet written earlier is never left half overwritten
+    finally:
+        plt.close(fig)

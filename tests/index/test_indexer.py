@@ -143,3 +143,35 @@ def test_an_unfinished_first_index_is_not_served_and_the_next_run_completes_it(t
     out = index_workspace(ws)
     assert out["added"] == out["total"] == len(_catalog_ids(ws))
     assert len(Workspace.open(ws).query(tile_id=1, k=3).hits) == 3
+
+
+def test_a_factory_given_to_an_up_to_date_index_rebuilds_it_and_later_runs_keep_it(tmp_path):
+    """`rsretrieve index --factory F` on an index with nothing new to embed used to exit 0 and change nothing, and
+    the next run without --factory merged the segments back without F's ANN index."""
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)  # indexed by size: exact
+
+    def factories():
+        return [s.ann_info and s.ann_info["factory"] for s in IndexStore.open(ws / "index").segments]
+
+    assert factories() == [None]
+    out = index_workspace(ws, factory="HNSW32")
+    assert out["added"] == 0 and out["compacted"] and out["factory"] == "HNSW32"
+    assert factories() == ["HNSW32"]
+    make_archive(tmp_path / "more", scenes=1, seed=11, size_m=1440)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        ingest([tmp_path / "more"], cat)
+    out = index_workspace(ws)  # new tiles, no factory given: the index's own
+    assert out["added"] > 0 and out["factory"] == "HNSW32" and factories() == ["HNSW32"]
+    save_untrained_model(ws, seed=9)  # another model: a new generation, with the same factory
+    assert index_workspace(ws)["factory"] == "HNSW32" and factories() == ["HNSW32"]
+    assert index_workspace(ws, factory="auto")["compacted"] and factories() == [None]
+    assert index_workspace(ws)["factory"] == "auto" and factories() == [None]
+
+
+def test_a_segment_size_below_one_row_is_refused_before_any_work(tmp_path):
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440, index=False)
+    save_untrained_model(ws)
+    r = run_cli("index", "-w", ws, "--segment-rows", "0")
+    assert r.returncode == 2 and r.stderr.strip() == ("rsretrieve index: error: --segment-rows must be a positive "
+                                                      "number of rows, got 0")
+    assert not (ws / "index").exists()

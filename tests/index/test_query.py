@@ -1,6 +1,7 @@
 """`rsretrieve query` and Workspace.query on a real (small) workspace: filters, outputs, bad inputs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from rsretrieve.data.catalog import Catalog
 from rsretrieve.index.query import QueryError
 from rsretrieve.index.store import IndexStore
 from rsretrieve.workspace import Workspace
-from tests.conftest import run_cli, save_untrained_model
+from tests.conftest import make_workspace, run_cli, save_untrained_model
 
 
 def _brute_force(ws, query_vec, k, keep):
@@ -222,3 +223,56 @@ def test_a_bbox_value_starting_with_a_minus_point_is_a_value():
 
     assert _join_negative_values(["--bbox", "-.5,-1,0.5,1", "-k", "3"]) == ["--bbox=-.5,-1,0.5,1", "-k", "3"]
     assert _join_negative_values(["--bbox", "-inf,0,1,1"]) == ["--bbox=-inf,0,1,1"]
+
+
+def test_a_query_before_the_index_catches_up_with_the_catalog_still_returns_k_current_hits(tmp_path, caplog):
+    """Vectors of a scene taken out of the catalog (removed, or re-ingested under a new id) since the last
+    `rsretrieve index` used to take places in the top-k and then be dropped: fewer than k hits, counted candidates
+    that no longer exist, a rank missing. They are filtered out before the search, with a warning."""
+    import logging
+
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)
+    w = Workspace.open(ws)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        q = cat.tiles("t.sensor = 'sentinel1'")[0]["tile_id"]
+        gone = cat.scenes("sentinel2")[0]
+    assert len(w.query(tile_id=q, k=3).hits) == 3  # the engine is open (and cached) before the catalog changes
+    with Catalog(ws / "catalog.sqlite") as cat:
+        cat.remove_scene(gone["key"])
+        n_left = len(cat.tiles("t.sensor = 'sentinel2'"))
+    with caplog.at_level(logging.WARNING, logger="rsretrieve.index.query"):
+        res = w.query(tile_id=q, target_sensors=["sentinel2"], k=n_left)
+    assert res.plan["candidates"] == n_left
+    assert [h.rank for h in res.hits] == list(range(1, n_left + 1))
+    assert all(h.scene_id != gone["scene_id"] for h in res.hits)
+    assert "the index is behind the catalog: 1 scene(s) removed or re-ingested and 0 not indexed yet" in caplog.text
+    w.close()
+
+
+def test_a_catalog_tile_whose_scene_file_is_gone_is_a_one_line_error_naming_tile_and_file(tmp_path):
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        t = cat.tiles("t.sensor = 'sentinel2'")[0]
+        path = cat.scene(t["scene_id"])["files"]["*"]
+    Path(path).unlink()
+    r = run_cli("query", "--workspace", ws, "--tile-id", str(t["tile_id"]))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.strip() == (f"rsretrieve query: error: cannot read tile {t['tile_id']} (sentinel2) from its scene "
+                                f"file: {path}: No such file or directory (moved, deleted or damaged since it was "
+                                f"ingested)")
+
+
+def test_a_point_outside_the_query_file_is_told_the_files_extent_in_lon_lat(small_workspace):
+    """A point given as lat,lon used to be told only that it is outside "(a tile outside every scene)"."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with Catalog(small_workspace / "catalog.sqlite") as cat:
+        t = cat.tiles("t.sensor = 'sentinel1' AND t.coverage = 1.0")[0]
+        path = cat.scene(t["scene_id"])["files"]["*"]
+    with rasterio.open(path) as src:
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+    r = run_cli("query", "--workspace", small_workspace, "--tile", path, "--point", f"{t['lat']},{t['lon']}")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"rsretrieve query: error: point {t['lat']:g},{t['lon']:g} (lon,lat) is outside {path}, which covers "
+        f"lon {w:.4f}..{e:.4f}, lat {s:.4f}..{n:.4f}")

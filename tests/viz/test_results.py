@@ -18,3 +18,27 @@ def test_a_hit_whose_scene_file_is_gone_is_named_as_unreadable_not_unwritable(tm
     assert r.stderr.startswith(f"rsretrieve query: error: --png: cannot read tile {hits[0]['tile_id']} (sentinel2) "
                                f"for the contact sheet: {s2}: No such file or directory")
     assert not (tmp_path / "sheet.png").exists()
+
+
+def test_a_contact_sheet_interrupted_while_written_leaves_the_earlier_sheet_whole(tmp_path, monkeypatch):
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from rsretrieve.viz.quicklook import contact_sheet
+
+    tile = np.zeros((2, 8, 8), np.float32)
+    out = contact_sheet(tmp_path / "q.png", (tile, "sentinel1", "query"), [(tile, "sentinel1", "#1")])
+    before = out.read_bytes()
+
+    def interrupted(self, fname, **kwargs):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    try:
+        contact_sheet(out, (tile, "sentinel1", "query"), [])
+    except KeyboardInterrupt:
+        pass
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.png"]  # no temporary file left either
