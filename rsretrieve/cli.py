@@ -105,7 +105,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
         summary = make_archive(args.out, scenes=args.scenes, sensors=sensors, seed=args.seed, size_m=args.size_m,
                                clouds=not args.no_clouds)
     except (ValueError, KeyError) as e:
-        raise UsageError(str(e.args[0] if e.args else e)) from None
+        msg = str(e.args[0] if e.args else e)
+        # the generator names its Python arguments (size_m, scenes); the user typed the options that set them
+        msg = re.sub(r"^(scenes|seed|size_m) ", lambda m: f"--{m[1].replace('_', '-')} ", msg)
+        if re.match(r"^(no sensors given|unknown sensor |sensor ')", msg):
+            msg = f"--sensors: {msg}"
+        raise UsageError(msg) from None
     n_files = sum(len(s["files"]) for s in summary["scenes"])
     if args.json:
         print(json.dumps({"out": str(args.out), "sites": len(summary["scenes"]), "files": n_files}, indent=2))
@@ -141,6 +146,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise UsageError(e.args[0]) from None
     if not 0 <= args.min_coverage <= 1:
         raise UsageError(f"--min-coverage must be within 0..1, got {args.min_coverage}")
+    if args.workers < 1:  # 0 or -1 ran one process, as if --workers had not been given
+        raise UsageError(f"--workers must be >= 1 (processes cutting scenes in parallel), got {args.workers}")
     if args.label_scheme is not None:
         from rsretrieve.data.labels import check_scheme
 
@@ -236,15 +243,21 @@ def _load_embeddings(ws: object, without: str) -> tuple | None:
 def cmd_train(args: argparse.Namespace) -> int:
 
     if not Path(args.config).is_file():
-        raise UsageError(f"--config {args.config}: no such file")
+        raise UsageError(f"--config {args.config}: " + ("not a file" if Path(args.config).exists() else "no such file"))
     ws = _open_workspace(args.workspace)
-    from rsretrieve.training.cli import run_train
+    from rsretrieve.training.cli import TrainingInterrupted, run_train
 
     try:
         out = run_train(args.config, ws.path, name=args.name, resume=args.resume, extra_args=args.extra,
                         progress=sys.stderr.isatty())
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except TrainingInterrupted as e:  # Lightning exited with 1 (Ctrl-C) or 0 (SIGTERM), with no word of --resume
+        last = ws.path / "checkpoints" / args.name / "last.ckpt"
+        _eprint(f"{e}: {last} holds the last completed epoch; run the same command with --resume to continue"
+                if last.is_file() else f"{e} before the first epoch completed: nothing to resume; run the same "
+                "command again to start over")
+        return 128 + e.signum
     print(f"model written to {out}")
     return EXIT_OK
 
@@ -333,7 +346,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     try:
         ws = Workspace.open(args.workspace)
-        summary = index_workspace(ws.path, model_name=args.model, factory=args.factory or "auto",
+        summary = index_workspace(ws.path, model_name=args.model, factory=args.factory or None,
                                   segment_rows=args.segment_rows,
                                   progress=_progress(sys.stderr.isatty() and not args.json, "embed"))
     except (WorkspaceError, FileNotFoundError, ValueError) as e:
@@ -495,9 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", help="embed new tiles and build or update the index")
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--model", default="default", help="trained model name (WS/checkpoints/NAME)")
-    s.add_argument("--factory", help='FAISS index factory for the ANN index of each segment, e.g. "IVF4096,PQ32" '
-                   "(default: exact below 1M vectors per segment, IVF above)")
-    s.add_argument("--segment-rows", type=int, default=50_000, help="rows per immutable segment (unit of progress)")
+    s.add_argument("--factory", help='FAISS index factory for the ANN index of each segment, e.g. "IVF4096,PQ32", '
+                   "kept for later runs; an index built with another is rebuilt (default: the one the index was "
+                   "given; at first, and with \"auto\": exact below 1M vectors per segment, IVF above)")
+    s.add_argument("--segment-rows", type=int, default=50_000,
+                   help="rows per immutable segment (unit of progress; default 50000)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_index)
 
@@ -517,9 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude-own-scene", action="store_true", help="never return tiles of the query's scene")
     s.add_argument("--exclude-own-cell", action="store_true", help="never return tiles of the query's cell")
     s.add_argument("--one-per-cell", action="store_true", help="only the best tile of each ground cell")
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--model", default="default")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    s.add_argument("--model", default="default", help="trained model name (WS/checkpoints/NAME)")
+    s.add_argument("--json", action="store_true", help="print the query, the plan and the hits as JSON")
     s.add_argument("--geojson", help="write the results' footprints with scores (opens in QGIS)")
     s.add_argument("--png", help="write a contact sheet of the query and its results")
     s.set_defaults(func=cmd_query)

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from rsretrieve.sensors.base import SensorSpec, load_spec
+from rsretrieve.sensors.base import SensorSpec, SensorSpecError, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,12 @@ def _ensure_loaded() -> None:
             log.warning("sensor directory %s does not exist", d)
             continue
         for path in sorted(d.glob("*.yaml")):
-            register_sensor(load_spec(path))
+            spec = load_spec(path)
+            if spec.name in _REGISTRY:  # a copied spec whose name was not changed: one line naming both files
+                raise SensorSpecError(f"{path}: name: sensor {spec.name!r} is defined already by "
+                                      f"{_REGISTRY[spec.name].source or '<code>'}; give the new sensor another "
+                                      "name (and file name)")
+            register_sensor(spec)
 
 
 def get_sensor(name: str) -> SensorSpec:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rsretrieve.data.datamodule import CellDataModule
 from rsretrieve.training.task import CrossSensorTask, load_error_reason
@@ -69,6 +71,18 @@ RESUME_MAY_CHANGE = frozenset({
 _RUN_CONFIG_KEY = "rsretrieve_run_config"  # the callback state under which checkpoints record the run's options
 
 
+class TrainingInterrupted(Exception):
+    """A run stopped by a signal (Ctrl-C: SIGINT, or SIGTERM) before its budget was spent; no model.pt is written.
+
+    Attributes:
+        signum: the signal.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"training interrupted by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+
+
 class RetrievalCLI(LightningCLI):
     """LightningCLI with the data module's sensors linked into the task; ``--ckpt_path`` keeps the run's options."""
 
@@ -89,6 +103,7 @@ class RetrievalCLI(LightningCLI):
         self._resume = (ckpt, read_checkpoint(ckpt)) if ckpt else None  # read once for both checks
         if self._resume:
             check_resume_options(*self._resume, self.run_config)
+        check_pretrained_split(self.run_config)
 
     def before_instantiate_classes(self) -> None:
         """Record the options of this run in its checkpoints, for the next ``--resume`` to compare."""
@@ -195,6 +210,38 @@ def _show(v: Any) -> str:
     return text.removesuffix("...").strip()
 
 
+#: data options that assign cells to the train, val and test blocks (``rsretrieve.data.datasets.spatial_split``)
+SPLIT_BLOCK_KEYS = ("block", "split_seed", "fractions")
+
+
+def check_pretrained_split(config: dict[str, Any]) -> None:
+    """Raise ValueError (one line) when a run that extends ``model.pretrained`` (``configs/add_sensor.yaml``) cuts
+    the ground into other train / val / test blocks than the run that trained that model did.
+
+    The frozen head, metric and branches keep what they learnt on that run's training cells, and ``evaluate``
+    tests the extended model on the split of its own config.yaml: with other blocks, some of those training cells
+    would be its test cells. The pretrained run's options are read from the ``config.yaml`` that ``rsretrieve
+    train`` writes beside its ``model.pt``; a model file without one (made elsewhere) is not checked.
+    """
+    pretrained = (config.get("model") or {}).get("pretrained")
+    if not pretrained:
+        return
+    path = Path(pretrained).parent / "config.yaml"
+    try:
+        base = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return
+    base_data = base.get("data") if isinstance(base, dict) else None
+    if not isinstance(base_data, dict):
+        return
+    data = config.get("data") or {}
+    for k in SPLIT_BLOCK_KEYS:
+        if k in base_data and _plain(base_data[k]) != _plain(data.get(k)):
+            raise ValueError(f"data.{k} {_show(data.get(k))} differs from the {_show(base_data[k])} of {path}, the "
+                             "split the pretrained model was trained on: with other blocks, cells its frozen parts "
+                             f"were trained on can be test cells of this model; give --data.{k} {_show(base_data[k])}")
+
+
 def check_resume(path: str | Path, ckpt: Any, task: torch.nn.Module) -> None:
     """Raise ValueError ``checkpoint X does not match the config: <reason>`` when ``task`` cannot load the
     checkpoint ``ckpt`` (read from ``path`` by :func:`read_checkpoint`).
@@ -234,10 +281,16 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
     budget, logging and hardware (the rule is in this module's docstring, the list in :data:`RESUME_MAY_CHANGE`).
 
     Raises:
+        TrainingInterrupted: Ctrl-C or SIGTERM stopped the run; ``last.ckpt`` holds its last completed epoch, if any.
         ValueError: (one line) ``name`` holds a model already and ``resume`` is false; ``resume`` without a
             ``last.ckpt``; ``resume`` with a model, data or training option that differs from the run's; a bad
             config or option; a checkpoint that does not fit the config; bad model or data settings.
     """
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        # ``--name ../x`` wrote outside the workspace, ``--name ''`` into checkpoints/ itself, ``a/b`` a model that
+        # evaluate and index (checkpoints/*/model.pt) never find
+        raise ValueError(f"--name {name!r}: a model name is one folder name in {Path(workspace) / 'checkpoints'}, "
+                         "not empty and without '/' (e.g. --name with_landsat8)")
     ckdir = Path(workspace) / "checkpoints" / name
     last = ckdir / "last.ckpt"
     if resume and not last.is_file():
@@ -266,6 +319,14 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
                                                         "init_args": {"save_dir": str(ckdir), "name": "logs"}}})
     except ArgumentError as e:  # a bad YAML, an unknown or ill-typed option: one line, not the 88-line usage
         raise ValueError(_parser_error(config, e)) from None
+    except SystemExit as e:
+        # Lightning's answers to Ctrl-C (a graceful shutdown, then sys.exit(1)) and to SIGTERM (SIGTERMException, a
+        # SystemExit with status 0, as if the run had finished): both stop the run before its budget is spent
+        if isinstance(e, SIGTERMException):
+            raise TrainingInterrupted(signal.SIGTERM) from None
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise TrainingInterrupted(signal.SIGINT) from None
+        raise
     finally:
         sys.argv = argv
     out = ckdir / "model.pt"

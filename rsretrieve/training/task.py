@@ -29,6 +29,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from rsretrieve.losses.joint import JointObjective, SensorEmbeddings
+from rsretrieve.model.branches import SensorBranch
 from rsretrieve.model.checkpoint import EmbeddingModel, ModelFileError, load_error_reason, load_model
 from rsretrieve.model.dual_encoder import DualEncoder
 from rsretrieve.model.encoder import CrossSensorEncoder
@@ -62,6 +63,32 @@ def _load_pretrained(path: str | Path) -> EmbeddingModel:
     except (OSError, KeyError, TypeError, AttributeError, RuntimeError) as e:  # a state dict that does not load
         raise ValueError(f"--model.pretrained {path}: not a readable model file or checkpoint "
                          f"({load_error_reason(e)})") from None
+
+
+#: options that set the shape of ``ours``: a ``pretrained`` model keeps its own (hparam -> its value in the model)
+_SHAPE_OPTIONS = {
+    "dim": lambda m: m.dim,
+    "embed_dim": lambda m: m.embed_dim,
+    "depth": lambda m: m.head_config.depth,
+    "heads": lambda m: m.head_config.heads,
+    "layout": lambda m: m.head_config.layout,
+    "dropout": lambda m: m.head_config.dropout,
+}
+
+
+def _check_pretrained_shape(hp: dict[str, Any], model: CrossSensorEncoder) -> None:
+    """Raise ValueError when an option of the model's shape is set (not left at its default) to another value than
+    the ``pretrained`` model has: it would be ignored, and the run's config.yaml would record it."""
+    defaults = {k: v.default for k, v in inspect.signature(CrossSensorTask.__init__).parameters.items()}
+    given = {k: hp[k] for k in _SHAPE_OPTIONS if hp[k] != defaults[k]}
+    theirs = {k: _SHAPE_OPTIONS[k](model) for k in given}
+    branch_defaults = {k: v.default for k, v in inspect.signature(SensorBranch.__init__).parameters.items()}
+    for k, v in (hp["branch"] or {}).items():
+        given[f"branch.{k}"], theirs[f"branch.{k}"] = v, model.branch_kwargs.get(k, branch_defaults.get(k))
+    for k, v in given.items():
+        if v != theirs[k]:
+            raise ValueError(f"--model.{k} {v}: the model of --model.pretrained {hp['pretrained']} has {k} "
+                             f"{theirs[k]}, and a model that adds sensors keeps its shape (leave model.{k} out)")
 
 
 class CrossSensorRecall(Metric):
@@ -176,6 +203,14 @@ class CrossSensorTask(LightningModule):
             self.model = _load_pretrained(hp["pretrained"]).train()
             if not isinstance(self.model, CrossSensorEncoder):
                 raise ValueError("only the 'ours' model can start from a checkpoint and add sensors")
+            if hp["model"] != "ours":  # it would have been ignored, the losses set up for the other model
+                raise ValueError(f"--model.model {hp['model']}: only the 'ours' model can start from a checkpoint "
+                                 "(--model.pretrained) and add sensors")
+            _check_pretrained_shape(hp, self.model)
+            if all(s in self.model.sensors for s in hp["sensors"]):
+                raise ValueError(f"--model.pretrained {hp['pretrained']} has a branch for every sensor of "
+                                 f"data.sensors ({', '.join(hp['sensors'])}), so nothing would train: list the "
+                                 f"sensor(s) to add in --data.sensors beside {', '.join(self.model.sensors)}")
             self.model.freeze_shared()
             for s in hp["sensors"]:
                 if s not in self.model.sensors:

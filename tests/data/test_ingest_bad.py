@@ -87,6 +87,8 @@ def test_forced_sensor_with_wrong_band_count_is_rejected(cli, tmp_path):
     (["--sensor", "sentinel9"], "unknown sensor 'sentinel9'"),
     (["--min-coverage", "1.5"], "--min-coverage must be within 0..1"),
     (["--tile-size", "-3"], "--tile-size must be > 0 metres"),
+    (["--workers", "0"], "--workers must be >= 1 (processes cutting scenes in parallel), got 0"),
+    (["--workers", "-1"], "--workers must be >= 1 (processes cutting scenes in parallel), got -1"),
 ])
 def test_bad_ingest_arguments_exit_2_with_one_line(cli, tmp_path, args, message):
     r = cli("ingest", tmp_path, "--workspace", tmp_path / "ws", *args)

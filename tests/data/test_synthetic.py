@@ -318,3 +318,20 @@ def test_vegetation_spectrum_has_its_textbook_features():
     assert r[670] < 0.04 and r[850] == pytest.approx(0.35, abs=0.005)  # red absorption, NIR plateau
     assert r[700] < r[760] < r[850]  # red edge
     assert r[1450] < 0.6 * r[1650] and r[1940] < 0.5 * r[2200]  # water absorption dips
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--scenes", "0"], "--scenes must be an integer >= 1, got 0"),
+    (["--size-m", "100"], "--size-m must be a positive multiple of 30 m, got 100.0"),
+    (["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+    (["--sensors", "sentinel2,modis"], "--sensors: unknown sensor 'modis'; known sensors: enmap"),
+    (["--sensors", "sentinel2,sentinel2"], "--sensors: sensor 'sentinel2' is listed twice"),
+])
+def test_synth_errors_name_the_option_the_user_typed(tmp_path, args, message):
+    # the generator's messages named its Python arguments (size_m, scenes), which the CLI does not have
+    from tests.conftest import run_cli
+
+    r = run_cli("synth", tmp_path / "out", *args)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"rsretrieve synth: error: {message}") and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -106,3 +106,16 @@ def test_invalid_yaml_is_reported_with_the_file(tmp_path):
     p.write_text("name: [unclosed\n")
     with pytest.raises(SensorSpecError, match=r"broken\.yaml: not valid YAML"):
         load_spec(p)
+
+
+def test_a_sensor_dir_spec_with_a_name_already_registered_is_one_line_exit_2(tmp_path):
+    """A landsat8.yaml copied into RSRETRIEVE_SENSOR_DIRS (renamed later, or never): one line naming both files,
+    not a ValueError traceback (exit 1)."""
+    from tests.conftest import run_cli
+
+    (tmp_path / "landsat8.yaml").write_text((DEFAULT_SENSOR_DIR / "landsat8.yaml").read_text())
+    r = run_cli("sensors", "list", env={"RSRETRIEVE_SENSOR_DIRS": str(tmp_path)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"rsretrieve sensors: error: {tmp_path / 'landsat8.yaml'}: name: sensor 'landsat8' is defined already by "
+        f"{DEFAULT_SENSOR_DIR / 'landsat8.yaml'}; give the new sensor another name (and file name)"]

@@ -51,11 +51,27 @@ def test_train_reuses_the_folder_of_a_failed_run(empty_ws):
     assert "already exists" not in line and "data.batch_size" in line
 
 
+@pytest.mark.parametrize("name", ["../escape", "", "a/b"])
+def test_a_model_name_that_is_not_one_folder_name_is_refused_before_anything_is_written(empty_ws, name):
+    # ../escape wrote its model outside the workspace, '' into checkpoints/ itself, a/b one that evaluate never finds
+    r = run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", empty_ws, "--name", name)
+    assert _error_line(r) == (f"--name {name!r}: a model name is one folder name in {empty_ws / 'checkpoints'}, "
+                              "not empty and without '/' (e.g. --name with_landsat8)")
+    assert sorted(p.name for p in empty_ws.iterdir()) == ["catalog.sqlite"]
+
+
 def test_resume_without_last_checkpoint_exits_2_instead_of_starting_over(empty_ws):
     r = run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", empty_ws, "--name", "x", "--resume")
     d = empty_ws / "checkpoints" / "x"
     assert _error_line(r) == (f"--resume: nothing to resume in {d} (no last.ckpt); run without --resume to start a "
                               "new run")
+
+
+def test_a_config_that_is_a_folder_is_not_called_missing(empty_ws, tmp_path):
+    line = _error_line(run_cli("train", "--config", ROOT / "configs", "--workspace", empty_ws))
+    assert line == f"--config {ROOT / 'configs'}: not a file"
+    line = _error_line(run_cli("train", "--config", tmp_path / "nope.yaml", "--workspace", empty_ws))
+    assert line == f"--config {tmp_path / 'nope.yaml'}: no such file"
 
 
 def test_bad_yaml_is_one_line_naming_the_config(empty_ws, tmp_path):
@@ -94,6 +110,55 @@ def test_missing_or_unreadable_pretrained_file_is_named(empty_ws, tmp_path):
     assert line.startswith(f"--model.pretrained {junk}: not a readable model file or checkpoint (")
 
 
+def test_extending_a_model_with_another_split_than_its_config_yaml_is_refused(empty_ws):
+    """The frozen parts learnt on the base run's training blocks; another split_seed made some of them test cells
+    of the extended model (evaluate tests it on its own config.yaml's split), and nothing said so."""
+    base = save_untrained_model(empty_ws, "default")
+    (base.parent / "config.yaml").write_text("data:\n  block: 4\n  split_seed: 1\n  fractions: [0.7, 0.1, 0.2]\n")
+    common = ["train", "--config", ROOT / "configs/add_sensor.yaml", "--workspace", empty_ws, "--name", "l8",
+              "--model.pretrained", base]
+    line = _error_line(run_cli(*common))  # add_sensor.yaml has split_seed 0
+    assert line == (f"data.split_seed 0 differs from the 1 of {base.parent / 'config.yaml'}, the split the "
+                    "pretrained model was trained on: with other blocks, cells its frozen parts were trained on can "
+                    "be test cells of this model; give --data.split_seed 1")
+    # with the base run's split it gets past the check (to the empty catalog)
+    line = _error_line(run_cli(*common, "--data.split_seed", "1"))
+    assert line.startswith(f"{empty_ws}: only 0 training cells")
+
+
+def test_a_run_stopped_by_sigterm_or_ctrl_c_exits_128_plus_the_signal_and_says_how_to_go_on(empty_ws, monkeypatch,
+                                                                                            capsys):
+    """Lightning ends a fit stopped by SIGTERM with SIGTERMException (a SystemExit of status 0: `train && index`
+    went on without a model) and one stopped by Ctrl-C with sys.exit(1) (a partial failure, by the CLI's codes)."""
+    import sys
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    import rsretrieve.training.cli as training_cli
+    from rsretrieve import cli
+
+    def sigterm(*args, **kwargs):
+        raise SIGTERMException
+
+    def ctrl_c(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)
+
+    common = ["train", "--config", str(ROOT / "configs/demo.yaml"), "--workspace", str(empty_ws)]
+    monkeypatch.setattr(training_cli, "RetrievalCLI", sigterm)
+    assert cli.main(common) == 143
+    assert capsys.readouterr().err.strip() == ("training interrupted by SIGTERM before the first epoch completed: "
+                                               "nothing to resume; run the same command again to start over")
+    last = empty_ws / "checkpoints" / "default" / "last.ckpt"
+    last.write_bytes(b"")  # an epoch completed: the run can go on
+    monkeypatch.setattr(training_cli, "RetrievalCLI", ctrl_c)
+    assert cli.main([*common, "--resume"]) == 130
+    assert capsys.readouterr().err.strip() == (f"training interrupted by SIGINT: {last} holds the last completed "
+                                               "epoch; run the same command with --resume to continue")
+
+
 # -- the same checks in the Python API (what the CLI turns into exit 2) ------------------------------------------
 def test_task_raises_value_errors_for_unknown_sensors_and_bad_pretrained(tmp_path):
     with pytest.raises(ValueError, match=r"^unknown sensor 'sentinel9'; known sensors: "):
@@ -112,6 +177,34 @@ def test_task_raises_value_errors_for_unknown_sensors_and_bad_pretrained(tmp_pat
     base = save_untrained_model(tmp_path, "base", sensors=["sentinel1", "sentinel2"])
     task = CrossSensorTask(["sentinel1", "sentinel2", "landsat8"], pretrained=str(base), require_pretrained=True)
     assert task.model.sensors == ["sentinel1", "sentinel2", "landsat8"]
+
+
+def test_extending_a_model_with_no_new_sensor_is_refused_instead_of_training_nothing(tmp_path):
+    # every branch frozen: the run trained only the loss weights and wrote a copy of the pretrained model
+    base = save_untrained_model(tmp_path, "base", sensors=["sentinel1", "sentinel2"])
+    with pytest.raises(ValueError) as e:
+        CrossSensorTask(["sentinel1", "sentinel2"], pretrained=str(base), require_pretrained=True)
+    assert str(e.value) == (f"--model.pretrained {base} has a branch for every sensor of data.sensors (sentinel1, "
+                            "sentinel2), so nothing would train: list the sensor(s) to add in --data.sensors beside "
+                            "sentinel1, sentinel2")
+
+
+@pytest.mark.parametrize(("option", "value", "theirs"), [("embed_dim", 256, 128), ("dim", 96, 64), ("layout", 8, 0),
+                                                          ("branch", {"tokens": 8}, 4)])
+def test_a_shape_option_the_pretrained_model_does_not_have_is_refused_not_ignored(tmp_path, option, value, theirs):
+    # the pretrained model's shape was kept and the option silently dropped (while config.yaml recorded it)
+    base = save_untrained_model(tmp_path, "base", sensors=["sentinel1", "sentinel2"])  # dim 64, embed 128, layout 0
+    with pytest.raises(ValueError) as e:
+        CrossSensorTask(["sentinel1", "sentinel2", "landsat8"], pretrained=str(base), **{option: value})
+    key, shown = (("branch.tokens", 8) if option == "branch" else (option, value))
+    assert str(e.value) == (f"--model.{key} {shown}: the model of --model.pretrained {base} has {key} {theirs}, and "
+                            f"a model that adds sensors keeps its shape (leave model.{key} out)")
+    # the same values as the pretrained model's, or the defaults, are fine
+    task = CrossSensorTask(["sentinel1", "sentinel2", "landsat8"], pretrained=str(base), dim=64, embed_dim=128,
+                           branch={"tokens": 4})
+    assert task.model.sensors == ["sentinel1", "sentinel2", "landsat8"]
+    with pytest.raises(ValueError, match=r"^--model.model dual_encoder: only the 'ours' model can start from a "):
+        CrossSensorTask(["sentinel1", "sentinel2", "landsat8"], pretrained=str(base), model="dual_encoder")
 
 
 def test_resume_check_names_the_checkpoint_and_the_mismatch(tmp_path):
