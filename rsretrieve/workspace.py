@@ -104,6 +104,8 @@ class Workspace:
         """
         from rsretrieve.index.query import QueryError, run_query
 
+        if not isinstance(model, str) or not model:  # None or a path object: a TypeError deep in the path join
+            raise QueryError(f"model must be the name of a trained model (WS/checkpoints/NAME), got {model!r}")
         try:
             engine = self.engine(model)
         except FileNotFoundError as e:  # no such trained model

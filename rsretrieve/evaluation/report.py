@@ -214,9 +214,20 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
         f"{a}->{b}": pair_metrics(q, rq, test.class_labels(rq), g, rg, test.class_labels(rg))
         for (a, b), (q, rq, g, rg) in hand.items()}}
     for m in report["models"].values():
-        pos = [p["pos_score"] for p in m["pairs"].values() if "pos_score" in p]
-        m["calibration"] = {"pos_score_spread_across_pairs": float(np.std(pos)) if pos else None}
+        m["calibration"] = {"pos_score_spread_across_pairs": _positive_spread(m["pairs"])}
     return report
+
+
+def _positive_spread(pairs: dict[str, dict]) -> float | None:
+    """Std across sensor pairs of the mean positive score, each unordered pair counted once (A->B and B->A score
+    the same positive pairs); None below two unordered pairs, where there is nothing to compare (with two sensors
+    the std of the two directions was always 0)."""
+    by_pair: dict[frozenset, list[float]] = {}
+    for name, p in pairs.items():
+        if "pos_score" in p:
+            by_pair.setdefault(frozenset(name.split("->")), []).append(p["pos_score"])
+    means = [float(np.mean(v)) for v in by_pair.values()]
+    return float(np.std(means)) if len(means) >= 2 else None
 
 
 def _load(path: Path) -> torch.nn.Module:

@@ -137,3 +137,15 @@ def test_a_model_without_config_yaml_is_named(ws4, report):
     with pytest.raises(ValueError, match=rf"^{path}: no such file; evaluate reads the data split"):
         evaluate_workspace(ws4, ["default", "bare"])
     assert np.isfinite(report["models"]["default"]["pairs"]["sentinel1->sentinel2"]["recall@1"])
+
+
+def test_calibration_spread_counts_each_sensor_pair_once_and_needs_two():
+    from rsretrieve.evaluation.report import _positive_spread
+
+    # two sensors: both directions score the same positive pairs, so there is nothing to compare (it printed 0.000)
+    assert _positive_spread({"sentinel1->sentinel2": {"pos_score": 0.6}, "sentinel2->sentinel1": {"pos_score": 0.6},
+                             "sentinel1->enmap": {}}) is None
+    three = {"a->b": {"pos_score": 0.5}, "b->a": {"pos_score": 0.7}, "a->c": {"pos_score": 0.2},
+             "c->a": {"pos_score": 0.2}, "b->c": {"pos_score": 0.9}}
+    # unordered means 0.6, 0.2, 0.9: their population std
+    assert _positive_spread(three) == pytest.approx(float(np.std([0.6, 0.2, 0.9])))
