@@ -5,7 +5,8 @@ column ``floor(northing / tile_m)`` and ``floor(easting / tile_m)``. Tiles of an
 share a cell id such as ``33N_480m_r11020_c735``. Each sensor keeps its native resolution inside a cell (480 m:
 48 px at 10 m, 16 px at 30 m).
 
-A scene in a UTM CRS is tiled in its own zone; a scene in any other CRS (EPSG:4326, say) in the zone of its centre.
+A scene in a UTM CRS is tiled in its own zone (on the grid of the hemisphere its centre is in); a scene in any
+other CRS (EPSG:4326, say) in the zone of its centre.
 """
 
 from __future__ import annotations
@@ -41,11 +42,17 @@ def utm_epsg(lon: float, lat: float) -> int:
 
 
 def grid_epsg_for(crs: CRS | str, center_lon: float, center_lat: float) -> int:
-    """The UTM zone a scene is tiled in: its own zone if its CRS is UTM, else the zone of its centre."""
+    """The UTM zone a scene is tiled in: its own zone if its CRS is UTM, else the zone of its centre.
+
+    The hemisphere is always that of the centre: a scene south of the equator in a north zone (USGS Landsat
+    products use north zones with negative northings there) is tiled on the south zone's grid, whose rows are
+    offset from the north grid's by 10,000 km (not a whole number of cells), so that it shares cells with the
+    scenes of the same ground delivered in the south zone.
+    """
     crs = CRS.from_user_input(crs)
     zone = crs.utm_zone  # e.g. "33N", for WGS 84 and other datums' UTM projections alike
     if zone:
-        return (32600 if zone[-1].upper() == "N" else 32700) + int(zone[:-1])
+        return (32600 if center_lat >= 0 else 32700) + int(zone[:-1])
     return utm_epsg(center_lon, center_lat)
 
 
@@ -162,6 +169,15 @@ def to_lonlat(geom: Polygon, crs: CRS | str, densify: int = 8) -> Polygon | Mult
     jumps = np.diff(lon)
     if np.any(np.abs(jumps) > 180.0):
         lon = np.concatenate([[lon[0]], lon[0] + np.cumsum(jumps - 360.0 * np.round(jumps / 360.0))])
+    pole = _pole_inside(geom, crs)
+    if pole and abs(lon[-1] - lon[0]) > 180.0:
+        # a ring around a pole sweeps 360 degrees of longitude: without closing it along the pole's latitude it
+        # would be read as the thin band between its own latitudes, and the cap the scene covers would be lost.
+        # Its last vertex is its first, a whole turn away: exactly so, or the pieces cut at the window edges below
+        # would not meet again
+        lon[-1] = lon[0] + 360.0 * np.round((lon[-1] - lon[0]) / 360.0)
+        lon = np.concatenate([lon, [lon[-1], lon[0]]])
+        lat = np.concatenate([lat, [pole, pole]])
     poly = shapely.make_valid(Polygon(np.column_stack([lon, lat])))
     minx, _, maxx, _ = poly.bounds
     if minx >= -180.0 and maxx <= 180.0:
@@ -174,7 +190,22 @@ def to_lonlat(geom: Polygon, crs: CRS | str, densify: int = 8) -> Polygon | Mult
             piece = affinity.translate(piece, xoff=shift)
             parts.extend(getattr(piece, "geoms", [piece]))
     parts = [p for p in parts if isinstance(p, Polygon) and p.area > 0]
+    if len(parts) > 1:  # pieces of a polar cap meet along the window edge they were cut at: one polygon again
+        merged = shapely.union_all(parts)
+        parts = [p for p in getattr(merged, "geoms", [merged]) if isinstance(p, Polygon) and p.area > 0]
     return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def _pole_inside(geom: Polygon, crs: CRS | str) -> float:
+    """90.0 or -90.0 when the polygon (in ``crs``) contains the North or South Pole, else 0.0."""
+    src = CRS.from_user_input(crs)
+    for lat in (90.0, -90.0):
+        if src.is_geographic:
+            continue  # a lon/lat box cannot enclose a pole, only touch it
+        x, y = transformer("EPSG:4326", src).transform(0.0, lat)
+        if math.isfinite(x) and math.isfinite(y) and geom.contains(shapely.Point(x, y)):
+            return lat
+    return 0.0
 
 
 def lonlat_boxes(geom: Polygon | MultiPolygon) -> list[tuple[float, float, float, float]]:

@@ -37,7 +37,7 @@ from rasterio.errors import WindowError
 from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
-from shapely.geometry import box
+from shapely.geometry import MultiPolygon, Polygon, box
 
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
 from rsretrieve.data.discover import Problem, SceneSource, discover
@@ -45,6 +45,7 @@ from rsretrieve.data.grid import Cell, cell_bounds_in, cells_covering, grid_epsg
 from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
                                    to_physical, valid_pixels)
+from rsretrieve.data.tiles import CellSampler
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _cell_float_window(cell: Cell, crs: rasterio.crs.CRS, t: Affine, width: int)
         return None
 
 
-def _cell_window(cell: Cell, scene: OpenedScene) -> tuple[int, int, int, int] | None:
+def cell_window(cell: Cell, scene: OpenedScene) -> tuple[int, int, int, int] | None:
     """(col_off, row_off, width, height) of a cell in the scene's reference pixel grid (may reach outside it).
 
     ``None`` when the cell has no window in that grid (its outline does not transform): it is skipped.
@@ -278,19 +279,16 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
                          f"{min_tile_px}); ingest it into a workspace with --tile-size >= "
                          f"{math.ceil(round(min_tile_px * res_m, 6))}")
     bounds = rasterio.transform.array_bounds(scene.height, scene.width, t)  # (west, south, east, north) in crs
-    west, south, east, north = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
-    west, east = _wrap_lon(west), _wrap_lon(east)  # a geographic raster may run past 180 (or use 0..360)
-    footprint = to_lonlat(box(*bounds), crs, densify=16)
-    clon, clat = footprint.centroid.x, footprint.centroid.y
-    if west > east:  # across the antimeridian: the centroid of the split parts is meaningless
-        clon = ((west + (east + 360.0 - west) / 2 + 180.0) % 360.0) - 180.0
-    gepsg = grid_epsg_for(crs, clon, clat)
+    (west, south, east, north), footprint, gepsg = scene_extent(crs, bounds)
     gb = bounds if crs.to_epsg() == gepsg else transform_bounds(crs, f"EPSG:{gepsg}", *bounds, densify_pts=21)
     cells, windows = [], []
     for c in cells_covering(gb, gepsg, tile_m):
-        if (win := _cell_window(c, scene)) is not None:
+        if (win := cell_window(c, scene)) is not None:
             cells.append(c)
             windows.append(win)
+    samples = _cell_samples(scene, cells, tile_m)
+    # what a cell's counts are out of: its window's pixels, or the points its tile is made of
+    denom = [_COVERAGE_POINTS ** 2 if i in samples else w * h for i, (_, _, w, h) in enumerate(windows)]
     data_n = np.zeros(len(cells), np.int64)
     clear_n = np.zeros(len(cells), np.int64)
     tot_data = tot_cloud = 0
@@ -304,7 +302,16 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
             tot_data += int(ok.sum())
             tot_cloud += int(cloud.sum())
             sd, sc = _sat(ok), _sat(ok & ~cloud)
+            clear = ok & ~cloud
+            for i, (rows, cols, lo, hi) in samples.items():
+                if lo < s1 and hi >= s0:
+                    sel = (rows >= s0) & (rows < s1)
+                    rr, cc = rows[sel] - s0, cols[sel]
+                    data_n[i] += int(ok[rr, cc].sum())
+                    clear_n[i] += int(clear[rr, cc].sum())
             for i, (c0, r0, w, h) in enumerate(windows):
+                if i in samples:
+                    continue
                 rr0, rr1 = max(r0, s0), min(r0 + h, s1)
                 cc0, cc1 = max(c0, 0), min(c0 + w, scene.width)
                 if rr0 < rr1 and cc0 < cc1:
@@ -315,14 +322,14 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     if sar is not None:
         sar.check()
     tiles = []
-    for cell, (c0, r0, w, h), nd, nc in zip(cells, windows, data_n, clear_n):
-        coverage = nd / (w * h)
+    for cell, (c0, r0, w, h), nd, nc, px_n in zip(cells, windows, data_n, clear_n, denom):
+        coverage = nd / px_n
         if coverage < min_coverage:
             continue
         fp = cell.footprint()
         lon, lat = cell.center_lonlat()
         tiles.append(TileRow(cell.id, cell.epsg, cell.row, cell.col, c0, r0, w, h, round(float(coverage), 6),
-                             round(float(nc / (w * h)), 6), round(float((nd - nc) / nd), 6) if nd else 0.0,
+                             round(float(nc / px_n), 6), round(float((nd - nc) / nd), 6) if nd else 0.0,
                              lon, lat, fp.wkt, lonlat_boxes(fp)))
     if not tiles:
         raise SceneError(f"no grid cell of {tile_m:g} m is covered to --min-coverage {min_coverage:g} (the scene is "
@@ -341,16 +348,71 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     return row, tiles
 
 
+#: points per side of a cell at which the coverage of a cell turned in the scene's CRS is counted
+_COVERAGE_POINTS = 16
+
+
+def _cell_samples(scene: OpenedScene, cells: list[Cell],
+                  tile_m: float) -> dict[int, tuple[np.ndarray, np.ndarray, int, int]]:
+    """For the cells not of the scene's own CRS: index -> (rows, cols, first row, last row) of the scene pixels of
+    ``_COVERAGE_POINTS`` x ``_COVERAGE_POINTS`` points evenly inside the cell (those inside the scene).
+
+    Such a cell is turned and scaled in the scene's grid (the meridian convergence between a LAEA or polar
+    stereographic CRS and the UTM zone reaches tens of degrees), so its window, the bounding box, holds other
+    ground as well: counting the window's pixels would keep a cell 15% covered as 27%. The points are the ones
+    :class:`~rsretrieve.data.tiles.CellSampler` makes its tile of.
+    """
+    sampler = CellSampler({"crs": scene.crs.to_wkt(), "transform": list(scene.transform)[:6],
+                           "width": scene.width}, tile_m)
+    out = {}
+    for i, cell in enumerate(cells):
+        if not sampler.needed(cell.id):
+            continue
+        rows, cols = (a.ravel() for a in sampler.pixels(cell.id, _COVERAGE_POINTS))
+        inside = (rows >= 0) & (rows < scene.height) & (cols >= 0) & (cols < scene.width)
+        rows, cols = rows[inside], cols[inside]
+        out[i] = (rows, cols, int(rows.min()) if rows.size else 0, int(rows.max()) if rows.size else -1)
+    return out
+
+
+def scene_extent(crs: rasterio.crs.CRS, bounds: tuple[float, float, float, float]
+                 ) -> tuple[tuple[float, float, float, float], Polygon | MultiPolygon, int]:
+    """Where a raster lies: its (west, south, east, north) in degrees (``west > east`` across the antimeridian),
+    its footprint in EPSG:4326 and the UTM zone its cells are in (:func:`~rsretrieve.data.grid.grid_epsg_for`).
+
+    The one rule for scenes, land-cover rasters and query tile files, so that all three put the same ground in the
+    same cells.
+
+    Args:
+        crs: the raster's CRS.
+        bounds: its (left, bottom, right, top) in that CRS.
+    """
+    west, south, east, north = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
+    west, east = _wrap_lon(west), _wrap_lon(east)  # a geographic raster may run past 180 (or use 0..360)
+    footprint = to_lonlat(box(*bounds), crs, densify=16)
+    clon, clat = footprint.centroid.x, footprint.centroid.y
+    if west > east:  # across the antimeridian: the centroid of the split parts is meaningless
+        clon = ((west + (east + 360.0 - west) / 2 + 180.0) % 360.0) - 180.0
+    return (west, south, east, north), footprint, grid_epsg_for(crs, clon, clat)
+
+
 def _wrap_lon(lon: float) -> float:
     """A longitude in degrees moved into [-180, 180] (kept as is when it already is)."""
     return lon if -180.0 <= lon <= 180.0 else ((lon + 180.0) % 360.0) - 180.0
 
 
 def _res_m(scene: OpenedScene) -> float:
-    res = abs(scene.transform.a)
+    """The pixel size in metres along the coarser of the two axes (approximate for degrees).
+
+    The coarser one: a tile must be ``min_tile_px`` pixels across both ways, and a 10 m x 100 m pixel makes a
+    480 m tile 4.8 rows tall however fine its columns are. In degrees, a column is ``cos(latitude)`` as wide as a
+    row of the same angle is tall.
+    """
+    t = scene.transform
     if scene.crs.is_geographic:
-        return res * 111_320.0
-    return res * scene.crs.linear_units_factor[1]
+        lat = (t @ (scene.width / 2, scene.height / 2))[1]
+        return max(abs(t.a) * math.cos(math.radians(min(abs(lat), 90.0))), abs(t.e)) * 111_320.0
+    return max(abs(t.a), abs(t.e)) * scene.crs.linear_units_factor[1]
 
 
 def process_labels(source: SceneSource, tile_m: float,
@@ -373,9 +435,9 @@ def process_labels(source: SceneSource, tile_m: float,
         nodata = src.nodata
         crs, t = src.crs, src.transform
         bounds = src.bounds
-    clon, clat = to_lonlat(box(*bounds), crs).centroid.coords[0]
-    gepsg = grid_epsg_for(crs, clon, clat)
-    gb = tuple(bounds) if crs.to_epsg() == gepsg else transform_bounds(crs, f"EPSG:{gepsg}", *bounds)
+    gepsg = scene_extent(crs, tuple(bounds))[2]  # the scenes' rule, so labels land on the scenes' cells
+    gb = tuple(bounds) if crs.to_epsg() == gepsg else transform_bounds(crs, f"EPSG:{gepsg}", *bounds,
+                                                                       densify_pts=21)
     rows = []
     for cell in cells_covering(gb, gepsg, tile_m):
         w = _cell_float_window(cell, crs, t, lc.shape[1])

@@ -15,15 +15,13 @@ from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
-from pyproj import Transformer
-from rasterio.transform import rowcol
-from rasterio.windows import from_bounds
+from rasterio.transform import array_bounds, rowcol
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.discover import SceneSource, discover
-from rsretrieve.data.grid import Cell, grid_epsg_for
-from rsretrieve.data.ingest import check_sar_units
-from rsretrieve.data.scene import SceneError, nodata_value, open_scene
+from rsretrieve.data.grid import Cell, transformer
+from rsretrieve.data.ingest import cell_window, check_sar_units, scene_extent
+from rsretrieve.data.scene import SceneError, clip_window, nodata_value, open_scene
 from rsretrieve.data.tiles import read_scene_tiles, window_has_valid_pixels
 from rsretrieve.index.filters import QueryFilter
 from rsretrieve.index.indexer import embed_tiles, model_checksum, model_path
@@ -132,22 +130,25 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
         lon, lat = point
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise QueryError(f"point must be lon,lat in degrees, got {lon:g},{lat:g}")
-        epsg = grid_epsg_for(sc.crs, lon, lat)
-        x, y = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True).transform(lon, lat)
+        # the zone ingest tiles this file in (not the point's own zone, which differs for a file in another CRS
+        # that reaches across a zone border), so the cell and its window are those of the file's catalog tile
+        epsg = scene_extent(sc.crs, array_bounds(sc.height, sc.width, sc.transform))[2]
+        x, y = transformer("EPSG:4326", f"EPSG:{epsg}").transform(lon, lat)
         if not (math.isfinite(x) and math.isfinite(y)):  # far outside the tile's UTM zone
             raise QueryError(_outside(point, p, sc))
+        # a point on a cell edge belongs to the cell east / north of it (the grid's floor rule); its lon/lat, copied
+        # from a footprint, comes back from the projection a few nanometres to either side: micrometres decide
+        x, y = round(x, 6), round(y, 6)
         cell = Cell(epsg, tile_m, int(np.floor(y / tile_m)), int(np.floor(x / tile_m)))
-        sx, sy = Transformer.from_crs("EPSG:4326", sc.crs, always_xy=True).transform(lon, lat)
+        sx, sy = transformer("EPSG:4326", sc.crs).transform(lon, lat)
+        if sc.crs.is_geographic:  # a lon/lat file may run past 180 degrees: the point on the file's side of it
+            cx = (sc.transform @ (sc.width / 2, 0))[0]
+            sx += 360.0 * round((cx - sx) / 360.0)
         r, c = rowcol(sc.transform, sx, sy)
-        if not (0 <= r < sc.height and 0 <= c < sc.width):
+        win = cell_window(cell, sc) if 0 <= r < sc.height and 0 <= c < sc.width else None
+        if win is None or clip_window(win, sc.width, sc.height) is None:  # (a point on the file's east edge)
             raise QueryError(_outside(point, p, sc))
-        b = cell.bounds
-        if sc.crs.to_epsg() != epsg:
-            from rasterio.warp import transform_bounds
-
-            b = transform_bounds(f"EPSG:{epsg}", sc.crs, *b, densify_pts=21)
-        w = from_bounds(*b, transform=sc.transform)
-        window = (round(w.col_off), round(w.row_off), max(round(w.width), 1), max(round(w.height), 1))
+        window = win  # as ingest cuts it (lon/lat cells next to 180 degrees included)
         cid = cell.id
     else:
         cid = None
@@ -162,7 +163,7 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
                          f"give a window of about one tile")
     scene = {"files": {b: f for b, (f, _) in sc.band_files.items()} if not src.stacked else dict(src.files),
              "width": sc.width, "height": sc.height, "transform": list(sc.transform)[:6], "layout": sc.layout_name,
-             "sensor": sc.spec.name}
+             "sensor": sc.spec.name, "crs": sc.crs.to_wkt()}
     if not window_has_valid_pixels(scene, (c0, r0, ww, hh)):
         where = f"the cell {cid} of {p}" if cid else f"window {c0},{r0},{ww},{hh} of {p}" if (c0, r0, ww, hh) != (
             0, 0, sc.width, sc.height) else str(p)
@@ -172,7 +173,8 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
         check_sar_units(sc, (c0, r0, ww, hh))  # linear sigma0 for a dB sensor is refused, as by ingest
     except SceneError as e:
         raise QueryError(f"{p}: {e}") from None
-    tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh}
+    # with a point, the cell's own pixels as ingest cuts them (turned to the grid in a CRS other than its zone)
+    tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh, "cell_id": cid}
     _, arr = next(read_scene_tiles(scene, [tile], tile_m))
     when = sc.acquired.strftime("%Y-%m-%dT%H:%M:%SZ") if sc.acquired else None
     return QueryTile(arr, sc.spec.name, str(p), cell_id=cid, acquired=when, scene_key=src.key)
@@ -185,6 +187,8 @@ def _outside(point: tuple[float, float], path: Path, sc: object) -> str:
 
     w, s, e, n = transform_bounds(sc.crs, "EPSG:4326", *array_bounds(sc.height, sc.width, sc.transform),
                                   densify_pts=21)
+    # in -180..180 as --point and --bbox take them (west > east across the antimeridian), not 179.99..180.01
+    w, e = (((v + 180.0) % 360.0) - 180.0 if not -180.0 <= v <= 180.0 else v for v in (w, e))
     return (f"point {point[0]:g},{point[1]:g} (lon,lat) is outside {path}, which covers lon {w:.4f}..{e:.4f}, "
             f"lat {s:.4f}..{n:.4f}")
 

@@ -1,0 +1,94 @@
+"""Query by a tile file with ``--point``: the cell and pixels are those ingest cuts from the same file, whatever its
+CRS, next to the antimeridian, across a zone border, and on a cell's edge."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from pyproj import Transformer
+from rasterio.transform import from_origin
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.ingest import ingest
+from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.index.query import QueryError, tile_from_file
+from tests.conftest import run_cli
+
+S2 = "S2A_MSIL2A_20200101T100000"
+
+
+def _s2(path, transform, crs, height=96, width=96):
+    data = np.random.default_rng(0).integers(500, 3000, (12, height, width)).astype("uint16")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", count=12, height=height, width=width, dtype="uint16", crs=crs,
+                       transform=transform, nodata=0) as dst:
+        dst.write(data)
+    return path
+
+
+def _catalog_tile(tmp_path, path, cell_id):
+    """The pixels ingest cuts for ``cell_id`` from ``path``, read as the index reads them."""
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        if not cat.scenes():
+            report = ingest([path], cat)
+            assert report.added == 1 and not report.problems
+        scene = cat.scenes()[0]
+        tiles = cat.tiles("t.cell_id = ?", (cell_id,))
+        assert len(tiles) == 1, f"{cell_id} is not a catalog tile of {path}"
+        return dict(read_scene_tiles(scene, tiles, 480.0))[tiles[0]["tile_id"]]
+
+
+def _antimeridian_file(tmp_path):
+    return _s2(tmp_path / "q" / f"{S2}_am.tif", from_origin(179.99, -17.0, 0.0001, 0.0001), "EPSG:4326", 100, 200)
+
+
+@pytest.mark.parametrize("lon", [179.995, -179.995])
+def test_a_point_on_either_side_of_the_antimeridian_in_a_lonlat_file_is_its_catalog_tile(tmp_path, lon):
+    """The file runs 179.99 .. 180.01 and is tiled in zone 1: -179.995 was refused as outside it, and 179.995 was
+    put in a zone-60 cell the catalog does not have."""
+    f = _antimeridian_file(tmp_path)
+    q = tile_from_file(f, 480.0, point=(lon, -17.005))
+    x, y = Transformer.from_crs(4326, 32701, always_xy=True).transform(lon, -17.005)
+    assert q.cell_id == f"01S_480m_r{int(y // 480)}_c{int(x // 480)}"
+    np.testing.assert_array_equal(q.array, _catalog_tile(tmp_path, f, q.cell_id))
+
+
+def test_a_point_in_the_other_zone_of_a_laea_file_across_a_zone_border_is_its_catalog_tile(tmp_path):
+    """A 4 km EPSG:3035 file across 12 E is tiled in zone 32 (its centre's); a point east of 12 E was put in a
+    zone-33 cell, with a window of other ground than the catalog's tile of that point."""
+    x, y = Transformer.from_crs(4326, 3035, always_xy=True).transform(12.0, 50.0)
+    f = _s2(tmp_path / "q" / f"{S2}_laea.tif", from_origin(x - 3000, y + 600, 10, 10), "EPSG:3035", 120, 400)
+    q = tile_from_file(f, 480.0, point=(12.01, 49.999))
+    x, y = Transformer.from_crs(4326, 32632, always_xy=True).transform(12.01, 49.999)
+    assert q.cell_id == f"32N_480m_r{int(y // 480)}_c{int(x // 480)}"
+    np.testing.assert_array_equal(q.array, _catalog_tile(tmp_path, f, q.cell_id))
+
+
+def test_a_point_on_a_cell_edge_is_in_the_cell_east_and_north_of_it(tmp_path):
+    """Corners and edges given as the lon/lat of the cell's corner (as copied from a footprint) come back from the
+    projection a few nanometres to either side: they went to the west / south cell at random."""
+    x0, y0 = 480 * 1000, 480 * 10400  # the file's north-west corner is a cell corner
+    f = _s2(tmp_path / "q" / f"{S2}_edge.tif", from_origin(x0, y0, 10, 10), "EPSG:32633")
+    to_ll = Transformer.from_crs(32633, 4326, always_xy=True)
+    for dx, dy, want in [(480, -480, "r10399_c1001"), (0, -480, "r10399_c1000"), (480, -10, "r10399_c1001"),
+                         (480, -960 + 10, "r10398_c1001")]:
+        q = tile_from_file(f, 480.0, point=to_ll.transform(x0 + dx, y0 + dy))
+        assert q.cell_id == f"33N_480m_{want}", (dx, dy)
+        np.testing.assert_array_equal(q.array, _catalog_tile(tmp_path, f, q.cell_id))
+    # on the file's east edge the point's cell is the one east of the file: outside it, said in one line
+    with pytest.raises(QueryError, match=r"^point [0-9.]+,[0-9.]+ \(lon,lat\) is outside .*, which covers lon"):
+        tile_from_file(f, 480.0, point=to_ll.transform(x0 + 960 - 1e-7, y0 - 300))
+
+
+def test_cli_query_by_a_point_across_the_antimeridian(small_workspace, tmp_path):
+    f = _antimeridian_file(tmp_path)
+    r = run_cli("query", "--workspace", small_workspace, "--tile", f, "--point", "-179.995,-17.005", "-k", "1",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["query"]["cell_id"].startswith("01S_480m_")
+    r = run_cli("query", "--workspace", small_workspace, "--tile", f, "--point", "-179.98,-17.005")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        f"rsretrieve query: error: point -179.98,-17.005 (lon,lat) is outside {f}, which covers lon "
+        "179.9900..-179.9900, lat -17.0100..-17.0000"]
