@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rsretrieve.model.encoder import save_atomic
 from rsretrieve.sensors.registry import get_sensor
 
 
@@ -89,5 +90,6 @@ class DualEncoder(nn.Module):
                    temperature=config["temperature"])
 
     def save(self, path: str | Path) -> None:
-        """Write ``{"config": ..., "state_dict": ...}``, loadable with ``torch.load(weights_only=True)``."""
-        torch.save({"config": self.config(), "state_dict": self.state_dict()}, path)
+        """Write ``{"config": ..., "state_dict": ...}``, loadable with ``torch.load(weights_only=True)``, atomically
+        (:func:`rsretrieve.model.encoder.save_atomic`)."""
+        save_atomic({"config": self.config(), "state_dict": self.state_dict()}, path)

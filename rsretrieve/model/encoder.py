@@ -13,7 +13,10 @@ so existing sensors' embeddings, and the index segments built from them, stay bi
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,23 @@ def spec_fingerprint(spec: SensorSpec) -> dict[str, Any]:
         "polarization": [b.polarization for b in spec.bands],
     }
 
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path`` through a temporary file in the same folder, flushed to disk and renamed over
+    ``path``: a reader (a running service, ``query``) sees the old file or the new one, never a partial one, and a
+    run killed while saving leaves the old model in place."""
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 class CrossSensorEncoder(nn.Module):
     """Branches per sensor, one shared head and one learned metric.
@@ -197,5 +217,6 @@ class CrossSensorEncoder(nn.Module):
                    head=dict(config["head"]), temperature=config["temperature"], branch=dict(config["branch"]))
 
     def save(self, path: str | Path) -> None:
-        """Write ``{"config": ..., "state_dict": ...}``, loadable with ``torch.load(weights_only=True)``."""
-        torch.save({"config": self.config(), "state_dict": self.state_dict()}, path)
+        """Write ``{"config": ..., "state_dict": ...}``, loadable with ``torch.load(weights_only=True)``, atomically
+        (:func:`save_atomic`)."""
+        save_atomic({"config": self.config(), "state_dict": self.state_dict()}, path)

@@ -1,6 +1,8 @@
 """The cross-sensor encoder for every registered sensor; add-sensor bit-identity; checkpoints."""
 
+import io
 import json
+import os
 
 import pytest
 import torch
@@ -112,6 +114,41 @@ def test_dual_encoder_checkpoint_round_trip(tmp_path):
     x = tile("sentinel2")
     with torch.no_grad():
         assert torch.equal(loaded.embed("sentinel2", x), model.embed("sentinel2", x))
+
+
+@pytest.mark.parametrize("kind", ["ours", "dual_encoder"])
+def test_a_save_that_fails_midway_leaves_the_previous_model_whole(tmp_path, monkeypatch, kind):
+    """A run killed (here: failing) while writing model.pt leaves the previous model loadable, and no temp file;
+    a reader never sees a partial file."""
+    make = (lambda: CrossSensorEncoder(["sentinel2"], dim=32)) if kind == "ours" else (
+        lambda: DualEncoder(["sentinel2"], width=8))
+    torch.manual_seed(0)
+    old = make().eval()
+    path = tmp_path / "model.pt"
+    old.save(path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def partial_save(obj, f, *a, **kw):  # writes half of the file, then dies
+        data = io.BytesIO()
+        real_save(obj, data)
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "wb") as fh:
+                fh.write(data.getvalue()[: len(data.getvalue()) // 2])
+        else:
+            f.write(data.getvalue()[: len(data.getvalue()) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", partial_save)
+    torch.manual_seed(1)
+    with pytest.raises(OSError, match="disk full"):
+        make().save(path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    x = tile("sentinel2")
+    with torch.no_grad():
+        assert torch.equal(load_model(path).embed("sentinel2", x), old.embed("sentinel2", x))
 
 
 def test_unknown_or_duplicate_sensor_is_an_error(encoder):
