@@ -128,6 +128,13 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status, exc.message)  # ServiceError, UploadError
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any other exception: a JSON 500 in one line naming its type (the traceback goes to the server's log, as the
+    server re-raises it after this response), rather than Starlette's plain-text "Internal Server Error"."""
+    return _error(500, f"internal error in {request.method} {request.url.path}: {type(exc).__name__}: "
+                       f"{first_line(exc)[:200]}")
+
+
 async def _no_query_parameters(request: Request) -> None:
     """``POST /query`` reads the form only: a query parameter (``/query?tile_id=3``) would be ignored, so it is
     refused. The GET endpoints ignore query parameters, as caches and monitors add their own (``?ts=...``)."""
@@ -154,10 +161,8 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
             math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise ValueError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb!r}")
     worker = EngineWorker(workspace, model)
-    engine = worker.engine
-    health = {"status": "ok", "tiles_indexed": int(engine.store.ntotal), "model": model,
-              "model_checksum": engine.store.model_checksum, "sensors": list(engine.store.sensors),
-              "query_sensors": list(engine.model.sensors), "max_upload_mb": max_upload_mb}
+    health = {"status": "ok", "model": model, **worker.call(_engine_health, worker.engine),
+              "max_upload_mb": max_upload_mb}
     log.info("serving %s: model %s (%s), %d tiles indexed; search kernels ready in %.2f s", workspace, model,
              health["model_checksum"], health["tiles_indexed"], worker.warm_up_s)
 
@@ -170,15 +175,16 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(UploadError, _service_error)
-    app.state.worker, app.state.engine, app.state.health = worker, engine, health
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.state.worker, app.state.health = worker, health
     app.state.max_upload_bytes = int(max_upload_mb * 1e6)
 
     @app.get("/health")
     async def get_health() -> dict[str, Any]:
-        """Status, indexed tiles, model name and checksum, sensors (of the index generation published now)."""
-        await worker.run(engine.refresh)  # a long-running service follows every `rsretrieve index` run
-        health.update(tiles_indexed=int(engine.store.ntotal), model_checksum=engine.store.model_checksum,
-                      sensors=list(engine.store.sensors))
+        """Status, indexed tiles, model name and checksum, sensors: of the model and index generation queries are
+        answered with now (the published generation, unless that holds another model's vectors)."""
+        # a long-running service follows every `rsretrieve index` run, and a model retrained and re-indexed
+        health.update(await worker.run_engine(_engine_health))
         return health
 
     @app.post("/query", openapi_extra=_QUERY_BODY, dependencies=[Depends(_no_query_parameters)])
@@ -196,7 +202,7 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
     async def get_preview(tile_id: Annotated[TileId, PathParam(description="a tile id of the catalog")]) -> Response:
         """A quicklook PNG of a catalog tile (true colour, or the usual VV/VH composite for SAR)."""
         try:
-            png = await worker.run(_preview_png, engine, tile_id)
+            png = await worker.run_engine(_preview_png, tile_id)
         except ServiceError as e:
             return _error(e.status, e.message)
         return Response(png, media_type="image/png")
@@ -245,7 +251,7 @@ async def _query_catalog(app: FastAPI, text: str, kwargs: dict[str, Any]) -> dic
     given = [k for k in UPLOAD_ONLY if k in kwargs]
     if given:
         raise FilterError(f"filter {given[0]!r} applies to an uploaded tile, not to a tile_id")
-    res = await app.state.worker.run(_run_catalog, app.state.engine, tile_id, kwargs)
+    res = await app.state.worker.run_engine(_run_catalog, tile_id, kwargs)
     return _response(res)
 
 
@@ -258,6 +264,9 @@ def _run_catalog(engine: Any, tile_id: int, kwargs: dict[str, Any]) -> QueryResu
 
 
 async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if kwargs.get("exclude_own_scene"):  # the CLI knows a file by its path; an upload has none: it would do nothing
+        raise FilterError("filter 'exclude_own_scene' applies to a tile_id: an uploaded tile is not matched to a "
+                          "catalog scene (query by the tile_id of a catalog tile to leave its scene out)")
     with tempfile.TemporaryDirectory(prefix="rsretrieve-upload-") as tmp:
         path = Path(tmp) / "query.tif"  # the server's name, never the client's
         size = await save_upload(upload, path, app.state.max_upload_bytes)
@@ -265,7 +274,7 @@ async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]
         name = (upload.filename or "")[:100]
         label = f"uploaded tile {name!r}" if name else "uploaded tile"
         try:
-            res = await app.state.worker.run(_run_upload, app.state.engine, path, label, kwargs)
+            res = await app.state.worker.run_engine(_run_upload, path, label, kwargs)
         except UploadError as e:
             raise UploadError(e.status, _scrub(e.message, path)) from None
         except QueryError as e:
@@ -275,8 +284,10 @@ async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]
 
 
 def _scrub(message: str, path: Path) -> str:
-    """A message without the server's temporary paths."""
-    return message.replace(str(path), "uploaded tile").replace(str(path.parent), "upload folder")
+    """A message without the server's temporary paths, and in the service's terms: the CLI's ``--sensor`` (named by
+    the sensor recognition that both share) is the ``sensor`` filter here."""
+    message = message.replace(str(path), "uploaded tile").replace(str(path.parent), "upload folder")
+    return re.sub(r"\bpass --sensor\b", "give the filter 'sensor'", message)
 
 
 def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> QueryResult:
@@ -292,6 +303,13 @@ def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> 
         what = "NaN" if e.nodata is None else f"NaN or the nodata value {e.nodata:g}"
         raise UploadError(422, f"{label} holds no valid pixels{where}: every pixel of its {e.sensor} bands is {what}; "
                                f"nothing to search with") from None
+
+
+def _engine_health(engine: Any) -> dict[str, Any]:
+    """The fields of ``/health`` that come from the engine answering now (its model and index generation, as
+    :meth:`EngineWorker.current` refreshed them)."""
+    return {"tiles_indexed": int(engine.store.ntotal), "model_checksum": engine.store.model_checksum,
+            "sensors": list(engine.store.sensors), "query_sensors": list(engine.model.sensors)}
 
 
 def _response(res: QueryResult) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 The engine's catalog is an SQLite connection, which may only be used by the thread that opened it, and the model
 and the index are not meant for concurrent calls; so the engine is created, used and closed on a single worker
 thread, and requests queue for it (``await worker.run(fn, ...)`` does not block the event loop meanwhile).
+Each request takes the engine anew (:meth:`EngineWorker.current`), so a model retrained and re-indexed while the
+service runs is picked up, and one request never mixes two models.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rsretrieve.index.query import QueryError
 from rsretrieve.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,20 @@ class EngineWorker:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the engine thread without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
+
+    def current(self) -> Any:
+        """The engine to answer with now (on the engine thread): the workspace's engine of the model, reloaded when
+        the model was retrained and its index published since (:meth:`rsretrieve.workspace.Workspace.engine`)."""
+        try:
+            self.engine = self.workspace.engine(self.model_name)
+        except QueryError as e:  # the index folder removed, or a generation pruned as it was opened: the engine
+            # keeps its snapshot (memory-mapped) and takes up the next generation published
+            log.warning("%s; answering from index generation %s", str(e).splitlines()[0], self.engine.store.generation)
+        return self.engine
+
+    async def run_engine(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(engine, *args)`` on the engine thread with :meth:`current`'s engine, taken once per call."""
+        return await self.run(lambda: fn(self.current(), *args))
 
     def close(self) -> None:
         """Close the engine on its thread and stop the thread; idempotent."""

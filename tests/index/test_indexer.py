@@ -8,6 +8,7 @@ from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.ingest import ingest
 from rsretrieve.data.synthetic import make_archive
 from rsretrieve.index.indexer import index_workspace, model_checksum
+from rsretrieve.index.query import run_query
 from rsretrieve.index.store import IndexStore
 from rsretrieve.workspace import Workspace
 from tests.conftest import kill_cli_when, make_workspace, run_cli, save_untrained_model
@@ -77,17 +78,25 @@ def test_index_is_incremental_and_removes_removed_scenes(tmp_path):
 def test_a_new_model_builds_beside_the_old_index_and_switches_atomically(tmp_path):
     ws = make_workspace(tmp_path, scenes=2, size_m=1440)
     old = Workspace.open(ws)
-    old_hits = [h.tile_id for h in old.query(tile_id=2, k=5).hits]
+    engine = old.engine()
+    old_hits = [h.tile_id for h in run_query(engine, tile_id=2, k=5).hits]
     old_checksum = IndexStore.open(ws / "index").model_checksum
     save_untrained_model(ws, seed=9)  # "retrained": the index no longer matches
+    # until the new model's index is published, the workspace keeps answering with the old model and index
+    assert [h.tile_id for h in old.query(tile_id=2, k=5).hits] == old_hits
     out = index_workspace(ws)
     assert out["model_checksum"] != old_checksum
     assert IndexStore.open(ws / "index").model_checksum == out["model_checksum"]
-    # the engine opened before the switch keeps answering from its snapshot of the old generation
-    assert [h.tile_id for h in old.query(tile_id=2, k=5).hits] == old_hits
-    old.close()
+    # the engine opened before the switch keeps answering from its snapshot of the old generation (old model)
+    assert [h.tile_id for h in run_query(engine, tile_id=2, k=5).hits] == old_hits
+    assert engine.store.model_checksum == old_checksum
+    # the long-lived workspace (the service's) takes up the new model with its index, as a new one does
     new = Workspace.open(ws)
-    assert len(new.query(tile_id=2, k=5).hits) == 5
+    new_hits = [h.tile_id for h in new.query(tile_id=2, k=5).hits]
+    assert len(new_hits) == 5 and new_hits != old_hits
+    assert [h.tile_id for h in old.query(tile_id=2, k=5).hits] == new_hits
+    assert old.engine().store.model_checksum == out["model_checksum"]
+    old.close()
     new.close()
 
 

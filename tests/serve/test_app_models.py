@@ -1,0 +1,121 @@
+"""The service while the workspace changes under it: a model retrained and re-indexed, an index of another model, the
+index folder removed; and the errors that must stay JSON one-liners (an unexpected exception, a filter an upload
+cannot use)."""
+
+import json
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.index.indexer import index_workspace, model_checksum
+from rsretrieve.serve import create_app
+from rsretrieve.workspace import Workspace
+from tests.conftest import save_untrained_model
+
+
+@pytest.fixture
+def ws(small_workspace, tmp_path):
+    """A copy of the shared small workspace that a test may change (its scene files stay where they are)."""
+    return shutil.copytree(small_workspace, tmp_path / "ws")
+
+
+def _hits(c, tile_id, k=5):
+    r = c.post("/query", data={"tile_id": str(tile_id), "filters": json.dumps({"k": k})})
+    assert r.status_code == 200, r.text
+    return [(f["properties"]["tile_id"], round(f["properties"]["score"], 5)) for f in r.json()["features"]]
+
+
+def _api_hits(ws, tile_id, k=5):
+    w = Workspace.open(ws)
+    try:
+        return [(h.tile_id, round(h.score, 5)) for h in w.query(tile_id=tile_id, k=k).hits]
+    finally:
+        w.close()
+
+
+def test_a_model_retrained_and_reindexed_is_taken_up_and_another_models_index_is_not(ws):
+    with Catalog(ws / "catalog.sqlite") as cat:
+        tid = cat.tiles("t.sensor = 'sentinel1'")[0]["tile_id"]
+    mpath = ws / "checkpoints" / "default" / "model.pt"
+    old_sum = model_checksum(mpath)
+    api = Workspace.open(ws)  # a long-lived Python API workspace follows the same way
+    with TestClient(create_app(ws)) as c:
+        old = _hits(c, tid)
+        assert [(h.tile_id, round(h.score, 5)) for h in api.query(tile_id=tid, k=5).hits] == old
+
+        save_untrained_model(ws, seed=11)  # `rsretrieve train` replaced the model; its index is not built yet
+        new_sum = model_checksum(mpath)
+        assert new_sum != old_sum
+        assert _hits(c, tid) == old  # the old model with its own index, not the new model with the old index
+        assert c.get("/health").json()["model_checksum"] == old_sum
+
+        index_workspace(ws)  # publishes the new model's generation, prunes the old one
+        h = c.get("/health").json()
+        assert h["model_checksum"] == new_sum and h["tiles_indexed"] == 120
+        new = _hits(c, tid)
+        assert new != old and new == _api_hits(ws, tid)  # what a fresh process answers
+        assert [(x.tile_id, round(x.score, 5)) for x in api.query(tile_id=tid, k=5).hits] == new
+
+        save_untrained_model(ws, name="other", seed=12)
+        index_workspace(ws, model_name="other")  # the index is now another model's: keep answering with ours
+        assert _hits(c, tid) == new
+        assert c.get("/health").json()["model_checksum"] == new_sum
+    api.close()
+
+
+def test_a_removed_index_folder_leaves_health_and_queries_answering_from_the_snapshot(ws):
+    with TestClient(create_app(ws)) as c:
+        before = _hits(c, 1)
+        shutil.rmtree(ws / "index")
+        r = c.get("/health")
+        assert r.status_code == 200, r.text
+        assert r.json()["tiles_indexed"] == 120
+        assert _hits(c, 1) == before
+        index_workspace(ws)  # rebuilt: taken up again
+        assert c.get("/health").json()["tiles_indexed"] == 120 and _hits(c, 1) == before
+
+
+def test_an_unexpected_exception_is_a_json_500_in_one_line(small_workspace, monkeypatch):
+    import rsretrieve.serve.app as app_module
+
+    def broken(engine, tile_id):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(app_module, "_preview_png", broken)
+    with TestClient(create_app(small_workspace), raise_server_exceptions=False) as c:
+        r = c.get("/tiles/1/preview.png")
+        assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+        assert r.json() == {"detail": "internal error in GET /tiles/1/preview.png: RuntimeError: disk on fire"}
+        assert c.get("/health").status_code == 200  # the service goes on
+
+
+def test_exclude_own_scene_on_an_upload_is_422_not_ignored(client, small_workspace):
+    with Catalog(small_workspace / "catalog.sqlite") as cat:
+        t = cat.tiles("t.sensor = 'sentinel1'")[0]
+        path = next(iter(cat.scene(t["scene_id"])["files"].values()))
+    data = open(path, "rb").read()
+    flt = {"window": [t["col_off"], t["row_off"], t["width"], t["height"]], "k": 3}
+    r = client.post("/query", data={"filters": json.dumps({**flt, "exclude_own_scene": True})},
+                    files={"tile": ("scene.tif", data, "image/tiff")})
+    assert r.status_code == 422
+    assert r.json() == {"detail": "filter 'exclude_own_scene' applies to a tile_id: an uploaded tile is not matched "
+                                  "to a catalog scene (query by the tile_id of a catalog tile to leave its scene out)"}
+    for extra in ({}, {"exclude_own_scene": False}):  # the same upload without it is searched
+        r = client.post("/query", data={"filters": json.dumps({**flt, **extra})},
+                        files={"tile": ("scene.tif", data, "image/tiff")})
+        assert r.status_code == 200 and len(r.json()["features"]) == 3
+
+
+def test_an_upload_of_no_known_sensor_names_the_sensor_filter_not_the_cli_flag(client, tmp_path):
+    import numpy as np
+
+    from tests.conftest import write_tif
+
+    f = write_tif(tmp_path / "B2.tif", np.full((48, 48), 1000, np.uint16))
+    r = client.post("/query", files={"tile": ("B2.tif", f.read_bytes(), "image/tiff")})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert detail.startswith("uploaded tile: 1 band(s) of uint16 fit no registered sensor (")
+    assert detail.endswith("); give the filter 'sensor' if it is one") and "--sensor" not in detail
