@@ -218,10 +218,12 @@ class QueryEngine:
         return gen, (st.st_ino, st.st_mtime_ns, st.st_size) if st else None
 
     def _open_store(self) -> IndexStore:
-        self._opened = self._stamp()
+        stamp = self._stamp()
         try:
-            return IndexStore.open(self.workspace / "index", expect_model_checksum=self._checksum,
-                                   expect_dim=self.model.embed_dim)
+            store = IndexStore.open(self.workspace / "index", expect_model_checksum=self._checksum,
+                                    expect_dim=self.model.embed_dim)
+            self._opened = stamp  # only once opened: a failed look is made again by the next refresh
+            return store
         except FileNotFoundError as e:
             why = ("the first index run has not finished (still running, or interrupted: run it again)"
                    if "has not finished" in str(e) else "run it first")
@@ -243,6 +245,11 @@ class QueryEngine:
             store = self._open_store()
         except IndexMismatchError as e:  # re-indexed for another model: this engine's model keeps its snapshot
             self._opened = stamp
+            log.warning("%s; this engine keeps answering from generation %s", str(e).splitlines()[0],
+                        self.store.generation)
+            return False
+        except QueryError as e:  # the index folder removed, or the generation pruned between reading `current` and
+            # opening it: not "no index yet" for an engine that has one; it keeps its snapshot and looks again
             log.warning("%s; this engine keeps answering from generation %s", str(e).splitlines()[0],
                         self.store.generation)
             return False

@@ -277,3 +277,24 @@ def test_a_point_outside_the_query_file_is_told_the_files_extent_in_lon_lat(smal
     assert r.returncode == 2 and r.stderr.strip() == (
         f"rsretrieve query: error: point {t['lat']:g},{t['lon']:g} (lon,lat) is outside {path}, which covers "
         f"lon {w:.4f}..{e:.4f}, lat {s:.4f}..{n:.4f}")
+
+
+def test_an_index_generation_gone_while_opened_keeps_the_engines_snapshot(small_workspace, tmp_path, caplog):
+    """A generation pruned between reading ``current`` and opening it (or the index folder removed) is not "no index
+    yet" for an engine that has one: it keeps answering from its snapshot, and takes up the next generation."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    api = Workspace.open(ws)
+    before = [(h.tile_id, h.score) for h in api.query(tile_id=1, k=5).hits]
+    current = ws / "index" / "current"
+    real = current.read_text()
+    current.write_text("gen-pruned-meanwhile\n")  # as a reader sees it when the generation goes as it opens it
+    with caplog.at_level("WARNING"):
+        for _ in range(2):  # looked at again each time, never recorded as seen
+            assert [(h.tile_id, h.score) for h in api.query(tile_id=1, k=5).hits] == before
+    assert "keeps answering from generation" in caplog.text
+    current.write_text(real)
+    assert [(h.tile_id, h.score) for h in api.query(tile_id=1, k=5).hits] == before
+    api.close()
