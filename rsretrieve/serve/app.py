@@ -331,14 +331,14 @@ def _preview_png(engine: Any, tile_id: int) -> bytes:
     """PNG bytes of a catalog tile's quicklook, scaled by a whole factor to about :data:`PREVIEW_PX` pixels."""
     from PIL import Image  # a dependency of matplotlib
 
-    from rsretrieve.data.tiles import read_scene_tiles
+    from rsretrieve.index.query import tile_from_catalog
     from rsretrieve.viz.quicklook import quicklook
 
     t = _catalog_tile(engine, tile_id)
-    try:
-        _, arr = next(read_scene_tiles(engine.catalog.scene(t["scene_id"]), [t], engine.tile_m))
-    except (RasterioError, OSError) as e:
-        raise ServiceError(500, f"tile {tile_id}: cannot read its scene: {first_line(e)}") from None
+    try:  # read as a query by this tile id reads it: the same message and status when its scene file is gone
+        arr = tile_from_catalog(engine.catalog, tile_id).array
+    except QueryError as e:
+        raise ServiceError(422, first_line(e)) from None
     rgb = quicklook(arr, t["sensor"])
     f = max(1, round(PREVIEW_PX / max(rgb.shape[:2])))
     rgb = np.repeat(np.repeat(rgb, f, axis=0), f, axis=1)

@@ -119,3 +119,25 @@ def test_an_upload_of_no_known_sensor_names_the_sensor_filter_not_the_cli_flag(c
     detail = r.json()["detail"]
     assert detail.startswith("uploaded tile: 1 band(s) of uint16 fit no registered sensor (")
     assert detail.endswith("); give the filter 'sensor' if it is one") and "--sensor" not in detail
+
+
+def test_a_preview_of_a_tile_whose_scene_file_is_gone_answers_as_a_query_by_it(tmp_path):
+    """Both name the tile and the file with the same one line and status (the preview was a 500 with other words)."""
+    from pathlib import Path
+
+    from tests.conftest import make_workspace
+
+    ws = make_workspace(tmp_path, scenes=2, size_m=1440)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        t = cat.tiles("t.sensor = 'sentinel2'")[0]
+        other = cat.tiles("t.sensor = 'sentinel1'")[0]["tile_id"]
+        path = cat.scene(t["scene_id"])["files"]["*"]
+    Path(path).rename(path + ".moved")
+    with TestClient(create_app(ws)) as c:
+        preview = c.get(f"/tiles/{t['tile_id']}/preview.png")
+        query = c.post("/query", data={"tile_id": str(t["tile_id"]), "filters": "{}"})
+        assert preview.status_code == query.status_code == 422
+        assert preview.json() == query.json() == {"detail": (
+            f"cannot read tile {t['tile_id']} (sentinel2) from its scene file: {path}: No such file or directory "
+            f"(moved, deleted or damaged since it was ingested)")}
+        assert c.get(f"/tiles/{other}/preview.png").status_code == 200  # the other tiles are untouched
