@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -575,8 +575,8 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         if stored == fp:
             report.skipped += 1
             continue
-        todo.append((s, stored))
-    jobs = [(s, tile_m, sensor, min_coverage, label_scheme) for s, _ in todo]
+        todo.append((s, stored, fp))
+    jobs = [(s, tile_m, sensor, min_coverage, label_scheme) for s, _, _ in todo]
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_die_with_parent, initargs=(os.getpid(),))
@@ -584,19 +584,21 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     else:
         pool, results = None, map(_work, jobs)
     try:
-        for i, ((source, stored), (kind, res)) in enumerate(zip(todo, results)):
+        # each source is recorded under the fingerprint taken before its pixels were read: a file that changes while
+        # it is read then differs from it, and the next run ingests it again (a fingerprint taken after the read
+        # matched the new file, so the old content stayed in the catalog for good)
+        for i, ((source, stored, fp), (kind, res)) in enumerate(zip(todo, results)):
             if kind in ("problem", "error"):
                 if stored is not None:
                     res = _refused_change(catalog, source, stored, kind, res, sensor, report)
                 report.problems.append(res)
             elif kind == "labels":
-                catalog.write_labels(res, source=source.key,
-                                     stamp=_label_stamp(fingerprint(source.all_files()), label_scheme))
+                catalog.write_labels(res, source=source.key, stamp=fp)
                 report.label_sources += 1
                 report.labelled_cells += len(res)
             else:
                 scene_row, tiles = res
-                catalog.write_scene(scene_row, tiles)
+                catalog.write_scene(replace(scene_row, fingerprint=fp), tiles)
                 report.tiles += len(tiles)
                 report.replaced += stored is not None
                 report.added += stored is None

@@ -239,3 +239,33 @@ def test_a_changed_file_refused_by_a_stricter_min_coverage_keeps_its_earlier_ver
         (p,) = report.problems
         assert "is covered to --min-coverage 1" in p.reason and p.reason.endswith(KEPT), p.reason
         assert report.removed == 0 and _dump(tmp_path / "c.sqlite") == before
+
+
+def test_a_file_that_changes_while_it_is_read_is_ingested_again_by_the_next_run(archive, tmp_path, monkeypatch):
+    """The scene is recorded under the fingerprint taken before its pixels were read: one taken after matched the new
+    file, so the next run skipped it and the catalog kept the old content for good."""
+    files = sorted((archive / "sentinel1").glob("*.tif"))
+    target, newer = files[0], files[1]
+    masks, changed = ingest_mod._masks, []
+
+    def masks_then_the_file_changes(*a, **kw):  # a copy lands over the file while ingest reads it
+        out = masks(*a, **kw)
+        if not changed:
+            changed.append(1)
+            shutil.copyfile(newer, target)
+        return out
+
+    monkeypatch.setattr(ingest_mod, "_masks", masks_then_the_file_changes)
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        assert ingest([target], cat).added == 1
+    monkeypatch.setattr(ingest_mod, "_masks", masks)
+    assert changed
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        again = ingest([target], cat)
+        assert (again.skipped, again.replaced) == (0, 1)
+        scene = cat.scenes()[0]
+    with Catalog(tmp_path / "fresh.sqlite", tile_m=480) as fresh:  # the file as it is now, ingested once
+        ingest([target], fresh)
+        want = fresh.scenes()[0]
+    assert [scene[k] for k in ("west", "south", "east", "north", "n_tiles")] == \
+        [want[k] for k in ("west", "south", "east", "north", "n_tiles")]
