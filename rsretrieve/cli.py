@@ -12,8 +12,10 @@ import logging
 import math
 import os
 import re
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 from pathlib import Path
@@ -23,6 +25,15 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 class UsageError(Exception):
     """Bad arguments or unusable inputs: printed as one line, exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a job scheduler), raised like Ctrl-C so that the command stops the same way:
+    its transaction rolled back, its temporary files removed, a line saying what is kept; exit code 143."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _eprint(*args: object) -> None:
@@ -342,6 +353,7 @@ def _evaluation_charts(ws: object, report: dict, out: Path) -> list[Path]:
 # -- index / query -------------------------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
     from rsretrieve.index.indexer import index_workspace
+    from rsretrieve.index.store import IndexBusyError
     from rsretrieve.workspace import Workspace, WorkspaceError
 
     try:
@@ -349,7 +361,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         summary = index_workspace(ws.path, model_name=args.model, factory=args.factory or None,
                                   segment_rows=args.segment_rows,
                                   progress=_progress(sys.stderr.isatty() and not args.json, "embed"))
-    except (WorkspaceError, FileNotFoundError, ValueError) as e:
+    except (WorkspaceError, FileNotFoundError, ValueError, IndexBusyError) as e:
         raise UsageError(str(e)) from None
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -358,6 +370,9 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"{summary['total']} tiles indexed with model {summary['model']} ({summary['model_checksum']})")
         for s, n in summary["skipped_sensors"].items():
             print(f"  {n} {s} tiles not indexed: the model has no {s} branch")
+    if summary.get("catalog_changed"):
+        _eprint("warning: the catalog changed while this run read it (an ingest ran meanwhile): run `rsretrieve "
+                "index` again to index the scenes it added or replaced")
     return EXIT_OK
 
 
@@ -402,6 +417,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     point = _floats(args.point, 2, "--point", "LON,LAT in degrees")
     window = _floats(args.window, 4, "--window", "COL,ROW,WIDTH,HEIGHT in pixels")
     targets = [s for s in (args.target_sensors or "").split(",") if s]
+    if args.target_sensors is not None and not targets:  # else searched every sensor, as if the flag were absent
+        raise UsageError(f"--target-sensors must name at least one sensor, got {args.target_sensors!r}")
     outputs = [_output_path(args.geojson, "--geojson", None), _output_path(args.png, "--png", ".png")]
     try:
         ws = Workspace.open(args.workspace)
@@ -625,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rsretrieve.data.catalog import SchemaError
     from rsretrieve.sensors import SensorSpecError
 
+    previous = None
+    if args.command not in ("train", "serve") and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)  # Lightning and uvicorn handle SIGTERM themselves
     try:
         return args.func(args)
     except (UsageError, SchemaError, SensorSpecError) as e:  # a bad sensor YAML names its file and field
@@ -644,9 +664,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _eprint(f"rsretrieve {args.command}: error: {Path(ws) / 'catalog.sqlite' if ws else 'the catalog'} is not a "
                 f"readable rsretrieve catalog ({e})")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        _eprint("interrupted: everything committed so far is kept; run the same command again to continue")
-        return 130
+    except KeyboardInterrupt as e:
+        how = "interrupted by SIGTERM" if isinstance(e, Terminated) else "interrupted"
+        if args.command == "export":  # it writes OUT whole or not at all
+            _eprint(f"{how}: {args.out} was not written (a file there before is left as it was); run the same "
+                    "command again")
+        else:
+            _eprint(f"{how}: everything committed so far is kept; run the same command again to continue")
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:  # main() called in-process (tests, scripts): the caller's handler again
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
         column = pa.FixedSizeListArray.from_arrays(pa.array(dense.ravel()), vecs.shape[1], mask=pa.array(rows < 0))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temporaries(out)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
         if column is None:
@@ -80,3 +81,21 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
         tmp.unlink(missing_ok=True)
     log.info("wrote %d tiles to %s", len(gdf), out)
     return len(gdf)
+
+
+def _remove_dead_temporaries(out: Path) -> None:
+    """Remove the temporary files of earlier exports to ``out`` that were killed (kill -9) before their rename.
+
+    A temporary file is named by its process id: one of a process still alive (another export to the same file
+    running now) is left alone.
+    """
+    for tmp in out.parent.glob(f".{out.name}.tmp*"):
+        pid = tmp.name[len(f".{out.name}.tmp"):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # dead: its file is garbage
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            continue

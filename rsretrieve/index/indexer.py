@@ -6,7 +6,8 @@ being built and the next run picks up from there. Vectors of scenes that left th
 under new tile ids) are removed first. A model other than the index's builds a new generation beside the current
 one, published only when complete: queries keep working on the old one meanwhile. When a run changed anything, the
 segments are merged into one at the end (atomically), so queries pay for one segment and large indexes get an ANN
-index (``--factory``, or IVF above 1M vectors).
+index (``--factory``, or IVF above 1M vectors). One run updates an index at a time: a second one is refused
+(:class:`~rsretrieve.index.store.IndexBusyError`) rather than duplicating or pruning the first one's work.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rsretrieve.data.tiles import read_scene_tiles
 from rsretrieve.index.ann import check_factory
 from rsretrieve.index.search import Searcher
 from rsretrieve.index.segment import TIME_UNKNOWN
-from rsretrieve.index.store import IndexStore
+from rsretrieve.index.store import IndexStore, update_lock
 from rsretrieve.model.checkpoint import load_model
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,12 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
         factory: FAISS factory string of the ANN index (``"auto"``: none below ``ANN_MIN_ROWS`` rows per segment,
             IVF above); None: the one the index was last given (``"auto"`` at first). A factory other than the
             index's rebuilds it with that one even when no tile changed, and is kept for later updates.
+
+    The summary's ``catalog_changed`` says that an ingest changed the catalog while this run read it: scenes it
+    added or replaced are not indexed (and their replaced versions not removed) until the next run.
+
+    Raises:
+        IndexBusyError: another run is updating this workspace's index (:func:`~rsretrieve.index.store.update_lock`).
     """
     ws = Path(workspace)
     if segment_rows < 1:
@@ -85,6 +92,15 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
     model = load_model(mpath).eval()
     if factory not in (None, "auto"):
         check_factory(factory, model.embed_dim)  # before anything is embedded or written
+    # one run at a time (IndexBusyError otherwise): a second run would embed the same tiles into the same
+    # generation, or prune the unpublished generation of a run of another model when it ends
+    with update_lock(ws / "index"):
+        return _update(ws, model_name, model, checksum, factory, segment_rows, batch, progress)
+
+
+def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, factory: str | None,
+            segment_rows: int, batch: int, progress: Callable[[int, int, str], None] | None) -> dict:
+    """The body of :func:`index_workspace`, run under the index's update lock."""
     store = IndexStore.open_for_update(ws / "index", dim=model.embed_dim, model_checksum=checksum)
     built = store.factory
     if built is None and not store.published and IndexStore.exists(ws / "index"):  # a new model's generation:
@@ -94,7 +110,7 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
     built = built or "auto"
     factory = factory or built
     summary = {"model": model_name, "model_checksum": checksum, "generation": store.generation,
-               "removed": 0, "added": 0, "skipped_sensors": {}, "factory": factory}
+               "removed": 0, "added": 0, "skipped_sensors": {}, "factory": factory, "catalog_changed": False}
     with Catalog(ws / "catalog.sqlite") as catalog:
         tiles = catalog.tiles()
         stale_scenes = set()
@@ -144,7 +160,10 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
                 buf.clear()
 
         for sid, rows in sorted(by_scene.items()):
-            scene = catalog.scene(sid)
+            try:
+                scene = catalog.scene(sid)
+            except KeyError:  # replaced or removed by an ingest since the tiles were listed: its tiles are stale
+                continue  # already (the catalog check below reports the change)
             arrays = dict(read_scene_tiles(scene, rows, catalog.tile_m))
             vecs = embed_tiles(model, scene["sensor"], [arrays[t["tile_id"]] for t in rows], batch)
             buf["vec"].append(vecs)
@@ -162,6 +181,11 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
             if len(buf["tile_id"]) >= segment_rows:
                 flush()
         flush()
+        # an ingest that ran meanwhile added, replaced or removed scenes this run did not see (or saw half): the
+        # index is behind the catalog, and the next run catches up
+        listed = np.array(sorted(t["tile_id"] for t in tiles), np.int64)
+        now = np.array([r[0] for r in catalog.conn.execute("SELECT tile_id FROM tiles ORDER BY tile_id")], np.int64)
+        summary["catalog_changed"] = not np.array_equal(listed, now)
     if (len(store.segments) > 1 and (summary["added"] or summary["removed"])) or (
             factory != built and store.segments and not summary["added"]):
         # one segment per generation: each extra segment costs every filtered query a fixed amount, and only a

@@ -4,7 +4,9 @@ Layout of an index directory::
 
     INDEX/
       current                      name of the generation readers open (replaced atomically)
-      .lock                        writers hold an exclusive flock on it
+      .lock                        writers hold an exclusive flock on it for each step (a segment, a switch)
+      .update.lock                 an update run (``rsretrieve index``) holds an exclusive flock on it throughout,
+                                   and writes its process id in it (:func:`update_lock`)
       gen-<time>-<id>/
         manifest.json              model checksum, dimension, sensor table, segments (replaced atomically)
         seg-<time>-<id>/           one immutable segment, rows sorted by Hilbert key of (lon, lat)
@@ -51,6 +53,10 @@ FORMAT_VERSION = 1
 
 class IndexMismatchError(RuntimeError):
     """The index was built with another model (checksum) or embedding dimension than the caller's."""
+
+
+class IndexBusyError(RuntimeError):
+    """Another process is running an index update on the same index (it holds :func:`update_lock`)."""
 
 
 def _new_name(prefix: str) -> str:
@@ -203,7 +209,10 @@ class IndexStore:
             others = sorted((p.name for p in root.glob("gen-*") if p.is_dir() and p.name != current), reverse=True)
             doomed = others[keep:]
             for gen in doomed:
-                shutil.rmtree(root / gen)
+                # renamed first: a prune killed inside rmtree leaves a .tmp-* folder (removed below by the next
+                # one), not a gen-* folder without its manifest that stopped every later update
+                os.rename(root / gen, root / f".tmp-{gen}")
+                shutil.rmtree(root / f".tmp-{gen}")
             for tmp in root.glob(".tmp-*"):
                 shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
         return doomed
@@ -449,6 +458,39 @@ def _check_model(root: Path, manifest: dict, checksum: str | None, dim: int | No
             f"index at {root} was built with model {have_sum} (dim {have_dim}); this model is "
             f"{checksum if checksum is not None else have_sum} (dim {dim if dim is not None else have_dim}): "
             "re-run `rsretrieve index`")
+
+
+@contextmanager
+def update_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the update lock of the index at ``path`` (created if missing) for a whole update run.
+
+    The per-step lock (``.lock``) keeps each manifest write whole, but not a run: two runs at once embedded the same
+    tiles twice and the slower one failed on "tile ids indexed already", and a run that ended pruned the unpublished
+    generation another run (of another model) was still writing. The lock is an flock, so a run killed at any moment
+    (kill -9 included) releases it with its process.
+
+    Raises:
+        IndexBusyError: another process holds it; the message names its process id.
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".update.lock", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            who = f"another `rsretrieve index` (process {holder})" if holder.isdigit() else "another `rsretrieve index`"
+            raise IndexBusyError(f"{who} is updating the index in {root}: wait for it to finish, then run this "
+                                 "command again (queries keep answering from the published index meanwhile)") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 @contextmanager

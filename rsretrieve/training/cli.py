@@ -34,10 +34,14 @@ data options are compared.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -282,9 +286,10 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
 
     Raises:
         TrainingInterrupted: Ctrl-C or SIGTERM stopped the run; ``last.ckpt`` holds its last completed epoch, if any.
-        ValueError: (one line) ``name`` holds a model already and ``resume`` is false; ``resume`` without a
-            ``last.ckpt``; ``resume`` with a model, data or training option that differs from the run's; a bad
-            config or option; a checkpoint that does not fit the config; bad model or data settings.
+        ValueError: (one line) another run of ``name`` is running (in any process); ``name`` holds a model already
+            and ``resume`` is false; ``resume`` without a ``last.ckpt``; ``resume`` with a model, data or training
+            option that differs from the run's; a bad config or option; a checkpoint that does not fit the config;
+            bad model or data settings.
     """
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         # ``--name ../x`` wrote outside the workspace, ``--name ''`` into checkpoints/ itself, ``a/b`` a model that
@@ -292,6 +297,39 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
         raise ValueError(f"--name {name!r}: a model name is one folder name in {Path(workspace) / 'checkpoints'}, "
                          "not empty and without '/' (e.g. --name with_landsat8)")
     ckdir = Path(workspace) / "checkpoints" / name
+    # one run of a name at a time: two wrote into one folder, each exiting 0, leaving a model.pt of one run beside
+    # the last.ckpt of the other (and both runs' best.ckpt)
+    with _name_lock(ckdir):
+        return _run_train(config, workspace, name, ckdir, resume, extra_args, progress)
+
+
+@contextlib.contextmanager
+def _name_lock(ckdir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``checkpoints/.NAME.lock`` for a training run (released with its process, kill -9
+    included); ValueError naming the process that holds it. The lock file is outside the run's folder, which a
+    refused ``--resume`` leaves untouched."""
+    ckdir.parent.mkdir(parents=True, exist_ok=True)
+    with open(ckdir.parent / f".{ckdir.name}.lock", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip()
+            raise ValueError(f"another `rsretrieve train --name {ckdir.name}`{f' (process {pid})' if pid else ''} "
+                             f"is training into {ckdir}: wait for it to finish, or train under another --name") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _run_train(config: str | Path, workspace: str | Path, name: str, ckdir: Path, resume: bool,
+               extra_args: list[str] | None, progress: bool) -> Path:
+    """The body of :func:`run_train`, run under the name's lock."""
     last = ckdir / "last.ckpt"
     if resume and not last.is_file():
         raise ValueError(f"--resume: nothing to resume in {ckdir} (no last.ckpt); run without --resume to start a "
@@ -299,6 +337,7 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
     if not resume and ((ckdir / "model.pt").exists() or last.exists()):
         raise ValueError(f"model {name} already exists in {ckdir}; use --resume to continue it or another --name")
     ckdir.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(ckdir, new_run=not resume)
     args = ["fit", "--config", str(config), "--data.workspace", str(workspace),
             "--trainer.default_root_dir", str(ckdir), *(extra_args or [])]
     if resume:
@@ -330,11 +369,40 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
     finally:
         sys.argv = argv
     out = ckdir / "model.pt"
+    # the resolved experiment config beside the model (evaluate and index read the data split from it), then the
+    # model, each through a temporary file and a rename (model.save writes atomically): a run killed here leaves
+    # the previous model.pt and config.yaml (of the run that was resumed) or none, never a truncated config.yaml,
+    # nor a model.pt without its config.yaml
+    _write_atomic(ckdir / "config.yaml", lambda tmp: shutil.copyfile(Path(cli.trainer.log_dir) / "config.yaml", tmp))
     cli.model.model.save(out)
-    # the resolved experiment config beside the model: evaluate and index read the data split from it
-    shutil.copyfile(Path(cli.trainer.log_dir) / "config.yaml", ckdir / "config.yaml")
     log.info("wrote %s", out)
     return out
+
+
+def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, fsync it, and rename it to ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_leftovers(ckdir: Path, new_run: bool) -> None:
+    """Remove what an earlier run of ``ckdir`` killed (kill -9) before it finished left there.
+
+    The temporary files of :func:`_write_atomic` and of the model's atomic save; and for a new run (there is no
+    ``last.ckpt``: the run was killed before its first epoch ended), the dead run's ``best*.ckpt``, which the new run
+    would otherwise leave beside its own (``best-v1.ckpt``), ``best.ckpt`` staying a checkpoint of the dead run.
+    """
+    for p in [*ckdir.glob(".*.tmp*"), *ckdir.glob(".tmp-*")]:
+        p.unlink(missing_ok=True)
+    if new_run:
+        for p in ckdir.glob("best*.ckpt"):
+            p.unlink(missing_ok=True)
 
 
 def _parser_error(config: str | Path, e: ArgumentError) -> str:
