@@ -44,6 +44,7 @@ import numpy as np
 from rsretrieve.index.ann import auto_factory, build_ann, check_factory
 from rsretrieve.index.hilbert import HILBERT_ORDER, hilbert_key
 from rsretrieve.index.segment import Segment, fsync_path, write_atomic, write_segment_files
+from rsretrieve.locks import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -474,23 +475,14 @@ def update_lock(path: str | os.PathLike) -> Iterator[None]:
     """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".update.lock", "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip()
-            who = f"another `rsretrieve index` (process {holder})" if holder.isdigit() else "another `rsretrieve index`"
-            raise IndexBusyError(f"{who} is updating the index in {root}: wait for it to finish, then run this "
-                                 "command again (queries keep answering from the published index meanwhile)") from None
-        try:
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def refused(pid: str) -> IndexBusyError:
+        who = f"another `rsretrieve index` (process {pid})" if pid else "another `rsretrieve index`"
+        return IndexBusyError(f"{who} is updating the index in {root}: wait for it to finish, then run this command "
+                              "again (queries keep answering from the published index meanwhile)")
+
+    with run_lock(root / ".update.lock", refused):
+        yield
 
 
 @contextmanager

@@ -35,7 +35,6 @@ data options are compared.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -53,6 +52,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rsretrieve.data.datamodule import CellDataModule
+from rsretrieve.locks import run_lock
 from rsretrieve.training.task import CrossSensorTask, load_error_reason
 
 log = logging.getLogger(__name__)
@@ -309,22 +309,13 @@ def _name_lock(ckdir: Path) -> Iterator[None]:
     included); ValueError naming the process that holds it. The lock file is outside the run's folder, which a
     refused ``--resume`` leaves untouched."""
     ckdir.parent.mkdir(parents=True, exist_ok=True)
-    with open(ckdir.parent / f".{ckdir.name}.lock", "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip()
-            raise ValueError(f"another `rsretrieve train --name {ckdir.name}`{f' (process {pid})' if pid else ''} "
-                             f"is training into {ckdir}: wait for it to finish, or train under another --name") from None
-        try:
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def refused(pid: str) -> ValueError:
+        return ValueError(f"another `rsretrieve train --name {ckdir.name}`{f' (process {pid})' if pid else ''} is "
+                          f"training into {ckdir}: wait for it to finish, or train under another --name")
+
+    with run_lock(ckdir.parent / f".{ckdir.name}.lock", refused):
+        yield
 
 
 def _run_train(config: str | Path, workspace: str | Path, name: str, ckdir: Path, resume: bool,
