@@ -213,10 +213,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() != ".parquet":
         raise UsageError(f"export writes GeoParquet: OUT must end in .parquet, got {args.out}")
     out = _output_path(args.out, "OUT", None)
-    emb = _load_embeddings(ws, "no embeddings exported")
+    store = _published_index(ws, "no embeddings exported")
+    emb = store.load_vectors() if store is not None else None
     with ws.catalog() as c:
         try:
-            n = export_geoparquet(c, out, embeddings=emb)
+            n = export_geoparquet(c, out, embeddings=emb, provenance=_provenance(ws, store) if store else None)
         except OSError as e:  # e.g. a place the temporary file cannot be created in
             raise UsageError(f"cannot write {args.out}: {e.strerror or e}") from None
         tile_ids = [r[0] for r in c.conn.execute("SELECT tile_id FROM tiles")]
@@ -231,8 +232,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _provenance(ws: object, store: object) -> dict:
+    """What made the vectors of the index ``store``: its model checksum and dimension, its generation, and the names
+    of the workspace's trained models whose file has that checksum (none when the model was retrained since)."""
+    from rsretrieve.index.indexer import model_checksum
+
+    names = []
+    for p in sorted((Path(ws.path) / "checkpoints").glob("*/model.pt")):  # type: ignore[attr-defined]
+        try:
+            if model_checksum(p) == store.model_checksum:
+                names.append(p.parent.name)
+        except OSError:
+            continue
+    return {"model_checksum": store.model_checksum, "models": names, "dim": int(store.dim),
+            "index_generation": store.generation}
+
+
 def _load_embeddings(ws: object, without: str) -> tuple | None:
-    """(tile_ids, vectors) from the workspace index, or None before anything is indexed.
+    """(tile_ids, vectors) from the workspace index, or None before anything is indexed (see
+    :func:`_published_index`)."""
+    store = _published_index(ws, without)
+    return store.load_vectors() if store is not None else None
+
+
+def _published_index(ws: object, without: str) -> object | None:
+    """The workspace's published index (an ``IndexStore``), or None before anything is indexed.
 
     While the first ``rsretrieve index`` has not finished (running, or interrupted), there is no published index:
     None, and a warning that starts with ``without`` (what the caller does without the vectors).
@@ -243,11 +267,10 @@ def _load_embeddings(ws: object, without: str) -> tuple | None:
     from rsretrieve.index.store import IndexStore
 
     try:
-        store = IndexStore.open(index_dir)
+        return IndexStore.open(index_dir)
     except FileNotFoundError as e:
         _eprint(f"warning: {without}: {e}")
         return None
-    return store.load_vectors()
 
 
 # -- train ---------------------------------------------------------------------------------------------------------

@@ -67,6 +67,25 @@ def test_export_carries_embeddings_once_indexed(cli, small_workspace, tmp_path):
     assert got.shape[1] == 128 and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+def test_export_says_which_model_made_its_embeddings(cli, small_workspace, tmp_path):
+    """The file's schema metadata names the model (checksum, trained names with that file, dimension) and the index
+    generation: vectors of two models are not comparable, and the file did not say whose they were."""
+    import pyarrow.parquet as pq
+
+    from rsretrieve.index.indexer import model_checksum
+    from rsretrieve.index.store import IndexStore
+
+    r = cli("export", tmp_path / "e.parquet", "-w", small_workspace)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(pq.read_schema(tmp_path / "e.parquet").metadata[b"rsretrieve"])
+    store = IndexStore.open(small_workspace / "index")
+    assert meta == {"model_checksum": model_checksum(small_workspace / "checkpoints/default/model.pt"),
+                    "models": ["default"], "dim": 128, "index_generation": store.generation}
+    assert meta["model_checksum"] == store.model_checksum
+    assert b"geo" in pq.read_schema(tmp_path / "e.parquet").metadata  # GeoParquet's own metadata kept
+    assert gpd.read_parquet(tmp_path / "e.parquet").crs.to_epsg() == 4326
+
+
 @pytest.mark.parametrize("size", ["nan", "inf", "480.7", "0.5"])
 def test_a_tile_size_that_is_not_whole_finite_metres_is_refused_before_the_workspace_exists(cli, tmp_path, size):
     s1_scene(tmp_path / "in" / "S1A_IW_GRDH_1SDV_20210101T101010_a.tif")

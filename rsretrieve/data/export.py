@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -22,7 +23,8 @@ _STR_COLUMNS = ["cell_id", "sensor", "label_scheme", "label_name", "scene_key"]
 
 
 def export_geoparquet(catalog: Catalog, out: str | Path,
-                      embeddings: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+                      embeddings: tuple[np.ndarray, np.ndarray] | None = None,
+                      provenance: dict | None = None) -> int:
     """Write every tile as a GeoParquet row (geometry = footprint in EPSG:4326), atomically.
 
     The label columns are the cell's purest land-cover label (``label_scheme``, ``label``, ``label_name``); a class
@@ -33,6 +35,10 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
         out: the ``.parquet`` file to write.
         embeddings: optional ``(tile_ids (N,), vectors (N, D) float32)``: column ``embedding``, a fixed-size list
             of D float32 (Arrow ``fixed_size_list<float>[D]``); tiles without a vector get null.
+        provenance: what made the embeddings (e.g. the model's checksum and name, the index generation), written as
+            JSON under the file's schema metadata key ``rsretrieve`` (read it with
+            ``json.loads(pyarrow.parquet.read_schema(out).metadata[b"rsretrieve"])``): vectors of two models are not
+            comparable, and the file would not say which model it holds otherwise.
 
     Returns:
         The number of rows written.
@@ -74,8 +80,11 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
             # would become a variable-length list, or an ArrowDtype that pandas cannot read back from the file
             buf = io.BytesIO()
             gdf.to_parquet(buf, index=False)
-            table = pq.read_table(io.BytesIO(buf.getvalue()))
-            pq.write_table(table.append_column("embedding", column), tmp)
+            table = pq.read_table(io.BytesIO(buf.getvalue())).append_column("embedding", column)
+            if provenance:
+                meta = {**(table.schema.metadata or {}), b"rsretrieve": json.dumps(provenance).encode()}
+                table = table.replace_schema_metadata(meta)
+            pq.write_table(table, tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
