@@ -19,7 +19,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from rsretrieve.index.segment import _CHUNK, write_atomic
+from rsretrieve.files import write_atomic
+from rsretrieve.index.segment import _CHUNK
 
 log = logging.getLogger(__name__)
 

@@ -24,31 +24,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from rsretrieve.files import fsync_path, write_atomic
+
 log = logging.getLogger(__name__)
 
 #: value of ``time`` for a tile whose acquisition time is unknown (never matches a time filter)
 TIME_UNKNOWN = int(np.iinfo(np.int64).min)
 _CHUNK = 1 << 18
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a directory (so that renames inside it survive a crash) or a file written through a memory map."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename, fsync directory."""
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
 
 
 class Segment:

@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rsretrieve.files import fsync_path, run_lock, write_atomic
 from rsretrieve.index.ann import auto_factory, build_ann, check_factory
 from rsretrieve.index.hilbert import HILBERT_ORDER, hilbert_key
-from rsretrieve.index.segment import Segment, fsync_path, write_atomic, write_segment_files
-from rsretrieve.locks import run_lock
+from rsretrieve.index.segment import Segment, write_segment_files
 
 log = logging.getLogger(__name__)
 

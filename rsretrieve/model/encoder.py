@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rsretrieve.files import write_atomic
 from rsretrieve.model.branches import SensorBranch, build_branch
 from rsretrieve.model.head import HeadConfig, SemanticHead
 from rsretrieve.model.metric import LearnedMetric
@@ -45,21 +44,13 @@ def spec_fingerprint(spec: SensorSpec) -> dict[str, Any]:
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj)`` to ``path`` through a temporary file in the same folder, flushed to disk and renamed over
-    ``path``: a reader (a running service, ``query``) sees the old file or the new one, never a partial one, and a
-    run killed while saving leaves the old model in place."""
-    path = Path(path)
+    """``torch.save(obj)`` to ``path`` atomically (:func:`rsretrieve.files.write_atomic`): a reader (a running
+    service, ``query``) sees the old file or the new one, never a partial one, and a run killed while saving leaves
+    the old model in place."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(Path(path), buf.getvalue())
+
 
 class CrossSensorEncoder(nn.Module):
     """Branches per sensor, one shared head and one learned metric.

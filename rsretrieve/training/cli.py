@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rsretrieve.data.datamodule import CellDataModule
-from rsretrieve.locks import run_lock
+from rsretrieve.files import run_lock, write_file_atomic
 from rsretrieve.training.task import CrossSensorTask, load_error_reason
 
 log = logging.getLogger(__name__)
@@ -364,32 +363,22 @@ def _run_train(config: str | Path, workspace: str | Path, name: str, ckdir: Path
     # model, each through a temporary file and a rename (model.save writes atomically): a run killed here leaves
     # the previous model.pt and config.yaml (of the run that was resumed) or none, never a truncated config.yaml,
     # nor a model.pt without its config.yaml
-    _write_atomic(ckdir / "config.yaml", lambda tmp: shutil.copyfile(Path(cli.trainer.log_dir) / "config.yaml", tmp))
+    write_file_atomic(ckdir / "config.yaml",
+                      lambda tmp: shutil.copyfile(Path(cli.trainer.log_dir) / "config.yaml", tmp))
     cli.model.model.save(out)
     log.info("wrote %s", out)
     return out
 
 
-def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, fsync it, and rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _remove_leftovers(ckdir: Path, new_run: bool) -> None:
     """Remove what an earlier run of ``ckdir`` killed (kill -9) before it finished left there.
 
-    The temporary files of :func:`_write_atomic` and of the model's atomic save; and for a new run (there is no
-    ``last.ckpt``: the run was killed before its first epoch ended), the dead run's ``best*.ckpt``, which the new run
-    would otherwise leave beside its own (``best-v1.ckpt``), ``best.ckpt`` staying a checkpoint of the dead run.
+    The temporary files of the atomic writes of ``config.yaml`` and ``model.pt`` (:mod:`rsretrieve.files`); and for
+    a new run (there is no ``last.ckpt``: the run was killed before its first epoch ended), the dead run's
+    ``best*.ckpt``, which the new run would otherwise leave beside its own (``best-v1.ckpt``), ``best.ckpt`` staying a
+    checkpoint of the dead run.
     """
-    for p in [*ckdir.glob(".*.tmp*"), *ckdir.glob(".tmp-*")]:
+    for p in ckdir.glob(".tmp-*"):
         p.unlink(missing_ok=True)
     if new_run:
         for p in ckdir.glob("best*.ckpt"):

@@ -10,7 +10,6 @@ Figures are drawn on matplotlib ``Figure`` objects (Agg), never through pyplot's
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+
+from rsretrieve.files import write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,7 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Write ``fig`` as a PNG at ``path`` through a temporary file renamed into place (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # renamed into place: never a half-written chart
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     log.info("wrote %s", path)
     return path
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from shapely import wkt
@@ -11,14 +10,8 @@ from shapely.geometry import mapping
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.files import write_atomic
 from rsretrieve.viz.quicklook import contact_sheet
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def feature_collection(query, hits) -> dict:
@@ -34,7 +27,8 @@ def feature_collection(query, hits) -> dict:
 
 def write_geojson(path: str | Path, query, hits) -> Path:
     path = Path(path)
-    _write_atomic(path, json.dumps(feature_collection(query, hits), indent=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(feature_collection(query, hits), indent=1).encode())
     return path
 
 

@@ -1,0 +1,70 @@
+"""Durable file writes and run locks, shared by the index, training, the model files and the query outputs.
+
+- :func:`write_atomic` / :func:`write_file_atomic`: a file replaced whole or not at all (temporary file in the same
+  folder, fsync, rename, fsync of the folder): a reader sees the old file or the new one, and a process killed
+  meanwhile leaves the old one (and a ``.tmp-*`` file, which the next run of the writer may remove).
+- :func:`run_lock`: a lock held by a whole command run (``rsretrieve index`` on a workspace, ``rsretrieve train`` of
+  one name).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a directory (so that renames inside it survive a crash) or a file written through a memory map."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Replace ``path`` atomically by the file ``write(tmp)`` makes at a temporary path in the same folder: fsync,
+    rename, fsync of the folder. The temporary file is removed when ``write`` fails."""
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_path(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`write_file_atomic`)."""
+    write_file_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+@contextmanager
+def run_lock(path: str | os.PathLike, refused: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an exclusive flock on the file ``path`` (created if missing) for a run, with this process's id in it.
+
+    An flock goes with its process, so a run killed at any moment (kill -9 included) releases it: there is no stale
+    lock to clean up. ``refused(pid)`` builds the exception raised when another process holds it (``pid``: the id
+    written by that process, or "" when there is none yet).
+    """
+    with open(Path(path), "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            raise refused(holder if holder.isdigit() else "") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
