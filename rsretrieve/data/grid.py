@@ -169,8 +169,9 @@ def to_lonlat(geom: Polygon, crs: CRS | str, densify: int = 8) -> Polygon | Mult
     jumps = np.diff(lon)
     if np.any(np.abs(jumps) > 180.0):
         lon = np.concatenate([[lon[0]], lon[0] + np.cumsum(jumps - 360.0 * np.round(jumps / 360.0))])
-    pole = _pole_inside(geom, crs)
-    if pole and abs(lon[-1] - lon[0]) > 180.0:
+    # only a ring whose unwrapped longitudes end a turn away from where they start can enclose a pole: the test of
+    # the pole itself (a projection and a containment) is left out of the other cells' footprints, ingest's hot path
+    if abs(lon[-1] - lon[0]) > 180.0 and (pole := _pole_inside(geom, crs)):
         # a ring around a pole sweeps 360 degrees of longitude: without closing it along the pole's latitude it
         # would be read as the thin band between its own latitudes, and the cap the scene covers would be lost.
         # Its last vertex is its first, a whole turn away: exactly so, or the pieces cut at the window edges below
