@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -255,7 +255,7 @@ def _box_sum(s: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> int:
 # -- one scene ----------------------------------------------------------------------------------------------------
 def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
                   min_coverage: float = MIN_COVERAGE,
-                  min_tile_px: int = 8) -> tuple[SceneRow, list[TileRow]]:
+                  min_tile_px: int = 8, file_fingerprint: str | None = None) -> tuple[SceneRow, list[TileRow]]:
     """Open a scene and cut it into grid tiles with their valid-pixel statistics.
 
     Args:
@@ -264,6 +264,9 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
         sensor: force this registered sensor instead of identifying it.
         min_coverage: keep a tile only if at least this fraction of its cell holds data.
         min_tile_px: refuse scenes whose pixels are so coarse that a tile would be fewer pixels across.
+        file_fingerprint: the :func:`fingerprint` of the source's files that the scene is recorded under, taken by
+            the caller before anything was read (None: taken now); a file that changes while it is read then
+            differs from it, and the next ingest reads it again.
 
     Raises:
         SceneError: for any expected problem (unreadable, no CRS, unknown sensor, a data type that cannot be the
@@ -301,8 +304,8 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
                 sar.add(ref, ok)
             tot_data += int(ok.sum())
             tot_cloud += int(cloud.sum())
-            sd, sc = _sat(ok), _sat(ok & ~cloud)
             clear = ok & ~cloud
+            sd, sc = _sat(ok), _sat(clear)
             for i, (rows, cols, lo, hi) in samples.items():
                 if lo < s1 and hi >= s0:
                     sel = (rows >= s0) & (rows < s1)
@@ -338,7 +341,7 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     acq = scene.acquired
     px = scene.width * scene.height
     row = SceneRow(
-        key=source.key, fingerprint=fingerprint(source.all_files()), sensor=scene.spec.name, layout=scene.layout_name,
+        key=source.key, fingerprint=file_fingerprint or fingerprint(source.all_files()), sensor=scene.spec.name, layout=scene.layout_name,
         files={b: p for b, (p, _) in scene.band_files.items()} if not source.stacked else {"*": source.files["*"]},
         aux=source.aux, crs=crs.to_wkt(), transform=list(t)[:6], width=scene.width, height=scene.height,
         res_m=res_m, acquired=acq.strftime("%Y-%m-%dT%H:%M:%SZ") if acq else None,
@@ -491,11 +494,11 @@ def _work(args: tuple) -> tuple[str, object]:
     ``("error", Problem)`` for an unexpected failure or a refusal that may not be the file's fault (it cannot be read
     now, or an option refuses it: ``SceneError.file_at_fault``); a refusal says something about the input, an error
     may not."""
-    source, tile_m, sensor, min_cov, label_scheme = args
+    source, tile_m, sensor, min_cov, label_scheme, fp = args
     try:
         if source.role == "labels":
             return "labels", process_labels(source, tile_m, label_scheme)
-        return "scene", process_scene(source, tile_m, sensor, min_cov)
+        return "scene", process_scene(source, tile_m, sensor, min_cov, file_fingerprint=fp)
     except SceneError as e:
         return ("problem" if e.file_at_fault else "error"), Problem(source.key, str(e))
     except Exception as e:  # an unexpected failure of one scene must not lose the others
@@ -576,7 +579,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
             report.skipped += 1
             continue
         todo.append((s, stored, fp))
-    jobs = [(s, tile_m, sensor, min_coverage, label_scheme) for s, _, _ in todo]
+    jobs = [(s, tile_m, sensor, min_coverage, label_scheme, fp) for s, _, fp in todo]
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_die_with_parent, initargs=(os.getpid(),))
@@ -586,7 +589,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     try:
         # each source is recorded under the fingerprint taken before its pixels were read: a file that changes while
         # it is read then differs from it, and the next run ingests it again (a fingerprint taken after the read
-        # matched the new file, so the old content stayed in the catalog for good)
+        # matched the new file, so the old content stayed in the catalog for good); the scene row carries it already
         for i, ((source, stored, fp), (kind, res)) in enumerate(zip(todo, results)):
             if kind in ("problem", "error"):
                 if stored is not None:
@@ -598,7 +601,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 report.labelled_cells += len(res)
             else:
                 scene_row, tiles = res
-                catalog.write_scene(replace(scene_row, fingerprint=fp), tiles)
+                catalog.write_scene(scene_row, tiles)
                 report.tiles += len(tiles)
                 report.replaced += stored is not None
                 report.added += stored is None
