@@ -182,13 +182,8 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
 
 def _outside(point: tuple[float, float], path: Path, sc: object) -> str:
     """Why a point is refused: outside the file, whose extent in lon/lat is given (a point given as lat,lon shows)."""
-    from rasterio.transform import array_bounds
-    from rasterio.warp import transform_bounds
-
-    w, s, e, n = transform_bounds(sc.crs, "EPSG:4326", *array_bounds(sc.height, sc.width, sc.transform),
-                                  densify_pts=21)
-    # in -180..180 as --point and --bbox take them (west > east across the antimeridian), not 179.99..180.01
-    w, e = (((v + 180.0) % 360.0) - 180.0 if not -180.0 <= v <= 180.0 else v for v in (w, e))
+    # ingest's extent of the file: in -180..180 as --point and --bbox take them (west > east across the antimeridian)
+    w, s, e, n = scene_extent(sc.crs, array_bounds(sc.height, sc.width, sc.transform))[0]
     return (f"point {point[0]:g},{point[1]:g} (lon,lat) is outside {path}, which covers lon {w:.4f}..{e:.4f}, "
             f"lat {s:.4f}..{n:.4f}")
 
