@@ -115,6 +115,12 @@ def cells_covering(bounds: tuple[float, float, float, float], epsg: int, tile_m:
     return [Cell(epsg, tile_m, r, c) for r in range(r1 - 1, r0 - 1, -1) for c in range(c0, c1)]
 
 
+def wrap_near(lon: np.ndarray | float, ref: float) -> np.ndarray | float:
+    """Longitudes moved by whole turns (360 degrees) to within half a turn of ``ref``: onto the side of the
+    antimeridian of a lon/lat scene whose centre is at ``ref`` (in its own coordinates, which may run past 180)."""
+    return lon + 360.0 * np.round((ref - lon) / 360.0)
+
+
 def cell_bounds_in(cell: Cell, crs: CRS | str, near_x: float | None = None,
                    densify: int = 21) -> tuple[float, float, float, float] | None:
     """A cell's bounds (minx, miny, maxx, maxy) in another CRS, from its densified outline.
@@ -134,8 +140,7 @@ def cell_bounds_in(cell: Cell, crs: CRS | str, near_x: float | None = None,
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         return None
     if dst.is_geographic:
-        ref = float(np.median(x)) if near_x is None else near_x
-        x = x + 360.0 * np.round((ref - x) / 360.0)
+        x = wrap_near(x, float(np.median(x)) if near_x is None else near_x)
     return float(x.min()), float(y.min()), float(x.max()), float(y.max())
 
 

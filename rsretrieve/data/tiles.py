@@ -20,6 +20,7 @@ from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from rsretrieve.data.grid import parse_cell_id, transformer, wrap_near
 from rsretrieve.data.scene import clip_window, nodata_value, valid_pixels
 from rsretrieve.sensors import SensorSpec, get_sensor
 
@@ -80,33 +81,30 @@ class CellSampler:
 
     def __init__(self, scene: dict, tile_m: float):
         """``scene``: its ``crs`` (WKT or any CRS input), ``transform`` (6 numbers) and ``width``."""
-        from rsretrieve.data.grid import parse_cell_id, transformer
-
         self.crs = CRS.from_user_input(scene["crs"])
         self.t = Affine(*scene["transform"][:6])
         self.tile_m = tile_m
         self.near_x = (self.t @ (scene["width"] / 2, 0))[0]  # a lon/lat scene's side of the antimeridian
         self.epsg = self.crs.to_epsg()  # (identifying a CRS is slow: once per scene)
-        self._parse, self._transformer = parse_cell_id, transformer
         self._to_scene: dict[int, object] = {}
 
     def needed(self, cell_id: str) -> bool:
         """Whether the cell is not of the scene's own CRS (its window is then not the cell)."""
-        return self._parse(cell_id)[0] != self.epsg
+        return parse_cell_id(cell_id)[0] != self.epsg
 
     def pixels(self, cell_id: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cols), each (n, n) int64: the scene pixels of the cell's ``n`` x ``n`` pixel centres, north to
         south and west to east (outside the scene where the cell is)."""
-        epsg, _, row, col = self._parse(cell_id)
+        epsg, _, row, col = parse_cell_id(cell_id)
         m, tm = _CONTROL, self.tile_m
         u = np.linspace(0.0, 1.0, m)
         gx, gy = np.meshgrid(col * tm + u * tm, (row + 1) * tm - u * tm)
         if epsg not in self._to_scene:
-            self._to_scene[epsg] = self._transformer(f"EPSG:{epsg}", self.crs)
+            self._to_scene[epsg] = transformer(f"EPSG:{epsg}", self.crs)
         sx, sy = self._to_scene[epsg].transform(gx.ravel(), gy.ravel())
         sx, sy = np.asarray(sx, np.float64), np.asarray(sy, np.float64)
         if self.crs.is_geographic:
-            sx = sx + 360.0 * np.round((self.near_x - sx) / 360.0)
+            sx = wrap_near(sx, self.near_x)
         pc, pr = ~self.t @ (sx, sy)
         pc, pr = np.asarray(pc).reshape(m, m), np.asarray(pr).reshape(m, m)
         # the n pixel centres of the cell, in control-grid units (0 .. m - 1)

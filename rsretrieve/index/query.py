@@ -19,7 +19,7 @@ from rasterio.transform import array_bounds, rowcol
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.discover import SceneSource, discover
-from rsretrieve.data.grid import Cell, transformer
+from rsretrieve.data.grid import Cell, transformer, wrap_near
 from rsretrieve.data.ingest import cell_window, check_sar_units, scene_extent
 from rsretrieve.data.scene import SceneError, clip_window, nodata_value, open_scene
 from rsretrieve.data.tiles import read_scene_tiles, window_has_valid_pixels
@@ -142,8 +142,7 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
         cell = Cell(epsg, tile_m, int(np.floor(y / tile_m)), int(np.floor(x / tile_m)))
         sx, sy = transformer("EPSG:4326", sc.crs).transform(lon, lat)
         if sc.crs.is_geographic:  # a lon/lat file may run past 180 degrees: the point on the file's side of it
-            cx = (sc.transform @ (sc.width / 2, 0))[0]
-            sx += 360.0 * round((cx - sx) / 360.0)
+            sx = wrap_near(sx, (sc.transform @ (sc.width / 2, 0))[0])
         r, c = rowcol(sc.transform, sx, sy)
         win = cell_window(cell, sc) if 0 <= r < sc.height and 0 <= c < sc.width else None
         if win is None or clip_window(win, sc.width, sc.height) is None:  # (a point on the file's east edge)
