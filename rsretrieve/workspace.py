@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -139,6 +138,7 @@ class Workspace:
     def _replaced(self, engine: object, model: str, generation: str) -> bool:
         """Whether the model file's checksum is now the published ``generation``'s and not ``engine``'s."""
         from rsretrieve.index.indexer import model_checksum, model_path
+        from rsretrieve.index.store import IndexStore
 
         try:
             path = model_path(self.path, model)
@@ -151,7 +151,7 @@ class Workspace:
             return False
         looked[model] = key
         try:
-            published = json.loads((self.index_dir / generation / "manifest.json").read_text())["model_checksum"]
+            published = IndexStore.manifest_of(self.index_dir, generation)["model_checksum"]
             return model_checksum(path) == str(published) != engine.store.model_checksum
         except (OSError, ValueError, KeyError, TypeError):  # pruned or being replaced meanwhile: look again next time
             looked.pop(model, None)

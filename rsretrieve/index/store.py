@@ -108,6 +108,11 @@ class IndexStore:
         return _read_current(Path(path))
 
     @staticmethod
+    def manifest_of(path: str | os.PathLike, generation: str) -> dict:
+        """The manifest of generation ``generation`` of the index at ``path`` (FileNotFoundError once pruned)."""
+        return _read_manifest(Path(path) / generation)
+
+    @staticmethod
     def exists(path: str | os.PathLike) -> bool:
         """Whether ``path`` holds a published index."""
         return _read_current(Path(path)) is not None

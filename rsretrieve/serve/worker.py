@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rsretrieve.index.query import QueryError
 from rsretrieve.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -67,11 +66,9 @@ class EngineWorker:
     def current(self) -> Any:
         """The engine to answer with now (on the engine thread): the workspace's engine of the model, reloaded when
         the model was retrained and its index published since (:meth:`rsretrieve.workspace.Workspace.engine`)."""
-        try:
-            self.engine = self.workspace.engine(self.model_name)
-        except QueryError as e:  # the index folder removed, or a generation pruned as it was opened: the engine
-            # keeps its snapshot (memory-mapped) and takes up the next generation published
-            log.warning("%s; answering from index generation %s", str(e).splitlines()[0], self.engine.store.generation)
+        # (an index folder removed, or a generation pruned as it is opened, leaves the engine on its snapshot:
+        # QueryEngine.refresh)
+        self.engine = self.workspace.engine(self.model_name)
         return self.engine
 
     async def run_engine(self, fn: Callable[..., T], *args: Any) -> T:
