@@ -238,10 +238,10 @@ def _provenance(ws: object, store: object) -> dict:
     from rsretrieve.index.indexer import model_checksum
 
     names = []
-    for p in sorted((Path(ws.path) / "checkpoints").glob("*/model.pt")):  # type: ignore[attr-defined]
+    for name, p in ws.trained_models().items():  # type: ignore[attr-defined]
         try:
             if model_checksum(p) == store.model_checksum:
-                names.append(p.parent.name)
+                names.append(name)
         except OSError:
             continue
     return {"model_checksum": store.model_checksum, "models": names, "dim": int(store.dim),

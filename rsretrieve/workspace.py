@@ -70,6 +70,10 @@ class Workspace:
             raise WorkspaceError(f"{ws.path}: not a workspace (no catalog.sqlite); run `rsretrieve ingest` first")
         return ws
 
+    def trained_models(self) -> dict[str, Path]:
+        """name -> model.pt of every trained model in ``WS/checkpoints``."""
+        return {p.parent.name: p for p in sorted((self.path / "checkpoints").glob("*/model.pt"))}
+
     def catalog(self) -> Catalog:
         """A new connection to the catalog (close it, or use it in a ``with`` block)."""
         return Catalog(self.catalog_path)

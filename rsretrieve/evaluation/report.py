@@ -26,13 +26,9 @@ from rsretrieve.data.datasets import CellIndex, TileCache
 from rsretrieve.evaluation.metrics import pair_metrics
 from rsretrieve.model.checkpoint import build_model, load_model
 from rsretrieve.sensors import get_sensor
+from rsretrieve.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-
-def trained_models(workspace: Path) -> dict[str, Path]:
-    """name -> model.pt of every trained model in ``WS/checkpoints``."""
-    return {p.parent.name: p for p in sorted((workspace / "checkpoints").glob("*/model.pt"))}
 
 
 #: the data settings that decide which cells are test cells (the rest, e.g. batch_size, only shape training)
@@ -146,7 +142,7 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
             split.
     """
     ws = Path(workspace)
-    models = trained_models(ws)
+    models = Workspace(ws).trained_models()
     if names:
         missing = [n for n in names if n not in models]
         if missing:
