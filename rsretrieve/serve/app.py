@@ -5,8 +5,9 @@ Endpoints:
 * ``GET /health``: status, number of indexed tiles, model name and checksum, sensors.
 * ``POST /query``: multipart form with either ``tile`` (an uploaded GeoTIFF) or ``tile_id`` (a catalog tile), and
   ``filters`` (a JSON object, see :data:`rsretrieve.serve.filters.FILTER_KEYS`); returns a GeoJSON
-  FeatureCollection of the hits, best first, with the search ``plan``.
-* ``GET /tiles/{tile_id}/preview.png``: a quicklook of a catalog tile, about 192 px across.
+  FeatureCollection of the hits, best first, with the ``query`` and the search ``plan`` as foreign members.
+* ``GET /tiles/{tile_id}/preview.png``: a quicklook of a catalog tile, about 192 px across (RGBA: nodata
+  transparent).
 
 Errors (every 4xx, and the app's own 500s) are JSON ``{"detail": "<one line>"}``: 400 malformed form, 404 unknown
 tile id or route, 413 upload over the limit, 415 a ``/query`` body that is not a form, 422 a bad request: a tile id
@@ -328,7 +329,11 @@ def _catalog_tile(engine: Any, tile_id: int) -> dict[str, Any]:
 
 
 def _preview_png(engine: Any, tile_id: int) -> bytes:
-    """PNG bytes of a catalog tile's quicklook, scaled by a whole factor to about :data:`PREVIEW_PX` pixels."""
+    """PNG bytes of a catalog tile's quicklook, scaled by a whole factor to about :data:`PREVIEW_PX` pixels.
+
+    RGBA, north up: nodata pixels (outside the scene, or nodata in its file) are transparent, so that a map page
+    laying the preview over the tile's footprint shows the map there, not black that reads as dark ground.
+    """
     from PIL import Image  # a dependency of matplotlib
 
     from rsretrieve.index.query import tile_from_catalog
@@ -339,7 +344,7 @@ def _preview_png(engine: Any, tile_id: int) -> bytes:
         arr = tile_from_catalog(engine.catalog, tile_id).array
     except QueryError as e:
         raise ServiceError(422, first_line(e)) from None
-    rgb = quicklook(arr, t["sensor"])
+    rgb = quicklook(arr, t["sensor"], alpha=True)
     f = max(1, round(PREVIEW_PX / max(rgb.shape[:2])))
     rgb = np.repeat(np.repeat(rgb, f, axis=0), f, axis=1)
     buf = io.BytesIO()

@@ -86,7 +86,9 @@ def recall_chart(report: dict[str, Any], path: str | Path) -> Path:
         ax.set_title(f"recall@{k}: the archive tile of the same ground cell ranks in the top {k}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    axes[0].legend(fontsize=8, ncols=min(len(models) + 1, 3), loc="upper right")
+    # under the panels, not inside them: at the top of a panel it would hide the bars of a recall near 1
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncols=min(len(models) + 1, 3), loc="outside lower center")
     queries = [max((m["pairs"].get(p, {}).get("queries", 0) for m in models.values()), default=0) for p in pairs]
     axes[1].set_xticks(x, [f"{p.replace('->', ' → ')}\n({q} queries)" for p, q in zip(pairs, queries)],
                        fontsize=8)

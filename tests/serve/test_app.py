@@ -85,7 +85,7 @@ def test_query_by_tile_id_equals_brute_force_under_sensor_and_bbox_filters(clien
     r = _query(client, t["tile_id"], {"target_sensors": ["sentinel2"], "bbox": [w, s, e, n], "k": 4})
     assert r.status_code == 200, r.text
     fc = r.json()
-    assert fc["type"] == "FeatureCollection" and fc["properties"]["query"]["tile_id"] == t["tile_id"]
+    assert fc["type"] == "FeatureCollection" and fc["query"]["tile_id"] == t["tile_id"]
     props = [f["properties"] for f in fc["features"]]
     assert len(props) == 4
     assert all(p["sensor"] == "sentinel2" and w <= p["lon"] <= e and s <= p["lat"] <= n for p in props)
@@ -131,9 +131,9 @@ def test_query_by_uploaded_tile_finds_the_tile_it_was_cut_from(client, s1_tile, 
     assert r.status_code == 200, r.text
     fc = r.json()
     top = fc["features"][0]["properties"]
-    assert len(fc["features"]) == 3 and fc["properties"]["query"]["sensor"] == "sentinel1"
+    assert len(fc["features"]) == 3 and fc["query"]["sensor"] == "sentinel1"
     assert top["tile_id"] == t["tile_id"] and top["score"] == pytest.approx(1.0, abs=1e-4)  # the same pixels
-    assert fc["properties"]["query"]["acquired"] == scene["acquired"]  # from the GeoTIFF's tags
+    assert fc["query"]["acquired"] == scene["acquired"]  # from the GeoTIFF's tags
     assert "rsretrieve-upload" not in r.text and str(tmp_path) not in r.text
     assert len(made) == 1 and made[0][1] == "0o700"  # a private folder ...
     assert not made[0][0].exists() and list(tmp_path.iterdir()) == []  # ... deleted after the query
@@ -259,9 +259,9 @@ def test_preview_png_is_the_quicklook_scaled_to_192_px(client, ws, sensor):
     r = client.get(f"/tiles/{t['tile_id']}/preview.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     img = np.asarray(Image.open(io.BytesIO(r.content)))
-    assert img.shape == (192, 192, 3)  # 48 px x 4 (Sentinel-1/2), 16 px x 12 (EnMAP)
+    assert img.shape == (192, 192, 4)  # 48 px x 4 (Sentinel-1/2), 16 px x 12 (EnMAP); RGBA, nodata transparent
     f = 192 // arr.shape[1]
-    np.testing.assert_array_equal(img, np.repeat(np.repeat(quicklook(arr, sensor), f, 0), f, 1))
+    np.testing.assert_array_equal(img, np.repeat(np.repeat(quicklook(arr, sensor, alpha=True), f, 0), f, 1))
 
 
 def test_a_running_service_follows_index_updates(tmp_path):
