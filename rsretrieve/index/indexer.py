@@ -6,7 +6,10 @@ being built and the next run picks up from there. Vectors of scenes that left th
 under new tile ids) are removed first. A model other than the index's builds a new generation beside the current
 one, published only when complete: queries keep working on the old one meanwhile. When a run changed anything, the
 segments are merged into one at the end (atomically), so queries pay for one segment and large indexes get an ANN
-index (``--factory``, or IVF above 1M vectors). One run updates an index at a time: a second one is refused
+index (``--factory``, or IVF above 1M vectors). A new model that embeds some sensors exactly as the index's model did
+(same per-sensor fingerprint: a model that added a sensor with ``configs/add_sensor.yaml`` keeps every other sensor's
+head, metric and branch) takes those sensors' vectors from the published generation instead of re-embedding them:
+only the new sensor's tiles go through the model. One run updates an index at a time: a second one is refused
 (:class:`~rsretrieve.index.store.IndexBusyError`) rather than duplicating or pruning the first one's work.
 """
 
@@ -25,7 +28,7 @@ from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.tiles import read_scene_tiles
 from rsretrieve.index.ann import check_factory
 from rsretrieve.index.search import Searcher
-from rsretrieve.index.segment import TIME_UNKNOWN
+from rsretrieve.index.segment import TIME_UNKNOWN, Segment
 from rsretrieve.index.store import IndexStore, update_lock
 from rsretrieve.model.checkpoint import load_model
 
@@ -79,7 +82,9 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
             index's rebuilds it with that one even when no tile changed, and is kept for later updates.
 
     The summary's ``catalog_changed`` says that an ingest changed the catalog while this run read it: scenes it
-    added or replaced are not indexed (and their replaced versions not removed) until the next run.
+    added or replaced are not indexed (and their replaced versions not removed) until the next run. ``added``
+    counts the tiles embedded; ``reused`` (per sensor: ``reused_sensors``) the vectors a new model's generation
+    took from the published one instead, for sensors this model embeds exactly as that one's did.
 
     Raises:
         IndexBusyError: another run is updating this workspace's index (:func:`~rsretrieve.index.store.update_lock`).
@@ -110,34 +115,25 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
     built = built or "auto"
     factory = factory or built
     summary = {"model": model_name, "model_checksum": checksum, "generation": store.generation,
-               "removed": 0, "added": 0, "skipped_sensors": {}, "factory": factory, "catalog_changed": False}
+               "removed": 0, "added": 0, "reused": 0, "reused_sensors": {}, "skipped_sensors": {},
+               "factory": factory, "catalog_changed": False}
+    fingerprints = _fingerprints(model)
+    if store.model_name != model_name or store.sensor_fingerprints != fingerprints:
+        store.set_model_info(model_name, fingerprints)  # what a later model's update compares its own with
     with Catalog(ws / "catalog.sqlite") as catalog:
         tiles = catalog.tiles()
         stale_scenes = set()
-        if store.segments:
+        live = _LiveTiles(tiles)
+        for seg in store.segments:
             # a vector is stale when its tile left the catalog or when the catalog's tile of that id is not the one
             # embedded (other scene, date or place: a catalog written before ids were kept unique re-used the ids
             # of a replaced scene)
-            live = np.array([t["tile_id"] for t in tiles], np.int64)
-            order = np.argsort(live)
-            live = live[order]
-            scene_of = np.array([tiles[i]["scene_id"] for i in order], np.int64)
-            time_of = np.array([TIME_UNKNOWN if tiles[i]["acquired_ts"] is None else tiles[i]["acquired_ts"]
-                                for i in order], np.int64)
-            lon_of = np.array([tiles[i]["lon"] for i in order], np.float64)
-            lat_of = np.array([tiles[i]["lat"] for i in order], np.float64)
-            for seg in store.segments:
-                rows = seg.alive_rows()
-                ids = seg.tile_id[rows]
-                if not live.size:
-                    stale_scenes.update(seg.scene_id[rows].tolist())
-                    continue
-                at = np.minimum(np.searchsorted(live, ids), live.size - 1)
-                same = ((live[at] == ids) & (scene_of[at] == seg.scene_id[rows]) & (time_of[at] == seg.time[rows])
-                        & (lon_of[at] == seg.lon[rows]) & (lat_of[at] == seg.lat[rows]))
-                stale_scenes.update(seg.scene_id[rows][~same].tolist())
+            rows = seg.alive_rows()
+            stale_scenes.update(seg.scene_id[rows][~live.matches(seg, rows)].tolist())
         if stale_scenes:
             summary["removed"] = store.remove_scenes(sorted(stale_scenes))
+        if not store.published:  # a new model's generation: copy what the published one holds of unchanged sensors
+            _reuse_vectors(ws, store, fingerprints, live, model.sensors, factory, segment_rows, summary)
         indexed = set(store.indexed_tile_ids().tolist())
         by_scene: dict[int, list[dict]] = defaultdict(list)
         for t in tiles:
@@ -186,8 +182,8 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
         listed = np.array(sorted(t["tile_id"] for t in tiles), np.int64)
         now = np.array([r[0] for r in catalog.conn.execute("SELECT tile_id FROM tiles ORDER BY tile_id")], np.int64)
         summary["catalog_changed"] = not np.array_equal(listed, now)
-    if (len(store.segments) > 1 and (summary["added"] or summary["removed"])) or (
-            factory != built and store.segments and not summary["added"]):
+    if (len(store.segments) > 1 and (summary["added"] or summary["removed"] or summary["reused"])) or (
+            factory != built and store.segments and not (summary["added"] or summary["reused"])):
         # one segment per generation: each extra segment costs every filtered query a fixed amount, and only a
         # large segment gets an ANN index; the merge is atomic like every other write. Segments built with another
         # factory than the one asked for are rebuilt with it (new segments already are)
@@ -203,3 +199,103 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
     # the first filtered query after an install would otherwise compile the search kernels (seconds, once)
     summary["warm_up_s"] = round(Searcher(current).warm_up(), 2)
     return summary
+
+
+def _fingerprints(model: torch.nn.Module) -> dict[str, str]:
+    """The model's per-sensor embedding fingerprints (empty for a model kind without them: nothing is reused)."""
+    fn = getattr(model, "embedding_fingerprints", None)
+    return fn() if callable(fn) else {}
+
+
+class _LiveTiles:
+    """The catalog's tiles as sorted arrays, to tell which indexed rows still are the catalog's tiles."""
+
+    def __init__(self, tiles: list[dict]) -> None:
+        ids = np.array([t["tile_id"] for t in tiles], np.int64)
+        order = np.argsort(ids)
+        self.ids = ids[order]
+        self.scene = np.array([tiles[i]["scene_id"] for i in order], np.int64)
+        self.time = np.array([TIME_UNKNOWN if tiles[i]["acquired_ts"] is None else tiles[i]["acquired_ts"]
+                              for i in order], np.int64)
+        self.lon = np.array([tiles[i]["lon"] for i in order], np.float64)
+        self.lat = np.array([tiles[i]["lat"] for i in order], np.float64)
+
+    def matches(self, seg: Segment, rows: np.ndarray) -> np.ndarray:
+        """Boolean mask over ``rows`` of ``seg``: the catalog holds the same tile (id, scene, time and place)."""
+        if not self.ids.size:
+            return np.zeros(rows.size, dtype=bool)
+        ids = seg.tile_id[rows]
+        at = np.minimum(np.searchsorted(self.ids, ids), self.ids.size - 1)
+        return ((self.ids[at] == ids) & (self.scene[at] == seg.scene_id[rows]) & (self.time[at] == seg.time[rows])
+                & (self.lon[at] == seg.lon[rows]) & (self.lat[at] == seg.lat[rows]))
+
+
+def _published_fingerprints(ws: Path, current: IndexStore) -> dict[str, str]:
+    """The per-sensor fingerprints of the published generation's model: from its manifest, or (an index written
+    before they were recorded) from the workspace's model file whose checksum it names; empty when neither."""
+    if current.sensor_fingerprints:
+        return current.sensor_fingerprints
+    for p in sorted((ws / "checkpoints").glob("*/model.pt")):
+        try:
+            if model_checksum(p) == current.model_checksum:
+                return _fingerprints(load_model(p))
+        except (OSError, ValueError, KeyError):  # a damaged or foreign file is not the index's model
+            log.debug("cannot read %s for its fingerprints", p, exc_info=True)
+    return {}
+
+
+def _reuse_vectors(ws: Path, store: IndexStore, fingerprints: dict[str, str], live: _LiveTiles, sensors: list[str],
+                   factory: str, segment_rows: int, summary: dict) -> None:
+    """Copy into ``store`` (an unpublished generation of a new model) the published generation's vectors of every
+    sensor the new model embeds exactly as the published one's did (equal fingerprints), for tiles that are still
+    the catalog's and not in ``store`` yet; counts them in ``summary["reused"]`` and ``summary["reused_sensors"]``.
+
+    The copied vectors are bit-identical to what embedding those tiles again would give, at a fraction of the cost.
+    """
+    try:
+        current = IndexStore.open(ws / "index")
+    except FileNotFoundError:
+        return
+    if current.generation == store.generation or current.dim != store.dim:
+        return
+    before = _published_fingerprints(ws, current)
+    same = sorted(s for s in sensors if s in fingerprints and before.get(s) == fingerprints[s])
+    if not same:
+        return
+    have = store.indexed_tile_ids()
+    table = np.array(current.sensors)
+    buf: dict[str, list] = defaultdict(list)
+
+    def flush() -> None:
+        if buf["tile_id"]:
+            ids = np.concatenate(buf["tile_id"])
+            store.add_segment(np.concatenate(buf["vec"]), ids, np.concatenate(buf["lon"]), np.concatenate(buf["lat"]),
+                              np.concatenate(buf["time"]), np.concatenate(buf["sensor"]),
+                              np.concatenate(buf["cell"]), np.concatenate(buf["scene"]), factory=factory)
+            summary["reused"] += int(ids.size)
+            for name, count in zip(*np.unique(np.concatenate(buf["sensor"]), return_counts=True)):
+                summary["reused_sensors"][str(name)] = summary["reused_sensors"].get(str(name), 0) + int(count)
+            buf.clear()
+
+    for seg in current.segments:
+        rows = seg.alive_rows()
+        names = table[seg.sensor[rows]] if rows.size else np.empty(0, str)
+        keep = np.isin(names, same) & live.matches(seg, rows) & ~np.isin(seg.tile_id[rows], have)
+        for part in np.array_split(rows[keep], max(1, -(-int(keep.sum()) // segment_rows))):
+            if not part.size:
+                continue
+            buf["vec"].append(np.asarray(seg.vectors[part]))
+            buf["tile_id"].append(seg.tile_id[part])
+            buf["lon"].append(seg.lon[part])
+            buf["lat"].append(seg.lat[part])
+            buf["time"].append(seg.time[part])
+            buf["sensor"].append(table[seg.sensor[part]])
+            buf["cell"].append(seg.cell_names[seg.cell[part]])
+            buf["scene"].append(seg.scene_id[part])
+            if sum(len(x) for x in buf["tile_id"]) >= segment_rows:
+                flush()
+    flush()
+    if summary["reused"]:
+        log.info("reused %d vectors of %s from generation %s (model %s): embedded exactly as by this model",
+                 summary["reused"], ", ".join(sorted(summary["reused_sensors"])), current.generation,
+                 current.model_checksum)

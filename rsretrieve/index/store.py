@@ -8,7 +8,8 @@ Layout of an index directory::
       .update.lock                 an update run (``rsretrieve index``) holds an exclusive flock on it throughout,
                                    and writes its process id in it (:func:`update_lock`)
       gen-<time>-<id>/
-        manifest.json              model checksum, dimension, sensor table, segments (replaced atomically)
+        manifest.json              model checksum, dimension, sensor table, segments (replaced atomically); the
+                                   model's name and per-sensor fingerprints (what a later model reuses by)
         seg-<time>-<id>/           one immutable segment, rows sorted by Hilbert key of (lon, lat)
           vectors.npy              (n, d) float32, L2-normalised, inner product similarity
           codes.npy codes_params.npy  (n, d) uint8 scalar codes of the vectors, read first by exact scans
@@ -297,6 +298,23 @@ class IndexStore:
         with self._writing() as man:
             man["factory"] = factory
 
+    @property
+    def model_name(self) -> str | None:
+        """The name (``WS/checkpoints/NAME``) of the model an update last recorded (None: none recorded)."""
+        return self.manifest.get("model_name")
+
+    @property
+    def sensor_fingerprints(self) -> dict[str, str]:
+        """Sensor -> fingerprint of what its vectors were embedded with (``CrossSensorEncoder.embedding_fingerprints``);
+        empty where no update recorded them (an older index, another model kind)."""
+        return dict(self.manifest.get("sensor_fingerprints") or {})
+
+    def set_model_info(self, model_name: str, fingerprints: dict[str, str]) -> None:
+        """Record the model's name and per-sensor fingerprints as :attr:`model_name` and :attr:`sensor_fingerprints`."""
+        with self._writing() as man:
+            man["model_name"] = str(model_name)
+            man["sensor_fingerprints"] = {str(k): str(v) for k, v in fingerprints.items()}
+
     def compact(self, factory: str | None = "auto") -> str | None:
         """Rewrite all segments as one (removed rows dropped, re-sorted, ANN index per ``factory``)."""
         with self._writing() as man:
@@ -460,8 +478,12 @@ def _read_manifest(gen_dir: Path) -> dict:
 def _check_model(root: Path, manifest: dict, checksum: str | None, dim: int | None) -> None:
     have_sum, have_dim = manifest["model_checksum"], int(manifest["dim"])
     if (checksum is not None and str(checksum) != have_sum) or (dim is not None and int(dim) != have_dim):
+        # the name tells a user who queried with the default model after indexing another (e.g. one that added a
+        # sensor) which --model the index answers to, rather than only to re-index (which re-embeds everything)
+        named = f" (dim {have_dim}, indexed as --model {manifest['model_name']})" if manifest.get("model_name") \
+            else f" (dim {have_dim})"
         raise IndexMismatchError(
-            f"index at {root} was built with model {have_sum} (dim {have_dim}); this model is "
+            f"index at {root} was built with model {have_sum}{named}; this model is "
             f"{checksum if checksum is not None else have_sum} (dim {dim if dim is not None else have_dim}): "
             "re-run `rsretrieve index`")
 

@@ -13,6 +13,7 @@ Two checkpoint layouts load, both with ``torch.load(weights_only=True)``:
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 
 from rsretrieve.model.dual_encoder import DualEncoder
 from rsretrieve.model.encoder import CrossSensorEncoder
+from rsretrieve.sensors.registry import get_sensor, sensor_dirs
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,13 @@ def build_model(config: dict[str, Any]) -> EmbeddingModel:
     kind = config.get("kind")
     if kind not in _KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(_KINDS)}")
+    for name in config.get("sensors", []):
+        try:
+            get_sensor(name)
+        except KeyError:  # a sensor added from a folder of RSRETRIEVE_SENSOR_DIRS that this shell does not name
+            raise ValueError(f"the model has a branch for sensor {name!r}, which is not registered (no spec of it in "
+                             f"{os.pathsep.join(str(d) for d in sensor_dirs())}): set RSRETRIEVE_SENSOR_DIRS to the "
+                             "folder of its YAML spec, as when it was trained") from None
     return _KINDS[kind].from_config(config)
 
 
@@ -95,7 +104,10 @@ def load_model(source: str | Path | dict[str, Any], map_location: str | torch.de
         config, state = model_state(checkpoint)
     except ValueError as e:
         raise ValueError(e.args[0] if isinstance(source, dict) else f"{source}: {e.args[0]}") from None
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except ValueError as e:
+        raise ValueError(e.args[0] if isinstance(source, dict) else f"{source}: {e.args[0]}") from None
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected:
         where = "the checkpoint" if isinstance(source, dict) else str(source)

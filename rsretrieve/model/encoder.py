@@ -13,7 +13,9 @@ so existing sensors' embeddings, and the index segments built from them, stay bi
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rsretrieve import __version__
 from rsretrieve.files import write_atomic
 from rsretrieve.model.branches import SensorBranch, build_branch
 from rsretrieve.model.head import HeadConfig, SemanticHead
@@ -182,6 +185,31 @@ class CrossSensorEncoder(nn.Module):
         """``1 / tau`` of the learned metric."""
         return self.metric.logit_scale
 
+    def embedding_fingerprints(self) -> dict[str, str]:
+        """Sensor -> SHA-256 (first 16 hex digits) of everything :meth:`embed` of that sensor depends on.
+
+        That is the code version, the shape options, the weights of the head, of the metric and of the sensor's own
+        branch (not the other branches), and the sensor's registered spec (its normalisation statistics included,
+        which the tiles are normalised with). Two models with the same fingerprint for a sensor give that sensor's
+        tiles bit-identical vectors, so an index update for a model that only added branches
+        (``configs/add_sensor.yaml``) copies the other sensors' vectors from the index instead of re-embedding them.
+        """
+        cfg = self.config()
+        shared = hashlib.sha256(json.dumps({"version": __version__, **{k: cfg[k] for k in (
+            "kind", "dim", "embed_dim", "head", "temperature", "branch")}}, sort_keys=True).encode())
+        state = self.state_dict()
+        for key in sorted(k for k in state if not k.startswith("branches.")):
+            _hash_tensor(shared, key, state[key])
+        out = {}
+        for name in self.sensors:
+            h = shared.copy()
+            spec = {k: v for k, v in get_sensor(name).to_dict().items() if k != "source"}
+            h.update(json.dumps({"sensor": name, "spec": spec}, sort_keys=True, default=str).encode())
+            for key in sorted(k for k in state if k.startswith(f"branches.{name}.")):
+                _hash_tensor(h, key, state[key])
+            out[name] = h.hexdigest()[:16]
+        return out
+
     # -- persistence -----------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """Plain-typed constructor arguments plus the spec facts of each sensor (for checkpoints)."""
@@ -211,3 +239,10 @@ class CrossSensorEncoder(nn.Module):
         """Write ``{"config": ..., "state_dict": ...}``, loadable with ``torch.load(weights_only=True)``, atomically
         (:func:`save_atomic`)."""
         save_atomic({"config": self.config(), "state_dict": self.state_dict()}, path)
+
+
+def _hash_tensor(h: Any, key: str, t: Tensor) -> None:
+    """Feed a named tensor (name, dtype, shape and raw bytes) to the hash ``h``."""
+    t = t.detach().cpu().contiguous()
+    h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

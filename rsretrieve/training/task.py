@@ -227,6 +227,28 @@ class CrossSensorTask(LightningModule):
             case other:
                 raise ValueError(f"unknown model {other!r}; expected 'ours' or 'dual_encoder'")
 
+    def setup(self, stage: str) -> None:
+        """Before fitting a model that extends ``pretrained``: refuse when a sensor it adds has no training cell
+        beside another sensor (its scenes not ingested yet, or over other ground). Its branch, the only part that
+        trains, would keep the family weights it was copied from, and ``model.pt`` would be written as if trained.
+        """
+        if stage != "fit" or not self.hparams["pretrained"] or not isinstance(self.model, CrossSensorEncoder):
+            return
+        datasets = getattr(getattr(self._trainer, "datamodule", None), "datasets", None) or {}
+        train = datasets.get("train")
+        if train is None:  # a data module of another kind: nothing to check against
+            return
+        tile_ids = train.index.tile_ids
+        seen = sum((ids >= 0).astype(int) for ids in tile_ids.values())
+        frozen = set(self.model.frozen)
+        untrained = [s for s in self.model.sensors if s not in frozen and s in tile_ids
+                     and not ((tile_ids[s] >= 0) & (seen >= 2)).any()]
+        if untrained:
+            raise ValueError(f"--model.pretrained {self.hparams['pretrained']}: no training cell of the workspace "
+                             f"has a {', '.join(untrained)} tile beside another sensor's, so the new branch would "
+                             f"not train; ingest {', '.join(untrained)} scenes over the ground of "
+                             f"{', '.join(sorted(frozen))} first")
+
     def configure_losses(self) -> None:
         """Build the joint objective from the flags (the baseline gets the cross-sensor term only)."""
         hp = self.hparams
