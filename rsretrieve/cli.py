@@ -350,7 +350,8 @@ def _evaluation_charts(ws: object, report: dict, out: Path) -> list[Path]:
         return paths
     ids, vecs = emb
     with ws.catalog() as cat:  # type: ignore[attr-defined]
-        rows = {t["tile_id"]: t for t in cat.tiles()}
+        # the columns the chart uses (every column of a million tiles took a gigabyte)
+        rows = {t["tile_id"]: t for t in cat.tiles(columns=("tile_id", "sensor", "label_scheme", "label"))}
         names: dict[tuple[str, int], str] = {}
         for scheme, label, name in cat.conn.execute("SELECT DISTINCT scheme, label, label_name FROM cell_labels"):
             k = (scheme, label)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -68,7 +68,11 @@ class Hit:
     footprint: str  # WKT, EPSG:4326
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # its fields are plain values: asdict's deep copy of each made `query --json` with -k 100000 take 5 s
+        return {f: getattr(self, f) for f in _HIT_FIELDS}
+
+
+_HIT_FIELDS = tuple(f.name for f in fields(Hit))
 
 
 @dataclass
@@ -284,7 +288,9 @@ class QueryEngine:
             if tid < 0 or int(tid) not in rows:  # a scene taken out of the catalog during this search
                 continue
             t = rows[int(tid)]
-            s = scenes.setdefault(t["scene_id"], self.catalog.scene(t["scene_id"]))
+            s = scenes.get(t["scene_id"])
+            if s is None:  # each scene read once (a setdefault read it again for every hit: 3 s with -k 100000)
+                s = scenes[t["scene_id"]] = self.catalog.scene(t["scene_id"])
             hits.append(Hit(len(hits) + 1, int(tid), float(score), t["sensor"], t["cell_id"], s["acquired"],
                             t["scene_id"], s["key"], t["lon"], t["lat"], t["footprint"]))
         return hits, res.plan
