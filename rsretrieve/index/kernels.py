@@ -23,7 +23,10 @@ an install compiles for several seconds (``scripts/bench_search.py`` measures af
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +38,34 @@ except ImportError:  # pragma: no cover - numba is a dependency; the numpy path 
 from rsretrieve.index.segment import TIME_UNKNOWN
 
 AVAILABLE = numba is not None
+#: Intel TBB as the ``tbb`` wheel installs it, in the environment's lib/ (see :func:`_load_tbb`)
+TBB_LIBRARY = Path(sys.prefix, "lib", "libtbb.so.12")
+
+
+def _load_tbb() -> bool:
+    """Load the ``tbb`` wheel's library so that numba runs its parallel loops on TBB rather than OpenMP.
+
+    Why: with numba's OpenMP layer each thread gets a fixed share of :func:`scan_topk_parallel`'s parts and the
+    call returns when the last share is done, so when another process holds a core the scan waits for the
+    scheduler: beside a process spinning on one of 2 cores, 1% queries of 1M rows had a p99 of 8 ms on OpenMP
+    against 0.3-0.6 ms on TBB, whose idle threads (the caller's included) take the parts no thread has started; on
+    an idle machine TBB was as fast or faster (``scripts/bench_threads.py``, docs/benchmarks.md).
+    numba looks for ``libtbb.so.12`` on the loader's path only, where a virtual environment's lib/ is not; loaded
+    here first by its path, it is found by name. Nothing is done where the user chose another layer
+    (``NUMBA_THREADING_LAYER``, ``numba.config.THREADING_LAYER``) or the library is not there (numba then uses
+    OpenMP).
+    Returns whether the library was loaded.
+    """
+    if numba is None or numba.config.THREADING_LAYER not in ("default", "tbb") or not TBB_LIBRARY.is_file():
+        return False
+    try:
+        ctypes.CDLL(str(TBB_LIBRARY), mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        return False
+    return True
+
+
+_load_tbb()
 
 
 def threads() -> int:
