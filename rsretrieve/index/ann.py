@@ -60,11 +60,23 @@ def check_factory(factory: str, dim: int) -> int:
     return max(ivf.nlist if ivf is not None else 0, 256 if "PQ" in factory else 0)
 
 
-def build_ann(seg_dir: Path, vectors: np.ndarray, factory: str, seed: int = 0) -> dict:
+def build_ann(seg_dir: Path, vectors: np.ndarray, factory: str, seed: int = 0,
+              trained: tuple[faiss.Index, dict] | None = None) -> dict:
     """Train and fill a FAISS index over ``vectors`` (ids = row numbers), calibrate its search width to
-    ``TARGET_RECALL`` recall@10 on a sample of the rows, and write ``ann.faiss`` and ``ann.json``."""
+    ``TARGET_RECALL`` recall@10 on a sample of the rows, and write ``ann.faiss`` and ``ann.json``.
+
+    ``trained``: (index, its ``ann.json`` info) of ``factory``, trained already (another segment's). Its copy,
+    emptied, is filled instead of training one, so a segment too small to train its own IVF lists (or not worth it)
+    still gets an ANN index, on the larger segment's lists and codebooks, searched at that one's width: the two
+    then answer together as one IVF index over both would (same lists, same probes), whereas calibrating on the
+    small segment's own rows (sparser: their neighbours lie in more lists) asked 256 lists of 4,096 for 50,000
+    rows beside 1M, against 4."""
     n, d = vectors.shape
-    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    if trained is not None:
+        index = faiss.clone_index(trained[0])
+        index.reset()
+    else:
+        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     for part in (index, faiss.try_extract_index_ivf(index)):
         part = faiss.downcast_index(part) if part is not None else None
         if hasattr(part, "do_polysemous_training"):
@@ -82,7 +94,10 @@ def build_ann(seg_dir: Path, vectors: np.ndarray, factory: str, seed: int = 0) -
     info = {"file": "ann.faiss", "factory": factory, "rerank": 1 if exact_codes else 8,
             "param": "nprobe" if faiss.try_extract_index_ivf(index) is not None else
             "efSearch" if "HNSW" in factory else None, "width": 0}
-    info.update(_calibrate(index, info, vectors, rng))
+    if trained is None:
+        info.update(_calibrate(index, info, vectors, rng))
+    else:
+        info.update(width=int(trained[1]["width"]), recall=None, lists_of=trained[1]["lists_of"])
     info["build_s"] = round(time.perf_counter() - t0, 3)
     faiss.write_index(index, str(seg_dir / "ann.faiss"))
     with open(seg_dir / "ann.faiss", "rb+") as f:

@@ -4,12 +4,13 @@ Tiles are embedded scene by scene (each scene read once) in batches, and written
 ``segment_rows`` rows; a segment is the unit of progress, so a run killed at any moment loses at most the segment
 being built and the next run picks up from there. Vectors of scenes that left the catalog (removed, or re-ingested
 under new tile ids) are removed first. A model other than the index's builds a new generation beside the current
-one, published only when complete: queries keep working on the old one meanwhile. When a run changed anything, the
-segments are merged into one at the end (atomically), so queries pay for one segment and large indexes get an ANN
-index (``--factory``, or IVF above 1M vectors). A new model that embeds some sensors exactly as the index's model did
-(same per-sensor fingerprint: a model that added a sensor with ``configs/add_sensor.yaml`` keeps every other sensor's
-head, metric and branch) takes those sensors' vectors from the published generation instead of re-embedding them:
-only the new sensor's tiles go through the model. One run updates an index at a time: a second one is refused
+one, published only when complete: queries keep working on the old one meanwhile. When a run changed anything, its
+new segments are merged at the end (atomically) with the smaller existing ones, size-tiered
+(:func:`~rsretrieve.index.store.merge_plan`): queries pay for a few segments, a large segment gets an ANN index
+(``--factory``, or IVF above 1M vectors), and a few new scenes do not rewrite a large index. A new model that embeds
+some sensors exactly as the index's model did (same per-sensor fingerprint: a model that added a sensor with
+``configs/add_sensor.yaml`` keeps every other sensor's head, metric and branch) takes those sensors' vectors from the
+published generation instead of re-embedding them: only the new sensor's tiles go through the model. One run updates an index at a time: a second one is refused
 (:class:`~rsretrieve.index.store.IndexBusyError`) rather than duplicating or pruning the first one's work.
 """
 
@@ -121,7 +122,9 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
     if store.model_name != model_name or store.sensor_fingerprints != fingerprints:
         store.set_model_info(model_name, fingerprints)  # what a later model's update compares its own with
     with Catalog(ws / "catalog.sqlite") as catalog:
-        tiles = catalog.tiles()
+        # the columns used here and by read_scene_tiles (every column of a million tiles took 1.3 GB)
+        tiles = catalog.tiles(columns=("tile_id", "scene_id", "sensor", "acquired_ts", "lon", "lat", "cell_id",
+                                       "col_off", "row_off", "width", "height"))
         stale_scenes = set()
         live = _LiveTiles(tiles)
         for seg in store.segments:
@@ -182,13 +185,15 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
         listed = np.array(sorted(t["tile_id"] for t in tiles), np.int64)
         now = np.array([r[0] for r in catalog.conn.execute("SELECT tile_id FROM tiles ORDER BY tile_id")], np.int64)
         summary["catalog_changed"] = not np.array_equal(listed, now)
-    if (len(store.segments) > 1 and (summary["added"] or summary["removed"] or summary["reused"])) or (
-            factory != built and store.segments and not (summary["added"] or summary["reused"])):
-        # one segment per generation: each extra segment costs every filtered query a fixed amount, and only a
-        # large segment gets an ANN index; the merge is atomic like every other write. Segments built with another
-        # factory than the one asked for are rebuilt with it (new segments already are)
+    if factory != built and store.segments:
+        # segments built with another factory than the one asked for are rebuilt with it, as one
         store.compact(factory)
         summary["compacted"] = True
+    elif summary["added"] or summary["removed"] or summary["reused"]:
+        # the small segments merged, size-tiered (store.merge_plan): each extra segment costs every filtered query
+        # a fixed amount and only a large segment gets an ANN index, but rewriting a large one for a few new rows
+        # costs the whole index; the merge is atomic like every other write
+        summary["compacted"] = store.merge_small(factory) is not None
     if factory != built:
         store.set_factory(factory)
     if not store.published:

@@ -95,7 +95,8 @@ class Searcher:
     Args:
         store: the open index.
         exact_max_rows: matches up to which a segment with an ANN index is scanned exactly (default
-            ``EXACT_MAX_ROWS_128 * 128 / d``, from the cost model measured by ``scripts/bench_search.py``).
+            ``EXACT_MAX_ROWS_128 * 128 / d``, from the cost model measured by ``scripts/bench_search.py``); an
+            eighth of it for unfiltered queries.
         use_gpu: "auto" (GPU when faiss sees one), True or False.
         trust_selector: use FAISS selectors in the CPU fallback; default: on CPU only (GPU indexes ignore them).
         overfetch: a broad filter of selectivity s first fetches ``overfetch * k / s`` ANN hits.
@@ -210,7 +211,10 @@ class Searcher:
             if cf is not None and cf.needs_hint:
                 cf.size_hint(cf.box_estimate(seg))
         elif cf is None:
-            broad = seg.n_alive > max(thr, self.ann_min_selectivity * seg.n)
+            # unfiltered: the ANN index from an eighth of exact_max_rows rows on. Scanning every row exactly costs
+            # about 60 ns a row, the ANN search a tenth of a millisecond: a 50,000-row segment beside a large one
+            # (with an IVF index on the large one's lists, IndexStore._trained_ann) took 3 ms a query scanned
+            broad = seg.n_alive > max(thr // 8, self.ann_min_selectivity * seg.n)
         else:  # a sample of the segment first; only a possibly selective filter pays for its key ranges
             limit = max(4 * thr, self.ann_min_selectivity * seg.n)
             box = cf.box_estimate(seg)  # when the box is selective on the sample, so is the filter: skip the test

@@ -36,10 +36,11 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from rsretrieve.files import fsync_path, run_lock, write_atomic
@@ -51,6 +52,13 @@ log = logging.getLogger(__name__)
 
 #: version of the manifest format written by this module
 FORMAT_VERSION = 1
+#: size-tiered merging after an update (:func:`merge_plan`): a segment is left as it is while it holds at least this
+#: many times the rows of all smaller segments together. An index of N rows then keeps O(log N) segments, and a row
+#: is rewritten O(log N) times over its life instead of at every update (a scene added to a 10M-row index rewrote,
+#: re-sorted and re-trained all 10M rows)
+MERGE_RATIO = 4
+#: a segment with more than this share of its rows removed is rewritten (without them) by the next merge
+MAX_DEAD_SHARE = 0.25
 
 
 class IndexMismatchError(RuntimeError):
@@ -315,12 +323,15 @@ class IndexStore:
             man["model_name"] = str(model_name)
             man["sensor_fingerprints"] = {str(k): str(v) for k, v in fingerprints.items()}
 
-    def compact(self, factory: str | None = "auto") -> str | None:
-        """Rewrite all segments as one (removed rows dropped, re-sorted, ANN index per ``factory``)."""
+    def compact(self, factory: str | None = "auto", names: Collection[str] | None = None) -> str | None:
+        """Rewrite segments as one (removed rows dropped, re-sorted, ANN index per ``factory``): all of them, or
+        those named in ``names`` (the others stay as they are; see :func:`merge_plan`)."""
         with self._writing() as man:
-            n = self.ntotal
+            merging = [s for s in self.segments if names is None or s.name in names]
+            kept = [e for e in man["segments"] if names is not None and e["name"] not in names]
+            n = sum(s.n_alive for s in merging)
             if n == 0:
-                man["segments"] = []
+                man["segments"] = kept
                 return None
             tmp = self._gen_dir / f".tmp-{_new_name('merge')}"
             tmp.mkdir()
@@ -328,7 +339,7 @@ class IndexStore:
             cols: dict[str, list[np.ndarray]] = {k: [] for k in ("tile_id", "lon", "lat", "time", "sensor",
                                                                "cell_ids", "scene_id")}
             at = 0
-            for seg in self.segments:
+            for seg in merging:
                 rows = seg.alive_rows()
                 for i in range(0, rows.size, 1 << 18):
                     part = rows[i:i + (1 << 18)]
@@ -341,9 +352,14 @@ class IndexStore:
             name = self._write_segment(merged, vec, factory)
             del vec
             shutil.rmtree(tmp)
-            man["segments"] = [{"name": name, "rows": n, **Segment.read_entry(self._gen_dir / name)}]
-        log.info("compacted %s into segment %s (%d rows)", self._gen_dir, name, n)
+            man["segments"] = kept + [{"name": name, "rows": n, **Segment.read_entry(self._gen_dir / name)}]
+        log.info("merged %d segments of %s into segment %s (%d rows)", len(merging), self._gen_dir, name, n)
         return name
+
+    def merge_small(self, factory: str | None = "auto") -> str | None:
+        """Merge the segments :func:`merge_plan` picks into one (:meth:`compact`); None when it picks none."""
+        plan = merge_plan([s.n_alive for s in self.segments], [s.n - s.n_alive for s in self.segments])
+        return self.compact(factory, {self.segments[i].name for i in plan}) if plan else None
 
     # ----------------------------------------------------------------------------------------------- reading
     def indexed_tile_ids(self) -> np.ndarray:
@@ -407,19 +423,46 @@ class IndexStore:
         write_segment_files(tmp, cols, vectors)
         seg_vectors = np.load(tmp / "vectors.npy", mmap_mode="r")
         n = len(cols["tile_id"])
-        if factory == "auto":
-            factory = auto_factory(n, self.dim)
-        need = check_factory(factory, self.dim) if factory else 0
-        if n < need:
-            # a segment too small to train the index (fewer rows than its lists) is scanned exactly instead
-            log.warning("segment of %d rows is too small to train %s (needs %d): searched exactly", n, factory, need)
-            factory = None
+        trained = self._trained_ann(factory)
+        if trained is not None and (factory == "auto" and auto_factory(n, self.dim) is None or factory not in (
+                None, "auto") and n < check_factory(factory, self.dim)):
+            # beside a larger segment with an IVF index, a smaller one gets its own on that one's lists (without
+            # training, at the cost of assigning its rows): scanned exactly instead, each unfiltered query would
+            # scan all its rows (a 50,000-row segment beside 1M: 2.7 ms against 0.13 ms)
+            factory, trained = trained[0], trained[1:]
+        else:
+            trained = None
+            if factory == "auto":
+                factory = auto_factory(n, self.dim)
+            need = check_factory(factory, self.dim) if factory else 0
+            if n < need:
+                # a segment too small to train the index (fewer rows than its lists) is scanned exactly instead
+                log.warning("segment of %d rows is too small to train %s (needs %d): searched exactly", n, factory,
+                            need)
+                factory = None
         if factory:
-            build_ann(tmp, np.asarray(seg_vectors), factory)
+            build_ann(tmp, np.asarray(seg_vectors), factory, trained=trained)
         fsync_path(tmp)
         os.rename(tmp, self._gen_dir / name)
         fsync_path(self._gen_dir)
         return name
+
+    def _trained_ann(self, factory: str | None) -> tuple[str, faiss.Index, dict] | None:
+        """(factory, index, info) of the largest segment of this generation whose ANN index is an IVF one that a
+        segment asked to have ``factory`` may be filled on (``"auto"``: any; another: that one); None when there is
+        none."""
+        if factory is None:
+            return None
+        best = None
+        for seg in self.segments:
+            info = seg.ann_info or {}
+            if seg.ann is not None and info.get("param") == "nprobe" and factory in ("auto", info.get("factory")):
+                if best is None or seg.n > best.n:
+                    best = seg
+        if best is None:
+            return None
+        return best.ann_info["factory"], best.ann, {**best.ann_info, "lists_of": best.ann_info.get("lists_of",
+                                                                                                    best.name)}
 
     def _collect_garbage(self) -> None:
         live = {e["name"]: e for e in self.manifest["segments"]}
@@ -430,6 +473,22 @@ class IndexStore:
                 for f in p.glob("deleted-*.npy"):
                     if f.name != live[p.name].get("deleted"):
                         f.unlink()
+
+
+def merge_plan(alive: Sequence[int], dead: Sequence[int]) -> list[int]:
+    """Which segments an update merges into one (size-tiered), as positions in ``alive`` (rows alive per segment)
+    and ``dead`` (rows removed per segment): the smallest segments, from the smallest up, until the next one holds at
+    least ``MERGE_RATIO`` times their rows together, and every segment with more than ``MAX_DEAD_SHARE`` of its rows
+    removed. Empty when that leaves a single segment with few removed rows (rewriting it gains nothing)."""
+    heavy = {i for i in range(len(alive)) if dead[i] > MAX_DEAD_SHARE * (alive[i] + dead[i])}
+    pick, total = [], 0
+    for i in sorted(range(len(alive)), key=lambda i: alive[i]):
+        if pick and alive[i] >= MERGE_RATIO * total:
+            break
+        pick.append(i)
+        total += alive[i]
+    pick = sorted(set(pick) | heavy)
+    return pick if len(pick) > 1 or heavy else []
 
 
 def _prepare_columns(n: int, tile_ids, lon, lat, time, sensor_names, cell_ids, scene_ids) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ import pytest
 from rsretrieve.index.filters import QueryFilter
 from rsretrieve.index.hilbert import hilbert_key
 from rsretrieve.index.search import Searcher
-from rsretrieve.index.store import IndexMismatchError, IndexStore
+from rsretrieve.index.store import IndexMismatchError, IndexStore, merge_plan
 
 from .conftest import DIM, brute_mask, brute_topk, make_tiles, queries, subset
 
@@ -133,6 +133,63 @@ def test_compact_merges_segments_and_drops_removed_rows(small):
     assert np.array_equal(Searcher(after, exact_max_rows=10**9).search(q, 10, flt).tile_ids, before.tile_ids)
     left = sorted(p.name for p in (st.root / st.generation).iterdir())
     assert left == sorted(["manifest.json", after.segments[0].name])  # old segments and temp files cleaned up
+
+
+@pytest.mark.parametrize("alive, dead, plan", [
+    ([10_000_000, 100], [0, 0], []),  # a few new rows beside a large segment: left as they are
+    ([10_000_000, 100, 100], [0, 0, 0], [1, 2]),  # small ones merge among themselves
+    ([50_000] * 5, [0] * 5, [0, 1, 2, 3, 4]),  # segments of one run (or a new model's generation): all
+    ([1000, 300], [0, 0], [0, 1]),  # the next one is under 4x the smaller ones: merged too
+    ([1_000_000, 200_000, 100], [0, 0, 0], []),
+    ([1_000_000, 200_000, 60_000], [0, 0, 0], [0, 1, 2]),  # merged ones reach the next size: a cascade
+    ([1_000_000, 100], [400_000, 0], [0, 1]),  # more than a quarter removed: rewritten
+    ([1_000_000], [400_000], [0]),
+    ([1_000_000], [100], []),  # a few removed rows stay masked
+])
+def test_merge_plan_is_size_tiered(alive, dead, plan):
+    assert merge_plan(alive, dead) == plan
+
+
+def test_merging_small_segments_leaves_a_large_one_untouched(tmp_path):
+    """A few new rows beside a large segment are merged among themselves only, and search is unchanged."""
+    tiles = make_tiles(4300, seed=4)
+    st = IndexStore.create(tmp_path / "idx", DIM, "model-a")
+    big = st.add_segment(**subset(tiles, slice(0, 4000)), factory=None)
+    big_files = {p.name: p.stat().st_mtime_ns for p in (st.root / st.generation / big).iterdir()}
+    for a in (4000, 4100, 4200):
+        st.add_segment(**subset(tiles, slice(a, a + 100)), factory=None)
+    q = queries(tiles, 3)
+    flt = QueryFilter(bbox=(-10, 36, 30, 60))
+    before = Searcher(st, exact_max_rows=10**9).search(q, 10, flt)
+    merged = st.merge_small(factory=None)
+    after = IndexStore.open(st.root)
+    assert [s.name for s in after.segments] == [big, merged] and [s.n for s in after.segments] == [4000, 300]
+    assert {p.name: p.stat().st_mtime_ns for p in (st.root / st.generation / big).iterdir()} == big_files
+    assert np.array_equal(Searcher(after, exact_max_rows=10**9).search(q, 10, flt).tile_ids, before.tile_ids)
+    assert st.merge_small(factory=None) is None  # nothing left to gain
+
+
+def test_a_small_segment_beside_an_ivf_one_gets_an_ivf_index_on_its_lists(tmp_path):
+    """Too small to train IVF lists, or to get an ANN under "auto", a segment added beside one with an IVF index is
+    filled on that one's lists instead of being scanned exactly by every unfiltered query."""
+    import faiss
+
+    tiles = make_tiles(4300, seed=5)
+    st = IndexStore.create(tmp_path / "idx", DIM, "model-a")
+    st.add_segment(**subset(tiles, slice(0, 4000)), factory="IVF16,Flat")
+    st.add_segment(**subset(tiles, slice(4000, 4100)), factory="auto")
+    st.add_segment(**subset(tiles, slice(4100, 4110)), factory="IVF16,Flat")  # 10 rows: fewer than 16 lists
+    st.add_segment(**subset(tiles, slice(4110, None)), factory=None)  # exact asked for: exact
+    big, small, tiny, exact = IndexStore.open(st.root).segments
+    assert exact.ann is None and "lists_of" not in big.ann_info
+    for seg, n in ((small, 100), (tiny, 10)):
+        assert seg.ann_info["factory"] == "IVF16,Flat" and seg.ann_info["lists_of"] == big.name
+        assert seg.ann.ntotal == n
+        assert seg.ann_info["width"] == big.ann_info["width"]  # searched as one index over both would be
+        np.testing.assert_array_equal(faiss.extract_index_ivf(seg.ann).quantizer.reconstruct_n(0, 16),
+                                      faiss.extract_index_ivf(big.ann).quantizer.reconstruct_n(0, 16))
+        _, rows = seg.ann.search(np.ascontiguousarray(seg.vectors), 1, params=faiss.SearchParametersIVF(nprobe=16))
+        assert (rows[:, 0] == np.arange(n)).all()  # ids are the segment's row numbers
 
 
 def test_new_model_builds_beside_old_and_switches_atomically(small):

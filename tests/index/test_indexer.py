@@ -184,3 +184,22 @@ def test_a_segment_size_below_one_row_is_refused_before_any_work(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == ("rsretrieve index: error: --segment-rows must be a positive "
                                                       "number of rows, got 0")
     assert not (ws / "index").exists()
+
+
+def test_a_new_scene_beside_a_large_index_is_added_without_rewriting_it(tmp_path):
+    """The update's new segment is merged with the smaller ones only (size-tiered): the large segment stays as it was
+    (it used to be rewritten, re-sorted and its ANN index retrained for every new scene), and search sees both."""
+    ws = make_workspace(tmp_path, scenes=5, size_m=1440)
+    before = IndexStore.open(ws / "index")
+    (big,) = [s.name for s in before.segments]
+    make_archive(tmp_path / "more", scenes=1, seed=11, size_m=1440)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        ingest([tmp_path / "more"], cat)
+    out = index_workspace(ws)
+    after = IndexStore.open(ws / "index")
+    assert 0 < 4 * out["added"] <= before.ntotal and not out["compacted"]
+    assert [s.name for s in after.segments][0] == big and len(after.segments) == 2
+    assert after.ntotal == before.ntotal + out["added"] == len(_catalog_ids(ws))
+    new = int(after.segments[1].tile_id[0])
+    hits = Workspace.open(ws).query(tile_id=new, k=after.ntotal).hits
+    assert sorted(h.tile_id for h in hits) == _catalog_ids(ws)  # every tile of both segments, the query's own too
