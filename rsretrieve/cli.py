@@ -383,7 +383,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     try:
         ws = Workspace.open(args.workspace)
         summary = index_workspace(ws.path, model_name=args.model, factory=args.factory or None,
-                                  segment_rows=args.segment_rows,
+                                  segment_rows=args.segment_rows, compact=args.compact,
                                   progress=_progress(sys.stderr.isatty() and not args.json, "embed"))
     except (WorkspaceError, FileNotFoundError, ValueError, IndexBusyError) as e:
         raise UsageError(str(e)) from None
@@ -392,8 +392,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         print(f"index: {summary['added']} tiles embedded and added, {summary['removed']} removed; "
               f"{summary['total']} tiles indexed with model {summary['model']} ({summary['model_checksum']})")
+        if summary["reused"]:
+            print(f"  {summary['reused']} tiles of {', '.join(sorted(summary['reused_sensors']))} taken from the "
+                  "previous index: this model embeds them exactly as that one did")
         for s, n in summary["skipped_sensors"].items():
-            print(f"  {n} {s} tiles not indexed: the model has no {s} branch")
+            print(f"  {n} {s} tiles not indexed: the model has no {s} branch (add it: `rsretrieve train --config "
+                  "configs/add_sensor.yaml`)")
+        print(f"  {summary['segments']} segment{'s' if summary['segments'] != 1 else ''}"
+              + (" (`--compact` merges them into one)" if summary["segments"] > 1 else ""))
     if summary.get("catalog_changed"):
         _eprint("warning: the catalog changed while this run read it (an ingest ran meanwhile): run `rsretrieve "
                 "index` again to index the scenes it added or replaced")
@@ -554,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "given; at first, and with \"auto\": exact below 1M vectors per segment, IVF above)")
     s.add_argument("--segment-rows", type=int, default=50_000,
                    help="rows per immutable segment (unit of progress; default 50000)")
+    s.add_argument("--compact", action="store_true",
+                   help="merge every segment into one (each segment costs filtered queries a little; rewrites the "
+                   "index). Without it an update merges only its new segments with the smaller existing ones")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_index)
 

@@ -10,8 +10,9 @@ new segments are merged at the end (atomically) with the smaller existing ones, 
 (``--factory``, or IVF above 1M vectors), and a few new scenes do not rewrite a large index. A new model that embeds
 some sensors exactly as the index's model did (same per-sensor fingerprint: a model that added a sensor with
 ``configs/add_sensor.yaml`` keeps every other sensor's head, metric and branch) takes those sensors' vectors from the
-published generation instead of re-embedding them: only the new sensor's tiles go through the model. One run updates an index at a time: a second one is refused
-(:class:`~rsretrieve.index.store.IndexBusyError`) rather than duplicating or pruning the first one's work.
+published generation instead of re-embedding them: only the new sensor's tiles go through the model. One run updates
+an index at a time: a second one is refused (:class:`~rsretrieve.index.store.IndexBusyError`) rather than
+duplicating or pruning the first one's work.
 """
 
 from __future__ import annotations
@@ -74,13 +75,15 @@ def embed_tiles(model: torch.nn.Module, sensor: str, tiles: list[np.ndarray], ba
 
 def index_workspace(workspace: str | Path, model_name: str = "default", factory: str | None = None,
                     segment_rows: int = 50_000, batch: int = 256,
-                    progress: Callable[[int, int, str], None] | None = None) -> dict:
+                    progress: Callable[[int, int, str], None] | None = None, compact: bool = False) -> dict:
     """Bring the workspace index up to date with its catalog and model; returns a summary.
 
     Args:
         factory: FAISS factory string of the ANN index (``"auto"``: none below ``ANN_MIN_ROWS`` rows per segment,
             IVF above); None: the one the index was last given (``"auto"`` at first). A factory other than the
             index's rebuilds it with that one even when no tile changed, and is kept for later updates.
+        compact: merge every segment into one at the end, even when nothing changed (else only the new segments
+            with the smaller existing ones, :func:`~rsretrieve.index.store.merge_plan`).
 
     The summary's ``catalog_changed`` says that an ingest changed the catalog while this run read it: scenes it
     added or replaced are not indexed (and their replaced versions not removed) until the next run. ``added``
@@ -101,11 +104,12 @@ def index_workspace(workspace: str | Path, model_name: str = "default", factory:
     # one run at a time (IndexBusyError otherwise): a second run would embed the same tiles into the same
     # generation, or prune the unpublished generation of a run of another model when it ends
     with update_lock(ws / "index"):
-        return _update(ws, model_name, model, checksum, factory, segment_rows, batch, progress)
+        return _update(ws, model_name, model, checksum, factory, segment_rows, batch, progress, compact)
 
 
 def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, factory: str | None,
-            segment_rows: int, batch: int, progress: Callable[[int, int, str], None] | None) -> dict:
+            segment_rows: int, batch: int, progress: Callable[[int, int, str], None] | None,
+            compact: bool = False) -> dict:
     """The body of :func:`index_workspace`, run under the index's update lock."""
     store = IndexStore.open_for_update(ws / "index", dim=model.embed_dim, model_checksum=checksum)
     built = store.factory
@@ -185,8 +189,8 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
         listed = np.array(sorted(t["tile_id"] for t in tiles), np.int64)
         now = np.array([r[0] for r in catalog.conn.execute("SELECT tile_id FROM tiles ORDER BY tile_id")], np.int64)
         summary["catalog_changed"] = not np.array_equal(listed, now)
-    if factory != built and store.segments:
-        # segments built with another factory than the one asked for are rebuilt with it, as one
+    if store.segments and (factory != built or compact and (len(store.segments) > 1 or store.segments[0].has_deleted)):
+        # segments built with another factory than the one asked for are rebuilt with it, as one; --compact: one
         store.compact(factory)
         summary["compacted"] = True
     elif summary["added"] or summary["removed"] or summary["reused"]:
@@ -201,6 +205,7 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
     summary["pruned_generations"] = IndexStore.prune(ws / "index", keep=0)
     current = IndexStore.open(ws / "index")
     summary["total"] = current.ntotal
+    summary["segments"] = len(current.segments)
     # the first filtered query after an install would otherwise compile the search kernels (seconds, once)
     summary["warm_up_s"] = round(Searcher(current).warm_up(), 2)
     return summary

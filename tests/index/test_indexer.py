@@ -203,3 +203,6 @@ def test_a_new_scene_beside_a_large_index_is_added_without_rewriting_it(tmp_path
     new = int(after.segments[1].tile_id[0])
     hits = Workspace.open(ws).query(tile_id=new, k=after.ntotal).hits
     assert sorted(h.tile_id for h in hits) == _catalog_ids(ws)  # every tile of both segments, the query's own too
+    r = run_cli("index", "-w", ws, "--compact")  # on request, one segment
+    assert r.returncode == 0 and "0 tiles embedded" in r.stdout and "  1 segment\n" in r.stdout, r.stdout + r.stderr
+    assert len(IndexStore.open(ws / "index").segments) == 1 and IndexStore.open(ws / "index").ntotal == after.ntotal
