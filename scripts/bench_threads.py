@@ -1,10 +1,12 @@
 """numba's threading layer under the parallel exact scan: OpenMP against TBB, on an idle machine and beside a busy one.
 
-    python scripts/bench_threads.py [--n 1000000] [--nq 200] [--rounds 3] [--workdir DIR] [--no-doc]
+    python scripts/bench_threads.py [--n 1000000] [--nq 200] [--rounds 3] [--sweep 0.0001,0.01,0.1] [--workdir DIR]
+        [--no-doc]
 
 Builds the index of ``scripts/bench_search.py`` (its synthetic vectors, one ``IVF,Flat`` segment) and its bbox and
-polygon + time filters selecting 1% and 10% of the tiles, then times single queries (``Searcher.search`` with a new
-``QueryFilter`` each, as the search benchmark does) in child processes, one per setting:
+polygon + time filters selecting 0.01%, 1% and 10% of the tiles (``--sweep``), then times single queries
+(``Searcher.search`` with a new ``QueryFilter`` each, as the search benchmark does) in child processes, one per
+setting:
 
 - ``omp``: ``NUMBA_THREADING_LAYER=omp``, numba's threads on OpenMP;
 - ``tbb``: ``NUMBA_THREADING_LAYER=tbb``, on Intel TBB (the ``tbb`` wheel, loaded by ``rsretrieve.index.kernels``);
@@ -36,10 +38,10 @@ from _benchdoc import write_section  # noqa: E402
 
 SETTINGS = {"omp": {"NUMBA_THREADING_LAYER": "omp"}, "tbb": {"NUMBA_THREADING_LAYER": "tbb"},
             "1 thread": {"NUMBA_NUM_THREADS": "1"}}
-SWEEP = (0.01, 0.1)
+SWEEP = "0.0001,0.01,0.1"
 
 
-def child(index: Path, nq: int) -> None:
+def child(index: Path, nq: int, sweep: tuple[float, ...]) -> None:
     """Time the filters' queries in this process; print one JSON line: layer, threads, latencies in us per filter."""
     import bench_search as B
     import numba
@@ -54,22 +56,22 @@ def child(index: Path, nq: int) -> None:
     searcher.warm_up()
     q = B.noisy_queries(seg.vectors, nq, seed=1)
     out = {}
-    for kind, share, flt in B.make_filters(seg, seg.n, sweep=SWEEP):
+    for kind, share, flt in B.make_filters(seg, seg.n, sweep=sweep):
         fields = {"bbox": flt.bbox, "polygon": flt.polygon, "start": flt.start, "end": flt.end}
         times = []
         for i in range(B.WARM_UP + nq):
             t = time.perf_counter()
             searcher.search(q[i % nq][None], 10, QueryFilter(**fields))
             times.append(time.perf_counter() - t)
-        out[f"{kind} {share:.0%}"] = [x * 1e6 for x in times[B.WARM_UP:]]
+        out[f"{kind} {share:.2%}".replace(".00%", "%")] = [x * 1e6 for x in times[B.WARM_UP:]]
     print(json.dumps({"layer": numba.threading_layer(), "threads": numba.get_num_threads(), "us": out}))
 
 
-def run_child(index: Path, nq: int, env: dict[str, str], busy: bool) -> dict:
+def run_child(index: Path, nq: int, sweep: str, env: dict[str, str], busy: bool) -> dict:
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
-        got = subprocess.run([sys.executable, __file__, "--child", str(index), "--nq", str(nq)], env={**os.environ,
-                             **env}, capture_output=True, text=True, check=True)
+        got = subprocess.run([sys.executable, __file__, "--child", str(index), "--nq", str(nq), "--sweep", sweep],
+                             env={**os.environ, **env}, capture_output=True, text=True, check=True)
     finally:
         if spinner is not None:
             spinner.kill()
@@ -82,12 +84,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--nq", type=int, default=200, help="queries per filter and child")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sweep", default=SWEEP, help="shares of the tiles the filters select (comma-separated)")
     ap.add_argument("--workdir", help="where the index is built (kept and reused when given)")
     ap.add_argument("--no-doc", action="store_true", help="print only, do not touch docs/benchmarks.md")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(Path(args.child), args.nq)
+        return child(Path(args.child), args.nq, tuple(float(v) for v in args.sweep.split(",")))
     import bench_search as B
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_threads_"))
@@ -101,7 +104,7 @@ def main() -> None:
         for r in range(args.rounds):
             for busy in (False, True):
                 for name, env in SETTINGS.items():
-                    got = run_child(index, args.nq, env, busy)
+                    got = run_child(index, args.nq, args.sweep, env, busy)
                     seen[name] = (got["layer"], got["threads"])
                     for f, us in got["us"].items():
                         lat.setdefault((name, busy), {}).setdefault(f, []).extend(us)
@@ -124,7 +127,8 @@ def main() -> None:
                 cells = [f"{np.percentile(v, 50):.0f} / {np.percentile(v, 99):.0f}"
                          for v in (lat[(name, busy)][f] for f in filters)]
                 lines.append(f"| {name}{', busy' if busy else ''} | " + " | ".join(cells) + " |")
-        lines += ["", f"Command: `python scripts/bench_threads.py --n {args.n} --rounds {args.rounds}`"]
+        lines += ["", f"Command: `python scripts/bench_threads.py --n {args.n} --rounds {args.rounds} --sweep "
+                  f"{args.sweep}`"]
         md = "\n".join(lines)
         print(md)
         if not args.no_doc:

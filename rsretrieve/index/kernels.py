@@ -48,8 +48,9 @@ def _load_tbb() -> bool:
     Why: with numba's OpenMP layer each thread gets a fixed share of :func:`scan_topk_parallel`'s parts and the
     call returns when the last share is done, so when another process holds a core the scan waits for the
     scheduler: beside a process spinning on one of 2 cores, 1% queries of 1M rows had a p99 of 8 ms on OpenMP
-    against 0.3-0.6 ms on TBB, whose idle threads (the caller's included) take the parts no thread has started; on
-    an idle machine TBB was as fast or faster (``scripts/bench_threads.py``, docs/benchmarks.md).
+    against 0.3-0.8 ms on TBB, whose idle threads (the caller's included) take the parts no thread has started; on
+    an idle machine the two were within about 10% of each other at p50, either way (``scripts/bench_threads.py``,
+    docs/benchmarks.md).
     numba looks for ``libtbb.so.12`` on the loader's path only, where a virtual environment's lib/ is not; loaded
     here first by its path, it is found by name. Nothing is done where the user chose another layer
     (``NUMBA_THREADING_LAYER``, ``numba.config.THREADING_LAYER``) or the library is not there (numba then uses
