@@ -349,7 +349,7 @@ class IndexStore:
                     cols[k].append(seg.cell_names[seg.cell[rows]] if k == "cell_ids" else getattr(seg, k)[rows])
             merged = {k: np.concatenate(v) for k, v in cols.items()}
             merged["hkey"] = hilbert_key(merged["lon"], merged["lat"])
-            name = self._write_segment(merged, vec, factory)
+            name = self._write_segment(merged, vec, factory, replacing={s.name for s in merging})
             del vec
             shutil.rmtree(tmp)
             man["segments"] = kept + [{"name": name, "rows": n, **Segment.read_entry(self._gen_dir / name)}]
@@ -416,14 +416,17 @@ class IndexStore:
         self.manifest = _read_manifest(self._gen_dir)
         self.segments = _load_segments(self._gen_dir, self.manifest, {s.name: s for s in self.segments})
 
-    def _write_segment(self, cols: dict[str, np.ndarray], vectors: np.ndarray, factory: str | None) -> str:
+    def _write_segment(self, cols: dict[str, np.ndarray], vectors: np.ndarray, factory: str | None,
+                       replacing: Collection[str] = ()) -> str:
+        """Write a segment directory (its ANN index per ``factory``); returns its name. ``replacing``: segments it
+        replaces (a merge), whose IVF lists it does not borrow (:meth:`_trained_ann`)."""
         name = _new_name("seg")
         tmp = self._gen_dir / f".tmp-{name}"
         tmp.mkdir()
         write_segment_files(tmp, cols, vectors)
         seg_vectors = np.load(tmp / "vectors.npy", mmap_mode="r")
         n = len(cols["tile_id"])
-        trained = self._trained_ann(factory)
+        trained = self._trained_ann(factory, replacing)
         if trained is not None and (factory == "auto" and auto_factory(n, self.dim) is None or factory not in (
                 None, "auto") and n < check_factory(factory, self.dim)):
             # beside a larger segment with an IVF index, a smaller one gets its own on that one's lists (without
@@ -447,14 +450,17 @@ class IndexStore:
         fsync_path(self._gen_dir)
         return name
 
-    def _trained_ann(self, factory: str | None) -> tuple[str, faiss.Index, dict] | None:
-        """(factory, index, info) of the largest segment of this generation whose ANN index is an IVF one that a
-        segment asked to have ``factory`` may be filled on (``"auto"``: any; another: that one); None when there is
-        none."""
+    def _trained_ann(self, factory: str | None, replacing: Collection[str] = ()
+                     ) -> tuple[str, faiss.Index, dict] | None:
+        """(factory, index, info) of the largest segment of this generation, not in ``replacing``, whose ANN index is
+        an IVF one that a segment asked to have ``factory`` may be filled on (``"auto"``: any; another: that one);
+        None when there is none."""
         if factory is None:
             return None
         best = None
         for seg in self.segments:
+            if seg.name in replacing:
+                continue
             info = seg.ann_info or {}
             if seg.ann is not None and info.get("param") == "nprobe" and factory in ("auto", info.get("factory")):
                 if best is None or seg.n > best.n:

@@ -190,6 +190,9 @@ def test_a_small_segment_beside_an_ivf_one_gets_an_ivf_index_on_its_lists(tmp_pa
                                       faiss.extract_index_ivf(big.ann).quantizer.reconstruct_n(0, 16))
         _, rows = seg.ann.search(np.ascontiguousarray(seg.vectors), 1, params=faiss.SearchParametersIVF(nprobe=16))
         assert (rows[:, 0] == np.arange(n)).all()  # ids are the segment's row numbers
+    st.compact("auto")  # a rewrite of all of them decides afresh: under 1M rows, exact (the lists it replaces lend none)
+    (whole,) = IndexStore.open(st.root).segments
+    assert whole.n == 4300 and whole.ann is None
 
 
 def test_new_model_builds_beside_old_and_switches_atomically(small):
