@@ -583,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude-own-cell", action="store_true", help="never return tiles of the query's cell")
     s.add_argument("--one-per-cell", action="store_true", help="only the best tile of each ground cell")
     s.add_argument("-k", type=int, default=10, help="number of results (default 10)")
-    s.add_argument("--model", default="default", help="trained model name (WS/checkpoints/NAME)")
+    s.add_argument("--model", help="trained model name (WS/checkpoints/NAME; default: the one the index was built "
+                   "with)")
     s.add_argument("--json", action="store_true", help="print the query, the plan and the hits as JSON")
     s.add_argument("--geojson", help="write the results' footprints with scores (opens in QGIS)")
     s.add_argument("--png", help="write a contact sheet of the query and its results")
@@ -604,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--model", default="default", help="trained model name (WS/checkpoints/NAME)")
+    s.add_argument("--model", help="trained model name (WS/checkpoints/NAME; default: the one the index was built "
+                   "with)")
     s.add_argument("--max-upload-mb", type=float, default=50.0, help="largest uploaded query tile in MB")
     s.set_defaults(func=cmd_serve)
     return p
@@ -631,7 +633,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _eprint(f"warning: --host {args.host} lets other machines query this workspace (there is no authentication)")
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {args.workspace} (model {args.model}, {app.state.health['tiles_indexed']} tiles) on "
+    health = app.state.health
+    print(f"serving {args.workspace} (model {health['model']}, {health['tiles_indexed']} tiles) on "
           f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=["warning", "info", "debug"][min(args.verbose, 2)])
     return EXIT_OK

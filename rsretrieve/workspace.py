@@ -78,9 +78,23 @@ class Workspace:
         """A new connection to the catalog (close it, or use it in a ``with`` block)."""
         return Catalog(self.catalog_path)
 
-    def engine(self, model: str = "default"):  # noqa: ANN201 (QueryEngine, imported lazily: torch is heavy)
-        """The query engine of ``model`` (model and index loaded once per thread and kept; a workspace may be queried
-        from several threads, each with its own engine).
+    def indexed_model(self) -> str:
+        """The name of the model the published index was built with (``rsretrieve index --model NAME``): the model
+        queries use when none is named. ``"default"`` where no index is published or it recorded no name (an index
+        of an earlier version)."""
+        from rsretrieve.index.store import IndexStore
+
+        generation = IndexStore.current_generation(self.index_dir)
+        if generation is None:
+            return "default"
+        try:
+            return IndexStore.manifest_of(self.index_dir, generation).get("model_name") or "default"
+        except (OSError, ValueError, KeyError):  # pruned meanwhile, or damaged: the engine will say what is wrong
+            return "default"
+
+    def engine(self, model: str | None = None):  # noqa: ANN201 (QueryEngine, imported lazily: torch is heavy)
+        """The query engine of ``model`` (default: :meth:`indexed_model`; model and index loaded once per thread and
+        kept; a workspace may be queried from several threads, each with its own engine).
 
         An engine follows every ``rsretrieve index`` run of its own model (:meth:`QueryEngine.refresh`). When
         ``rsretrieve train`` has since replaced the model file and ``rsretrieve index`` has published the index of
@@ -90,6 +104,7 @@ class Workspace:
         from rsretrieve.index.query import QueryEngine
         from rsretrieve.index.store import IndexMismatchError
 
+        model = model or self.indexed_model()
         engines = self._thread_state("engines")
         if model not in engines:
             try:
@@ -166,7 +181,7 @@ class Workspace:
               bbox: tuple[float, float, float, float] | str | None = None, within: str | Path | object = None,
               start: object = None, end: object = None, target_sensors: list[str] | None = None, k: int = 10,
               exclude_own_scene: bool = False, exclude_own_cell: bool = False, one_per_cell: bool = False,
-              model: str = "default"):  # noqa: ANN201
+              model: str | None = None):  # noqa: ANN201
         """Find tiles like an example tile, under region / time / sensor filters.
 
         Args:
@@ -184,7 +199,8 @@ class Workspace:
             k: number of results.
             exclude_own_scene, exclude_own_cell: leave out the query's own scene / ground cell.
             one_per_cell: at most one result per ground cell (its best tile).
-            model: the trained model (``WS/checkpoints/NAME``).
+            model: the trained model (``WS/checkpoints/NAME``); default: the one the index was built with
+                (:meth:`indexed_model`).
 
         Returns:
             :class:`rsretrieve.index.query.QueryResult` with ``query``, ``hits`` (best first) and ``plan``.
@@ -197,7 +213,9 @@ class Workspace:
 
         from rsretrieve.index.query import QueryError, run_query
 
-        if not isinstance(model, str) or not model:  # None or a path object: a TypeError deep in the path join
+        if model is None:
+            model = self.indexed_model()
+        elif not isinstance(model, str) or not model:  # a path object: a TypeError deep in the path join
             raise QueryError(f"model must be the name of a trained model (WS/checkpoints/NAME), got {model!r}")
         within, target_sensors = _region(within), _sensors(target_sensors)
         for name, value in (("start", start), ("end", end)):

@@ -145,12 +145,13 @@ async def _no_query_parameters(request: Request) -> None:
         raise ServiceError(422, f"{request.url.path} takes no query parameters, got {first[:40]!r}{hint}")
 
 
-def create_app(workspace: str | Path, model: str = "default", max_upload_mb: float = 50) -> FastAPI:
+def create_app(workspace: str | Path, model: str | None = None, max_upload_mb: float = 50) -> FastAPI:
     """The service over ``workspace``; the model and the index are loaded here, once.
 
     Args:
         workspace: a workspace with a trained model and its index.
-        model: the model name (``WS/checkpoints/NAME``).
+        model: the model name (``WS/checkpoints/NAME``); default: the one the index was built with
+            (:meth:`rsretrieve.workspace.Workspace.indexed_model`).
         max_upload_mb: largest uploaded query tile, in MB (10^6 bytes).
 
     Raises:
@@ -161,6 +162,10 @@ def create_app(workspace: str | Path, model: str = "default", max_upload_mb: flo
     if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not (
             math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise ValueError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb!r}")
+    if model is None:
+        from rsretrieve.workspace import Workspace
+
+        model = Workspace.open(workspace).indexed_model()
     worker = EngineWorker(workspace, model)
     health = {"status": "ok", "model": model, **worker.call(_engine_health, worker.engine),
               "max_upload_mb": max_upload_mb}

@@ -114,3 +114,26 @@ def test_a_search_with_another_model_than_the_index_names_the_index_model(added,
     index_workspace(ws, "with_l8")
     with pytest.raises(IndexMismatchError, match=r"\(dim 128, indexed as --model with_l8\); this model is"):
         IndexStore.open(ws / "index", expect_model_checksum="0" * 16)
+
+
+def test_queries_default_to_the_model_the_index_was_built_with(added, tmp_path):
+    """After `index --model with_l8`, a query or a service naming no model answers with with_l8 (the default model
+    could only be refused: an index holds one model's vectors)."""
+    from rsretrieve.serve import create_app
+    from rsretrieve.workspace import Workspace
+    from tests.conftest import run_cli
+
+    _, ws, _ = added
+    ws = shutil.copytree(ws, tmp_path / "ws")
+    assert Workspace.open(ws).indexed_model() == "default"
+    index_workspace(ws, "with_l8")
+    w = Workspace.open(ws)
+    assert w.indexed_model() == "with_l8"
+    tile = int(IndexStore.open(ws / "index").segments[0].tile_id[0])
+    assert len(w.query(tile_id=tile, k=3, target_sensors=["landsat8"]).hits) == 3
+    w.close()
+    assert create_app(ws).state.health["model"] == "with_l8"
+    r = run_cli("query", "-w", ws, "--tile-id", str(tile), "-k", "2", "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["hits"]) == 2, r.stderr
+    r = run_cli("query", "-w", ws, "--tile-id", str(tile), "--model", "default")  # named: still checked
+    assert r.returncode == 2 and "indexed as --model with_l8" in r.stderr

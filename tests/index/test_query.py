@@ -193,7 +193,7 @@ def test_api_inputs_of_other_types_and_sizes(small_workspace):
     for kwargs, message in [({"tile_id": True}, "tile_id must be an integer"), ({"tile": 5}, "must be a file path"),
                             ({"tile_id": 1, "k": 2.0}, "k must be a positive integer"),
                             ({"tile_id": 1, "model": "nope"}, "no trained model 'nope'"),
-                            ({"tile_id": 1, "model": None}, "model must be the name of a trained model .*None"),
+                            ({"tile_id": 1, "model": Path("x")}, "model must be the name of a trained model .*x"),
                             ({"tile": path, "point": "74,20"}, "point must be 2 finite numbers"),
                             ({"tile": path, "window": (0, 0, 48)}, "window must be 4 finite numbers")]:
         with pytest.raises(QueryError, match=message):
