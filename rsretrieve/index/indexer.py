@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -151,17 +151,8 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
                 continue
             by_scene[t["scene_id"]].append(t)
         todo = sum(len(v) for v in by_scene.values())
-        buf: dict[str, list] = defaultdict(list)
+        buf = _SegmentBuffer(store, factory, segment_rows)
         done = 0
-
-        def flush() -> None:
-            if buf["tile_id"]:
-                store.add_segment(np.concatenate(buf["vec"]), buf["tile_id"], np.array(buf["lon"]),
-                                  np.array(buf["lat"]), np.array(buf["time"], np.int64), buf["sensor"],
-                                  buf["cell"], buf["scene"], factory=factory)
-                summary["added"] += len(buf["tile_id"])
-                buf.clear()
-
         for sid, rows in sorted(by_scene.items()):
             try:
                 scene = catalog.scene(sid)
@@ -169,21 +160,14 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
                 continue  # already (the catalog check below reports the change)
             arrays = dict(read_scene_tiles(scene, rows, catalog.tile_m))
             vecs = embed_tiles(model, scene["sensor"], [arrays[t["tile_id"]] for t in rows], batch)
-            buf["vec"].append(vecs)
-            for t in rows:
-                buf["tile_id"].append(t["tile_id"])
-                buf["lon"].append(t["lon"])
-                buf["lat"].append(t["lat"])
-                buf["time"].append(TIME_UNKNOWN if t["acquired_ts"] is None else t["acquired_ts"])
-                buf["sensor"].append(t["sensor"])
-                buf["cell"].append(t["cell_id"])
-                buf["scene"].append(sid)
+            buf.add(vecs, [t["tile_id"] for t in rows], [t["lon"] for t in rows], [t["lat"] for t in rows],
+                    [TIME_UNKNOWN if t["acquired_ts"] is None else t["acquired_ts"] for t in rows],
+                    [t["sensor"] for t in rows], [t["cell_id"] for t in rows], [sid] * len(rows))
+            summary["added"] += len(rows)
             done += len(rows)
             if progress:
                 progress(done, todo, scene["key"])
-            if len(buf["tile_id"]) >= segment_rows:
-                flush()
-        flush()
+        buf.flush()
         # an ingest that ran meanwhile added, replaced or removed scenes this run did not see (or saw half): the
         # index is behind the catalog, and the next run catches up
         listed = np.array(sorted(t["tile_id"] for t in tiles), np.int64)
@@ -209,6 +193,34 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
     # the first filtered query after an install would otherwise compile the search kernels (seconds, once)
     summary["warm_up_s"] = round(Searcher(current).warm_up(), 2)
     return summary
+
+
+class _SegmentBuffer:
+    """Rows gathered for ``store``'s next segment: written as one (``add_segment``) once ``rows`` of them are there,
+    and by :meth:`flush` at the end."""
+
+    _KEYS = ("vectors", "tile_ids", "lon", "lat", "time", "sensor_names", "cell_ids", "scene_ids")
+
+    def __init__(self, store: IndexStore, factory: str, rows: int) -> None:
+        self.store, self.factory, self.rows = store, factory, rows
+        self.parts: dict[str, list[np.ndarray]] = defaultdict(list)
+        self.n = 0
+
+    def add(self, *columns: Sequence) -> None:
+        """Add rows: vectors (n, d), then tile ids, lon, lat, time, sensor names, cell ids and scene ids, (n,) each
+        (the arguments of ``IndexStore.add_segment``)."""
+        for key, values in zip(self._KEYS, columns, strict=True):
+            self.parts[key].append(np.asarray(values))
+        self.n += len(columns[1])
+        if self.n >= self.rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows gathered so far as one segment (nothing when there are none)."""
+        if self.n:
+            self.store.add_segment(**{k: np.concatenate(v) for k, v in self.parts.items()}, factory=self.factory)
+            self.parts.clear()
+            self.n = 0
 
 
 def _fingerprints(model: torch.nn.Module) -> dict[str, str]:
@@ -274,19 +286,7 @@ def _reuse_vectors(ws: Path, store: IndexStore, fingerprints: dict[str, str], li
         return
     have = store.indexed_tile_ids()
     table = np.array(current.sensors)
-    buf: dict[str, list] = defaultdict(list)
-
-    def flush() -> None:
-        if buf["tile_id"]:
-            ids = np.concatenate(buf["tile_id"])
-            store.add_segment(np.concatenate(buf["vec"]), ids, np.concatenate(buf["lon"]), np.concatenate(buf["lat"]),
-                              np.concatenate(buf["time"]), np.concatenate(buf["sensor"]),
-                              np.concatenate(buf["cell"]), np.concatenate(buf["scene"]), factory=factory)
-            summary["reused"] += int(ids.size)
-            for name, count in zip(*np.unique(np.concatenate(buf["sensor"]), return_counts=True)):
-                summary["reused_sensors"][str(name)] = summary["reused_sensors"].get(str(name), 0) + int(count)
-            buf.clear()
-
+    buf = _SegmentBuffer(store, factory, segment_rows)
     for seg in current.segments:
         rows = seg.alive_rows()
         names = table[seg.sensor[rows]] if rows.size else np.empty(0, str)
@@ -294,17 +294,13 @@ def _reuse_vectors(ws: Path, store: IndexStore, fingerprints: dict[str, str], li
         for part in np.array_split(rows[keep], max(1, -(-int(keep.sum()) // segment_rows))):
             if not part.size:
                 continue
-            buf["vec"].append(np.asarray(seg.vectors[part]))
-            buf["tile_id"].append(seg.tile_id[part])
-            buf["lon"].append(seg.lon[part])
-            buf["lat"].append(seg.lat[part])
-            buf["time"].append(seg.time[part])
-            buf["sensor"].append(table[seg.sensor[part]])
-            buf["cell"].append(seg.cell_names[seg.cell[part]])
-            buf["scene"].append(seg.scene_id[part])
-            if sum(len(x) for x in buf["tile_id"]) >= segment_rows:
-                flush()
-    flush()
+            sensor = table[seg.sensor[part]]
+            buf.add(np.asarray(seg.vectors[part]), seg.tile_id[part], seg.lon[part], seg.lat[part], seg.time[part],
+                    sensor, seg.cell_names[seg.cell[part]], seg.scene_id[part])
+            summary["reused"] += int(part.size)
+            for name, count in zip(*np.unique(sensor, return_counts=True)):
+                summary["reused_sensors"][str(name)] = summary["reused_sensors"].get(str(name), 0) + int(count)
+    buf.flush()
     if summary["reused"]:
         log.info("reused %d vectors of %s from generation %s (model %s): embedded exactly as by this model",
                  summary["reused"], ", ".join(sorted(summary["reused_sensors"])), current.generation,
