@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -64,3 +68,16 @@ def publish(name: str, lines: list[str], write: bool = True) -> None:
     if write:
         write_section(name, text)
     print(text)
+
+
+@contextmanager
+def scratch_dir(path: str | None, prefix: str) -> Iterator[Path]:
+    """The folder a benchmark builds its indexes in: ``path`` (``--workdir``: created if missing, kept), or a new
+    temporary folder named ``prefix...``, removed at the end."""
+    work = Path(path) if path else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if not path:
+            shutil.rmtree(work, ignore_errors=True)

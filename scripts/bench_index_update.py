@@ -20,7 +20,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from shapely.geometry import box
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_search as B  # noqa: E402
-from _benchdoc import write_section  # noqa: E402
+from _benchdoc import publish, scratch_dir  # noqa: E402
 
 from rsretrieve.index.filters import QueryFilter  # noqa: E402
 from rsretrieve.index.search import Searcher  # noqa: E402
@@ -51,9 +50,7 @@ def main() -> None:
     ap.add_argument("--workdir", help="where the indexes are built (default: a temp dir, removed)")
     ap.add_argument("--no-doc", action="store_true", help="print only, do not touch docs/benchmarks.md")
     args = ap.parse_args()
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_index_update_"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with scratch_dir(args.workdir, "bench_index_update_") as work:
         synth = B.Synth(args.n + args.new, 0)
         t = time.perf_counter()
         base = IndexStore.create(work / "base", B.D, "bench-model")
@@ -131,13 +128,7 @@ def main() -> None:
             lines.append(f"| {label} | {pa[0]:.3f} / {pa[1]:.3f} | {pb[0]:.3f} / {pb[1]:.3f} | {pb[0] / pa[0]:.2f} | "
                          f"{rec[label]['merge all']:.3f} / {rec[label]['size-tiered']:.3f} |")
         lines += ["", f"Command: `python scripts/bench_index_update.py --n {args.n} --new {args.new}`"]
-        md = "\n".join(lines)
-        print(md)
-        if not args.no_doc:
-            print(f"wrote {write_section('index_update', md)}")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+        publish("index_update", lines, write=not args.no_doc)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import re
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ from shapely.geometry import Polygon, box
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _benchdoc import DOC, kept_subsection, write_section  # noqa: E402
+from _benchdoc import DOC, kept_subsection, publish, scratch_dir  # noqa: E402
 
 from rsretrieve.index.filters import QueryFilter  # noqa: E402
 from rsretrieve.index.search import EXACT_MAX_ROWS_128, Searcher  # noqa: E402
@@ -595,9 +594,7 @@ def main() -> None:
         args.n_big = 200_000 if args.n_big == ap.get_default("n_big") else args.n_big
         args.big_factory = "IVF512,PQ32" if args.big_factory == "IVF4096,PQ32" else args.big_factory
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_search_"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with scratch_dir(args.workdir, "bench_search_") as work:
         text1, checks = part1(args, work / "p1")
         met = [c.split(":")[0][2:] for c in checks if c.endswith("**met**")]
         missed = [c.split(":")[0][2:] for c in checks if c.endswith("**NOT met**")]
@@ -609,13 +606,7 @@ def main() -> None:
             parts += ["", kept_part2()]
         elif args.n_big:
             parts += ["", part2(args, work / "p2")]
-        md = "\n".join(parts)
-        print(md)
-        if not args.no_doc:
-            print(f"wrote {write_section('search', md)}")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+        publish("search", parts, write=not args.no_doc)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _benchdoc import write_section  # noqa: E402
+from _benchdoc import publish, scratch_dir  # noqa: E402
 
 SETTINGS = {"omp": {"NUMBA_THREADING_LAYER": "omp"}, "tbb": {"NUMBA_THREADING_LAYER": "tbb"},
             "1 thread": {"NUMBA_NUM_THREADS": "1"}}
@@ -93,8 +91,7 @@ def main() -> None:
         return child(Path(args.child), args.nq, tuple(float(v) for v in args.sweep.split(",")))
     import bench_search as B
 
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_threads_"))
-    try:
+    with scratch_dir(args.workdir, "bench_threads_") as work:
         index = work / "index"
         if not (index / "current").exists():
             B.build(work, B.Synth(args.n, 0), f"IVF{4 * int(np.sqrt(args.n))},Flat")
@@ -129,13 +126,7 @@ def main() -> None:
                 lines.append(f"| {name}{', busy' if busy else ''} | " + " | ".join(cells) + " |")
         lines += ["", f"Command: `python scripts/bench_threads.py --n {args.n} --rounds {args.rounds} --sweep "
                   f"{args.sweep}`"]
-        md = "\n".join(lines)
-        print(md)
-        if not args.no_doc:
-            print(f"wrote {write_section('threads', md)}")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+        publish("threads", lines, write=not args.no_doc)
 
 
 if __name__ == "__main__":
