@@ -71,13 +71,15 @@ class Segment:
         """Memory-map the segment at ``path`` as its manifest ``entry`` describes it; with ``base`` (the same
         segment loaded before) only the file of removed rows is read."""
         if base is None:
+            from rsretrieve.index.ann import read_ann  # ann imports this module
+
             cols = {k: np.asarray(np.load(path / f"{k}.npy", mmap_mode="r"))
                     for k in ("hkey", "tile_id", "lon", "lat", "time", "sensor", "cell", "scene_id", "cells")}
             vectors = np.asarray(np.load(path / "vectors.npy", mmap_mode="r"))
             if vectors.shape != (cols["tile_id"].size, dim):
                 raise ValueError(f"segment {path} holds vectors of shape {vectors.shape}, manifest says dim {dim}")
             info = entry.get("ann")
-            ann = faiss.read_index(str(path / info["file"])) if info else None
+            ann = read_ann(path / info["file"]) if info else None
             codes = _load_codes(path, vectors.shape)
         else:
             cols = {k: getattr(base, k) for k in ("hkey", "tile_id", "lon", "lat", "time", "sensor", "cell",

@@ -44,7 +44,7 @@ import faiss
 import numpy as np
 
 from rsretrieve.files import fsync_path, run_lock, write_atomic
-from rsretrieve.index.ann import auto_factory, build_ann, check_factory
+from rsretrieve.index.ann import auto_factory, build_ann, check_factory, read_trained
 from rsretrieve.index.hilbert import HILBERT_ORDER, hilbert_key
 from rsretrieve.index.segment import Segment, write_segment_files
 
@@ -454,7 +454,7 @@ class IndexStore:
                      ) -> tuple[str, faiss.Index, dict] | None:
         """(factory, index, info) of the largest segment of this generation, not in ``replacing``, whose ANN index is
         an IVF one that a segment asked to have ``factory`` may be filled on (``"auto"``: any; another: that one);
-        None when there is none."""
+        None when there is none. ``index`` is a copy of it read again with empty lists (:func:`read_trained`)."""
         if factory is None:
             return None
         best = None
@@ -467,8 +467,8 @@ class IndexStore:
                     best = seg
         if best is None:
             return None
-        return best.ann_info["factory"], best.ann, {**best.ann_info, "lists_of": best.ann_info.get("lists_of",
-                                                                                                    best.name)}
+        return best.ann_info["factory"], read_trained(best.path / best.ann_info["file"]), {
+            **best.ann_info, "lists_of": best.ann_info.get("lists_of", best.name)}
 
     def _collect_garbage(self) -> None:
         live = {e["name"]: e for e in self.manifest["segments"]}
