@@ -234,7 +234,7 @@ class CrossSensorTask(LightningModule):
         """
         if stage != "fit" or not self.hparams["pretrained"] or not isinstance(self.model, CrossSensorEncoder):
             return
-        datasets = getattr(getattr(self._trainer, "datamodule", None), "datasets", None) or {}
+        datasets = getattr(getattr(self.trainer, "datamodule", None), "datasets", None) or {}  # attached by now
         train = datasets.get("train")
         if train is None:  # a data module of another kind: nothing to check against
             return
