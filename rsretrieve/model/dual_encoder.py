@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rsretrieve.model.encoder import save_atomic
+from rsretrieve.model.encoder import check_spec, save_atomic, spec_fingerprint
 from rsretrieve.sensors.registry import get_sensor
 
 
@@ -81,11 +81,16 @@ class DualEncoder(nn.Module):
     def config(self) -> dict[str, Any]:
         """Plain-typed constructor arguments (for checkpoints)."""
         return {"kind": self.kind, "sensors": self.sensors, "embed_dim": self.embed_dim, "width": self.width,
-                "temperature": self.temperature_init}
+                "temperature": self.temperature_init,
+                "specs": {name: spec_fingerprint(get_sensor(name)) for name in self.sensors}}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DualEncoder:
-        """Build an (untrained) baseline from :meth:`config`."""
+        """Build an (untrained) baseline from :meth:`config`, checking that the specs did not change (as
+        :meth:`rsretrieve.model.encoder.CrossSensorEncoder.from_config` does; files without ``specs``, of older
+        versions, are not checked)."""
+        for name, facts in config.get("specs", {}).items():
+            check_spec(name, facts)
         return cls(list(config["sensors"]), embed_dim=config["embed_dim"], width=config["width"],
                    temperature=config["temperature"])
 

@@ -36,14 +36,54 @@ log = logging.getLogger(__name__)
 
 
 def spec_fingerprint(spec: SensorSpec) -> dict[str, Any]:
-    """Plain-typed facts of a spec that the branch weights depend on (stored in checkpoints, checked on load)."""
+    """Plain-typed facts of a spec that the branch weights depend on (stored in checkpoints, checked on load).
+
+    ``mean`` and ``std`` are the per-band normalisation statistics: tiles are normalised with the registered spec's
+    (:func:`rsretrieve.data.tiles.normalise`), so a model loaded after they were edited would embed other inputs
+    than it was trained on, silently. Checkpoints written before they were part of the fingerprint lack them and
+    load unchecked for them (:func:`check_spec`).
+    """
     return {
         "family": spec.family,
         "bands": list(spec.band_names),
         "center_nm": [b.center_nm for b in spec.bands],
         "valid": [b.valid for b in spec.bands],
         "polarization": [b.polarization for b in spec.bands],
+        "mean": [b.mean for b in spec.bands],
+        "std": [b.std for b in spec.bands],
     }
+
+
+#: what each fingerprint field is, for messages
+_FACTS = {"family": "family", "bands": "band names", "center_nm": "centre wavelength (nm)", "valid": "validity",
+          "polarization": "polarisation", "mean": "normalisation mean", "std": "normalisation std"}
+
+
+def check_spec(name: str, facts: dict[str, Any]) -> None:
+    """Raise ValueError (one line) when the registered spec of sensor ``name`` differs from ``facts``, the
+    :func:`spec_fingerprint` a model was trained with, naming the spec file and the first fact that changed.
+
+    Only the fields present in ``facts`` are compared: a checkpoint of an older version, written before a field
+    joined the fingerprint, still loads.
+    """
+    spec = get_sensor(name)
+    now = spec_fingerprint(spec)
+    for key, old in facts.items():
+        new = now.get(key)
+        if new == old:
+            continue
+        what = _FACTS.get(key, key)
+        if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and key != "bands":
+            i = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
+            change = f"{what} of band {spec.bands[i].name}: {old[i]} in the model, {new[i]} now"
+        else:
+            change = f"{what}: {_show(old)} in the model, {_show(new)} now"
+        raise ValueError(f"sensor {name!r}: the registered spec ({spec.source or 'registered in code'}) differs from "
+                         f"the one the model was trained with ({change}); restore the spec or retrain the model")
+
+
+def _show(v: Any) -> str:
+    return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -228,10 +268,7 @@ class CrossSensorEncoder(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> CrossSensorEncoder:
         """Build an (untrained) encoder from :meth:`config`, checking that the specs did not change."""
         for name, facts in config.get("specs", {}).items():
-            now = spec_fingerprint(get_sensor(name))
-            if now != facts:
-                raise ValueError(f"sensor {name!r}: the registered spec differs from the one the model was trained "
-                                 f"with (bands, wavelengths, validity or polarisation)")
+            check_spec(name, facts)
         return cls(list(config["sensors"]), dim=config["dim"], embed_dim=config["embed_dim"],
                    head=dict(config["head"]), temperature=config["temperature"], branch=dict(config["branch"]))
 
