@@ -66,8 +66,10 @@ def test_each_model_is_tested_on_the_split_of_its_own_config(ws4, report):
     cells3, tiles3 = expected_split(ws4, S3, split_seed=3)
     assert cells0 != cells3  # the two seeds make different splits here, so the test can tell them apart
     split = {n: m["split"] for n, m in report["models"].items()}
+    # seed3's pairs have baselines on the reference split; with_l8's Landsat 8 pairs only on its own split
     assert split == {"default": "default", "big_batch": "default", "seed3": "seed3", "with_l8": "with_l8",
-                     "untrained": "default", "band_stats": "default"}
+                     "untrained": "default", "band_stats": "default", "untrained@with_l8": "with_l8",
+                     "band_stats@with_l8": "with_l8"}
     assert report["splits"]["seed3"]["cells"] == cells3 and report["splits"]["seed3"]["tiles"] == tiles3
     assert report["splits"]["seed3"]["settings"]["split_seed"] == 3
     assert report["splits"]["default"]["models"] == ["default", "big_batch"]
@@ -92,6 +94,13 @@ def test_a_model_with_an_added_sensor_gets_its_pairs_and_the_others_keep_theirs(
         assert v["gallery"] == tiles4[p.split("->")[1]] and v["queries"] > 0, p
     for name in ("default", "big_batch", "seed3", "untrained", "band_stats"):
         assert set(report["models"][name]["pairs"]) == pairs(S3), name
+    # the baselines of the pairs the reference split lacks: on with_l8's split, where its own rows are measured
+    for name in ("untrained@with_l8", "band_stats@with_l8"):
+        assert set(report["models"][name]["pairs"]) == pairs(S4) - pairs(S3), name
+        for p, v in report["models"][name]["pairs"].items():
+            assert v["gallery"] == tiles4[p.split("->")[1]] and v["queries"] == m["pairs"][p]["queries"], (name, p)
+    # with_l8 was trained from scratch (no model.pretrained): its untrained baseline is a random initialisation
+    assert report["models"]["untrained@with_l8"]["kind"] == "ours (random init)"
 
 
 def test_the_table_says_which_split_each_model_used(report):
@@ -101,11 +110,14 @@ def test_the_table_says_which_split_each_model_used(report):
            "tested on it)" in lines[0]
     assert any(ln.startswith("  split seed3 (split_seed 3): ") and ln.endswith("; models seed3") for ln in lines)
     assert any(ln.startswith("  split with_l8 (sensors sentinel1, sentinel2, enmap, landsat8): ") for ln in lines)
+    assert ("pairs that the reference split's baselines lack are measured on the split of the model that reports "
+            "them: untrained@with_l8, band_stats@with_l8") in lines
     rows = [ln.split() for ln in lines if ln.split() and ln.split()[0] in report["models"] and "->" in ln]
     assert {(r[0], r[1]) for r in rows} == {("default", "default"), ("big_batch", "default"), ("seed3", "seed3"),
                                             ("with_l8", "with_l8"), ("untrained", "default"),
-                                            ("band_stats", "default")}
-    assert len(rows) == 6 * 5 + 12
+                                            ("band_stats", "default"), ("untrained@with_l8", "with_l8"),
+                                            ("band_stats@with_l8", "with_l8")}
+    assert len(rows) == 6 * 5 + 12 + 6 * 2
     json.dumps(report)
 
 
