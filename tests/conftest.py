@@ -114,6 +114,25 @@ def save_untrained_model(ws, name: str = "default", seed: int = 0, sensors=None)
     return path
 
 
+def save_user_sensor_model(ws, spec) -> Path:
+    """WS/checkpoints/with_px/model.pt: a model of S1 + S2 extended with a branch for ``spec``, a sensor of the
+    user's own (registered only while the model is made and saved)."""
+    from rsretrieve.model.encoder import CrossSensorEncoder
+    from rsretrieve.sensors.registry import register_sensor, unregister_sensor
+
+    register_sensor(spec)
+    try:
+        model = CrossSensorEncoder(["sentinel1", "sentinel2"], dim=32)
+        model.freeze_shared()
+        model.add_sensor(spec.name)
+        path = Path(ws) / "checkpoints" / "with_px" / "model.pt"
+        path.parent.mkdir(parents=True)
+        model.save(path)
+    finally:
+        unregister_sensor(spec.name)
+    return path
+
+
 def make_workspace(root, scenes: int = 2, seed: int = 5, size_m: float = 1920, index: bool = True) -> Path:
     """Synth + ingest (+ an untrained model and its index): a small real workspace for query tests."""
     from rsretrieve.data.catalog import Catalog

@@ -12,8 +12,8 @@ from rsretrieve.data.catalog import Catalog
 from rsretrieve.model.checkpoint import load_model
 from rsretrieve.model.encoder import CrossSensorEncoder
 from rsretrieve.sensors.base import load_spec
-from rsretrieve.sensors.registry import DEFAULT_SENSOR_DIR, _REGISTRY, get_sensor, register_sensor, unregister_sensor
-from tests.conftest import run_cli
+from rsretrieve.sensors.registry import DEFAULT_SENSOR_DIR, _REGISTRY, get_sensor
+from tests.conftest import run_cli, save_user_sensor_model
 
 
 @pytest.fixture
@@ -94,16 +94,7 @@ def test_index_with_a_user_sensor_whose_yaml_statistics_were_edited_is_one_line_
     yaml_path = sensors / "planetx.yaml"
     text = (DEFAULT_SENSOR_DIR / "landsat8.yaml").read_text().replace("name: landsat8", "name: planetx")
     yaml_path.write_text(text)
-    register_sensor(load_spec(yaml_path))
-    try:
-        model = CrossSensorEncoder(["sentinel1", "sentinel2"], dim=32)
-        model.freeze_shared()
-        model.add_sensor("planetx")
-        path = tmp_path / "ws" / "checkpoints" / "with_px" / "model.pt"
-        path.parent.mkdir(parents=True)
-        model.save(path)
-    finally:
-        unregister_sensor("planetx")
+    path = save_user_sensor_model(tmp_path / "ws", load_spec(yaml_path))
     with Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480):
         pass
     assert "std: 0.090}" in text

@@ -6,25 +6,15 @@ import pytest
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.model.checkpoint import load_model
-from rsretrieve.model.encoder import CrossSensorEncoder
-from rsretrieve.sensors.registry import get_sensor, register_sensor, unregister_sensor
-from tests.conftest import run_cli
+from rsretrieve.sensors.registry import get_sensor
+from tests.conftest import run_cli, save_user_sensor_model
 
 
 @pytest.fixture
 def model_of_a_user_sensor(tmp_path):
     """WS/checkpoints/with_px/model.pt with a branch for 'planetx', registered only while it is saved."""
-    register_sensor(replace(get_sensor("landsat8"), name="planetx", source=str(tmp_path / "planetx.yaml")))
-    try:
-        model = CrossSensorEncoder(["sentinel1", "sentinel2"], dim=32)
-        model.freeze_shared()
-        model.add_sensor("planetx")
-        path = tmp_path / "ws" / "checkpoints" / "with_px" / "model.pt"
-        path.parent.mkdir(parents=True)
-        model.save(path)
-    finally:
-        unregister_sensor("planetx")
-    return path
+    return save_user_sensor_model(tmp_path / "ws", replace(get_sensor("landsat8"), name="planetx",
+                                                          source=str(tmp_path / "planetx.yaml")))
 
 
 def test_loading_it_is_a_value_error_naming_the_file_the_sensor_and_the_variable(model_of_a_user_sensor):
