@@ -1,9 +1,12 @@
-"""The catalog at archive scale: removing or replacing a scene finds its R*Tree entries by the boxes of its tile
-footprints (the R*Tree cannot look up its tile_id column: a delete by tile id scanned every entry, 1.3 s per scene
-at a million tiles), and leaves the R*Tree exactly as a full scan would."""
+"""The catalog at archive scale: removing or replacing a scene finds its R*Tree entries by id (2 * tile_id + part,
+in catalogs that wrote them so) or by the boxes of its tile footprints (entries with automatic ids, as catalogs
+written before have), never by its tile_id column (the R*Tree cannot look it up: a delete by tile id scanned every
+entry, 1.3 s per scene at a million tiles), and leaves the R*Tree exactly as a full scan would."""
 
+import random
 import sqlite3
 
+import pytest
 from shapely.geometry import MultiPolygon, box
 
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
@@ -35,6 +38,24 @@ def _rtree(cat):
     return sorted(tuple(r) for r in cat.conn.execute("SELECT * FROM tile_rtree"))
 
 
+def _automatic_ids(cat, first=None):
+    """Rewrite the R*Tree as catalogs written before the ids 2 * tile_id + part have it: the same entries with
+    automatic ids in the order they were written (here shuffled), from ``first`` on when given."""
+    rows = cat.conn.execute("SELECT min_lon, max_lon, min_lat, max_lat, tile_id FROM tile_rtree").fetchall()
+    random.Random(0).shuffle(rows)
+    with cat.transaction() as c:
+        c.execute("DELETE FROM tile_rtree")
+        if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'scene_rtree'").fetchone():
+            c.execute("DELETE FROM scene_rtree")
+        if first is not None and rows:
+            c.execute("INSERT INTO tile_rtree VALUES (?,?,?,?,?,?)", (first, *rows.pop()))
+        c.executemany("INSERT INTO tile_rtree (min_lon, max_lon, min_lat, max_lat, tile_id) VALUES (?,?,?,?,?)", rows)
+
+
+#: a catalog whose scenes have R*Tree ids 2 * tile_id + part, or automatic ids (written before them)
+FORMATS = ("by_id", "automatic")
+
+
 def _steps(cat, fn):
     """SQLite virtual-machine steps (in thousands) that ``fn`` makes on the catalog's connection."""
     n = [0]
@@ -51,28 +72,40 @@ def _steps(cat, fn):
     return n[0]
 
 
-def test_removing_a_scene_costs_the_same_in_a_catalog_ten_times_larger(tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_removing_a_scene_costs_the_same_in_a_catalog_ten_times_larger(tmp_path, fmt):
     steps = []
     for n_others in (2, 20):
         with Catalog(tmp_path / f"c{n_others}.sqlite", tile_m=480) as cat:
             for j in range(n_others):
                 cat.write_scene(*_scene(f"/s{j}.tif", lon0=1.0 + j))
             cat.write_scene(*_scene("/gone.tif", lon0=0.5))
+            if fmt == "automatic":
+                _automatic_ids(cat)
             steps.append(_steps(cat, lambda: cat.remove_scene("/gone.tif")))
             assert len(_rtree(cat)) == 400 * n_others
     # a scan of every R*Tree entry made it grow with the catalog (about 10x here)
     assert steps[1] < 2 * steps[0] + 5, steps
 
 
-def test_remove_and_replace_leave_the_rtree_of_the_other_scenes_as_it_was(tmp_path):
+@pytest.mark.parametrize("fmt", ("by_id", "automatic", "mixed"))
+def test_remove_and_replace_leave_the_rtree_of_the_other_scenes_as_it_was(tmp_path, fmt):
     with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
         cat.write_scene(*_scene("/keep.tif", lon0=179.9025))
         cat.write_scene(*_scene("/beside.tif", lon0=179.9025, lat0=50.05))  # overlaps /across.tif's box
+        if fmt == "mixed":  # the other scenes written before the ids, /across.tif after
+            _automatic_ids(cat)
         keep = _rtree(cat)
         cat.write_scene(*_scene("/across.tif", lon0=179.9025, lat0=50.02))  # tiles across the antimeridian
+        if fmt == "automatic":
+            _automatic_ids(cat)
+            keep = [r for r in _rtree(cat) if r[-1] <= 800]
         assert len(keep) == 2 * (400 + 20)
         assert len(_rtree(cat)) == len(keep) + 400 + 20  # one column of tiles in two parts
         cat.write_scene(*_scene("/across.tif", lon0=179.9025, lat0=50.03, n=60))  # replaced
+        if fmt == "automatic":
+            _automatic_ids(cat)
+            keep = [r for r in _rtree(cat) if r[-1] <= 800]
         assert len(_rtree(cat)) == len(keep) + 60 + 3
         assert cat.remove_scene("/across.tif")
         assert _rtree(cat) == keep
@@ -80,13 +113,16 @@ def test_remove_and_replace_leave_the_rtree_of_the_other_scenes_as_it_was(tmp_pa
         assert {r[-1] for r in keep} == ids
 
 
-def test_a_scene_whose_footprints_do_not_parse_is_still_removed_whole(tmp_path):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_scene_whose_footprints_do_not_parse_is_still_removed_whole(tmp_path, fmt):
     with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
         cat.write_scene(*_scene("/keep.tif", lon0=10.0))
-        keep = _rtree(cat)
         scene, tiles = _scene("/odd.tif", lon0=10.0, lat0=50.01)
         tiles[7].footprint = "not wkt"
         cat.write_scene(scene, tiles)
+        if fmt == "automatic":
+            _automatic_ids(cat)
+        keep = [r for r in _rtree(cat) if r[-1] <= 400]
         assert cat.remove_scene("/odd.tif")
         assert _rtree(cat) == keep
     con = sqlite3.connect(tmp_path / "c.sqlite")
@@ -95,12 +131,15 @@ def test_a_scene_whose_footprints_do_not_parse_is_still_removed_whole(tmp_path):
     con.close()
 
 
-def test_the_rtree_deletes_of_a_scene_removal_look_boxes_up(tmp_path):
-    """Every statement a removal runs on the R*Tree constrains its box columns (an R*Tree query plan
-    ``INDEX 2:<constraints>``), none scans it whole (``INDEX 2:`` with no constraint)."""
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_rtree_deletes_of_a_scene_removal_look_ids_or_boxes_up(tmp_path, fmt):
+    """Every statement a removal runs on the R*Tree looks entries up by id (an R*Tree query plan ``INDEX 1:``) or
+    constrains its box columns (``INDEX 2:<constraints>``), none scans it whole (``INDEX 2:`` with no constraint)."""
     with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
         cat.write_scene(*_scene("/keep.tif", lon0=10.0))
         cat.write_scene(*_scene("/gone.tif", lon0=10.0, lat0=50.01))
+        if fmt == "automatic":
+            _automatic_ids(cat)
         sql = []
         cat.conn.set_trace_callback(sql.append)
         try:
@@ -111,8 +150,63 @@ def test_the_rtree_deletes_of_a_scene_removal_look_boxes_up(tmp_path):
         assert on_rtree
         for s in on_rtree:
             plan = [r[3] for r in cat.conn.execute("EXPLAIN QUERY PLAN " + s)]
-            scans = [p for p in plan if p.startswith("SCAN tile_rtree VIRTUAL TABLE INDEX 2:")]
+            scans = [p for p in plan if p.startswith("SCAN tile_rtree VIRTUAL TABLE INDEX")]
             assert scans and all(p != "SCAN tile_rtree VIRTUAL TABLE INDEX 2:" for p in scans), (s, plan)
+            by_id = all(p == "SCAN tile_rtree VIRTUAL TABLE INDEX 1:" for p in scans)
+            assert by_id == (fmt == "by_id"), (s, plan)
+
+
+def test_new_scenes_have_rtree_ids_from_their_tile_ids_and_are_removed_without_reading_footprints(
+        tmp_path, monkeypatch):
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        cat.write_scene(*_scene("/keep.tif", lon0=10.0, n=30))
+        cat.write_scene(*_scene("/gone.tif", lon0=179.9025, n=40))  # two of its tiles across the antimeridian
+        ids = {}
+        for rid, tile_id in cat.conn.execute("SELECT id, tile_id FROM tile_rtree"):
+            ids.setdefault(tile_id, []).append(rid)
+        ids = {t: sorted(v) for t, v in ids.items()}
+        assert ids == {t: [2 * t] for t in range(1, 31)} | {
+            t: [2 * t, 2 * t + 1] if (t - 30) % 20 == 0 else [2 * t] for t in range(31, 71)}
+        keep = _rtree(cat)[:30]
+
+        def no_parsing(footprints):
+            raise AssertionError("footprints parsed for a scene whose R*Tree ids are known")
+
+        monkeypatch.setattr("rsretrieve.data.catalog._rtree_windows", no_parsing)
+        assert cat.remove_scene("/gone.tif")
+        assert _rtree(cat) == keep
+        assert cat.conn.execute("SELECT COUNT(*) FROM scene_rtree").fetchone()[0] == 1  # /keep.tif's
+
+
+def test_automatic_ids_above_twice_the_next_tile_id_keep_new_scenes_on_automatic_ids(tmp_path):
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        cat.write_scene(*_scene("/old.tif", lon0=10.0, n=30))
+        _automatic_ids(cat, first=1000)  # ids 1000..1029: 2 * tile_id would collide from tile 500 on
+        cat.write_scene(*_scene("/new.tif", lon0=11.0, n=30))  # tiles 31..60
+        assert cat.conn.execute("SELECT COUNT(*) FROM scene_rtree").fetchone()[0] == 0
+        assert [r[0] for r in cat.conn.execute("SELECT id FROM tile_rtree WHERE tile_id > 30 ORDER BY id")
+                ] == list(range(1030, 1060))
+        keep = [r for r in _rtree(cat) if r[-1] <= 30]
+        assert cat.remove_scene("/new.tif")
+        assert _rtree(cat) == keep
+
+
+def test_a_scene_with_ids_whose_entries_changed_since_is_still_removed_whole(tmp_path):
+    """Fewer entries found by id than were written (one written again with an automatic id here, one deleted): the
+    rest are looked up by box, and the full scan runs only if still fewer are found."""
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        cat.write_scene(*_scene("/keep.tif", lon0=10.0))
+        cat.write_scene(*_scene("/gone.tif", lon0=10.0, lat0=50.01))
+        keep = _rtree(cat)[:400]
+        cat.conn.execute("INSERT INTO tile_rtree (min_lon, max_lon, min_lat, max_lat, tile_id) SELECT min_lon,"
+                         " max_lon, min_lat, max_lat, tile_id FROM tile_rtree WHERE id = ?", (2 * 401,))
+        cat.conn.execute("DELETE FROM tile_rtree WHERE id = ?", (2 * 401,))
+        assert cat.remove_scene("/gone.tif")
+        assert _rtree(cat) == keep
+        cat.write_scene(*_scene("/gone.tif", lon0=10.0, lat0=50.01))
+        cat.conn.execute("DELETE FROM tile_rtree WHERE id = ?", (2 * 1000,))
+        assert cat.remove_scene("/gone.tif")
+        assert _rtree(cat) == keep
 
 
 def _reference_tiles(cat, where="", args=()):
