@@ -440,7 +440,7 @@ def _output_path(value: str | None, flag: str, suffix: str | None) -> Path | Non
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from rsretrieve.index.query import QueryError
+    from rsretrieve.index.query import QueryError, score_decimals
     from rsretrieve.index.store import IndexMismatchError
     from rsretrieve.workspace import Workspace, WorkspaceError
 
@@ -474,13 +474,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
     if args.json:
-        print(json.dumps(res.to_dict(), indent=2))
+        res.write_json(sys.stdout)
         return EXIT_OK
     print(f"query: {q.origin} ({q.sensor}{', ' + q.cell_id if q.cell_id else ''}); "
           f"search: {plan['mode']} over {plan['candidates']} candidate tiles")
-    print(f"{'rank':>4} {'score':>7} {'sensor':<13} {'acquired':<20} {'cell':<24} {'tile':>7}  scene")
+    # 4 decimals, more where two neighbours that differ would print alike: a printed tie is a real one
+    d = score_decimals([h.score for h in hits])
+    w = max(7, d + 3)
+    print(f"{'rank':>4} {'score':>{w}} {'sensor':<13} {'acquired':<20} {'cell':<24} {'tile':>7}  scene")
     for h in hits:
-        print(f"{h.rank:>4} {h.score:>7.4f} {h.sensor:<13} {h.acquired or '-':<20} {h.cell_id:<24} "
+        print(f"{h.rank:>4} {h.score:>{w}.{d}f} {h.sensor:<13} {h.acquired or '-':<20} {h.cell_id:<24} "
               f"{h.tile_id:>7}  {Path(h.scene).name}")
     if not hits:
         print("  (no tile matches the filter)")

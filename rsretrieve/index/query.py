@@ -7,19 +7,26 @@ with ``window=(col, row, width, height)`` that pixel window.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
-from rasterio.transform import array_bounds, rowcol
+from rasterio.crs import CRS
+from rasterio.transform import Affine, array_bounds, rowcol
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.polygon import orient
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.discover import SceneSource, discover
-from rsretrieve.data.grid import Cell, transformer, wrap_near
+from rsretrieve.data.grid import Cell, to_lonlat, transformer, wrap_near
 from rsretrieve.data.ingest import cell_window, check_sar_units, scene_extent
 from rsretrieve.data.scene import SceneError, clip_window, nodata_value, open_scene
 from rsretrieve.data.tiles import read_scene_tiles, window_has_valid_pixels
@@ -75,6 +82,94 @@ class Hit:
 _HIT_FIELDS = tuple(f.name for f in fields(Hit))
 
 
+def output_scores(scores: Sequence[float]) -> list[float]:
+    """Scores as the JSON and GeoJSON outputs write them: each the shortest decimal that reads back as its float32.
+
+    A score is a float32 inner product (the same number whichever path computed it); as a Python float it prints
+    with 16-17 digits, of which only the first 7-9 mean anything (0.8123456835746765 is the float32 0.8123457).
+    Fixed rounding (6 digits) would write two different scores alike, 0.81234567 and 0.81234573 both as 0.812346,
+    while their ranks differ, and a reader sorting by score would see a tie that is not one. The shortest
+    round-trip decimal never makes different scores equal and keeps equal ones equal, and
+    ``numpy.float32(written) == numpy.float32(hit.score)`` for every hit.
+
+    Args:
+        scores: the hits' scores, any length.
+
+    Returns:
+        Python floats, whose ``repr`` (what ``json`` writes) is that decimal: at most 9 significant digits.
+    """
+    # numpy prints a float32 as the shortest decimal that reads back as it (Dragon4), for a whole array at once
+    return [float(t) for t in np.asarray(scores, dtype=np.float32).astype(str).tolist()]
+
+
+#: what ``json.dumps`` writes a str as (ascii, escaped): the json module's own C function
+_json_str = json.encoder.encode_basestring_ascii
+
+
+def hits_json(hits: Sequence[Hit], *, role: str | None = None, footprint: bool = True) -> Iterator[str]:
+    """Each hit as the JSON text ``json.dumps`` writes of its dict, scores as :func:`output_scores` gives them.
+
+    The same text, made faster (100 000 hits: 0.8 s, against 1.4 s for a dict each and ``json.dumps``): a scene's
+    fields (sensor, date, id, key) are encoded once for all its hits, the rest is put in a template; a hit whose
+    fields are not of the plain types the template writes as ``json`` does (a numpy number, a non-finite
+    coordinate) is left to ``json.dumps``.
+
+    Args:
+        hits: best first.
+        role: a ``"role"`` member first (the GeoJSON properties' ``"hit"``), or none.
+        footprint: whether the ``footprint`` member is written (not in GeoJSON properties: it is the geometry).
+
+    Yields:
+        One compact JSON object per hit, in the order of :meth:`Hit.to_dict` (after ``role``).
+    """
+    head = f'{{"role": {_json_str(role)}, "rank": ' if role is not None else '{"rank": '
+    scenes: dict[tuple, tuple[str, str]] = {}
+    for h, score in zip(hits, output_scores([h.score for h in hits])):
+        # exact types: a subclass (bool, numpy.float64) may print otherwise in an f-string than json prints it
+        if not (type(h.rank) is int and type(h.tile_id) is int and type(h.scene_id) is int
+                and type(h.lon) is float and type(h.lat) is float and type(h.sensor) is str
+                and type(h.cell_id) is str and type(h.scene) is str and type(h.footprint) is str
+                and (h.acquired is None or type(h.acquired) is str)
+                and math.isfinite(h.lon) and math.isfinite(h.lat) and math.isfinite(score)):
+            d = {"role": role} if role is not None else {}
+            d.update(h.to_dict(), score=score)
+            if not footprint:
+                del d["footprint"]
+            yield json.dumps(d)
+            continue
+        key = (h.sensor, h.acquired, h.scene_id, h.scene)
+        sc = scenes.get(key)
+        if sc is None:  # "sensor" and "cell_id" stand between them: the text either side of the cell id
+            sc = scenes[key] = (f', "sensor": {_json_str(h.sensor)}, "cell_id": ',
+                                f', "acquired": {"null" if h.acquired is None else _json_str(h.acquired)}, '
+                                f'"scene_id": {h.scene_id}, "scene": {_json_str(h.scene)}, "lon": ')
+        fp = f', "footprint": {_json_str(h.footprint)}}}' if footprint else "}"
+        yield (f'{head}{h.rank}, "tile_id": {h.tile_id}, "score": {score!r}{sc[0]}{_json_str(h.cell_id)}'
+               f'{sc[1]}{h.lon!r}, "lat": {h.lat!r}{fp}')
+
+
+def score_decimals(scores: Sequence[float], least: int = 4, most: int = 12) -> int:
+    """Decimals to print a column of scores (best first) with: ``least``, or the fewest more that print no two
+    neighbours alike that differ as float32, so a printed tie is a real one (up to ``most``: scores within
+    1e-12 of each other, only near 0, may still print alike).
+
+    Args:
+        scores: the hits' scores, best first.
+        least: the decimals a column has at least (4 for the table, 3 under the tiles of a contact sheet).
+        most: the most it gets.
+    """
+    s = np.asarray(scores, dtype=np.float32).astype(np.float64)  # the float32 values, exactly
+    a, b = s[:-1], s[1:]
+    # neighbours further apart than two units of the last decimal print apart anyway: only the others are looked at
+    close = (a != b) & (np.abs(a - b) < 2 * 10.0 ** -least)
+    pairs = list(zip(a[close].tolist(), b[close].tolist()))
+    for d in range(least, most):
+        pairs = [(x, y) for x, y in pairs if f"{x:.{d}f}" == f"{y:.{d}f}"]  # those that still print alike
+        if not pairs:
+            return d
+    return most
+
+
 @dataclass
 class QueryTile:
     """The query: its normalised pixels, sensor and where it came from."""
@@ -88,6 +183,9 @@ class QueryTile:
     acquired: str | None = None
     #: catalog key of the scene a file query was cut from (looked up for ``exclude_own_scene``)
     scene_key: str | None = None
+    #: the ground the tile shows, WKT in EPSG:4326 as a hit's ``footprint`` (split at the antimeridian); None when
+    #: unknown (a query tile made by hand): the result files then show no query footprint
+    footprint: str | None = None
 
 
 def tile_from_catalog(catalog: Catalog, tile_id: int) -> QueryTile:
@@ -102,7 +200,8 @@ def tile_from_catalog(catalog: Catalog, tile_id: int) -> QueryTile:
         why = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e).splitlines()[0]
         raise QueryError(f"cannot read tile {tile_id} ({t['sensor']}) from its scene file: {why} (moved, "
                          f"deleted or damaged since it was ingested)") from None
-    return QueryTile(arr, t["sensor"], f"tile {tile_id}", tile_id, t["scene_id"], t["cell_id"], scene["acquired"])
+    return QueryTile(arr, t["sensor"], f"tile {tile_id}", tile_id, t["scene_id"], t["cell_id"], scene["acquired"],
+                     footprint=t["footprint"])
 
 
 def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
@@ -153,8 +252,9 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
             raise QueryError(_outside(point, p, sc))
         window = win  # as ingest cuts it (lon/lat cells next to 180 degrees included)
         cid = cell.id
+        footprint = cell.footprint().wkt  # the catalog's footprint of the cell, as ingest writes it
     else:
-        cid = None
+        cid = footprint = None
     if window is None:
         window = (0, 0, sc.width, sc.height)
     c0, r0, ww, hh = window
@@ -180,7 +280,19 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
     tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh, "cell_id": cid}
     _, arr = next(read_scene_tiles(scene, [tile], tile_m))
     when = sc.acquired.strftime("%Y-%m-%dT%H:%M:%SZ") if sc.acquired else None
-    return QueryTile(arr, sc.spec.name, str(p), cell_id=cid, acquired=when, scene_key=src.key)
+    if footprint is None:  # the window asked for (it may reach past the file's edge: its tile shows nodata there)
+        footprint = _window_footprint(sc.transform, sc.crs, (c0, r0, ww, hh)).wkt
+    return QueryTile(arr, sc.spec.name, str(p), cell_id=cid, acquired=when, scene_key=src.key, footprint=footprint)
+
+
+def _window_footprint(transform: Affine, crs: CRS, window: tuple[int, int, int, int]) -> Polygon | MultiPolygon:
+    """A pixel window's outline in EPSG:4326 (counter-clockwise, split at the antimeridian), drawn as ingest draws
+    a cell's: its corners through the file's affine transform (any rotation kept), edges densified in the file's
+    CRS."""
+    c0, r0, w, h = window
+    corners = [transform @ (c, r) for c, r in ((c0, r0), (c0 + w, r0), (c0 + w, r0 + h), (c0, r0 + h))]
+    # a north-up file's rows run south: its corners in this order go clockwise, and a south-up file's the other way
+    return to_lonlat(orient(Polygon(corners), 1.0), crs)
 
 
 def _outside(point: tuple[float, float], path: Path, sc: object) -> str:
@@ -336,11 +448,40 @@ class QueryResult:
     plan: dict
 
     def to_dict(self) -> dict:
+        """The query (its footprint WKT as a hit's, or None), the plan and the hits, scores as
+        :func:`output_scores` writes them."""
+        hits = [h.to_dict() for h in self.hits]
+        for h, score in zip(hits, output_scores([h.score for h in self.hits])):
+            h["score"] = score
+        return {**self._head(), "hits": hits}
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as JSON text: indented, each hit on one line (see :meth:`write_json`)."""
+        buf = io.StringIO()
+        self.write_json(buf)
+        return buf.getvalue()[:-1]
+
+    def write_json(self, f: TextIO) -> None:
+        """Write :meth:`to_json` and a newline to ``f`` (what ``rsretrieve query --json`` prints), a hit at a time.
+
+        Each hit compact on its own line (:func:`hits_json`), not indented field by field: json's indent is pure
+        Python (only compact text has its C encoder); with a dict made of every hit first and the whole text built
+        before printing, writing 100 000 hits took 2.0-2.3 s and 0.4 GB more memory (1.2 s now).
+        """
+        head = json.dumps(self._head(), indent=2)  # ends with the plan's "}" and the document's "\n}"
+        f.write(head[:-2] + ',\n  "hits": [')
+        sep = "\n    "
+        for line in hits_json(self.hits):
+            f.write(sep)
+            f.write(line)
+            sep = ",\n    "
+        f.write("\n  ]\n}\n" if self.hits else "]\n}\n")
+
+    def _head(self) -> dict:
         q = self.query
         return {"query": {"origin": q.origin, "sensor": q.sensor, "tile_id": q.tile_id, "cell_id": q.cell_id,
-                          "acquired": q.acquired},
-                "plan": {"mode": self.plan["mode"], "candidates": self.plan["candidates"]},
-                "hits": [h.to_dict() for h in self.hits]}
+                          "acquired": q.acquired, "footprint": q.footprint},
+                "plan": {"mode": self.plan["mode"], "candidates": self.plan["candidates"]}}
 
 
 def _positive_k(k: object) -> int:

@@ -2,7 +2,10 @@
 
 * optical: true colour from the spec's ``rgb_bands`` (reflectance 0..0.3 stretched, gamma 1/1.8);
 * SAR: false colour R = VV, G = VH, B = VV - VH (dB, fixed ranges), the usual Sentinel-1 composite;
-* hyperspectral: true colour from the bands the spec names (EnMAP: 667, 561, 492 nm).
+* hyperspectral: true colour from the bands the spec names (EnMAP: B048, B030, B016 at 667, 561, 492 nm). These are
+  the bands nearest Sentinel-2's B04/B03/B02 (665, 560, 492 nm) on purpose: a common true-colour choice (torchgeo's
+  EnMAP ``rgb_bands``, SNAP's 665/560/490 nm profiles for MERIS and OLCI), and the tiles of both sensors of one cell
+  look alike on a contact sheet of cross-sensor hits, which bands at 640/550/460 nm would not give.
 
 The stretches are fixed, not per tile, so that tiles on one sheet compare: dark water stays dark beside bright
 fields. Nodata pixels (outside the scene, or nodata in the file) are transparent in :func:`quicklook` with

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shapely.geometry import shape
+from shapely import wkt
+from shapely.geometry import Polygon, shape
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.index.query import QueryError
@@ -69,8 +70,13 @@ def test_query_by_file_point_finds_its_own_tile_first(small_workspace, tmp_path)
     assert out["query"]["cell_id"] == t["cell_id"] == top["cell_id"] and top["tile_id"] == t["tile_id"]
     assert top["score"] == pytest.approx(1.0, abs=1e-4)  # the same pixels as the indexed tile
     gj = json.loads((tmp_path / "r.geojson").read_text())
-    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == 3
+    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == 4
+    assert [f["properties"]["role"] for f in gj["features"]] == ["hit", "hit", "hit", "query"]
     assert shape(gj["features"][0]["geometry"]).contains(shape({"type": "Point", "coordinates": [t["lon"], t["lat"]]}))
+    # the query's own footprint, last: its cell's, as the catalog has it (the same ground as the top hit)
+    assert gj["features"][-1]["properties"]["cell_id"] == t["cell_id"]
+    assert shape(gj["features"][-1]["geometry"]).equals(wkt.loads(t["footprint"]))
+    assert out["query"]["footprint"] == t["footprint"]
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -298,3 +304,171 @@ def test_an_index_generation_gone_while_opened_keeps_the_engines_snapshot(small_
     current.write_text(real)
     assert [(h.tile_id, h.score) for h in api.query(tile_id=1, k=5).hits] == before
     api.close()
+
+
+def _s2_file(path, transform, crs, height=96, width=96):
+    import rasterio
+
+    data = np.random.default_rng(0).integers(500, 3000, (12, height, width)).astype("uint16")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", count=12, height=height, width=width, dtype="uint16", crs=crs,
+                       transform=transform, nodata=0) as dst:
+        dst.write(data)
+    return path
+
+
+def test_a_query_by_tile_id_or_by_a_point_of_a_file_carries_the_catalog_footprint_of_its_cell(small_workspace):
+    ws = Workspace.open(small_workspace)
+    try:
+        with ws.catalog() as cat:
+            t = cat.tiles("t.sensor = 'sentinel1' AND t.coverage = 1.0")[0]
+            scene = cat.scene(t["scene_id"])
+        assert ws.query(tile_id=t["tile_id"], k=1).query.footprint == t["footprint"]
+        res = ws.query(scene["files"]["*"], point=(t["lon"], t["lat"]), k=1)
+        assert res.query.cell_id == t["cell_id"] and res.query.footprint == t["footprint"]
+        # the whole file: the scene's footprint (ingest draws it with more points per edge: equal to 1e-6 of its area)
+        fp, sfp = wkt.loads(ws.query(scene["files"]["*"], k=1).query.footprint), wkt.loads(scene["footprint"])
+        assert fp.symmetric_difference(sfp).area < 1e-6 * sfp.area
+        res = ws.query(tile_id=t["tile_id"], k=2)
+        assert res.to_dict()["query"]["footprint"] == t["footprint"]  # in `query --json` as a hit's footprint
+    finally:
+        ws.close()
+
+
+def test_a_pixel_window_of_a_file_in_another_crs_has_the_footprint_of_that_window(tmp_path):
+    """A LAEA (EPSG:3035) file: the window's corners, taken through the file's transform to lon/lat, are its
+    footprint's (right-hand rule), and the edges between them are densified as a cell's are."""
+    from pyproj import Transformer
+    from rasterio.transform import from_origin
+    from shapely import is_ccw
+
+    from rsretrieve.index.query import tile_from_file
+
+    x, y = Transformer.from_crs(4326, 3035, always_xy=True).transform(12.0, 50.0)
+    f = _s2_file(tmp_path / "S2A_MSIL2A_20200101T100000_laea.tif", from_origin(x - 3000, y + 600, 10, 10),
+                 "EPSG:3035", 120, 400)
+    q = tile_from_file(f, 480.0, window=(100, 20, 48, 60))
+    fp = wkt.loads(q.footprint)
+    to_ll = Transformer.from_crs(3035, 4326, always_xy=True)
+    corners = [to_ll.transform(x - 3000 + 10 * c, y + 600 - 10 * r) for c, r in ((100, 20), (148, 20), (148, 80),
+                                                                                  (100, 80))]
+    assert fp.geom_type == "Polygon" and is_ccw(fp.exterior) and len(fp.exterior.coords) == 33
+    for c in corners:
+        assert min(np.hypot(px - c[0], py - c[1]) for px, py in fp.exterior.coords) < 1e-9
+    assert fp.area == pytest.approx(Polygon(corners).area, rel=1e-4)
+    # the whole file, and a window reaching past its east edge (the tile shows nodata there): the window asked for
+    whole = wkt.loads(tile_from_file(f, 480.0).footprint)
+    assert whole.contains(fp) and whole.area == pytest.approx(fp.area * (400 * 120) / (48 * 60), rel=1e-3)
+    past = wkt.loads(tile_from_file(f, 480.0, window=(380, 0, 48, 48)).footprint)
+    assert not whole.contains(past) and past.intersection(whole).area == pytest.approx(past.area * 20 / 48, rel=1e-3)
+
+
+def test_a_lonlat_file_across_the_antimeridian_has_a_footprint_split_there_and_its_points_the_catalogs(tmp_path):
+    from rasterio.transform import from_origin
+
+    from rsretrieve.data.ingest import ingest
+    from rsretrieve.index.query import tile_from_file
+
+    f = _s2_file(tmp_path / "q" / "S2A_MSIL2A_20200101T100000_am.tif", from_origin(179.99, -17.0, 0.0001, 0.0001),
+                 "EPSG:4326", 100, 200)  # 179.99 .. 180.01 E
+    whole = wkt.loads(tile_from_file(f, 480.0).footprint)
+    assert whole.geom_type == "MultiPolygon" and len(whole.geoms) == 2
+    assert sorted(round(g.bounds[0], 6) for g in whole.geoms) == [-180.0, 179.99]
+    assert sum(g.area for g in whole.geoms) == pytest.approx(0.02 * 0.01, rel=1e-6)
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        assert ingest([f], cat).added == 1
+        tiles = {t["cell_id"]: t["footprint"] for t in cat.tiles()}
+    for lon in (179.995, -179.995):
+        q = tile_from_file(f, 480.0, point=(lon, -17.005))
+        assert q.footprint == tiles[q.cell_id]
+
+
+def test_scores_are_written_as_the_shortest_decimal_that_reads_back_as_their_float32():
+    from rsretrieve.index.query import output_scores
+
+    a = float(np.float32(0.8123456835746765))
+    b = float(np.nextafter(np.float32(a), np.float32(0)))  # the float32 just below it: another score
+    out = output_scores([a, b, b, 1.0000001192092896, 0.25, -0.1, 1e-9])
+    # 7 digits tell a from b (6 would write both as 0.812346); b and b stay one value
+    assert out == [0.8123457, 0.8123456, 0.8123456, 1.0000001, 0.25, -0.1, 1e-9]
+    assert [np.float32(v) for v in out] == [np.float32(v) for v in (a, b, b, 1.0000001192092896, 0.25, -0.1, 1e-9)]
+    assert output_scores([]) == []
+
+
+def test_a_score_column_gets_the_decimals_that_keep_different_neighbours_apart_and_ties_equal():
+    from rsretrieve.index.query import score_decimals
+
+    assert score_decimals([0.9, 0.5, 0.5]) == 4  # a real tie prints as one
+    assert score_decimals([0.12345, 0.12335]) == 4
+    # 0.81234567 and 0.81234573 are different float32 numbers: 0.8123 / 0.8123, 0.8123457 / 0.8123457, then apart
+    assert score_decimals([0.9, 0.81234567, 0.81234573, 0.5, 0.5]) == 8
+    assert score_decimals([0.81234567, 0.81234573], least=3) == 8 and score_decimals([0.91, 0.9], least=3) == 3
+    assert score_decimals([]) == 4 and score_decimals([0.5]) == 4
+
+
+def _hit(rank, score, **kw):
+    from rsretrieve.index.query import Hit
+
+    return Hit(**{"rank": rank, "tile_id": 10 + rank, "score": score, "sensor": "sentinel2", "cell_id": "33N_480m_r1_c2",
+                  "acquired": "2020-06-04T05:46:39Z", "scene_id": 1, "scene": "/a/S2.tif", "lon": 13.7,
+                  "lat": 48.2, "footprint": "POLYGON ((13.7 48.2, 13.8 48.2, 13.8 48.3, 13.7 48.2))", **kw})
+
+
+def test_the_query_table_prints_neighbouring_scores_that_differ_apart_and_ties_alike(small_workspace, monkeypatch,
+                                                                                      capsys):
+    from rsretrieve import cli
+    from rsretrieve.index.query import QueryResult, QueryTile
+
+    scores = [float(np.float32(s)) for s in (0.9, 0.81234567, 0.81234573, 0.5, 0.5)]  # float32, as searches give
+    res = QueryResult(QueryTile(np.zeros((2, 4, 4), np.float32), "sentinel1", "tile 7"),
+                      [_hit(i + 1, s) for i, s in enumerate(scores)], {"mode": "exact", "candidates": 5})
+    monkeypatch.setattr(Workspace, "query", lambda self, *a, **kw: res)
+    assert cli.main(["query", "--workspace", str(small_workspace), "--tile-id", "7"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == ["rank", "score"]
+    printed = [line.split()[1] for line in lines[2:7]]
+    assert printed == ["0.89999998", "0.81234568", "0.81234574", "0.50000000", "0.50000000"]
+
+
+def test_query_json_is_to_dict_with_one_hit_a_line_and_short_scores(small_workspace, capsys):
+    from rsretrieve import cli
+
+    ws = Workspace.open(small_workspace)
+    try:
+        res = ws.query(tile_id=3, k=20)
+    finally:
+        ws.close()
+    assert cli.main(["query", "--workspace", str(small_workspace), "--tile-id", "3", "-k", "20", "--json"]) == 0
+    text = capsys.readouterr().out
+    assert json.loads(text) == res.to_dict() and text == res.to_json() + "\n"
+    lines = text.splitlines()
+    # the query and the plan indented as before, then each hit compact on a line of its own (json's indent, pure
+    # Python, took 2.8 s of `-k 100000` field by field)
+    hit_lines = [line for line in lines if line.startswith('    {"rank": ')]
+    assert len(hit_lines) == len(res.hits) == 20 and len(lines) == len(res.hits) + 16
+    assert [json.loads(line.rstrip(","))["tile_id"] for line in hit_lines] == [h.tile_id for h in res.hits]
+    for h, d in zip(res.hits, json.loads(text)["hits"]):
+        # the float32 score, in at most 9 significant digits (not 1.0000001192092896)
+        assert np.float32(d["score"]) == np.float32(h.score)
+        assert len(repr(d["score"]).lstrip("-").replace("0.", "", 1).lstrip("0").replace(".", "")) <= 9
+    empty = json.loads(type(res)(res.query, [], res.plan).to_json())
+    assert empty["hits"] == [] and empty["query"]["tile_id"] == 3
+
+
+def test_hits_json_is_what_json_dumps_writes_for_every_kind_of_value():
+    """The template of ``hits_json`` against ``json.dumps`` of the hit's dict: quotes, backslashes and non-ASCII in
+    a path, no date, negative and integral coordinates, and the types the template leaves to ``json.dumps``."""
+    from rsretrieve.index.query import hits_json, output_scores
+
+    hits = [_hit(1, 0.8123456835746765), _hit(2, 0.5, scene='/d/Zürich "x"\\y\t.tif', acquired=None, lon=-180.0),
+            _hit(3, -0.25, lon=np.float64(13.7), lat=1e-7), _hit(4, 0.1, lon=float("nan")),
+            _hit(5, 1e-9, cell_id="c\u00e9")]
+    for role, footprint in ((None, True), ("hit", False)):
+        want = []
+        for h, s in zip(hits, output_scores([h.score for h in hits])):
+            d = {"role": role} if role else {}
+            d.update(h.to_dict(), score=s)
+            if not footprint:
+                del d["footprint"]
+            want.append(json.dumps(d))
+        assert list(hits_json(hits, role=role, footprint=footprint)) == want

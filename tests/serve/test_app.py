@@ -11,6 +11,8 @@ import rasterio
 from fastapi.testclient import TestClient
 from PIL import Image
 from rasterio.windows import Window
+from shapely import wkt
+from shapely.geometry import shape
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.tiles import read_scene_tiles
@@ -86,8 +88,12 @@ def test_query_by_tile_id_equals_brute_force_under_sensor_and_bbox_filters(clien
     assert r.status_code == 200, r.text
     fc = r.json()
     assert fc["type"] == "FeatureCollection" and fc["query"]["tile_id"] == t["tile_id"]
-    props = [f["properties"] for f in fc["features"]]
+    props = [f["properties"] for f in fc["features"] if f["properties"]["role"] == "hit"]
     assert len(props) == 4
+    # then the query tile's own footprint, as the --geojson file has it: the catalog's footprint of its cell
+    q = fc["features"][-1]
+    assert len(fc["features"]) == 5 and q["properties"]["role"] == "query" and q["properties"]["tile_id"] == t["tile_id"]
+    assert shape(q["geometry"]).equals(wkt.loads(t["footprint"]))
     assert all(p["sensor"] == "sentinel2" and w <= p["lon"] <= e and s <= p["lat"] <= n for p in props)
     scores = [p["score"] for p in props]
     assert scores == sorted(scores, reverse=True) and [p["rank"] for p in props] == [1, 2, 3, 4]
@@ -111,7 +117,7 @@ def test_within_geojson_object_filters_hits(client, s1_tile):
         [lon - 0.002, lat + 0.002], [lon - 0.002, lat - 0.002]]]}}
     r = _query(client, t["tile_id"], {"within": poly, "k": 10})
     assert r.status_code == 200, r.text
-    cells = {f["properties"]["cell_id"] for f in r.json()["features"]}
+    cells = {f["properties"]["cell_id"] for f in r.json()["features"] if f["properties"]["role"] == "hit"}
     assert cells == {t["cell_id"]}  # 480 m cells: only the query's own cell has its centre within ~200 m
 
 
@@ -131,7 +137,12 @@ def test_query_by_uploaded_tile_finds_the_tile_it_was_cut_from(client, s1_tile, 
     assert r.status_code == 200, r.text
     fc = r.json()
     top = fc["features"][0]["properties"]
-    assert len(fc["features"]) == 3 and fc["query"]["sensor"] == "sentinel1"
+    assert len(fc["features"]) == 4 and fc["query"]["sensor"] == "sentinel1"
+    # the uploaded tile's footprint last (the whole file: the window of the cell it was cut from), named as the query
+    q = fc["features"][-1]
+    assert q["properties"]["role"] == "query" and q["properties"]["origin"] == fc["query"]["origin"]
+    assert q["properties"]["origin"].startswith("uploaded tile")
+    assert shape(q["geometry"]).symmetric_difference(wkt.loads(t["footprint"])).area < 1e-6 * shape(q["geometry"]).area
     assert top["tile_id"] == t["tile_id"] and top["score"] == pytest.approx(1.0, abs=1e-4)  # the same pixels
     assert fc["query"]["acquired"] == scene["acquired"]  # from the GeoTIFF's tags
     assert "rsretrieve-upload" not in r.text and str(tmp_path) not in r.text
@@ -142,7 +153,8 @@ def test_query_by_uploaded_tile_finds_the_tile_it_was_cut_from(client, s1_tile, 
 def test_uploaded_tile_with_target_sensor_and_window(client, s1_upload):
     r = _query(client, filters={"k": 2, "target_sensors": ["enmap"], "window": [0, 0, 24, 24]}, upload=s1_upload)
     assert r.status_code == 200, r.text
-    assert [f["properties"]["sensor"] for f in r.json()["features"]] == ["enmap", "enmap"]
+    assert [(f["properties"]["role"], f["properties"]["sensor"]) for f in r.json()["features"]] == [
+        ("hit", "enmap"), ("hit", "enmap"), ("query", "sentinel1")]
 
 
 def _not_georeferenced(tmp_path):

@@ -42,3 +42,25 @@ def test_a_contact_sheet_interrupted_while_written_leaves_the_earlier_sheet_whol
         pass
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.png"]  # no temporary file left either
+
+
+def test_contact_sheet_captions_print_neighbouring_scores_that_differ_apart(small_workspace, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import numpy as np
+
+    import rsretrieve.viz.results as results
+    from rsretrieve.workspace import Workspace
+
+    ws = Workspace.open(small_workspace)
+    try:
+        res = ws.query(tile_id=1, k=3)
+    finally:
+        ws.close()
+    # float32 scores, as searches give them: 0.812345 and 0.812346 read alike at 3 decimals, and at 5
+    scores = [float(np.float32(s)) for s in (0.9, 0.812346, 0.812345)]
+    hits = [replace(h, score=s) for h, s in zip(res.hits, scores)]
+    seen = {}
+    monkeypatch.setattr(results, "contact_sheet", lambda path, query, items, title="": seen.update(items=items) or path)
+    results.write_png(tmp_path / "s.png", small_workspace, res.query, hits)
+    assert [c.split()[1] for _, _, c in seen["items"]] == ["0.900000", "0.812346", "0.812345"]
