@@ -40,7 +40,8 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 def _model_colours(models: dict[str, Any]) -> dict[str, str]:
     out, spare = {}, iter(_SPARE * 4)
     for name, m in models.items():
-        key = name if name in ("untrained", "band_stats") else str(m.get("kind", name))
+        base = name.partition("@")[0]  # untrained@SPLIT, band_stats@SPLIT: an added sensor's baselines
+        key = base if base in ("untrained", "band_stats") else str(m.get("kind", name))
         out[name] = MODEL_COLOURS.get(key) or next(spare)
     return out
 

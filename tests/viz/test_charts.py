@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsretrieve.viz.charts import embedding_projection, pca_2d, recall_chart, subsample
+from rsretrieve.viz.charts import MODEL_COLOURS, _model_colours, embedding_projection, pca_2d, recall_chart, subsample
 
 SENSORS = ["sentinel1", "sentinel2", "enmap"]
 
@@ -40,6 +40,17 @@ def test_recall_chart_tolerates_a_missing_pair_and_refuses_an_empty_report(tmp_p
     assert _png_size(recall_chart(report, tmp_path / "r.png"))[0] == "PNG"
     with pytest.raises(ValueError, match="no model with results"):
         recall_chart({"models": {"default": {"kind": "ours", "pairs": {}}}}, tmp_path / "e.png")
+
+
+def test_an_added_sensors_baselines_take_the_baselines_colours():
+    """evaluate names the baselines of an added sensor's pairs untrained@SPLIT and band_stats@SPLIT."""
+    models = {"default": {"kind": "ours"}, "untrained": {"kind": "ours (random init)"},
+              "band_stats": {"kind": "per-band mean/std + ridge map"}, "with_l8": {"kind": "ours"},
+              "untrained@with_l8": {"kind": "ours (random init; pairs of landsat8: ...)"},
+              "band_stats@with_l8": {"kind": "per-band mean/std + ridge map"}}
+    colours = _model_colours(models)
+    assert colours["untrained@with_l8"] == colours["untrained"] == MODEL_COLOURS["untrained"]
+    assert colours["band_stats@with_l8"] == colours["band_stats"] == MODEL_COLOURS["band_stats"]
 
 
 def test_pca_puts_the_dominant_direction_on_the_first_axis():
