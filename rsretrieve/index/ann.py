@@ -125,6 +125,20 @@ def read_ann(path: Path) -> faiss.Index:
     return index
 
 
+def touch_lists(index: faiss.Index) -> int:
+    """Read a byte of every page of an index's memory-mapped inverted lists (:func:`read_ann`), so that a service's
+    first queries do not each pay the page faults of the lists they probe first (a fresh process's first 200
+    queries at 30% selectivity: p99 39 ms against 1.3 ms); 40 ms for a 1M-vector IVF4096,Flat index whose file is in
+    the page cache. Returns the bytes mapped (0: lists not mapped)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    if not isinstance(lists, faiss.OnDiskInvertedLists) or not lists.totsize:
+        return 0
+    mapped = faiss.rev_swig_ptr(lists.ptr, lists.totsize)
+    int(mapped[::4096].sum())  # one read per 4 KiB page
+    return int(lists.totsize)
+
+
 def read_trained(path: Path) -> faiss.Index:
     """The ANN index at ``path``, trained, with its inverted lists emptied, in memory (a segment's own
     :func:`read_ann` copy is mapped read-only and cannot be cloned or reset): what :func:`build_ann` fills for a

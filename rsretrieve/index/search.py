@@ -41,7 +41,7 @@ import numpy as np
 from shapely.geometry import box
 
 from rsretrieve.index import kernels
-from rsretrieve.index.ann import ann_params, ann_search
+from rsretrieve.index.ann import ann_params, ann_search, touch_lists
 from rsretrieve.index.filters import CompiledFilter, QueryFilter
 from rsretrieve.index.segment import Segment
 from rsretrieve.index.store import IndexStore
@@ -139,11 +139,16 @@ class Searcher:
 
     def warm_up(self) -> float:
         """Compile the kernels of filtered search (:mod:`rsretrieve.index.kernels`) for this index's column types,
-        or load them from numba's cache, with a few tiny queries, so that a user's first query does not pay for
-        it; returns the seconds it took (0 without numba or segments)."""
-        if not kernels.AVAILABLE or not self.segments:
-            return 0.0
+        or load them from numba's cache, with a few tiny queries, and page in the ANN indexes' memory-mapped lists
+        (:func:`rsretrieve.index.ann.touch_lists`), so that a user's first queries do not pay for either; returns
+        the seconds it took."""
         t0 = time.perf_counter()
+        if not self.gpu:  # the memory-mapped IVF lists paged in (a GPU copy holds its own)
+            for seg in self.segments:
+                if seg.ann is not None:
+                    touch_lists(seg.ann)
+        if not kernels.AVAILABLE or not self.segments:
+            return time.perf_counter() - t0
         seg = self.segments[0]
         q = np.ascontiguousarray(seg.vectors[:1], dtype=np.float32)
         lon, lat, d = float(seg.lon[0]), float(seg.lat[0]), 1e-3

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rsretrieve.index.ann import touch_lists
 from rsretrieve.index.filters import QueryFilter
 from rsretrieve.index.hilbert import hilbert_key
 from rsretrieve.index.search import Searcher
@@ -213,7 +214,11 @@ def test_ann_lists_are_memory_mapped_and_answer_as_when_read(tmp_path):
     params = faiss.SearchParametersIVF(nprobe=4)
     for got, want in zip(seg.ann.search(q, 10, params=params), read.search(q, 10, params=params)):
         np.testing.assert_array_equal(got, want)
-    res = Searcher(IndexStore.open(st.root), exact_max_rows=100).search(q, 10)
+    searcher = Searcher(IndexStore.open(st.root), exact_max_rows=100)
+    searcher.warm_up()  # pages the mapped lists in (a service's first queries would pay their page faults)
+    assert touch_lists(seg.ann) == (seg.path / seg.ann_info["file"]).stat().st_size
+    assert touch_lists(read) == 0  # lists read into memory: nothing mapped
+    res = searcher.search(q, 10)
     assert res.plan["mode"] == "ann"
     np.testing.assert_array_equal(res.tile_ids, seg.tile_id[read.search(q, 10, params=faiss.SearchParametersIVF(
         nprobe=seg.ann_info["width"]))[1]])
