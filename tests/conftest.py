@@ -88,6 +88,37 @@ def write_tif(path, data, crs="EPSG:32633", origin=(500_000.0, 5_000_000.0), res
     return path
 
 
+def s2_file(path, transform, crs, height=96, width=96):
+    """A 12-band uint16 Sentinel-2 L2A GeoTIFF of random reflectances on ``transform`` in ``crs`` (nodata 0)."""
+    import numpy as np
+    import rasterio
+
+    data = np.random.default_rng(0).integers(500, 3000, (12, height, width)).astype("uint16")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", count=12, height=height, width=width, dtype="uint16", crs=crs,
+                       transform=transform, nodata=0) as dst:
+        dst.write(data)
+    return path
+
+
+def sqlite_steps(cat, fn) -> int:
+    """SQLite virtual-machine steps (in thousands) that ``fn`` makes on the catalog ``cat``'s connection: a cost that
+    does not depend on the machine's speed or load."""
+    n = [0]
+
+    def tick():
+        n[0] += 1
+        return 0
+
+    cat.conn.set_progress_handler(tick, 1000)
+    try:
+        fn()
+    finally:
+        cat.conn.set_progress_handler(None, 0)
+    return n[0]
+
+
 def s1_scene(path, seed=0, size=96, **kw):
     """A plausible 2-band Sentinel-1 dB scene (float32)."""
     import numpy as np

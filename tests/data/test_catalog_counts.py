@@ -9,6 +9,7 @@ import pytest
 from shapely.geometry import box
 
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
+from tests.conftest import sqlite_steps
 
 SENSORS = ("sentinel1", "sentinel2", "enmap")
 
@@ -172,22 +173,6 @@ def test_a_catalog_written_before_the_counts_gets_them_on_first_open(tmp_path):
         assert _same(cat)["sensors"]["enmap"]["tiles"] == 3
 
 
-def _steps(cat, fn):
-    """SQLite virtual-machine steps (in thousands) that ``fn`` makes on the catalog's connection."""
-    n = [0]
-
-    def tick():
-        n[0] += 1
-        return 0
-
-    cat.conn.set_progress_handler(tick, 1000)
-    try:
-        fn()
-    finally:
-        cat.conn.set_progress_handler(None, 0)
-    return n[0]
-
-
 def test_counts_cost_the_same_in_a_catalog_ten_times_larger(tmp_path):
     rnd = random.Random(1)
     steps = []
@@ -198,6 +183,6 @@ def test_counts_cost_the_same_in_a_catalog_ten_times_larger(tmp_path):
                 cat.write_scene(*_scene(f"/s{j}.tif", SENSORS[j % 3], cells, rnd, day=1 + j))
                 cat.write_labels([(f"c{i}", "corine", 1, "k", 0.5, f"/lc{j}.tif") for i in cells])
             assert cat.counts()["tiles"] == 400 * n_scenes
-            steps.append(_steps(cat, cat.counts))
+            steps.append(sqlite_steps(cat, cat.counts))
     # grouping the tiles and labels made it grow with the catalog (about 10x here, 1.4 s at a million tiles)
     assert steps[1] < 2 * steps[0] + 5, steps

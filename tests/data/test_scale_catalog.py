@@ -10,6 +10,7 @@ import pytest
 from shapely.geometry import MultiPolygon, box
 
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
+from tests.conftest import sqlite_steps
 
 
 def _scene(key, lon0, n=400, lat0=50.0, footprint=None):
@@ -56,22 +57,6 @@ def _automatic_ids(cat, first=None):
 FORMATS = ("by_id", "automatic")
 
 
-def _steps(cat, fn):
-    """SQLite virtual-machine steps (in thousands) that ``fn`` makes on the catalog's connection."""
-    n = [0]
-
-    def tick():
-        n[0] += 1
-        return 0
-
-    cat.conn.set_progress_handler(tick, 1000)
-    try:
-        fn()
-    finally:
-        cat.conn.set_progress_handler(None, 0)
-    return n[0]
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_removing_a_scene_costs_the_same_in_a_catalog_ten_times_larger(tmp_path, fmt):
     steps = []
@@ -82,7 +67,7 @@ def test_removing_a_scene_costs_the_same_in_a_catalog_ten_times_larger(tmp_path,
             cat.write_scene(*_scene("/gone.tif", lon0=0.5))
             if fmt == "automatic":
                 _automatic_ids(cat)
-            steps.append(_steps(cat, lambda: cat.remove_scene("/gone.tif")))
+            steps.append(sqlite_steps(cat, lambda: cat.remove_scene("/gone.tif")))
             assert len(_rtree(cat)) == 400 * n_others
     # a scan of every R*Tree entry made it grow with the catalog (about 10x here)
     assert steps[1] < 2 * steps[0] + 5, steps

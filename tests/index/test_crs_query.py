@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
@@ -13,18 +12,9 @@ from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.ingest import ingest
 from rsretrieve.data.tiles import read_scene_tiles
 from rsretrieve.index.query import QueryError, tile_from_file
-from tests.conftest import run_cli
+from tests.conftest import run_cli, s2_file
 
 S2 = "S2A_MSIL2A_20200101T100000"
-
-
-def _s2(path, transform, crs, height=96, width=96):
-    data = np.random.default_rng(0).integers(500, 3000, (12, height, width)).astype("uint16")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", count=12, height=height, width=width, dtype="uint16", crs=crs,
-                       transform=transform, nodata=0) as dst:
-        dst.write(data)
-    return path
 
 
 def _catalog_tile(tmp_path, path, cell_id):
@@ -40,7 +30,7 @@ def _catalog_tile(tmp_path, path, cell_id):
 
 
 def _antimeridian_file(tmp_path):
-    return _s2(tmp_path / "q" / f"{S2}_am.tif", from_origin(179.99, -17.0, 0.0001, 0.0001), "EPSG:4326", 100, 200)
+    return s2_file(tmp_path / "q" / f"{S2}_am.tif", from_origin(179.99, -17.0, 0.0001, 0.0001), "EPSG:4326", 100, 200)
 
 
 @pytest.mark.parametrize("lon", [179.995, -179.995])
@@ -58,7 +48,7 @@ def test_a_point_in_the_other_zone_of_a_laea_file_across_a_zone_border_is_its_ca
     """A 4 km EPSG:3035 file across 12 E is tiled in zone 32 (its centre's); a point east of 12 E was put in a
     zone-33 cell, with a window of other ground than the catalog's tile of that point."""
     x, y = Transformer.from_crs(4326, 3035, always_xy=True).transform(12.0, 50.0)
-    f = _s2(tmp_path / "q" / f"{S2}_laea.tif", from_origin(x - 3000, y + 600, 10, 10), "EPSG:3035", 120, 400)
+    f = s2_file(tmp_path / "q" / f"{S2}_laea.tif", from_origin(x - 3000, y + 600, 10, 10), "EPSG:3035", 120, 400)
     q = tile_from_file(f, 480.0, point=(12.01, 49.999))
     x, y = Transformer.from_crs(4326, 32632, always_xy=True).transform(12.01, 49.999)
     assert q.cell_id == f"32N_480m_r{int(y // 480)}_c{int(x // 480)}"
@@ -69,7 +59,7 @@ def test_a_point_on_a_cell_edge_is_in_the_cell_east_and_north_of_it(tmp_path):
     """Corners and edges given as the lon/lat of the cell's corner (as copied from a footprint) come back from the
     projection a few nanometres to either side: they went to the west / south cell at random."""
     x0, y0 = 480 * 1000, 480 * 10400  # the file's north-west corner is a cell corner
-    f = _s2(tmp_path / "q" / f"{S2}_edge.tif", from_origin(x0, y0, 10, 10), "EPSG:32633")
+    f = s2_file(tmp_path / "q" / f"{S2}_edge.tif", from_origin(x0, y0, 10, 10), "EPSG:32633")
     to_ll = Transformer.from_crs(32633, 4326, always_xy=True)
     for dx, dy, want in [(480, -480, "r10399_c1001"), (0, -480, "r10399_c1000"), (480, -10, "r10399_c1001"),
                          (480, -960 + 10, "r10398_c1001")]:

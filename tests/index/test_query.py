@@ -12,7 +12,7 @@ from rsretrieve.data.catalog import Catalog
 from rsretrieve.index.query import QueryError
 from rsretrieve.index.store import IndexStore
 from rsretrieve.workspace import Workspace
-from tests.conftest import make_workspace, run_cli, save_untrained_model
+from tests.conftest import make_workspace, run_cli, s2_file, save_untrained_model
 
 
 def _brute_force(ws, query_vec, k, keep):
@@ -306,17 +306,6 @@ def test_an_index_generation_gone_while_opened_keeps_the_engines_snapshot(small_
     api.close()
 
 
-def _s2_file(path, transform, crs, height=96, width=96):
-    import rasterio
-
-    data = np.random.default_rng(0).integers(500, 3000, (12, height, width)).astype("uint16")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", count=12, height=height, width=width, dtype="uint16", crs=crs,
-                       transform=transform, nodata=0) as dst:
-        dst.write(data)
-    return path
-
-
 def test_a_query_by_tile_id_or_by_a_point_of_a_file_carries_the_catalog_footprint_of_its_cell(small_workspace):
     ws = Workspace.open(small_workspace)
     try:
@@ -345,7 +334,7 @@ def test_a_pixel_window_of_a_file_in_another_crs_has_the_footprint_of_that_windo
     from rsretrieve.index.query import tile_from_file
 
     x, y = Transformer.from_crs(4326, 3035, always_xy=True).transform(12.0, 50.0)
-    f = _s2_file(tmp_path / "S2A_MSIL2A_20200101T100000_laea.tif", from_origin(x - 3000, y + 600, 10, 10),
+    f = s2_file(tmp_path / "S2A_MSIL2A_20200101T100000_laea.tif", from_origin(x - 3000, y + 600, 10, 10),
                  "EPSG:3035", 120, 400)
     q = tile_from_file(f, 480.0, window=(100, 20, 48, 60))
     fp = wkt.loads(q.footprint)
@@ -369,7 +358,7 @@ def test_a_lonlat_file_across_the_antimeridian_has_a_footprint_split_there_and_i
     from rsretrieve.data.ingest import ingest
     from rsretrieve.index.query import tile_from_file
 
-    f = _s2_file(tmp_path / "q" / "S2A_MSIL2A_20200101T100000_am.tif", from_origin(179.99, -17.0, 0.0001, 0.0001),
+    f = s2_file(tmp_path / "q" / "S2A_MSIL2A_20200101T100000_am.tif", from_origin(179.99, -17.0, 0.0001, 0.0001),
                  "EPSG:4326", 100, 200)  # 179.99 .. 180.01 E
     whole = wkt.loads(tile_from_file(f, 480.0).footprint)
     assert whole.geom_type == "MultiPolygon" and len(whole.geoms) == 2
