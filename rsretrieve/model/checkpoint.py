@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from rsretrieve.model.dual_encoder import DualEncoder
-from rsretrieve.model.encoder import CrossSensorEncoder
+from rsretrieve.model.encoder import CrossSensorEncoder, check_spec
 from rsretrieve.sensors.registry import get_sensor, sensor_dirs
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,9 @@ _KINDS: dict[str, type[CrossSensorEncoder] | type[DualEncoder]] = {
 
 
 def build_model(config: dict[str, Any]) -> EmbeddingModel:
-    """An untrained model of ``config["kind"]`` (``ours`` or ``dual_encoder``) from its plain-typed config."""
+    """An untrained model of ``config["kind"]`` (``ours`` or ``dual_encoder``) from its plain-typed config, once
+    every sensor it has a branch for is registered with the spec facts it was trained with (``config["specs"]``;
+    files of older versions without them, or without some of their fields, are not checked for those)."""
     kind = config.get("kind")
     if kind not in _KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(_KINDS)}")
@@ -46,6 +48,8 @@ def build_model(config: dict[str, Any]) -> EmbeddingModel:
             raise ValueError(f"the model has a branch for sensor {name!r}, which is not registered (no spec of it in "
                              f"{os.pathsep.join(str(d) for d in sensor_dirs())}): set RSRETRIEVE_SENSOR_DIRS to the "
                              "folder of its YAML spec, as when it was trained") from None
+    for name, facts in config.get("specs", {}).items():
+        check_spec(name, facts)
     return _KINDS[kind].from_config(config)
 
 

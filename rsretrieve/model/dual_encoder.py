@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rsretrieve.model.encoder import check_spec, save_atomic, spec_fingerprint
+from rsretrieve.model.encoder import save_atomic, spec_fingerprint
 from rsretrieve.sensors.registry import get_sensor
 
 
@@ -86,11 +86,8 @@ class DualEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DualEncoder:
-        """Build an (untrained) baseline from :meth:`config`, checking that the specs did not change (as
-        :meth:`rsretrieve.model.encoder.CrossSensorEncoder.from_config` does; files without ``specs``, of older
-        versions, are not checked)."""
-        for name, facts in config.get("specs", {}).items():
-            check_spec(name, facts)
+        """Build an (untrained) baseline from :meth:`config` (:func:`rsretrieve.model.checkpoint.build_model`
+        checks its specs first, as for the cross-sensor encoder)."""
         return cls(list(config["sensors"]), embed_dim=config["embed_dim"], width=config["width"],
                    temperature=config["temperature"])
 

@@ -266,9 +266,8 @@ class CrossSensorEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CrossSensorEncoder:
-        """Build an (untrained) encoder from :meth:`config`, checking that the specs did not change."""
-        for name, facts in config.get("specs", {}).items():
-            check_spec(name, facts)
+        """Build an (untrained) encoder from :meth:`config` (:func:`rsretrieve.model.checkpoint.build_model` checks
+        its specs first)."""
         return cls(list(config["sensors"]), dim=config["dim"], embed_dim=config["embed_dim"],
                    head=dict(config["head"]), temperature=config["temperature"], branch=dict(config["branch"]))
 
