@@ -426,15 +426,15 @@ class IndexStore:
         write_segment_files(tmp, cols, vectors)
         seg_vectors = np.load(tmp / "vectors.npy", mmap_mode="r")
         n = len(cols["tile_id"])
-        trained = self._trained_ann(factory, replacing)
-        if trained is not None and (factory == "auto" and auto_factory(n, self.dim) is None or factory not in (
-                None, "auto") and n < check_factory(factory, self.dim)):
+        small = factory == "auto" and auto_factory(n, self.dim) is None or factory not in (None, "auto") and n < \
+            check_factory(factory, self.dim)
+        trained = self._trained_ann(factory, replacing) if small else None  # it reads the lender's index file
+        if trained is not None:
             # beside a larger segment with an IVF index, a smaller one gets its own on that one's lists (without
             # training, at the cost of assigning its rows): scanned exactly instead, each unfiltered query would
             # scan all its rows (a 50,000-row segment beside 1M: 2.7 ms against 0.13 ms)
             factory, trained = trained[0], trained[1:]
         else:
-            trained = None
             if factory == "auto":
                 factory = auto_factory(n, self.dim)
             need = check_factory(factory, self.dim) if factory else 0
