@@ -187,6 +187,11 @@ class QueryTile:
     #: unknown (a query tile made by hand): the result files then show no query footprint
     footprint: str | None = None
 
+    def describe(self) -> dict:
+        """Where the query came from, as the outputs name it (``--json``'s and the GeoJSON's ``query``)."""
+        return {"origin": self.origin, "sensor": self.sensor, "tile_id": self.tile_id, "cell_id": self.cell_id,
+                "acquired": self.acquired}
+
 
 def tile_from_catalog(catalog: Catalog, tile_id: int) -> QueryTile:
     try:
@@ -478,9 +483,7 @@ class QueryResult:
         f.write("\n  ]\n}\n" if self.hits else "]\n}\n")
 
     def _head(self) -> dict:
-        q = self.query
-        return {"query": {"origin": q.origin, "sensor": q.sensor, "tile_id": q.tile_id, "cell_id": q.cell_id,
-                          "acquired": q.acquired, "footprint": q.footprint},
+        return {"query": {**self.query.describe(), "footprint": self.query.footprint},
                 "plan": {"mode": self.plan["mode"], "candidates": self.plan["candidates"]}}
 
 

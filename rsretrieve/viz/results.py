@@ -39,7 +39,7 @@ def feature_collection(query, hits) -> dict:
     return {"type": "FeatureCollection",
             "features": [{"type": "Feature", "geometry": json.loads(g), "properties": json.loads(p)}
                          for g, p in _features(query, hits)],
-            "query": _query_member(query)}
+            "query": query.describe()}
 
 
 def write_geojson(path: str | Path, query, hits) -> Path:
@@ -60,15 +60,10 @@ def write_geojson(path: str | Path, query, hits) -> Path:
             for g, p in _features(query, hits):
                 f.write(f'{sep}{{"type": "Feature", "geometry": {g}, "properties": {p}}}')
                 sep = ",\n"
-            f.write(f'\n],\n"query": {json.dumps(_query_member(query))}}}\n')
+            f.write(f'\n],\n"query": {json.dumps(query.describe())}}}\n')
 
     write_file_atomic(path, write)
     return path
-
-
-def _query_member(query) -> dict:
-    return {"origin": query.origin, "sensor": query.sensor, "cell_id": query.cell_id, "tile_id": query.tile_id,
-            "acquired": query.acquired}
 
 
 def _features(query, hits: Sequence) -> Iterator[tuple[str, str]]:
@@ -78,7 +73,7 @@ def _features(query, hits: Sequence) -> Iterator[tuple[str, str]]:
     Python (``wkt.loads``, ``orient_polygons``, ``mapping``) 100 000 of them took 7.6 s.
     """
     wkts = [h.footprint for h in hits]
-    fp = getattr(query, "footprint", None)
+    fp = query.footprint
     if fp:
         wkts.append(fp)
     geoms = orient_polygons(shapely.from_wkt(np.array(wkts, dtype=object)), exterior_cw=False)
@@ -88,9 +83,7 @@ def _features(query, hits: Sequence) -> Iterator[tuple[str, str]]:
         geoms[single] = shapely.multipolygons(geoms[single], indices=np.arange(single.size))
     props = hits_json(hits, role="hit", footprint=False)
     if fp:
-        props = itertools.chain(props, [json.dumps(
-            {"role": "query", "origin": query.origin, "tile_id": query.tile_id, "sensor": query.sensor,
-             "cell_id": query.cell_id, "acquired": query.acquired, "scene_id": getattr(query, "scene_id", None)})])
+        props = itertools.chain(props, [json.dumps({"role": "query", **query.describe(), "scene_id": query.scene_id})])
     for i in range(0, len(wkts), _CHUNK):
         yield from zip(shapely.to_geojson(geoms[i:i + _CHUNK]).tolist(), props)
 
