@@ -102,6 +102,14 @@ def s2_file(path, transform, crs, height=96, width=96):
     return path
 
 
+def cells_over(lon0: float, lat0: float, lon1: float, lat1: float, epsg: int, tile_m: float = 480.0) -> list[str]:
+    """Ids of the cells of zone ``epsg`` (side ``tile_m``) over the lon/lat box: the same ground in several grids."""
+    from rsretrieve.data.grid import cells_covering, transformer
+
+    x, y = transformer("EPSG:4326", f"EPSG:{epsg}").transform([lon0, lon1, lon0, lon1], [lat0, lat0, lat1, lat1])
+    return [c.id for c in cells_covering((min(x), min(y), max(x), max(y)), epsg, tile_m)]
+
+
 def sqlite_steps(cat, fn) -> int:
     """SQLite virtual-machine steps (in thousands) that ``fn`` makes on the catalog ``cat``'s connection: a cost that
     does not depend on the machine's speed or load."""

@@ -12,6 +12,8 @@ other CRS (EPSG:4326, say) in the zone of its centre.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -217,3 +219,93 @@ def _pole_inside(geom: Polygon, crs: CRS | str) -> float:
 def lonlat_boxes(geom: Polygon | MultiPolygon) -> list[tuple[float, float, float, float]]:
     """Bounding boxes (min_lon, min_lat, max_lon, max_lat) of each part: one per side of the antimeridian."""
     return [g.bounds for g in getattr(geom, "geoms", [geom])]
+
+
+def _central_meridian(epsg: int) -> float:
+    return (epsg % 100 - 1) * 6.0 - 177.0
+
+
+def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: bool = False) -> dict[str, list[str]]:
+    """Cells of ``targets`` on another grid (UTM zone or cell size) that each cell of ``sources`` meets on the ground.
+
+    The same ground can have cells in two zones: scenes delivered in neighbouring zones (Sentinel-2 tiles of the
+    overlap along a zone boundary) are tiled in their own zones, and a north and a south grid meet at the equator.
+    A source cell's corners and edge midpoints, projected into a target grid, give a box there (a little larger than
+    the slightly rotated cell); the target cells that box meets are the candidates. Only source cells within a few
+    cells of a target grid's cells (in longitude and latitude) are projected, and nothing at all when every cell is
+    on one grid.
+
+    Args:
+        sources: cell ids.
+        targets: cell ids.
+        overlap: ``False``: cells that overlap or touch (the box test alone, which errs on the side of meeting);
+            ``True``: only cells whose footprints share some area (candidates checked on their outlines).
+
+    Returns:
+        source cell id -> target cell ids it meets (sources meeting none are left out).
+    """
+    grids: dict[tuple[int, float], set[tuple[int, int]]] = defaultdict(set)  # (epsg, tile_m) -> (row, col)
+    for cid in targets:
+        e, t, r, c = parse_cell_id(cid)
+        grids[(e, t)].add((r, c))
+    by_grid: dict[tuple[int, float], list[tuple[str, int, int]]] = defaultdict(list)
+    for cid in sources:
+        e, t, r, c = parse_cell_id(cid)
+        by_grid[(e, t)].append((cid, r, c))
+    if not any(g != s for g in grids for s in by_grid):
+        return {}
+    centres = {}  # source grid -> (rows and cols, centre lon, centre lat), projected once
+    for (ea, ta), members in by_grid.items():
+        rc = np.array([m[1:] for m in members], dtype=np.float64)  # (M, 2)
+        lon, lat = transformer(f"EPSG:{ea}", "EPSG:4326").transform((rc[:, 1] + 0.5) * ta, (rc[:, 0] + 0.5) * ta)
+        centres[(ea, ta)] = (rc, np.asarray(lon), np.asarray(lat))
+    along = np.array([0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0])  # corners and edge midpoints, around the cell
+    across = np.array([0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.5])
+    ring = _densify_ring(np.asarray(box(0.0, 0.0, 1.0, 1.0).exterior.coords, dtype=np.float64), 4)  # (17, 2)
+    out: dict[str, list[str]] = defaultdict(list)
+    for (eb, tb), cells in grids.items():
+        rows_cols = np.array(sorted(cells), dtype=np.float64)  # (T, 2)
+        lon, lat = transformer(f"EPSG:{eb}", "EPSG:4326").transform((rows_cols[:, 1] + 0.5) * tb,
+                                                                     (rows_cols[:, 0] + 0.5) * tb)
+        lon, lat = wrap_near(np.asarray(lon), _central_meridian(eb)), np.asarray(lat)
+        cos = max(math.cos(math.radians(min(89.0, float(np.abs(lat).max()) + 1.0))), 0.01)
+        for (ea, ta), members in by_grid.items():
+            if (ea, ta) == (eb, tb):
+                continue
+            rc, clon, clat = centres[(ea, ta)]
+            margin = 3.0 * max(ta, tb) / 110_000.0  # a few cells, in degrees of latitude
+            if clat.max() < lat.min() - margin or clat.min() > lat.max() + margin:
+                continue
+            clon = wrap_near(clon, _central_meridian(eb))
+            idx = np.flatnonzero((clat > lat.min() - margin) & (clat < lat.max() + margin)
+                                 & (clon > lon.min() - margin / cos) & (clon < lon.max() + margin / cos))
+            if not len(idx):
+                continue
+            xs = ((rc[idx, 1][:, None] + along[None, :]) * ta).ravel()
+            ys = ((rc[idx, 0][:, None] + across[None, :]) * ta).ravel()
+            bx, by = transformer(f"EPSG:{ea}", f"EPSG:{eb}").transform(xs, ys)
+            bx, by = np.asarray(bx).reshape(len(idx), -1), np.asarray(by).reshape(len(idx), -1)
+            pad = 1e-6 * tb  # a cell that only touches a target cell meets it
+            c0, c1 = np.floor((bx.min(axis=1) - pad) / tb), np.floor((bx.max(axis=1) + pad) / tb)
+            r0, r1 = np.floor((by.min(axis=1) - pad) / tb), np.floor((by.max(axis=1) + pad) / tb)
+            span = int(2 * ta / tb) + 3  # the most target cells a cell's box can cross per axis
+            ok = np.isfinite(bx).all(axis=1) & np.isfinite(by).all(axis=1)
+            ok[ok] = (r1[ok] - r0[ok] <= span) & (c1[ok] - c0[ok] <= span)
+            pairs = [(idx[j], r, c) for j in np.flatnonzero(ok) for r in range(int(r0[j]), int(r1[j]) + 1)
+                     for c in range(int(c0[j]), int(c1[j]) + 1) if (r, c) in cells]
+            if not pairs:
+                continue
+            p = np.array(pairs, dtype=np.int64)  # (P, 3): source position, target row, target col
+            if overlap:  # the target cells' outlines in the source zone, against the source cells: any shared area
+                x, y = transformer(f"EPSG:{eb}", f"EPSG:{ea}").transform(
+                    ((p[:, 2:3] + ring[None, :, 0]) * tb).ravel(), ((p[:, 1:2] + ring[None, :, 1]) * tb).ravel())
+                theirs = shapely.polygons(np.stack([np.asarray(x), np.asarray(y)], axis=-1).reshape(len(p), -1, 2))
+                sr, sc = rc[p[:, 0], 0], rc[p[:, 0], 1]
+                mine = shapely.box(sc * ta, sr * ta, (sc + 1) * ta, (sr + 1) * ta)
+                area = np.zeros(len(p))
+                good = shapely.is_valid(theirs)
+                area[good] = shapely.area(shapely.intersection(mine[good], theirs[good]))
+                p = p[area > 1e-6 * ta * ta]
+            for i, r, c in p.tolist():
+                out[members[i][0]].append(cell_id(eb, tb, r, c))
+    return dict(out)

@@ -3,6 +3,7 @@ from pyproj import Transformer
 from shapely.geometry import MultiPolygon, box
 
 from rsretrieve.data.grid import Cell, cell_id, cells_covering, grid_epsg_for, parse_cell_id, to_lonlat, utm_epsg
+from tests.conftest import cells_over
 
 
 @pytest.mark.parametrize(("lon", "lat", "epsg"), [(9.0, 50.0, 32632), (-0.1, 51.5, 32630), (-70.0, -10.0, 32719),
@@ -54,3 +55,30 @@ def test_footprint_across_the_antimeridian_is_split_in_two():
 def test_footprint_in_4326_of_a_geographic_box_is_unchanged():
     fp = to_lonlat(box(10, 20, 11, 21), "EPSG:4326")
     assert fp.bounds == pytest.approx((10, 20, 11, 21))
+
+
+@pytest.mark.parametrize(("a", "b", "box_"), [
+    ((32660, 480.0), (32601, 480.0), (179.97, 44.98, 180.03, 45.02)),  # across the antimeridian, zones 60N | 1N
+    ((32633, 480.0), (32733, 480.0), (14.98, -0.02, 15.02, 0.02)),  # the north and south grids at the equator
+    ((32633, 480.0), (32633, 1000.0), (14.98, 44.98, 15.02, 45.02)),  # one zone, two cell sizes
+], ids=["antimeridian", "equator", "cell-sizes"])
+def test_ground_neighbours_match_the_footprints(a, b, box_):
+    import shapely
+
+    from rsretrieve.data.grid import ground_neighbours
+
+    src = cells_over(*box_, *a)
+    dst = cells_over(*box_, *b)
+    feet = {c: Cell(*parse_cell_id(c)).footprint() for c in src + dst}
+    tree = shapely.STRtree([feet[c] for c in dst])
+    strict, loose = ground_neighbours(src, dst, overlap=True), ground_neighbours(src, dst)
+    assert strict and all(strict.values()) and all(loose.values())  # no source with an empty list
+    found = 0
+    for c in src:
+        area = {dst[j]: feet[c].intersection(feet[dst[j]]).area for j in tree.query(feet[c], predicate="intersects")}
+        big = {d for d, v in area.items() if v > 1e-3 * feet[c].area}
+        assert big <= set(strict.get(c, [])) <= set(area), c  # every real overlap, nothing that does not touch
+        assert set(strict.get(c, [])) <= set(loose.get(c, [])) and set(area) <= set(loose.get(c, [])), c
+        found += len(big)
+    assert found >= len(src)  # the two grids cover the same ground
+    assert ground_neighbours(src, src) == {} and ground_neighbours([], dst) == {}
