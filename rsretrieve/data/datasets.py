@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rsretrieve.data.catalog import Catalog
-from rsretrieve.data.grid import parse_cell_id
+from rsretrieve.data.grid import ground_neighbours, parse_cell_id
 from rsretrieve.data.labels import label_key
 from rsretrieve.data.tiles import read_scene_tiles, tile_px
 from rsretrieve.sensors import get_sensor
@@ -47,7 +47,11 @@ def spatial_split(cells: Iterable[str], block: int = 4, fractions: tuple[float, 
     """Assign cells to train/val/test by spatial blocks of ``block`` x ``block`` cells; deterministic.
 
     Cells of the training (and validation) split that touch a test cell, edges or corners, are left out
-    (``"buffer"``), so no test tile borders a training tile.
+    (``"buffer"``), so no test tile borders a training tile. This holds on the ground across UTM zones too: the same
+    ground can have cells in two zones (scenes delivered in neighbouring zones, such as Sentinel-2 tiles of the
+    overlap along a zone boundary, are tiled in their own zones; a north and a south grid meet at the equator), and
+    blocks are drawn per zone, so a training cell of one zone that overlaps or touches a test cell of another zone is
+    left out as well.
 
     Returns:
         cell id -> ``"train"``, ``"val"``, ``"test"`` or ``"buffer"``.
@@ -63,6 +67,10 @@ def spatial_split(cells: Iterable[str], block: int = 4, fractions: tuple[float, 
     test = {(e, r, c) for cid, (e, _, r, c) in parsed.items() if out[cid] == "test"}
     for cid, (e, _, r, c) in parsed.items():
         if out[cid] != "test" and any((e, r + dr, c + dc) in test for dr in (-1, 0, 1) for dc in (-1, 0, 1)):
+            out[cid] = "buffer"
+    if len({(e, t) for e, t, _, _ in parsed.values()}) > 1:  # the same ground may be in two grids
+        kept = [c for c, v in out.items() if v in ("train", "val")]
+        for cid in ground_neighbours(kept, [c for c, v in out.items() if v == "test"]):
             out[cid] = "buffer"
     return out
 
@@ -129,6 +137,7 @@ class CellIndex:
     label_keys: list[tuple[str, int]] = field(default_factory=list)
     #: scheme -> (N,) int64 label id of each cell in that scheme, -1 where the scheme does not label the cell
     scheme_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    _same_ground: dict[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def schemes(self) -> list[str]:
@@ -147,6 +156,15 @@ class CellIndex:
     def class_labels(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """scheme -> label ids of ``rows`` in that scheme (-1 unlabelled there): what class metrics compare."""
         return {s: a[rows] for s, a in self.scheme_labels.items()}
+
+    def same_ground(self) -> dict[int, np.ndarray]:
+        """Row -> rows of the cells of another grid whose ground it shares (the same ground tiled in two UTM zones,
+        see :func:`rsretrieve.data.grid.ground_neighbours`); rows sharing none are left out. Computed once."""
+        if self._same_ground is None:
+            pos = {c: i for i, c in enumerate(self.cells)}
+            self._same_ground = {pos[c]: np.array([pos[o] for o in others], np.int64)
+                                 for c, others in ground_neighbours(self.cells, self.cells, overlap=True).items()}
+        return self._same_ground
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> CellIndex:
         """The index restricted to ``rows`` (label ids unchanged)."""

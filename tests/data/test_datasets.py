@@ -9,6 +9,7 @@ from rsretrieve.data.ingest import ingest
 from rsretrieve.data.synthetic import make_archive
 from rsretrieve.data.tiles import normalise, tile_px
 from rsretrieve.sensors import get_sensor
+from tests.conftest import cells_over
 
 
 def test_spatial_split_is_deterministic_and_buffered():
@@ -25,6 +26,55 @@ def test_spatial_split_is_deterministic_and_buffered():
     # whole blocks: the 4 x 4 cells of a block that is not next to a test block share one split
     with pytest.raises(ValueError, match="must sum to 1"):
         spatial_split(cells, fractions=(0.5, 0.1, 0.1))
+
+
+@pytest.mark.parametrize("zones", [(32632, 32633), (32633, 32733)], ids=["32N|33N", "33N|33S"])
+def test_spatial_split_leaves_out_training_ground_of_a_test_cell_in_another_zone(zones):
+    # the same ground tiled in two zones: along the 32N/33N boundary (12 E), and in the north and south grids at
+    # the equator (scenes centred either side of it); blocks are drawn per zone, so without the cross-zone rule a
+    # training cell of one zone lies on the ground of a test cell of the other
+    import shapely
+    from rsretrieve.data.grid import Cell
+    lat0, lat1 = (44.95, 45.05) if zones[1] == 32633 else (-0.05, 0.05)
+    cells = [c for epsg in zones for c in cells_over(11.9, lat0, 12.1, lat1, epsg)]
+    footprint = {c: Cell(*parse_cell_id(c)).footprint() for c in cells}
+    for seed in range(3):
+        split = spatial_split(cells, block=4, seed=seed)
+        per_zone = {}
+        for epsg in zones:
+            per_zone.update(spatial_split([c for c in cells if parse_cell_id(c)[0] == epsg], block=4, seed=seed))
+        # the rule only ever turns training / validation cells into buffer: test cells and the rest are as before
+        assert all(split[c] == per_zone[c] or (split[c] == "buffer" and per_zone[c] in ("train", "val"))
+                   for c in cells)
+        tests = [c for c in cells if split[c] == "test"]
+        tree = shapely.STRtree([footprint[c] for c in tests])
+        for c in cells:
+            if split[c] in ("train", "val"):
+                hit = tree.query(footprint[c], predicate="intersects")
+                assert not len(hit), (c, split[c], tests[hit[0]])
+        for epsg in zones:  # both zones keep training ground
+            assert sum(split[c] == "train" and parse_cell_id(c)[0] == epsg for c in cells) > 100
+        lost = sum(split[c] != per_zone[c] for c in cells)
+        assert 0 < lost < len(cells) // 2
+
+
+def test_same_ground_pairs_the_cells_of_two_zones_that_share_area():
+    from rsretrieve.data.datasets import CellIndex
+    from rsretrieve.data.grid import Cell
+    cells = cells_over(11.97, 44.99, 12.03, 45.01, 32632) + cells_over(11.97, 44.99, 12.03, 45.01, 32633)
+    index = CellIndex(cells, np.full(len(cells), -1), {})
+    same = index.same_ground()
+    assert same and all(parse_cell_id(cells[i])[0] != parse_cell_id(cells[j])[0] for i, js in same.items() for j in js)
+    assert all(i in same[j] for i, js in same.items() for j in js)  # symmetric
+    feet = [Cell(*parse_cell_id(c)).footprint() for c in cells]
+    for i in range(len(cells)):  # each pair shares area on the ground; a cell shares none with the rest
+        js = same.get(i, [])
+        assert all(feet[i].intersection(feet[j]).area > 0 for j in js)
+        others = [k for k in range(len(cells)) if k not in js and cells[k][:3] != cells[i][:3]]
+        assert all(feet[i].intersection(feet[k]).area < 1e-6 * feet[i].area for k in others)
+    assert 2 <= max(len(js) for js in same.values()) <= 6  # a cell turned by ~2 degrees spans at most 3 x 2 others
+    one_zone = [c for c in cells if c.startswith("32N")]
+    assert CellIndex(one_zone, np.full(len(one_zone), -1), {}).same_ground() == {}
 
 
 def test_normalise_zeroes_nodata_and_invalid_bands():
