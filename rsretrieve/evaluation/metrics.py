@@ -1,7 +1,11 @@
 """Retrieval metrics for one ordered sensor pair (query sensor -> archive sensor).
 
 * instance recall@k: the positive of a query is the archive sensor's tile of the same ground cell; a query counts
-  when the gallery holds its positive; a hit when the positive is among the k best-scored gallery tiles.
+  when the gallery holds its positive; a hit when the positive is among the k best-scored gallery tiles. Gallery
+  tiles of cells on another grid that share the query cell's ground (the same ground tiled in two UTM zones) are
+  neither positives nor negatives: they are ranked below every other gallery tile of that query (by the chance
+  levels too, whose gallery size is then the tiles a query is ranked against), are never relevant to class mAP,
+  and are left out of the calibration's negative pairs.
 * class mAP@k: a gallery tile is relevant when its cell has the query's dominant land-cover class; AP@k is
   torchmetrics' ``retrieval_average_precision(top_k=k)`` (mean precision at the ranks of the relevant tiles among the
   top k, 0 when none is), averaged over queries with a known class. Classes are compared only within one label
@@ -39,7 +43,8 @@ def average_precision_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> 
 
 def pair_metrics(q_emb: np.ndarray, q_cells: np.ndarray, q_labels: np.ndarray | dict[str, np.ndarray],
                  g_emb: np.ndarray, g_cells: np.ndarray, g_labels: np.ndarray | dict[str, np.ndarray],
-                 ks: tuple[int, ...] = (1, 5, 10), map_k: int = 10, seed: int = 0) -> dict:
+                 ks: tuple[int, ...] = (1, 5, 10), map_k: int = 10, seed: int = 0,
+                 same_ground: dict[int, np.ndarray] | None = None) -> dict:
     """All metrics of one ordered pair.
 
     Args:
@@ -47,33 +52,45 @@ def pair_metrics(q_emb: np.ndarray, q_cells: np.ndarray, q_labels: np.ndarray | 
         g_emb: (Ng, E) gallery vectors; g_cells (Ng,) distinct cell indices; g_labels (Ng,) class or -1.
         q_labels, g_labels: one array each (one label scheme), or dicts scheme -> array with the same keys (class
             of each tile in that scheme, -1 where it has none); classes are only compared within a scheme.
+        same_ground: cell index -> indices of other cells on the same ground
+            (:meth:`rsretrieve.data.datasets.CellIndex.same_ground`): left out of the rankings of its queries.
     """
     scores = q_emb.astype(np.float64) @ g_emb.astype(np.float64).T  # (Nq, Ng)
     col = {int(c): i for i, c in enumerate(g_cells)}
+    excluded = np.zeros(scores.shape, bool)  # (Nq, Ng): gallery tiles on a query's ground in another zone
+    for i, c in enumerate(q_cells):
+        excluded[i, [col[int(o)] for o in (same_ground or {}).get(int(c), ()) if int(o) in col]] = True
+    scores[excluded] = -np.inf  # ranked below every other gallery tile: never among the top k
     has = np.array([int(c) in col for c in q_cells], bool)
     out: dict[str, float | int] = {"queries": int(has.sum()), "gallery": int(len(g_cells))}
     if has.any():
         pos_col = np.array([col[int(c)] for c in q_cells[has]])
         s = scores[has]
         rank = _ranks_of_positive(s, pos_col)
+        ranked = len(g_cells) - excluded[has].sum(1)  # (Nq',) gallery tiles each query is ranked against
         for k in ks:
             out[f"recall@{k}"] = float((rank < k).mean())
-            out[f"chance_recall@{k}"] = min(k, len(g_cells)) / len(g_cells)
+            out[f"chance_recall@{k}"] = (min(k, len(g_cells)) / len(g_cells) if not excluded.any()
+                                         else float(np.mean(np.minimum(k, ranked) / ranked)))
         pos = s[np.arange(len(s)), pos_col]
-        mask = np.ones_like(s, bool)
+        mask = ~excluded[has]
         mask[np.arange(len(s)), pos_col] = False
         neg = s[mask]
         out["pos_score"] = float(pos.mean())
         if neg.size:  # a gallery of one tile has no negative pair (NaN is not JSON)
             out["neg_score"] = float(neg.mean())
             out["separation"] = float((pos.mean() - neg.mean()) / np.sqrt(0.5 * (pos.var() + neg.var()) + 1e-12))
-    out.update(class_map(scores, q_labels, g_labels, map_k, seed))
+    out.update(class_map(scores, q_labels, g_labels, map_k, seed, excluded=excluded))
     return out
 
 
 def class_map(scores: np.ndarray, q_labels: np.ndarray | dict[str, np.ndarray],
-              g_labels: np.ndarray | dict[str, np.ndarray], k: int = 10, seed: int = 0) -> dict:
+              g_labels: np.ndarray | dict[str, np.ndarray], k: int = 10, seed: int = 0,
+              excluded: np.ndarray | None = None) -> dict:
     """Class mAP@k and its chance level over (Nq, Ng) ``scores``, one label scheme at a time (see module doc).
+
+    ``excluded`` (Nq, Ng) marks gallery tiles left out of a query's ranking (scored ``-inf``): never relevant, and
+    ranked last by the chance level's random scores too.
 
     Returns:
         ``{}`` when no scheme has both a labelled query and a labelled gallery tile; else ``mAP@k``,
@@ -92,8 +109,12 @@ def class_map(scores: np.ndarray, q_labels: np.ndarray | dict[str, np.ndarray],
         if not (lq.any() and lg.any()):
             continue
         relevant = ql[lq][:, None] == gl[lg][None, :]
-        ap = average_precision_at_k(scores[np.ix_(lq, lg)], relevant, k)
         rnd = np.random.default_rng(seed).random(relevant.shape)
+        if excluded is not None:
+            out_of_it = excluded[np.ix_(lq, lg)]
+            relevant &= ~out_of_it
+            rnd[out_of_it] = -np.inf
+        ap = average_precision_at_k(scores[np.ix_(lq, lg)], relevant, k)
         ch = average_precision_at_k(rnd, relevant, k)
         aps.append(ap)
         chances.append(ch)

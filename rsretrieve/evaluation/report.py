@@ -148,7 +148,8 @@ def _pairs_from_embeddings(emb: dict[str, tuple], index: CellIndex, sensors: lis
     for a, b in (pairs if pairs is not None else permutations(sensors, 2)):
         if a in emb and b in emb:
             (qa, ra), (gb, rb) = emb[a], emb[b]
-            res[f"{a}->{b}"] = pair_metrics(qa, ra, index.class_labels(ra), gb, rb, index.class_labels(rb))
+            res[f"{a}->{b}"] = pair_metrics(qa, ra, index.class_labels(ra), gb, rb, index.class_labels(rb),
+                                            same_ground=index.same_ground())
     return res
 
 
@@ -237,7 +238,8 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
         hand = handmade_embeddings(index[sp]["train"], here, cache, list(dict.fromkeys(sum(base_pairs[sp], ()))),
                                    pairs=base_pairs[sp])
         report["models"]["band_stats" + suffix] = {"kind": "per-band mean/std + ridge map", "split": sp, "pairs": {
-            f"{a}->{b}": pair_metrics(q, rq, here.class_labels(rq), g, rg, here.class_labels(rg))
+            f"{a}->{b}": pair_metrics(q, rq, here.class_labels(rq), g, rg, here.class_labels(rg),
+                                      same_ground=here.same_ground())
             for (a, b), (q, rq, g, rg) in hand.items()}}
     for m in report["models"].values():
         m["calibration"] = {"pos_score_spread_across_pairs": _positive_spread(m["pairs"])}

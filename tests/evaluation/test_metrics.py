@@ -53,3 +53,39 @@ def test_a_gallery_of_one_tile_has_no_negative_pairs_and_no_nan_in_the_json():
     assert m["recall@1"] == m["chance_recall@1"] == 1.0 and m["pos_score"] == 1.0
     assert "neg_score" not in m and "separation" not in m
     json.dumps(m, allow_nan=False)  # strict JSON (NaN is not JSON): what `evaluate --json` prints
+
+
+def test_a_gallery_tile_on_the_same_ground_in_another_zone_is_neither_positive_nor_negative():
+    # query cell 0's ground is also gallery cell 5 (the same ground tiled in a neighbouring UTM zone): its near
+    # duplicate outranks the positive, which is a miss when cell ids alone decide, and not counted when left out
+    g = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    q = np.array([[0.4, 0.1, 0.9], [0.0, 1.0, 0.0]], np.float32)
+    q_cells, g_cells = np.array([0, 1]), np.array([0, 1, 5])
+    plain = pair_metrics(q, q_cells, np.full(2, -1), g, g_cells, np.full(3, -1), ks=(1, 2))
+    assert plain["recall@1"] == 0.5 and plain["recall@2"] == 1.0
+    same = {0: np.array([5]), 5: np.array([0])}
+    out = pair_metrics(q, q_cells, np.full(2, -1), g, g_cells, np.full(3, -1), ks=(1, 2), same_ground=same)
+    assert out["recall@1"] == 1.0 and out["queries"] == 2
+    # the negative pairs: query 0 with cell 1 only (not cell 5), query 1 with cells 0 and 5
+    assert out["neg_score"] == pytest.approx((0.1 + 0.0 + 0.0) / 3)
+
+
+def test_a_same_ground_tile_is_never_relevant_to_class_map_and_chance_ranks_it_last_too():
+    # gallery: the positive (class 1), another class, and the query's ground in another zone (class 1 too): with it
+    # left out, mAP@10 is that of the gallery without it, and the chance levels count the tiles actually ranked
+    g = np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.95, 0.0, 0.05]], np.float32)
+    q = np.array([[0.9, 0.1, 0.0]], np.float32)
+    same = {0: np.array([5]), 5: np.array([0])}
+    out = pair_metrics(q, np.array([0]), np.array([1]), g, np.array([0, 1, 5]), np.array([1, 2, 1]), ks=(1, 10),
+                       same_ground=same)
+    without = pair_metrics(q, np.array([0]), np.array([1]), g[:2], np.array([0, 1]), np.array([1, 2]), ks=(1, 10))
+    assert out["mAP@10"] == without["mAP@10"] == 1.0
+    assert out["chance_mAP@10"] == without["chance_mAP@10"]  # the same random order of the two tiles ranked
+    assert out["chance_recall@1"] == without["chance_recall@1"] == 0.5 and out["chance_recall@10"] == 1.0
+
+
+def test_a_nan_score_still_shows_in_the_calibration():
+    g = np.eye(3, dtype=np.float32)
+    g[2] = np.nan  # a broken vector in the gallery must not vanish from the numbers
+    m = pair_metrics(g[:2].copy(), np.arange(2), np.full(2, -1), g, np.arange(3), np.full(3, -1), ks=(1,))
+    assert np.isnan(m["neg_score"]) and np.isnan(m["separation"])
