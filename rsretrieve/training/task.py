@@ -21,6 +21,7 @@ from itertools import permutations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Timer
@@ -95,7 +96,9 @@ class CrossSensorRecall(Metric):
     """Instance recall@k for every ordered sensor pair, accumulated over an epoch.
 
     A query of sensor A counts when the gallery of sensor B holds a tile of its cell; it is a hit when one of its
-    ``k`` nearest B tiles (inner product of exported vectors) has its cell.
+    ``k`` nearest B tiles (inner product of exported vectors) has its cell. Gallery tiles of the cells in
+    :attr:`same_ground` of the query's cell (the same ground tiled in another UTM zone,
+    :meth:`rsretrieve.data.datasets.CellIndex.same_ground`) are left out of its ranking, as ``evaluate`` does.
     """
 
     full_state_update = False
@@ -106,6 +109,7 @@ class CrossSensorRecall(Metric):
         self.add_state("emb", default=[], dist_reduce_fx="cat")
         self.add_state("cells", default=[], dist_reduce_fx="cat")
         self.add_state("sensor_ids", default=[], dist_reduce_fx="cat")
+        self.same_ground: dict[int, np.ndarray] = {}
 
     def update(self, emb: Tensor, cells: Tensor, sensor: str) -> None:
         self.emb.append(emb.detach().float())
@@ -125,6 +129,10 @@ class CrossSensorRecall(Metric):
             if not has_match.any():
                 continue
             sims = q_emb[has_match] @ g_emb.T  # (Nq, Ng)
+            for i, c in enumerate(q_cells[has_match].tolist()):
+                if c in self.same_ground:
+                    others = torch.as_tensor(self.same_ground[c], device=g_cells.device)
+                    sims[i, torch.isin(g_cells, others)] = -math.inf
             top = sims.topk(min(self.k, len(g_emb)), dim=1).indices  # (Nq, k)
             hits = (g_cells[top] == q_cells[has_match][:, None]).any(dim=1)
             out[f"{self.sensors[a]}_to_{self.sensors[b]}"] = hits.float().mean()
@@ -228,13 +236,17 @@ class CrossSensorTask(LightningModule):
                 raise ValueError(f"unknown model {other!r}; expected 'ours' or 'dual_encoder'")
 
     def setup(self, stage: str) -> None:
-        """Before fitting a model that extends ``pretrained``: refuse when a sensor it adds has no training cell
-        beside another sensor (its scenes not ingested yet, or over other ground). Its branch, the only part that
-        trains, would keep the family weights it was copied from, and ``model.pt`` would be written as if trained.
+        """Give the validation and test recall the cells on the same ground in other zones; and before fitting a
+        model that extends ``pretrained``, refuse when a sensor it adds has no training cell beside another sensor
+        (its scenes not ingested yet, or over other ground). Its branch, the only part that trains, would keep the
+        family weights it was copied from, and ``model.pt`` would be written as if trained.
         """
+        datasets = getattr(getattr(self.trainer, "datamodule", None), "datasets", None) or {}  # attached by now
+        for name, metric in (("val", self.val_recall), ("test", self.test_recall)):
+            if name in datasets:  # the same ground tiled in two zones: left out of a query's ranking
+                metric.same_ground = datasets[name].index.same_ground()
         if stage != "fit" or not self.hparams["pretrained"] or not isinstance(self.model, CrossSensorEncoder):
             return
-        datasets = getattr(getattr(self.trainer, "datamodule", None), "datasets", None) or {}  # attached by now
         train = datasets.get("train")
         if train is None:  # a data module of another kind: nothing to check against
             return

@@ -4,6 +4,7 @@ import json
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -97,6 +98,29 @@ def test_recall_metric_by_hand():
     out = metric.compute()
     assert out["a_to_b"].item() == pytest.approx(1 / 2)  # queries 1, 2 have partners; 1 hit
     assert out["b_to_a"].item() == pytest.approx(1 / 2)  # queries 1, 2; 2's vector (e3) finds cell 3
+
+
+def test_recall_metric_leaves_the_same_ground_in_another_zone_out_of_a_ranking():
+    # b's tile of cell 7 is cell 1's ground tiled in another zone, and looks just like a's tile of cell 1
+    eye = torch.eye(3)
+    plain, fixed = CrossSensorRecall(["a", "b"], k=1), CrossSensorRecall(["a", "b"], k=1)
+    fixed.same_ground = {1: np.array([7]), 7: np.array([1])}
+    for metric in (plain, fixed):
+        metric.update(eye[:2], torch.tensor([1, 2]), "a")
+        metric.update(torch.stack([0.9 * eye[0] + 0.1 * eye[2], eye[1], eye[0]]), torch.tensor([1, 2, 7]), "b")
+    assert plain.compute()["a_to_b"].item() == pytest.approx(1 / 2)  # cell 7 outranks query 1's positive
+    assert fixed.compute()["a_to_b"].item() == 1.0
+
+
+def test_setup_hands_the_validation_and_test_recall_their_split_s_same_ground():
+    from types import SimpleNamespace
+
+    task = CrossSensorTask(["sentinel1", "sentinel2"], dim=32)
+    split = {name: SimpleNamespace(index=SimpleNamespace(same_ground=lambda n=n: {0: np.array([n])}))
+             for n, name in enumerate(("train", "val", "test"))}
+    task._trainer = SimpleNamespace(datamodule=SimpleNamespace(datasets=split))
+    task.setup("fit")
+    assert task.val_recall.same_ground[0].tolist() == [1] and task.test_recall.same_ground[0].tolist() == [2]
 
 
 def test_learning_rate_warms_up_then_anneals_over_the_step_budget():
