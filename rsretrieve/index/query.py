@@ -26,7 +26,8 @@ from shapely.geometry.polygon import orient
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.discover import SceneSource, discover
-from rsretrieve.data.grid import Cell, to_lonlat, transformer, wrap_near
+from rsretrieve.data.grid import (Cell, ground_neighbours, lonlat_boxes, parse_cell_id, to_lonlat, transformer,
+                                  wrap_near)
 from rsretrieve.data.ingest import cell_window, check_sar_units, scene_extent
 from rsretrieve.data.scene import SceneError, clip_window, nodata_value, open_scene
 from rsretrieve.data.tiles import read_scene_tiles, window_has_valid_pixels
@@ -394,8 +395,39 @@ class QueryEngine:
         stale = self._stale_scenes()
         if stale:  # filtered out before the search: a top-k is never truncated afterwards
             flt = replace(flt, exclude_scene_ids=flt.exclude_scene_ids | stale)
+        vec = self.embed(q)[None, :]
+        hits, plan = self._hits(vec, k, flt)
+        if flt.one_per_cell:
+            hits, plan = self._one_per_ground(vec, k, flt, hits, plan)
+        return hits, plan
+
+    def _one_per_ground(self, vec: np.ndarray, k: int, flt: QueryFilter, hits: list[Hit],
+                        plan: dict) -> tuple[list[Hit], dict]:
+        """``one_per_cell`` across UTM zones: the best hit of each ground, the same ground's cells in other zones
+        (:func:`rsretrieve.data.grid.ground_neighbours`) counting as one cell; more hits are fetched while too few
+        remain."""
+        want = k
+        while True:
+            cells = [h.cell_id for h in hits]
+            same = ground_neighbours(cells, cells, overlap=True)
+            if not same:  # no two hits on one ground (one grid, say): the index's own one per cell stands
+                return hits[:k], plan
+            kept: list[Hit] = []
+            taken: set[str] = set()
+            for h in hits:  # best first
+                if h.cell_id not in taken:
+                    kept.append(replace(h, rank=len(kept) + 1))
+                    taken.update(same.get(h.cell_id, ()))
+            more = min(2 * want, max(self.store.ntotal, 1))
+            if len(kept) >= k or len(hits) < want or more == want:  # enough, or nothing more to fetch
+                return kept[:k], plan
+            want = more
+            hits, plan = self._hits(vec, want, flt)
+
+    def _hits(self, vec: np.ndarray, k: int, flt: QueryFilter) -> tuple[list[Hit], dict]:
+        """The top-``k`` hits of the query vector ``vec`` (1, d) under ``flt``, with their catalog rows."""
         # no more hits than indexed tiles can come back: a larger k only costs memory
-        res = self.searcher.search(self.embed(q)[None, :], k=min(k, max(self.store.ntotal, 1)), flt=flt)
+        res = self.searcher.search(vec, k=min(k, max(self.store.ntotal, 1)), flt=flt)
         ids = [int(t) for t in res.tile_ids[0] if t >= 0]
         rows = {t["tile_id"]: t for t in self.catalog.tiles(
             "t.tile_id IN (%s)" % ",".join(map(str, ids)))} if ids else {}
@@ -518,6 +550,15 @@ def _numbers(value: object, n: int, name: str, what: str) -> tuple[float, ...] |
     return out
 
 
+def same_ground_cells(catalog: Catalog, cell: str) -> list[str]:
+    """The catalog's cells of other UTM zones that share ground with ``cell`` (the same ground tiled in two zones,
+    see :func:`rsretrieve.data.grid.ground_neighbours`)."""
+    ids = {i for box_ in lonlat_boxes(Cell(*parse_cell_id(cell)).footprint()) for i in catalog.tile_ids_in_bbox(*box_)}
+    near = {r["cell_id"] for r in catalog.tiles(f"t.tile_id IN ({','.join(map(str, sorted(ids)))})",
+                                                 columns=["cell_id"])} if ids else set()
+    return ground_neighbours([cell], sorted(near), overlap=True).get(cell, [])  # it pairs only cells of other grids
+
+
 def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int | None = None, *,
               sensor: str | None = None, point: tuple[float, float] | None = None,
               window: tuple[int, int, int, int] | None = None, bbox: object = None, within: object = None,
@@ -562,8 +603,9 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
     if exclude_own_cell and q.cell_id is None:
         raise QueryError("excluding the query's own cell needs its cell: give a point inside the tile file, or a "
                          "tile id")
+    cells = [q.cell_id, *same_ground_cells(engine.catalog, q.cell_id)] if exclude_own_cell and q.cell_id else []
     flt = QueryFilter(**flt_args,
                       exclude_scene_ids=frozenset([q.scene_id]) if exclude_own_scene and q.scene_id else frozenset(),
-                      exclude_cell_ids=frozenset([q.cell_id]) if exclude_own_cell and q.cell_id else frozenset())
+                      exclude_cell_ids=frozenset(cells))
     hits, plan = engine.search(q, k=k, flt=flt)
     return QueryResult(q, hits, plan)

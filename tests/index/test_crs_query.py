@@ -82,3 +82,53 @@ def test_cli_query_by_a_point_across_the_antimeridian(small_workspace, tmp_path)
     assert r.stderr.strip().splitlines() == [
         f"rsretrieve query: error: point -179.98,-17.005 (lon,lat) is outside {f}, which covers lon "
         "179.9900..-179.9900, lat -17.0100..-17.0000"]
+
+
+def test_excluding_the_own_cell_leaves_out_the_same_ground_tiled_in_the_other_zone(tmp_path):
+    """Two scenes of one place across 12 E, one delivered in zone 32 and one in zone 33 (as Sentinel-2 tiles of a
+    zone boundary's overlap are): each is tiled in its own zone, so the query tile's own ground came back, under the
+    other zone's cell id, as the best hit of a search that excludes the query's cell."""
+    from rsretrieve.workspace import Workspace
+    from rsretrieve.data.grid import Cell, parse_cell_id
+    from rsretrieve.index.indexer import index_workspace
+    from tests.conftest import save_untrained_model
+
+    files = []
+    for epsg in (32632, 32633):
+        x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(12.0, 45.0)
+        x0, y0 = 480.0 * (x // 480) - 960, 480.0 * (y // 480) + 960  # on the zone's grid: whole cells
+        files.append(s2_file(tmp_path / "a" / f"S2A_MSIL2A_2020010{epsg % 10}T100000_{epsg}.tif",
+                             from_origin(x0, y0, 10, 10), f"EPSG:{epsg}", 192, 192))
+    ws = tmp_path / "ws"
+    with Catalog(ws / "catalog.sqlite", tile_m=480) as cat:
+        report = ingest(files, cat)
+        assert report.added == 2 and not report.problems
+        tile = next(t for t in cat.tiles("t.cell_id LIKE '32N%'") if t["coverage"] == 1.0)
+    save_untrained_model(ws, sensors=["sentinel2"])
+    index_workspace(ws)
+    w = Workspace.open(ws)
+    try:
+        mine = Cell(*parse_cell_id(tile["cell_id"])).footprint()
+
+        def shared(hits):
+            return [h.cell_id for h in hits if h.cell_id.startswith("33N")
+                    and mine.intersection(Cell(*parse_cell_id(h.cell_id)).footprint()).area > 1e-6 * mine.area]
+
+        plain = w.query(tile_id=tile["tile_id"], k=50)
+        assert shared(plain.hits)  # the other zone's cells on the query's ground are in the index
+        res = w.query(tile_id=tile["tile_id"], k=50, exclude_own_cell=True)
+        assert res.hits and not shared(res.hits) and tile["cell_id"] not in {h.cell_id for h in res.hits}
+        assert {h.cell_id for h in plain.hits} - {h.cell_id for h in res.hits} == {tile["cell_id"], *shared(plain.hits)}
+        # one best hit per ground: the two zones' cells on one ground count as one cell (both came back)
+        feet = {}
+        for k in (3, 50):
+            one = w.query(tile_id=tile["tile_id"], k=k, one_per_cell=True).hits
+            assert [h.rank for h in one] == list(range(1, len(one) + 1))
+            assert len(one) == k or k == 50 and len(one) > 3
+            for h in one:
+                feet.setdefault(h.cell_id, Cell(*parse_cell_id(h.cell_id)).footprint())
+            for i, a in enumerate(one):
+                for b in one[:i]:
+                    assert feet[a.cell_id].intersection(feet[b.cell_id]).area < 1e-3 * feet[a.cell_id].area, (a, b)
+    finally:
+        w.close()
