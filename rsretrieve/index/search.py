@@ -150,7 +150,7 @@ class Searcher:
         if not kernels.AVAILABLE or not self.segments:
             return time.perf_counter() - t0
         seg = self.segments[0]
-        q = np.ascontiguousarray(seg.vectors[:1], dtype=np.float32)
+        q = np.array(seg.vectors[:1], dtype=np.float32)  # writable, as a model's output: see search()
         lon, lat, d = float(seg.lon[0]), float(seg.lat[0]), 1e-3
         bbox = (max(lon - d, -180.0), max(lat - d, -90.0), min(lon + d, 180.0), min(lat + d, 90.0))
         self.search(q, 1, QueryFilter(bbox=bbox, start=datetime(1970, 1, 1)))  # box ranges and the scan
@@ -185,8 +185,10 @@ class Searcher:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         fast = isinstance(queries, np.ndarray) and queries.ndim == 2 and queries.dtype == np.float32 \
-            and queries.flags.c_contiguous
-        q = queries if fast else np.ascontiguousarray(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
+            and queries.flags.c_contiguous and queries.flags.writeable
+        # a writable copy otherwise: numba compiles a kernel apart for read-only arrays (a memory-mapped query), and
+        # warm_up() compiles the writable one
+        q = queries if fast else np.array(np.atleast_2d(np.asarray(queries, dtype=np.float32)), order="C")
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (nq, {self.dim}), got {np.shape(queries)}")
         k = int(k)

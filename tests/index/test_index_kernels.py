@@ -395,6 +395,44 @@ def test_warm_up_compiles_every_kernel_for_the_index_types_and_changes_nothing(s
     assert after.tile_ids.tolist() == before.tile_ids.tolist()
 
 
+_FIRST_QUERY = """
+import json, sys
+import numba, numpy as np
+from rsretrieve.index import kernels
+from rsretrieve.index.filters import QueryFilter
+from rsretrieve.index.search import Searcher
+from rsretrieve.index.store import IndexStore
+st = IndexStore.open(sys.argv[1])
+searcher = Searcher(st)
+searcher.warm_up()
+fns = [kernels.scan_topk, *([kernels.scan_topk_parallel] if kernels.threads() > 1 else [])]
+query = numba.typeof(np.zeros((1, st.dim), np.float32))  # a model's output: writable
+ready = {fn.__name__: any(query in sig for sig in fn.signatures) for fn in fns}
+count = {fn.__name__: len(fn.signatures) for fn in fns}
+seg = st.segments[0]
+q = np.ascontiguousarray(seg.vectors[:2])  # a read-only (memory-mapped) query of a user's
+assert not q.flags.writeable
+lon, lat = float(seg.lon[0]), float(seg.lat[0])
+searcher.search(q, 5, QueryFilter(bbox=(lon - 0.01, lat - 0.01, lon + 0.01, lat + 0.01)))
+print(json.dumps({"ready": ready, "more": {fn.__name__: len(fn.signatures) - count[fn.__name__] for fn in fns}}))
+"""
+
+
+def test_warm_up_compiles_the_scan_for_a_writable_query_and_a_read_only_one_needs_no_other(store):
+    # warm_up's own query was a view of the memory-mapped vectors, read-only, which numba types apart from a
+    # writable array: the first real query (a model's output) compiled the scan again, ~25 s with an empty cache
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _FIRST_QUERY, str(store.root)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(out["ready"].values()), out
+    assert not any(out["more"].values()), out
+
+
 def test_a_segment_without_codes_is_scanned_from_its_vectors_with_the_same_answer(tiles, tmp_path):
     st = IndexStore.create(tmp_path / "index", tiles["vectors"].shape[1], "m")
     st.add_segment(**subset(tiles, slice(0, 6000)), factory=None)
