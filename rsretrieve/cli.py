@@ -220,14 +220,26 @@ def cmd_export(args: argparse.Namespace) -> int:
             n = export_geoparquet(c, out, embeddings=emb, provenance=_provenance(ws, store) if store else None)
         except OSError as e:  # e.g. a place the temporary file cannot be created in
             raise UsageError(f"cannot write {args.out}: {e.strerror or e}") from None
-        tile_ids = [r[0] for r in c.conn.execute("SELECT tile_id FROM tiles")]
-        with_emb = 0 if emb is None else len(np.intersect1d(emb[0], tile_ids))
+        rows = c.conn.execute("SELECT tile_id, sensor FROM tiles").fetchall()
+    tile_ids = np.array([r[0] for r in rows], np.int64)
+    indexed = np.isin(tile_ids, emb[0]) if emb is not None else np.zeros(len(rows), bool)
+    with_emb = int(indexed.sum())
     if args.json:
         print(json.dumps({"out": str(args.out), "rows": n, **({} if emb is None else {"embeddings": with_emb})}))
         return EXIT_OK
     note = ""
     if emb is not None and with_emb < n:
-        note = f" ({with_emb} with embeddings; {n - with_emb} not indexed yet: run `rsretrieve index`)"
+        # the index's model embeds only the sensors it has a branch for (an index of an earlier version recorded
+        # them only as the sensors of its fingerprints, and a model kind without fingerprints not at all)
+        known = set(store.model_sensors or store.sensor_fingerprints)
+        lacking: dict[str, int] = {}
+        for (_, sensor), done in zip(rows, indexed):
+            if not done and known and sensor not in known:
+                lacking[sensor] = lacking.get(sensor, 0) + 1
+        behind = n - with_emb - sum(lacking.values())
+        parts = [f"{behind} not indexed yet: run `rsretrieve index`"] if behind else []
+        parts += [f"{v} {k} tiles, a sensor the index's model has no branch for" for k, v in sorted(lacking.items())]
+        note = f" ({with_emb} with embeddings; {'; '.join(parts)})"
     print(f"wrote {n} tiles to {args.out}{note}")
     return EXIT_OK
 
@@ -382,7 +394,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     try:
         ws = Workspace.open(args.workspace)
-        summary = index_workspace(ws.path, model_name=args.model, factory=args.factory or None,
+        summary = index_workspace(ws.path, model_name=args.model or ws.indexed_model(), factory=args.factory or None,
                                   segment_rows=args.segment_rows, compact=args.compact,
                                   progress=_progress(sys.stderr.isatty() and not args.json, "embed"))
     except (WorkspaceError, FileNotFoundError, ValueError, IndexBusyError) as e:
@@ -557,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("index", help="embed new tiles and build or update the index")
     s.add_argument("--workspace", "-w", required=True)
-    s.add_argument("--model", default="default", help="trained model name (WS/checkpoints/NAME)")
+    s.add_argument("--model", help="trained model name (WS/checkpoints/NAME; default: the one the index was built "
+                   "with, or 'default' before the first index)")
     s.add_argument("--factory", help='FAISS index factory for the ANN index of each segment, e.g. "IVF4096,PQ32", '
                    "kept for later runs; an index built with another is rebuilt (default: the one the index was "
                    "given; at first, and with \"auto\": exact below 1M vectors per segment, IVF above)")

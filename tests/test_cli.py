@@ -179,6 +179,56 @@ def test_export_says_how_many_tiles_have_no_embedding_yet(cli, small_workspace, 
     assert gpd.read_parquet(tmp_path / "e.parquet")["embedding"].isna().sum() == n
 
 
+def test_export_tells_tiles_of_a_sensor_the_model_lacks_from_tiles_not_indexed_yet(cli, small_workspace, tmp_path):
+    # `rsretrieve index` never embeds a sensor the model has no branch for: "not indexed yet: run rsretrieve
+    # index" sent the user to a command that could not help
+    import shutil
+
+    from rsretrieve.data.catalog import Catalog
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        first, second = cat.scenes()[:2]
+        cat.conn.execute("UPDATE tiles SET tile_id = tile_id + 100000 WHERE scene_id = ?", (first["scene_id"],))
+        cat.conn.execute("UPDATE tiles SET tile_id = tile_id + 200000, sensor = 'landsat8' WHERE scene_id = ?",
+                         (second["scene_id"],))
+        cat.conn.commit()
+        total = cat.counts()["tiles"]
+    r = cli("export", tmp_path / "e.parquet", "-w", ws)
+    assert r.returncode == 0, r.stderr
+    a, b = first["n_tiles"], second["n_tiles"]
+    assert r.stdout.strip() == (f"wrote {total} tiles to {tmp_path / 'e.parquet'} ({total - a - b} with embeddings; "
+                                f"{a} not indexed yet: run `rsretrieve index`; {b} landsat8 tiles, a sensor the "
+                                "index's model has no branch for)")
+
+
+def test_export_of_a_dual_encoder_index_counts_the_sensors_it_lacks_too(cli, small_workspace, tmp_path):
+    # the plain dual encoder records no per-sensor fingerprints: the sensors it lacks were "not indexed yet"
+    import shutil
+
+    import torch
+
+    from rsretrieve.data.catalog import Catalog
+    from rsretrieve.index.indexer import index_workspace
+    from rsretrieve.model.dual_encoder import DualEncoder
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    torch.manual_seed(0)
+    (ws / "checkpoints" / "dual").mkdir()
+    DualEncoder(["sentinel1", "sentinel2"]).save(ws / "checkpoints" / "dual" / "model.pt")
+    summary = index_workspace(ws, "dual")
+    with Catalog(ws / "catalog.sqlite") as cat:
+        n = cat.counts()["tiles"]
+        enmap = sum(1 for t in cat.tiles(columns=["sensor"]) if t["sensor"] == "enmap")
+    assert summary["skipped_sensors"] == {"enmap": enmap}
+    r = cli("export", tmp_path / "e.parquet", "-w", ws)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (f"wrote {n} tiles to {tmp_path / 'e.parquet'} ({n - enmap} with embeddings; "
+                                f"{enmap} enmap tiles, a sensor the index's model has no branch for)")
+
+
 def test_export_before_the_first_index_has_finished_writes_the_tiles_without_embeddings(cli, small_workspace,
                                                                                          tmp_path):
     import shutil

@@ -123,8 +123,9 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
                "removed": 0, "added": 0, "reused": 0, "reused_sensors": {}, "skipped_sensors": {},
                "factory": factory, "catalog_changed": False}
     fingerprints = _fingerprints(model)
-    if store.model_name != model_name or store.sensor_fingerprints != fingerprints:
-        store.set_model_info(model_name, fingerprints)  # what a later model's update compares its own with
+    if store.model_name != model_name or store.sensor_fingerprints != fingerprints \
+            or store.model_sensors != list(model.sensors):  # what a later model's update compares its own with
+        store.set_model_info(model_name, fingerprints, model.sensors)
     with Catalog(ws / "catalog.sqlite") as catalog:
         # the columns used here and by read_scene_tiles (every column of a million tiles took 1.3 GB)
         tiles = catalog.tiles(columns=("tile_id", "scene_id", "sensor", "acquired_ts", "lon", "lat", "cell_id",

@@ -317,11 +317,21 @@ class IndexStore:
         empty where no update recorded them (an older index, another model kind)."""
         return dict(self.manifest.get("sensor_fingerprints") or {})
 
-    def set_model_info(self, model_name: str, fingerprints: dict[str, str]) -> None:
-        """Record the model's name and per-sensor fingerprints as :attr:`model_name` and :attr:`sensor_fingerprints`."""
+    @property
+    def model_sensors(self) -> list[str] | None:
+        """The sensors the model an update last recorded has branches for (None: none recorded, an older index)."""
+        sensors = self.manifest.get("model_sensors")
+        return None if sensors is None else list(sensors)
+
+    def set_model_info(self, model_name: str, fingerprints: dict[str, str],
+                       sensors: Collection[str] | None = None) -> None:
+        """Record the model's name, per-sensor fingerprints and sensors as :attr:`model_name`,
+        :attr:`sensor_fingerprints` and :attr:`model_sensors`."""
         with self._writing() as man:
             man["model_name"] = str(model_name)
             man["sensor_fingerprints"] = {str(k): str(v) for k, v in fingerprints.items()}
+            if sensors is not None:
+                man["model_sensors"] = [str(s) for s in sensors]
 
     def compact(self, factory: str | None = "auto", names: Collection[str] | None = None) -> str | None:
         """Rewrite segments as one (removed rows dropped, re-sorted, ANN index per ``factory``): all of them, or

@@ -137,3 +137,20 @@ def test_queries_default_to_the_model_the_index_was_built_with(added, tmp_path):
     assert r.returncode == 0 and len(json.loads(r.stdout)["hits"]) == 2, r.stderr
     r = run_cli("query", "-w", ws, "--tile-id", str(tile), "--model", "default")  # named: still checked
     assert r.returncode == 2 and "indexed as --model with_l8" in r.stderr
+
+
+def test_a_later_index_run_naming_no_model_keeps_the_index_model(added, tmp_path):
+    """`rsretrieve index` after `index --model with_l8` (say, after an ingest) went back to `default`: it rebuilt
+    the index with the model that has no Landsat 8 branch, and Landsat 8 dropped out of every query."""
+    from tests.conftest import run_cli
+
+    _, ws, _ = added
+    ws = shutil.copytree(ws, tmp_path / "ws")
+    index_workspace(ws, "with_l8")
+    r = run_cli("index", "-w", ws, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model"] == "with_l8" and out["added"] == 0 and not out["skipped_sensors"]
+    assert IndexStore.open(ws / "index").model_checksum == out["model_checksum"]
+    r = run_cli("index", "-w", ws, "--model", "default", "--json")  # named: as told
+    assert r.returncode == 0 and json.loads(r.stdout)["model"] == "default", r.stderr
