@@ -170,6 +170,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                                            and float(args.tile_size).is_integer()):
         # cell ids carry the size in whole metres (33N_480m_r..._c...)
         raise UsageError(f"--tile-size must be > 0 metres, in whole metres, got {args.tile_size:g}")
+    if not any(os.path.exists(p) for p in args.paths):  # a typo: no workspace is made for it
+        raise UsageError(f"nothing to ingest: no such file or directory: {', '.join(args.paths)}")
     try:
         ws = Workspace.create(args.workspace, args.tile_size)
         catalog = ws.catalog()

@@ -76,6 +76,20 @@ def test_missing_path_is_reported_and_others_still_ingested(cli, tmp_path):
     assert "1 scenes added" in r.stdout
 
 
+def test_only_missing_paths_are_bad_usage_and_make_no_workspace(cli, tmp_path):
+    # a typo made an empty workspace and exited 1, "partial failure", with nothing committed
+    r = cli("ingest", tmp_path / "nope", tmp_path / "nor", "--workspace", tmp_path / "ws")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"rsretrieve ingest: error: nothing to ingest: no such file or "
+                                             f"directory: {tmp_path / 'nope'}, {tmp_path / 'nor'}"]
+    assert not (tmp_path / "ws").exists()
+    good = s1_scene(tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif")
+    assert cli("ingest", good, "--workspace", tmp_path / "ws").returncode == 0
+    before = (tmp_path / "ws" / "catalog.sqlite").read_bytes()
+    r = cli("ingest", tmp_path / "nope", "--workspace", tmp_path / "ws")
+    assert r.returncode == 2 and (tmp_path / "ws" / "catalog.sqlite").read_bytes() == before  # nothing lost
+
+
 def test_forced_sensor_with_wrong_band_count_is_rejected(cli, tmp_path):
     good = s1_scene(tmp_path / "x.tif")
     r = cli("ingest", good, "--workspace", tmp_path / "ws", "--sensor", "sentinel2")
