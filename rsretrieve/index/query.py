@@ -572,8 +572,9 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
         raise QueryError("give exactly one of a tile file or a tile id")
     if tile_id is not None and (sensor is not None or point is not None or window is not None):
         given = [n for n, v in (("sensor", sensor), ("point", point), ("window", window)) if v is not None]
-        raise QueryError(f"{', '.join(given)} apply to a query tile file, not to a tile id (a catalog tile already "
-                         f"has its sensor and cell)")
+        named = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
+        raise QueryError(f"{named} {'applies' if len(given) == 1 else 'apply'} to a query tile file, not to a tile "
+                         f"id (a catalog tile already has its sensor and cell)")
     if tile_id is not None and (isinstance(tile_id, (bool, np.bool_)) or not isinstance(tile_id, (int, np.integer))):
         raise QueryError(f"tile_id must be an integer, got {tile_id!r}")
     if tile is not None and not isinstance(tile, (str, os.PathLike)):

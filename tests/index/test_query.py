@@ -108,7 +108,8 @@ def _bowtie(path):
     (["--tile-id", "1", "--png", "OUT_TXT"], "--png must name a .png file"),
     (["--tile-id", "1", "--geojson", "TMPDIR"], "is a directory"),
     (["--tile-id", "1", "--png", "UNDER_A_FILE"], "is not a directory"),
-    (["--tile-id", "1", "--point", "0,0"], "point apply to a query tile file, not to a tile id"),
+    (["--tile-id", "1", "--point", "0,0"], "point applies to a query tile file, not to a tile id"),
+    (["--tile-id", "1", "--sensor", "sentinel2", "--point", "0,0"], "sensor and point apply to a query tile file"),
     (["--tile", "S1FILE", "--exclude-own-cell"], "excluding the query's own cell needs its cell"),
 ])
 def test_bad_query_inputs_exit_2_with_one_line(small_workspace, tmp_path, args, message):
@@ -201,7 +202,9 @@ def test_api_inputs_of_other_types_and_sizes(small_workspace):
                             ({"tile_id": 1, "model": "nope"}, "no trained model 'nope'"),
                             ({"tile_id": 1, "model": Path("x")}, "model must be the name of a trained model .*x"),
                             ({"tile": path, "point": "74,20"}, "point must be 2 finite numbers"),
-                            ({"tile": path, "window": (0, 0, 48)}, "window must be 4 finite numbers")]:
+                            ({"tile": path, "window": (0, 0, 48)}, "window must be 4 finite numbers"),
+                            ({"tile_id": 1, "sensor": "sentinel2", "point": (74, 20), "window": (0, 0, 8, 8)},
+                             "^sensor, point and window apply to a query tile file, not to a tile id")]:
         with pytest.raises(QueryError, match=message):
             ws.query(**kwargs)
     ws.close()
