@@ -79,4 +79,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " (overwrites the file; no options)").parse_args()
     main()
