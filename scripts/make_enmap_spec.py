@@ -81,5 +81,5 @@ def main() -> None:
 if __name__ == "__main__":
     import argparse
 
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " (overwrites the file; no options)").parse_args()
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0].rstrip(".") + ", overwriting it (no options).").parse_args()
     main()
