@@ -599,9 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target-sensors", help="comma-separated sensors the results may come from")
     s.add_argument("--exclude-own-scene", action="store_true", help="never return tiles of the query's scene")
     s.add_argument("--exclude-own-cell", action="store_true",
-                   help="never return tiles of the query's cell (nor of other UTM zones' cells on its ground)")
+                   help="never return tiles of the query's cell (nor of a cell of another UTM zone covering most of its "
+                   "ground)")
     s.add_argument("--one-per-cell", action="store_true",
-                   help="only the best tile of each ground cell (other UTM zones' cells on its ground count as it)")
+                   help="only the best tile of each ground cell (a cell of another UTM zone covering most of a cell's "
+                   "ground counts as it)")
     s.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     s.add_argument("--model", help="trained model name (WS/checkpoints/NAME; default: the one the index was built "
                    "with)")

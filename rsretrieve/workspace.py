@@ -197,10 +197,10 @@ class Workspace:
             start, end: inclusive time range (dates, datetimes or ISO strings); naive times are UTC.
             target_sensors: sensors the results may come from (a list, set or tuple; None: every sensor).
             k: number of results.
-            exclude_own_scene, exclude_own_cell: leave out the query's own scene / ground cell (with the cells of
-                other UTM zones on its ground: the same ground tiled in two zones).
-            one_per_cell: at most one result per ground cell (its best tile; the cells of other UTM zones on its
-                ground count as that cell).
+            exclude_own_scene, exclude_own_cell: leave out the query's own scene / ground cell (with a cell of
+                another UTM zone covering most of its ground: the same ground tiled in two zones).
+            one_per_cell: at most one result per ground cell (its best tile; a cell of another UTM zone covering
+                most of a cell's ground counts as that cell).
             model: the trained model (``WS/checkpoints/NAME``); default: the one the index was built with
                 (:meth:`indexed_model`).
 

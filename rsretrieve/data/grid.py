@@ -225,7 +225,8 @@ def _central_meridian(epsg: int) -> float:
     return (epsg % 100 - 1) * 6.0 - 177.0
 
 
-def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: bool = False) -> dict[str, list[str]]:
+def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: bool = False,
+                      min_share: float = 1e-6) -> dict[str, list[str]]:
     """Cells of ``targets`` on another grid (UTM zone or cell size) that each cell of ``sources`` meets on the ground.
 
     The same ground can have cells in two zones: scenes delivered in neighbouring zones (Sentinel-2 tiles of the
@@ -239,7 +240,13 @@ def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: b
         sources: cell ids.
         targets: cell ids.
         overlap: ``False``: cells that overlap or touch (the box test alone, which errs on the side of meeting);
-            ``True``: only cells whose footprints share some area (candidates checked on their outlines).
+            ``True``: only cells whose footprints share at least ``min_share`` of the smaller cell's area
+            (candidates checked on their outlines).
+        min_share: with ``overlap``, the least shared fraction: the default, any area at all (a gallery tile with
+            some of a query's ground); 0.5, the cell of another zone that covers most of the cell's ground (at
+            most two such, in practice one: what a query counts as the same cell). Cells of two zones on one ground
+            are rotated against each other, so a cell shares some area with 3-4 cells of the other zone, down to
+            slivers of a square metre.
 
     Returns:
         source cell id -> target cell ids it meets (sources meeting none are left out).
@@ -305,7 +312,7 @@ def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: b
                 area = np.zeros(len(p))
                 good = shapely.is_valid(theirs)
                 area[good] = shapely.area(shapely.intersection(mine[good], theirs[good]))
-                p = p[area > 1e-6 * ta * ta]
+                p = p[area >= max(min_share, 1e-6) * min(ta, tb) ** 2]
             for i, r, c in p.tolist():
                 out[members[i][0]].append(cell_id(eb, tb, r, c))
     return dict(out)

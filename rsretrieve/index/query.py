@@ -39,6 +39,11 @@ from rsretrieve.model.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 
+#: the least share of a cell's ground that a cell of another UTM zone must cover to count, for a query, as the same
+#: cell (``exclude_own_cell``, ``one_per_cell``): two zones' grids are rotated against each other, so a cell shares
+#: some ground with 3-4 cells of the other zone, many of them slivers; at most two can cover half of it
+SAME_CELL_SHARE = 0.5
+
 
 class QueryError(ValueError):
     """A query that cannot run; the message says why in one line."""
@@ -403,13 +408,20 @@ class QueryEngine:
 
     def _one_per_ground(self, vec: np.ndarray, k: int, flt: QueryFilter, hits: list[Hit],
                         plan: dict) -> tuple[list[Hit], dict]:
-        """``one_per_cell`` across UTM zones: the best hit of each ground, the same ground's cells in other zones
-        (:func:`rsretrieve.data.grid.ground_neighbours`) counting as one cell; more hits are fetched while too few
-        remain."""
+        """``one_per_cell`` across UTM zones: the best hit of each ground, a cell of another zone that covers most
+        of a cell's ground (:data:`SAME_CELL_SHARE`, :func:`rsretrieve.data.grid.ground_neighbours`) counting as
+        that cell; more hits are fetched while too few remain."""
         want = k
+        same: dict[str, set[str]] = {}  # cell -> cells of other zones on its ground, among the hits seen so far
+        seen: set[str] = set()
         while True:
             cells = [h.cell_id for h in hits]
-            same = ground_neighbours(cells, cells, overlap=True)
+            new = [c for c in dict.fromkeys(cells) if c not in seen]
+            for a, others in ground_neighbours(new, cells, overlap=True, min_share=SAME_CELL_SHARE).items():
+                for b in others:  # a symmetric relation: the earlier hits' side of a pair from the new one's
+                    same.setdefault(a, set()).add(b)
+                    same.setdefault(b, set()).add(a)
+            seen.update(new)
             if not same:  # no two hits on one ground (one grid, say): the index's own one per cell stands
                 return hits[:k], plan
             kept: list[Hit] = []
@@ -551,12 +563,13 @@ def _numbers(value: object, n: int, name: str, what: str) -> tuple[float, ...] |
 
 
 def same_ground_cells(catalog: Catalog, cell: str) -> list[str]:
-    """The catalog's cells of other UTM zones that share ground with ``cell`` (the same ground tiled in two zones,
-    see :func:`rsretrieve.data.grid.ground_neighbours`)."""
+    """The catalog's cells of other UTM zones that cover most of ``cell``'s ground (:data:`SAME_CELL_SHARE`; the
+    same ground tiled in two zones, see :func:`rsretrieve.data.grid.ground_neighbours`)."""
     ids = {i for box_ in lonlat_boxes(Cell(*parse_cell_id(cell)).footprint()) for i in catalog.tile_ids_in_bbox(*box_)}
     near = {r["cell_id"] for r in catalog.tiles(f"t.tile_id IN ({','.join(map(str, sorted(ids)))})",
                                                  columns=["cell_id"])} if ids else set()
-    return ground_neighbours([cell], sorted(near), overlap=True).get(cell, [])  # it pairs only cells of other grids
+    # it pairs only cells of other grids
+    return ground_neighbours([cell], sorted(near), overlap=True, min_share=SAME_CELL_SHARE).get(cell, [])
 
 
 def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int | None = None, *,

@@ -79,6 +79,10 @@ def test_ground_neighbours_match_the_footprints(a, b, box_):
         big = {d for d, v in area.items() if v > 1e-3 * feet[c].area}
         assert big <= set(strict.get(c, [])) <= set(area), c  # every real overlap, nothing that does not touch
         assert set(strict.get(c, [])) <= set(loose.get(c, [])) and set(area) <= set(loose.get(c, [])), c
+        half = set(ground_neighbours([c], dst, overlap=True, min_share=0.5).get(c, []))  # most of the ground
+        smaller = {d: min(feet[c].area, feet[d].area) for d in area}
+        assert {d for d, v in area.items() if v > 0.51 * smaller[d]} <= half, c
+        assert half <= {d for d, v in area.items() if v > 0.49 * smaller[d]}, c
         found += len(big)
     assert found >= len(src)  # the two grids cover the same ground
     assert ground_neighbours(src, src) == {} and ground_neighbours([], dst) == {}

@@ -110,15 +110,17 @@ def test_excluding_the_own_cell_leaves_out_the_same_ground_tiled_in_the_other_zo
     try:
         mine = Cell(*parse_cell_id(tile["cell_id"])).footprint()
 
-        def shared(hits):
+        def shared(hits, least=0.5):
             return [h.cell_id for h in hits if h.cell_id.startswith("33N")
-                    and mine.intersection(Cell(*parse_cell_id(h.cell_id)).footprint()).area > 1e-6 * mine.area]
+                    and mine.intersection(Cell(*parse_cell_id(h.cell_id)).footprint()).area >= least * mine.area]
 
         plain = w.query(tile_id=tile["tile_id"], k=50)
-        assert shared(plain.hits)  # the other zone's cells on the query's ground are in the index
+        assert shared(plain.hits)  # the other zone's cell covering most of the query's ground is in the index
         res = w.query(tile_id=tile["tile_id"], k=50, exclude_own_cell=True)
         assert res.hits and not shared(res.hits) and tile["cell_id"] not in {h.cell_id for h in res.hits}
         assert {h.cell_id for h in plain.hits} - {h.cell_id for h in res.hits} == {tile["cell_id"], *shared(plain.hits)}
+        # the other zone's cells with only a part of its ground (the grids are rotated) stay: other ground mostly
+        assert set(shared(plain.hits, 1e-3)) - set(shared(plain.hits)) <= {h.cell_id for h in res.hits}
         # one best hit per ground: the two zones' cells on one ground count as one cell (both came back)
         feet = {}
         for k in (3, 50):
@@ -129,6 +131,30 @@ def test_excluding_the_own_cell_leaves_out_the_same_ground_tiled_in_the_other_zo
                 feet.setdefault(h.cell_id, Cell(*parse_cell_id(h.cell_id)).footprint())
             for i, a in enumerate(one):
                 for b in one[:i]:
-                    assert feet[a.cell_id].intersection(feet[b.cell_id]).area < 1e-3 * feet[a.cell_id].area, (a, b)
+                    assert feet[a.cell_id].intersection(feet[b.cell_id]).area < 0.5 * feet[a.cell_id].area, (a, b)
     finally:
         w.close()
+
+
+def test_one_per_cell_keeps_a_cell_of_another_zone_that_shares_only_a_sliver_of_a_hit_s_ground():
+    """Two zones' grids are rotated against each other: a 34N cell shares ground with 3-4 cells of zone 33, one
+    covering most of it and others a sliver. The sliver's cell is other ground and stays; the cell covering most of
+    it is the same cell and goes, whichever of the two comes first."""
+    from types import SimpleNamespace
+
+    from rsretrieve.data.grid import Cell, ground_neighbours, parse_cell_id
+    from rsretrieve.index.query import Hit, QueryEngine
+    from tests.conftest import cells_over
+
+    b = cells_over(18.0, 45.0, 18.0001, 45.0001, 32634)[0]
+    mine = Cell(*parse_cell_id(b)).footprint()
+    share = {a: mine.intersection(Cell(*parse_cell_id(a)).footprint()).area / mine.area
+             for a in ground_neighbours([b], cells_over(17.97, 44.98, 18.03, 45.02, 32633), overlap=True)[b]}
+    big, small = max(share, key=share.get), min(share, key=share.get)
+    assert share[big] > 0.5 > 0.1 > share[small]
+    engine = object.__new__(QueryEngine)  # only the de-duplication: hits in a given order, no index
+    engine.store = SimpleNamespace(ntotal=3)
+    for order, kept in (([b, big, small], [b, small]), ([big, small, b], [big, small]), ([small, b, big], [small, b])):
+        hits = [Hit(i + 1, i, 1.0 - i / 10, "sentinel2", c, None, 0, "x", 0.0, 0.0, "") for i, c in enumerate(order)]
+        out, _ = engine._one_per_ground(None, 3, None, hits, {})
+        assert [(h.rank, h.cell_id) for h in out] == list(enumerate(kept, 1)), order
