@@ -36,6 +36,43 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+class _Stdout:
+    """``sys.stdout`` that goes quiet once its reader has gone (``rsretrieve ingest ... | head -1``): the command
+    goes on, and its lines on stderr (``rejected: PATH: reason``) and its exit code stand. Before, the first write
+    into the closed pipe ended the command with exit code 0 and nothing more said."""
+
+    def __init__(self, stream: object):
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._quiet()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._quiet()
+
+    def _quiet(self) -> None:
+        self.gone = True
+        try:  # what is still buffered is flushed at exit: into /dev/null, not into the closed pipe
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, AttributeError, ValueError):  # a stream without a file descriptor (tests' capture)
+            pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def _eprint(*args: object) -> None:
     print(*args, file=sys.stderr)
 
@@ -700,7 +737,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rsretrieve.data.catalog import SchemaError
     from rsretrieve.sensors import SensorSpecError
 
-    previous = None
+    previous, stdout = None, sys.stdout
+    if args.command not in ("train", "serve"):  # Lightning and uvicorn write and handle their own output
+        sys.stdout = _Stdout(stdout)
     if args.command not in ("train", "serve") and threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)  # Lightning and uvicorn handle SIGTERM themselves
     try:
@@ -708,8 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, SchemaError, SensorSpecError) as e:  # a bad sensor YAML names its file and field
         _eprint(f"rsretrieve {args.command}: error: {e}")
         return EXIT_USAGE
-    except BrokenPipeError:  # `rsretrieve ... | head`
-        sys.stdout = open(os.devnull, "w")
+    except BrokenPipeError:  # stderr's reader gone too: nothing more can be said (stdout's is _Stdout's)
         return EXIT_OK
     except OSError as e:  # an output path that cannot be written, a workspace in a read-only place, ...
         logging.getLogger("rsretrieve").debug("%s failed", args.command, exc_info=True)
@@ -731,6 +769,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _eprint(f"{how}: everything committed so far is kept; run the same command again to continue")
         return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     finally:
+        try:
+            sys.stdout.flush()  # while _Stdout can still catch a reader gone
+        finally:
+            sys.stdout = stdout
         if previous is not None:  # main() called in-process (tests, scripts): the caller's handler again
             signal.signal(signal.SIGTERM, previous)
 

@@ -90,6 +90,32 @@ def test_only_missing_paths_are_bad_usage_and_make_no_workspace(cli, tmp_path):
     assert r.returncode == 2 and (tmp_path / "ws" / "catalog.sqlite").read_bytes() == before  # nothing lost
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+def test_a_reader_of_stdout_gone_early_loses_neither_the_rejections_nor_the_exit_code(mixed_archive, tmp_path,
+                                                                                    unbuffered):
+    # `rsretrieve ingest ARCHIVE | head -1`: the first write into the closed pipe ended the command with exit code 0
+    # and without its `rejected:` lines (on stderr, still open)
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    d, good = mixed_archive
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update({"PYTHONUNBUFFERED": unbuffered} if unbuffered else {})
+    p = subprocess.Popen([sys.executable, "-m", "rsretrieve.cli", "ingest", str(d), "--workspace",
+                          str(tmp_path / "ws")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         cwd=ROOT)
+    p.stdout.close()  # the reader is gone before the command writes anything
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 1, err
+    assert sorted(line.split(": ")[1].rsplit("/", 1)[-1] for line in err.splitlines()
+                  if line.startswith("rejected: ")) == sorted(EXPECTED_REASONS), err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    with sqlite3.connect(tmp_path / "ws" / "catalog.sqlite") as c:  # the good scenes committed all the same
+        assert c.execute("SELECT COUNT(*) FROM scenes").fetchone()[0] == len(good)
+
+
 def test_forced_sensor_with_wrong_band_count_is_rejected(cli, tmp_path):
     good = s1_scene(tmp_path / "x.tif")
     r = cli("ingest", good, "--workspace", tmp_path / "ws", "--sensor", "sentinel2")
