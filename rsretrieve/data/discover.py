@@ -198,6 +198,7 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
     problems: list[Problem] = []
     files: list[Path] = []
     seen: set[tuple[int, int]] = set()
+    named: dict[Path, Path] = {}  # files named on their own (not found in a folder): resolved -> as given
     for p in map(Path, paths):
         if p.is_symlink() and not p.exists():
             problems.append(_broken_link(p))
@@ -207,20 +208,30 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
             _walk(p, files, problems, seen)
         else:
             files.append(p)
+            named.setdefault(p.resolve(), p)
     files = sorted({f.resolve() for f in files})
 
     sources: list[SceneSource] = []
     claimed: set[Path] = set()
+    items: set[Path] = set()  # STAC Item files
     for f in files:
         if f.suffix.lower() == ".json":
             doc = _is_stac_item(f)
             if doc is not None:
+                items.add(f)
                 src = _stac_source(f, doc, tokens)
                 if isinstance(src, Problem):
                     problems.append(src)
                 else:
                     sources.append(src)
                     claimed.update(Path(v) for v in src.files.values())
+    for f, given in named.items():  # a folder's other files are sidecars, ignored; a file named on its own is not
+        if f.suffix.lower() == ".json" and f not in items:
+            problems.append(Problem(str(given), "a JSON file that is not a STAC Item (a GeoJSON Feature with "
+                                                "stac_version and assets)"))
+        elif f.suffix.lower() not in RASTER_SUFFIXES | {".json"}:
+            problems.append(Problem(str(given), f"not a raster file rsretrieve reads (its name must end in "
+                                                f"{', '.join(sorted(RASTER_SUFFIXES))}, or be a STAC Item .json)"))
     rasters = [f for f in files if f.suffix.lower() in RASTER_SUFFIXES and f not in claimed]
     aux = [f for f in rasters if any(re.search(p, f.name) for p in aux_pats)]
     aux_set = set(aux)  # built once: in the comprehension's test it was rebuilt per raster (quadratic)

@@ -116,6 +116,28 @@ def test_a_reader_of_stdout_gone_early_loses_neither_the_rejections_nor_the_exit
         assert c.execute("SELECT COUNT(*) FROM scenes").fetchone()[0] == len(good)
 
 
+def test_a_file_named_on_its_own_that_is_no_raster_is_rejected_not_skipped(cli, tmp_path):
+    # `rsretrieve ingest README.md` said "0 rejected" and exited 0; in a folder such files are sidecars, ignored
+    good = s1_scene(tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif")
+    (tmp_path / "README.md").write_text("# notes\n")
+    (tmp_path / "training.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (tmp_path / "item.json").write_text('{"type": "FeatureCollection", "features": []}')
+    r = cli("ingest", tmp_path / "README.md", tmp_path / "training.h5", good, tmp_path / "item.json",
+            "--workspace", tmp_path / "ws")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    suffixes = ".img, .jp2, .tif, .tiff, .vrt"
+    assert sorted(r.stderr.strip().splitlines()) == sorted([
+        f"rejected: {tmp_path / 'README.md'}: not a raster file rsretrieve reads (its name must end in {suffixes}, "
+        "or be a STAC Item .json)",
+        f"rejected: {tmp_path / 'training.h5'}: not a raster file rsretrieve reads (its name must end in {suffixes}, "
+        "or be a STAC Item .json)",
+        f"rejected: {tmp_path / 'item.json'}: a JSON file that is not a STAC Item (a GeoJSON Feature with "
+        "stac_version and assets)"])
+    assert "1 scenes added" in r.stdout and "3 rejected" in r.stdout  # the good file committed all the same
+    r = cli("ingest", tmp_path, "--workspace", tmp_path / "ws")  # the same files found in a folder: sidecars
+    assert r.returncode == 0 and "1 already in the catalog" in r.stdout and not r.stderr
+
+
 def test_forced_sensor_with_wrong_band_count_is_rejected(cli, tmp_path):
     good = s1_scene(tmp_path / "x.tif")
     r = cli("ingest", good, "--workspace", tmp_path / "ws", "--sensor", "sentinel2")
