@@ -110,9 +110,9 @@ class Workspace:
             try:
                 engines[model] = QueryEngine(self.path, model)
             except IndexMismatchError as e:
-                if model == "default":
+                if model == self.indexed_model():  # retrained since: a bare `rsretrieve index` re-indexes with it
                     raise
-                # its hint, a bare `rsretrieve index`, would index with the default model
+                # its hint, a bare `rsretrieve index`, would index with the index's own model again
                 raise IndexMismatchError(str(e).replace(
                     ": re-run `rsretrieve index`", f": `rsretrieve index --workspace {self.path} --model {model}` "
                     f"indexes with model {model!r} (an index holds one model's vectors)")) from None

@@ -3,6 +3,7 @@ QueryError in one line naming the parameter, never another exception type or a s
 
 import datetime as dt
 import json
+import re
 
 import numpy as np
 import pytest
@@ -122,3 +123,11 @@ def test_a_model_without_its_index_names_the_command_that_builds_it(small_worksp
     assert main(["query", "--workspace", str(ws), "--tile-id", str(tile["tile_id"]), "--model", "other"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == f"rsretrieve query: error: {e.value}\n"
+    # the index now of 'other': `default` is the one without its index, and a bare `rsretrieve index` (which keeps
+    # the index's model) would not build it
+    from rsretrieve.index.indexer import index_workspace
+
+    index_workspace(ws, model_name="other")
+    with pytest.raises(IndexMismatchError, match=r"indexed as --model other\); this model is .*: `rsretrieve index "
+                       rf"--workspace {re.escape(str(ws))} --model default` indexes with model 'default' "):
+        Workspace.open(ws).query(tile_id=tile["tile_id"], model="default")
