@@ -223,14 +223,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(json.dumps({"report": report.to_dict(), "catalog": counts}, indent=2))
     else:
         print(f"ingest: {report.added} scenes added, {report.replaced} replaced, {report.skipped} already in the "
-              f"catalog, {report.tiles} tiles; {report.label_sources} land-cover sources "
-              f"({report.labelled_cells} cells); {len(report.problems)} rejected"
+              f"catalog{_of_them(report.skipped_label_sources)}, {report.tiles} tiles; {report.label_sources} "
+              f"land-cover sources ({report.labelled_cells} cells); {len(report.problems)} rejected"
               + (f" ({report.removed} earlier version{'s' * (report.removed != 1)} taken out of the catalog)"
                  if report.removed else ""))
         _print_summary(counts)
     for p in report.problems:
         _eprint(f"rejected: {p}")
     return EXIT_PARTIAL if report.problems else EXIT_OK
+
+
+def _of_them(label_sources: int) -> str:
+    return f" ({label_sources} of them land-cover source{'s' * (label_sources != 1)})" if label_sources else ""
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -636,8 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target-sensors", help="comma-separated sensors the results may come from")
     s.add_argument("--exclude-own-scene", action="store_true", help="never return tiles of the query's scene")
     s.add_argument("--exclude-own-cell", action="store_true",
-                   help="never return tiles of the query's cell (nor of a cell of another UTM zone covering most of its "
-                   "ground)")
+                   help="never return tiles of the query's cell (nor of a cell of another UTM zone covering most of "
+                   "its ground)")
     s.add_argument("--one-per-cell", action="store_true",
                    help="only the best tile of each ground cell (a cell of another UTM zone covering most of a cell's "
                    "ground counts as it)")

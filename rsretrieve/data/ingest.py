@@ -64,7 +64,10 @@ class IngestReport:
     replaced: int = 0
     #: catalogued scenes whose files changed and are now refused: removed from the catalog (each one a problem too)
     removed: int = 0
+    #: inputs already in the catalog with the same files: scenes and land-cover sources
     skipped: int = 0
+    #: of them, land-cover sources
+    skipped_label_sources: int = 0
     tiles: int = 0
     label_sources: int = 0
     labelled_cells: int = 0
@@ -577,6 +580,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         stored = catalog.meta(f"labels:{s.key}") if s.role == "labels" else catalog.scene_fingerprint(s.key)
         if stored == fp:
             report.skipped += 1
+            report.skipped_label_sources += s.role == "labels"
             continue
         todo.append((s, stored, fp))
     jobs = [(s, tile_m, sensor, min_coverage, label_scheme, fp) for s, _, fp in todo]
