@@ -319,8 +319,10 @@ class QueryEngine:
 
     def __init__(self, workspace: str | Path, model_name: str = "default"):
         self.workspace = Path(workspace)
+        self.model_name = model_name
         mpath = model_path(self.workspace, model_name)
         self.model = load_model(mpath).eval()
+        self._told_lacking: set[str] = set()  # target sensors the model lacks, warned of once
         self._checksum = model_checksum(mpath)
         self.store = self._open_store()
         self.searcher = Searcher(self.store)
@@ -397,6 +399,12 @@ class QueryEngine:
             flt.check_sensors(self._known_sensors())
         except ValueError as e:
             raise QueryError(str(e)) from None
+        lacking = sorted((flt.sensors or set()) - set(self.model.sensors) - self._told_lacking)
+        if lacking:  # registered, but never indexed: "no tile matches the filter" alone did not say why
+            self._told_lacking.update(lacking)
+            log.warning("the index holds no %s tiles: its model %r has no branch for %s (add one with "
+                        "configs/add_sensor.yaml, then run `rsretrieve index`)", " or ".join(lacking),
+                        self.model_name, "them" if len(lacking) > 1 else "it")
         stale = self._stale_scenes()
         if stale:  # filtered out before the search: a top-k is never truncated afterwards
             flt = replace(flt, exclude_scene_ids=flt.exclude_scene_ids | stale)

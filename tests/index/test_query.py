@@ -464,3 +464,16 @@ def test_hits_json_is_what_json_dumps_writes_for_every_kind_of_value():
                 del d["footprint"]
             want.append(json.dumps(d))
         assert list(hits_json(hits, role=role, footprint=footprint)) == want
+
+
+def test_a_target_sensor_the_model_has_no_branch_for_is_named_as_the_reason_nothing_matches(small_workspace):
+    # `--target-sensors landsat8` (registered; the model has no branch, so none of its tiles is indexed) printed
+    # "(no tile matches the filter)" and nothing about why
+    r = run_cli("query", "--workspace", small_workspace, "--tile-id", "1", "--target-sensors", "landsat8,sentinel2")
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "WARNING rsretrieve.index.query: the index holds no landsat8 tiles: its model 'default' has no branch for it "
+        "(add one with configs/add_sensor.yaml, then run `rsretrieve index`)"]
+    assert " sentinel2 " in r.stdout  # the sensors it has still answer
+    r = run_cli("query", "--workspace", small_workspace, "--tile-id", "1", "--target-sensors", "sentinel2")
+    assert r.returncode == 0 and r.stderr == ""
