@@ -608,6 +608,9 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
     if window is not None and not all(float(v).is_integer() for v in window):
         raise QueryError(f"window must be whole pixels (col, row, width, height), got {window!r}")
     window = tuple(int(v) for v in window) if window is not None else None
+    if window is not None and (window[2] <= 0 or window[3] <= 0):  # it was said not to overlap the file
+        raise QueryError(f"window width and height must be > 0 pixels, got {','.join(map(str, window))} "
+                         "(col, row, width, height)")
     try:
         region = load_region(within) if isinstance(within, (str, os.PathLike)) else within
         flt_args = dict(bbox=bbox, polygon=region, start=_when(start, "start"), end=_when(end, "end"),

@@ -110,6 +110,8 @@ def _bowtie(path):
     (["--tile-id", "1", "--png", "UNDER_A_FILE"], "is not a directory"),
     (["--tile-id", "1", "--point", "0,0"], "point applies to a query tile file, not to a tile id"),
     (["--tile-id", "1", "--sensor", "sentinel2", "--point", "0,0"], "sensor and point apply to a query tile file"),
+    (["--tile", "S1FILE", "--window", "0,0,0,48"], "window width and height must be > 0 pixels, got 0,0,0,48 (col, "),
+    (["--tile", "S1FILE", "--window", "0,0,8,-8"], "window width and height must be > 0 pixels, got 0,0,8,-8"),
     (["--tile", "S1FILE", "--exclude-own-cell"], "excluding the query's own cell needs its cell"),
 ])
 def test_bad_query_inputs_exit_2_with_one_line(small_workspace, tmp_path, args, message):
