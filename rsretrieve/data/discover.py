@@ -66,7 +66,8 @@ class Problem:
         return f"{self.path}: {self.reason}"
 
 
-def _band_tokens() -> list[str]:
+def band_tokens() -> list[str]:
+    """Every band name and alias of the registered sensors, longest first (what :func:`split_band_token` tries)."""
     toks = {t for n in list_sensors() for b in get_sensor(n).bands for t in (b.name, *b.aliases)}
     return sorted(toks, key=len, reverse=True)
 
@@ -193,7 +194,7 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
     Returns:
         (scenes sorted by key, problems such as paths that do not exist)
     """
-    tokens = _band_tokens()
+    tokens = band_tokens()
     aux_pats = _aux_patterns()
     problems: list[Problem] = []
     files: list[Path] = []

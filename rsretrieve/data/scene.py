@@ -20,7 +20,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from rsretrieve.data.discover import SceneSource
+from rsretrieve.data.discover import SceneSource, band_tokens, split_band_token
 from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors
 
 
@@ -154,6 +154,16 @@ def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | No
     return None
 
 
+def _one_band_file(path: str) -> str:
+    """The hint for a one-band file named after a band (``.../VV.tif``, ``..._B04.tif``): neither ``--sensor`` nor
+    any other flag makes one band of a product a scene; its band files together do. ``""`` for other names."""
+    split = split_band_token(Path(path).stem, band_tokens())
+    if split is None:
+        return ""
+    return (f"; it looks like band {split[1]} of a product delivered as one file per band: ingest its folder, or "
+            f"all its band files together, and they make one scene")
+
+
 def _identify_stacked(src: rasterio.DatasetReader, path: str, override: str | None,
                       stac: dict | None) -> tuple[SensorSpec, str]:
     """(spec, layout name) of a stacked file, from override, tag, STAC platform, band count + dtype, file name."""
@@ -163,7 +173,8 @@ def _identify_stacked(src: rasterio.DatasetReader, path: str, override: str | No
         fits = [n for n, lay in spec.layouts.items() if len(lay.bands) == count]
         if not fits:
             counts = ", ".join(f"{n}: {len(lay.bands)}" for n, lay in spec.layouts.items())
-            raise SceneError(f"has {count} bands but sensor {override!r} files have {counts}")
+            raise SceneError(f"has {count} bands but sensor {override!r} files have {counts}"
+                             + (_one_band_file(path) if count == 1 else ""))
         exact = [n for n in fits if spec.layouts[n].dtype == dtype]
         return spec, (exact or fits)[0]
     tag = src.tags().get("RSRETRIEVE_SENSOR")
@@ -177,7 +188,8 @@ def _identify_stacked(src: rasterio.DatasetReader, path: str, override: str | No
              if len(lay.bands) == count]
     if not cands:
         known = ", ".join(f"{n} {len(get_sensor(n).bands)}" for n in list_sensors())
-        raise SceneError(f"{count} band(s) of {dtype} fit no registered sensor ({known}); pass --sensor if it is one")
+        hint = (count == 1 and _one_band_file(path)) or "; pass --sensor if it is one"
+        raise SceneError(f"{count} band(s) of {dtype} fit no registered sensor ({known}){hint}")
     if len(cands) > 1:
         by_dtype = [c for c in cands if c[0].layouts[c[1]].dtype == dtype]
         cands = by_dtype or cands

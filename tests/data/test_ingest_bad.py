@@ -138,6 +138,28 @@ def test_a_file_named_on_its_own_that_is_no_raster_is_rejected_not_skipped(cli, 
     assert r.returncode == 0 and "1 already in the catalog" in r.stdout and not r.stderr
 
 
+def test_one_band_file_of_a_per_band_product_says_to_ingest_its_band_files_together(cli, tmp_path):
+    # a BigEarthNet-style VV.tif named on its own was told "pass --sensor if it is one", and with
+    # `--sensor sentinel1` only "has 1 bands but ... full: 2": no flag makes one band a scene
+    vv = tmp_path / "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_39" / "VV.tif"
+    write_tif(vv, np.full((1, 64, 64), -12.0, "float32"))
+    write_tif(vv.parent / "VH.tif", np.full((1, 64, 64), -19.0, "float32"))
+    hint = ("it looks like band VV of a product delivered as one file per band: ingest its folder, or all its band "
+            "files together, and they make one scene")
+    r = cli("ingest", vv, "--workspace", tmp_path / "ws")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"rejected: {vv}: 1 band(s) of float32 fit no registered sensor (enmap 224, landsat7 6, landsat8 7, "
+        f"sentinel1 2, sentinel2 12, sentinel2_l1c 13); {hint}"]
+    r = cli("ingest", vv, "--workspace", tmp_path / "ws", "--sensor", "sentinel1")
+    assert r.returncode == 1
+    assert r.stderr.strip().endswith(f"has 1 bands but sensor 'sentinel1' files have full: 2; {hint}")
+    r = cli("ingest", vv.parent, "--workspace", tmp_path / "ws")  # as the hint says
+    assert r.returncode == 0 and "1 scenes added" in r.stdout, r.stderr
+    # a one-band file not named after a band keeps the --sensor hint
+    one = write_tif(tmp_path / "mystery.tif", np.zeros((1, 32, 32), "float32"))
+    assert cli("ingest", one, "--workspace", tmp_path / "ws").stderr.strip().endswith("; pass --sensor if it is one")
+
+
 def test_forced_sensor_with_wrong_band_count_is_rejected(cli, tmp_path):
     good = s1_scene(tmp_path / "x.tif")
     r = cli("ingest", good, "--workspace", tmp_path / "ws", "--sensor", "sentinel2")
