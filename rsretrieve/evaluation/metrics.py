@@ -41,6 +41,28 @@ def average_precision_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> 
     return np.where(n > 0, (prec * rel).sum(1) / np.maximum(n, 1), 0.0)
 
 
+def same_ground_pairs(q_cells: np.ndarray, g_cells: np.ndarray,
+                      same_ground: dict[int, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, gallery columns) of the gallery tiles whose cell is in ``same_ground`` of the query's cell (the
+    same ground tiled in another UTM zone), every tile of such a cell; one pass over the queries, no per-query scan
+    of the gallery."""
+    none = np.zeros(0, np.int64)
+    if not same_ground or not len(q_cells) or not len(g_cells):
+        return none, none
+    qi = [i for i, c in enumerate(np.asarray(q_cells).tolist()) if c in same_ground]
+    if not qi:
+        return none, none
+    others = [np.asarray(same_ground[int(q_cells[i])], np.int64) for i in qi]
+    wanted = np.concatenate(others)  # (P,) cells, each of one query
+    owner = np.repeat(np.asarray(qi, np.int64), [len(o) for o in others])
+    order = np.argsort(np.asarray(g_cells, np.int64), kind="stable")
+    ranked = np.asarray(g_cells, np.int64)[order]
+    lo, hi = np.searchsorted(ranked, wanted, "left"), np.searchsorted(ranked, wanted, "right")
+    count = hi - lo  # gallery tiles of each wanted cell (0: not in the gallery)
+    within = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    return np.repeat(owner, count), order[np.repeat(lo, count) + within]
+
+
 def pair_metrics(q_emb: np.ndarray, q_cells: np.ndarray, q_labels: np.ndarray | dict[str, np.ndarray],
                  g_emb: np.ndarray, g_cells: np.ndarray, g_labels: np.ndarray | dict[str, np.ndarray],
                  ks: tuple[int, ...] = (1, 5, 10), map_k: int = 10, seed: int = 0,
@@ -58,8 +80,7 @@ def pair_metrics(q_emb: np.ndarray, q_cells: np.ndarray, q_labels: np.ndarray | 
     scores = q_emb.astype(np.float64) @ g_emb.astype(np.float64).T  # (Nq, Ng)
     col = {int(c): i for i, c in enumerate(g_cells)}
     excluded = np.zeros(scores.shape, bool)  # (Nq, Ng): gallery tiles on a query's ground in another zone
-    for i, c in enumerate(q_cells):
-        excluded[i, [col[int(o)] for o in (same_ground or {}).get(int(c), ()) if int(o) in col]] = True
+    excluded[same_ground_pairs(q_cells, g_cells, same_ground)] = True
     scores[excluded] = -np.inf  # ranked below every other gallery tile: never among the top k
     has = np.array([int(c) in col for c in q_cells], bool)
     out: dict[str, float | int] = {"queries": int(has.sum()), "gallery": int(len(g_cells))}

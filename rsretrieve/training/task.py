@@ -29,6 +29,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from rsretrieve.evaluation.metrics import same_ground_pairs
 from rsretrieve.losses.joint import JointObjective, SensorEmbeddings
 from rsretrieve.model.branches import SensorBranch
 from rsretrieve.model.checkpoint import EmbeddingModel, ModelFileError, load_error_reason, load_model
@@ -129,10 +130,10 @@ class CrossSensorRecall(Metric):
             if not has_match.any():
                 continue
             sims = q_emb[has_match] @ g_emb.T  # (Nq, Ng)
-            for i, c in enumerate(q_cells[has_match].tolist()):
-                if c in self.same_ground:
-                    others = torch.as_tensor(self.same_ground[c], device=g_cells.device)
-                    sims[i, torch.isin(g_cells, others)] = -math.inf
+            if self.same_ground:
+                rows, cols = same_ground_pairs(q_cells[has_match].cpu().numpy(), g_cells.cpu().numpy(),
+                                               self.same_ground)
+                sims[torch.as_tensor(rows, device=sims.device), torch.as_tensor(cols, device=sims.device)] = -math.inf
             top = sims.topk(min(self.k, len(g_emb)), dim=1).indices  # (Nq, k)
             hits = (g_cells[top] == q_cells[has_match][:, None]).any(dim=1)
             out[f"{self.sensors[a]}_to_{self.sensors[b]}"] = hits.float().mean()

@@ -89,3 +89,17 @@ def test_a_nan_score_still_shows_in_the_calibration():
     g[2] = np.nan  # a broken vector in the gallery must not vanish from the numbers
     m = pair_metrics(g[:2].copy(), np.arange(2), np.full(2, -1), g, np.arange(3), np.full(3, -1), ks=(1,))
     assert np.isnan(m["neg_score"]) and np.isnan(m["separation"])
+
+
+def test_same_ground_pairs_are_every_gallery_tile_of_every_other_zone_cell_on_a_query_s_ground():
+    from rsretrieve.evaluation.metrics import same_ground_pairs
+
+    rng = np.random.default_rng(0)
+    q_cells = rng.integers(0, 40, 60)
+    g_cells = rng.integers(0, 40, 90)  # a cell may have several gallery tiles, or none
+    same = {int(c): rng.choice(40, int(rng.integers(1, 4)), replace=False) for c in range(0, 40, 3)}
+    rows, cols = same_ground_pairs(q_cells, g_cells, same)
+    want = {(i, j) for i, c in enumerate(q_cells) for j, g in enumerate(g_cells) if g in same.get(int(c), ())}
+    assert len(rows) == len(want) and set(zip(rows.tolist(), cols.tolist())) == want
+    assert [len(a) for a in same_ground_pairs(q_cells, g_cells, {})] == [0, 0]
+    assert [len(a) for a in same_ground_pairs(q_cells[:0], g_cells, same)] == [0, 0]
