@@ -162,11 +162,12 @@ def create_app(workspace: str | Path, model: str | None = None, max_upload_mb: f
     if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not (
             math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise ValueError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb!r}")
+    follow = model is None  # the index's model, whichever it is then: `rsretrieve index --model NAME` switches it
     if model is None:
         from rsretrieve.workspace import Workspace
 
         model = Workspace.open(workspace).indexed_model()
-    worker = EngineWorker(workspace, model)
+    worker = EngineWorker(workspace, model, follow=follow)
     health = {"status": "ok", "model": model, **worker.call(_engine_health, worker.engine),
               "max_upload_mb": max_upload_mb}
     log.info("serving %s: model %s (%s), %d tiles indexed; search kernels ready in %.2f s", workspace, model,
@@ -191,6 +192,7 @@ def create_app(workspace: str | Path, model: str | None = None, max_upload_mb: f
         answered with now (the published generation, unless that holds another model's vectors)."""
         # a long-running service follows every `rsretrieve index` run, and a model retrained and re-indexed
         health.update(await worker.run_engine(_engine_health))
+        health["model"] = worker.model_name  # switched when the index was rebuilt with another model
         return health
 
     @app.post("/query", openapi_extra=_QUERY_BODY, dependencies=[Depends(_no_query_parameters)])

@@ -28,6 +28,9 @@ class EngineWorker:
     Args:
         workspace: the workspace folder.
         model: the model name (``WS/checkpoints/NAME``).
+        follow: answer with the model the published index was built with, whichever it is now
+            (:meth:`rsretrieve.workspace.Workspace.indexed_model`): ``rsretrieve index --model OTHER`` switches the
+            service to ``OTHER`` (what ``serve`` without ``--model`` does); ``False``: always ``model``.
 
     Raises:
         rsretrieve.workspace.WorkspaceError: not a workspace.
@@ -36,8 +39,10 @@ class EngineWorker:
         rsretrieve.index.store.IndexMismatchError: the index was built with another model.
     """
 
-    def __init__(self, workspace: str | Path, model: str = "default"):
+    def __init__(self, workspace: str | Path, model: str = "default", follow: bool = False):
         self.model_name = model
+        self.follow = follow
+        self._refused: str | None = None  # the index's model that could not be loaded, warned of once
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1,
                                                                    thread_name_prefix="rsretrieve-engine")
         try:
@@ -68,6 +73,20 @@ class EngineWorker:
         the model was retrained and its index published since (:meth:`rsretrieve.workspace.Workspace.engine`)."""
         # (an index folder removed, or a generation pruned as it is opened, leaves the engine on its snapshot:
         # QueryEngine.refresh)
+        if self.follow and (name := self.workspace.indexed_model()) != self.model_name:
+            try:  # the index is now of another model (`rsretrieve index --model NAME`): answer with that one
+                self.engine = self.workspace.engine(name)
+            except Exception as e:  # noqa: BLE001 (its file gone or unreadable): keep answering as before
+                if self._refused != name:  # said once, not at every request
+                    self._refused = name
+                    log.warning("the index is now of model %s, which cannot be loaded (%s); still answering with "
+                                "model %s", name, str(e).splitlines()[0] if str(e) else type(e).__name__,
+                                self.model_name)
+            else:
+                log.info("the index is now of model %s (%s, %d tiles): answering with it instead of model %s", name,
+                         self.engine.store.model_checksum, self.engine.store.ntotal, self.model_name)
+                self.model_name = name
+                return self.engine
         self.engine = self.workspace.engine(self.model_name)
         return self.engine
 

@@ -36,7 +36,7 @@ def _api_hits(ws, tile_id, k=5):
         w.close()
 
 
-def test_a_model_retrained_and_reindexed_is_taken_up_and_another_models_index_is_not(ws):
+def test_a_model_retrained_and_reindexed_is_taken_up_and_so_is_an_index_of_another_model(ws):
     with Catalog(ws / "catalog.sqlite") as cat:
         tid = cat.tiles("t.sensor = 'sentinel1'")[0]["tile_id"]
     mpath = ws / "checkpoints" / "default" / "model.pt"
@@ -60,9 +60,19 @@ def test_a_model_retrained_and_reindexed_is_taken_up_and_another_models_index_is
         assert [(x.tile_id, round(x.score, 5)) for x in api.query(tile_id=tid, k=5).hits] == new
 
         save_untrained_model(ws, name="other", seed=12)
-        index_workspace(ws, model_name="other")  # the index is now another model's: keep answering with ours
-        assert _hits(c, tid) == new
-        assert c.get("/health").json()["model_checksum"] == new_sum
+        with TestClient(create_app(ws, model="default")) as pinned:  # `serve --model default`
+            index_workspace(ws, model_name="other")  # `rsretrieve index --model other`: the index is other's now
+            # without --model, the service answers with the index's model, as the API and a fresh `serve` do (it
+            # kept answering with the old model from a pruned generation, new tiles never found, health "ok")
+            other = _hits(c, tid)
+            assert other != new and other == _api_hits(ws, tid)
+            h = c.get("/health").json()
+            assert (h["model"], h["model_checksum"]) == ("other", model_checksum(ws / "checkpoints" / "other" /
+                                                                                  "model.pt"))
+            # told its model, the service keeps it: from the generation it holds (the other's index has no room
+            # for it), as before
+            assert _hits(pinned, tid) == new
+            assert pinned.get("/health").json()["model"] == "default"
     api.close()
 
 
