@@ -685,21 +685,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be within 1..65535, got {args.port}")
     if not args.max_upload_mb > 0:
         raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    import socket
+
     import uvicorn
 
     from rsretrieve.serve import create_app
 
-    try:
-        app = create_app(args.workspace, model=args.model, max_upload_mb=args.max_upload_mb)
-    except (WorkspaceError, QueryError, IndexMismatchError, FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e).splitlines()[0]) from None
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        _eprint(f"warning: --host {args.host} lets other machines query this workspace (there is no authentication)")
     host = f"[{args.host}]" if ":" in args.host else args.host
-    health = app.state.health
-    print(f"serving {args.workspace} (model {health['model']}, {health['tiles_indexed']} tiles) on "
-          f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=["warning", "info", "debug"][min(args.verbose, 2)])
+    try:  # the address first: a port in use or a host that does not resolve is one line and exit 2, before loading
+        family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:  # socket.gaierror included
+        raise UsageError(f"cannot listen on {host}:{args.port}: {e.strerror or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{args.port}: {e.strerror or e}") from None
+    try:
+        try:
+            app = create_app(args.workspace, model=args.model, max_upload_mb=args.max_upload_mb)
+        except (WorkspaceError, QueryError, IndexMismatchError, FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e).splitlines()[0]) from None
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            _eprint(f"warning: --host {args.host} lets other machines query this workspace (there is no "
+                    "authentication)")
+        health = app.state.health
+        print(f"serving {args.workspace} (model {health['model']}, {health['tiles_indexed']} tiles) on "
+              f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level=["warning", "info", "debug"][min(args.verbose, 2)]))
+        try:  # uvicorn raises the signal that stopped it again once stopped: SIGTERM kills (143), as uvicorn.run
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # and Ctrl-C's KeyboardInterrupt ends here: exit 0, as uvicorn.run
+            pass
+    finally:
+        sock.close()
+    if not server.started:  # uvicorn said why (a lifespan error, say)
+        _eprint("rsretrieve serve: error: the service did not start (see above)")
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -1,0 +1,59 @@
+"""`rsretrieve serve` as a process: the address taken before anything is loaded, and how it stops."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_port_in_use_is_one_line_and_exit_2_before_serving(small_workspace):
+    # it printed "serving ... Ctrl-C stops", then uvicorn's "[Errno 98] ... address already in use", exit code 3
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli("serve", "--workspace", small_workspace, "--port", port, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"rsretrieve serve: error: cannot listen on 127.0.0.1:{port}: Address "
+                                             "already in use"]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 0), (signal.SIGTERM, -signal.SIGTERM)],
+                         ids=["ctrl-c", "sigterm"])
+def test_serve_answers_on_its_port_and_stops_as_documented(small_workspace, sig, code):
+    # README: 0 on Ctrl-C, 143 on SIGTERM (uvicorn raises it again once stopped: killed by it, as a shell shows)
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "rsretrieve.cli", "serve", "--workspace", str(small_workspace),
+                          "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT)
+    try:
+        line = p.stdout.readline()  # after the model, the index and the kernels are loaded
+        assert line.startswith(f"serving {small_workspace} (model default, ") and f"http://127.0.0.1:{port} " in line
+        for _ in range(100):  # uvicorn's loop starts serving the socket just after
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+                    health = json.loads(resp.read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert health["status"] == "ok" and health["model"] == "default"
+        p.send_signal(sig)
+        assert p.wait(timeout=60) == code
+        assert "Traceback" not in p.stderr.read()
+    finally:
+        p.kill()
+        p.wait()
