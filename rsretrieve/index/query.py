@@ -591,6 +591,10 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
 
     if (tile is None) == (tile_id is None):
         raise QueryError("give exactly one of a tile file or a tile id")
+    for name, flag in (("exclude_own_scene", exclude_own_scene), ("exclude_own_cell", exclude_own_cell),
+                       ("one_per_cell", one_per_cell)):
+        if not isinstance(flag, (bool, np.bool_)):  # "false" is a true value: it applied the flag
+            raise QueryError(f"{name} must be True or False, got {flag!r}")
     if tile_id is not None and (sensor is not None or point is not None or window is not None):
         given = [n for n, v in (("sensor", sensor), ("point", point), ("window", window)) if v is not None]
         named = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"

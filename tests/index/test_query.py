@@ -205,6 +205,10 @@ def test_api_inputs_of_other_types_and_sizes(small_workspace):
                             ({"tile_id": 1, "model": Path("x")}, "model must be the name of a trained model .*x"),
                             ({"tile": path, "point": "74,20"}, "point must be 2 finite numbers"),
                             ({"tile": path, "window": (0, 0, 48)}, "window must be 4 finite numbers"),
+                            ({"tile_id": 1, "exclude_own_scene": "false"},
+                             "^exclude_own_scene must be True or False, got 'false'$"),
+                            ({"tile_id": 1, "one_per_cell": 1}, "^one_per_cell must be True or False, got 1$"),
+                            ({"tile_id": 1, "exclude_own_cell": None}, "^exclude_own_cell must be True or False"),
                             ({"tile_id": 1, "sensor": "sentinel2", "point": (74, 20), "window": (0, 0, 8, 8)},
                              "^sensor, point and window apply to a query tile file, not to a tile id")]:
         with pytest.raises(QueryError, match=message):
