@@ -218,16 +218,43 @@ def create_app(workspace: str | Path, model: str | None = None, max_upload_mb: f
     return app
 
 
+def _keeping_tail(receive: Any, tail: bytearray, keep: int = 1024) -> Any:
+    """``receive`` that keeps the last ``keep`` bytes of the request body in ``tail``."""
+
+    async def wrapped() -> Any:
+        message = await receive()
+        if message.get("type") == "http.request":
+            tail.extend(message.get("body", b""))
+            del tail[:-keep]
+        return message
+
+    return wrapped
+
+
+def _check_closed(ctype: str, tail: bytearray) -> None:
+    """A multipart body cut short (no closing boundary) is 400: the parser keeps the parts before the cut and drops
+    the rest silently, so a request whose tile_id was in the lost part was told to give one."""
+    params = dict(p.strip().split("=", 1) for p in ctype.split(";")[1:] if "=" in p)
+    boundary = params.get("boundary", "").strip().strip('"')
+    if ctype.split(";")[0].strip().lower() == "multipart/form-data" and boundary \
+            and f"--{boundary}--".encode() not in tail:
+        raise ServiceError(400, f"malformed multipart body: it does not end with its closing boundary "
+                                f"'--{boundary[:70]}--' (cut short?)")
+
+
 async def _query(app: FastAPI, request: Request) -> dict[str, Any]:
     limit = app.state.max_upload_bytes
     check_content_length(request.headers, limit)
     ctype = request.headers.get("content-type")
-    if ctype is not None and ctype.split(";")[0].strip().lower() not in _FORM_TYPES:
+    if ctype is None or ctype.split(";")[0].strip().lower() not in _FORM_TYPES:
+        got = "no content type" if ctype is None else f"content type {ctype.split(';')[0].strip()[:60]!r}"
         raise ServiceError(415, f"POST /query takes a multipart/form-data body (a tile file or a tile_id, and "
-                                f"filters), got content type {ctype.split(';')[0].strip()[:60]!r}")
-    limited = Request(request.scope, receive=limited_receive(request.receive, limit))
+                                f"filters), got {got}")
+    tail = bytearray()  # the body's last bytes: where a multipart body's closing boundary is
+    limited = Request(request.scope, receive=_keeping_tail(limited_receive(request.receive, limit), tail))
     form = await limited.form(max_files=1, max_fields=len(_FORM_FIELDS), max_part_size=MAX_FIELD_BYTES)
     try:
+        _check_closed(ctype, tail)
         unknown = sorted(set(form.keys()) - set(_FORM_FIELDS))
         if unknown:
             raise ServiceError(422, f"unknown form field {unknown[0]!r}; expected {', '.join(_FORM_FIELDS)}")

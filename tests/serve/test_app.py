@@ -257,7 +257,7 @@ def test_unknown_or_missing_tile_ids(client, s1_upload):
     assert r.status_code == 422 and r.json()["detail"] == ("tile_id must be an integer written in ASCII digits 0-9 "
                                                            "only (no sign, spaces, underscores or decimal point), "
                                                            "got 'abc'")
-    r = _query(client)
+    r = _query(client, filters={"k": 1})  # a form without either
     assert r.status_code == 422 and "exactly one of a tile" in r.json()["detail"]
     r = _query(client, 1, upload=s1_upload)
     assert r.status_code == 422 and "exactly one of a tile" in r.json()["detail"]

@@ -119,6 +119,22 @@ def test_a_body_that_is_not_a_form_is_415(client):
     detail = _one_line_detail(client.post("/query", json={"tile_id": 1}), 415)
     assert detail == ("POST /query takes a multipart/form-data body (a tile file or a tile_id, and filters), got "
                       "content type 'application/json'")
+    # no body and no content type: it was 422, "give exactly one of a tile or a tile_id"
+    assert _one_line_detail(client.post("/query"), 415) == (
+        "POST /query takes a multipart/form-data body (a tile file or a tile_id, and filters), got no content type")
+
+
+@pytest.mark.parametrize("cut", [b"", b"\r\n--B", b"\r\n--B-"], ids=["no-closing-boundary", "cut-in-it", "cut-late"])
+def test_a_multipart_body_cut_short_is_400_not_a_missing_field(client, tile_id, cut):
+    # the parser kept what came before the cut and dropped the rest: a complete tile_id part was answered with 422
+    # "give exactly one of a tile (an uploaded GeoTIFF) or a tile_id"
+    body = (f'--B\r\nContent-Disposition: form-data; name="tile_id"\r\n\r\n{tile_id}').encode() + cut
+    r = client.post("/query", content=body, headers={"content-type": "multipart/form-data; boundary=B"})
+    assert _one_line_detail(r, 400) == ("malformed multipart body: it does not end with its closing boundary '--B--' "
+                                        "(cut short?)")
+    whole = body.removesuffix(cut) + b"\r\n--B--\r\n"  # the same request whole is answered
+    r = client.post("/query", content=whole, headers={"content-type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("filters, message", [
@@ -150,7 +166,8 @@ def test_every_4xx_is_one_detail_line(client, tile_id):
         (_post(client, {"tile_id": "1_0"}), 422),
         (_post(client, {"tile_id": str(t), "filters": '{"k": 0}'}), 422),
         (_post(client, upload=b"not a tiff"), 422),
-        (_post(client), 422),
+        (_post(client, {"filters": "{}"}), 422),
+        (client.post("/query"), 415),
     ]
     for r, status in cases:
         _one_line_detail(r, status)
