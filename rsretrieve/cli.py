@@ -683,8 +683,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be within 1..65535, got {args.port}")
-    if not args.max_upload_mb > 0:
-        raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):  # inf reached create_app's own message
+        raise UsageError(f"--max-upload-mb must be a number of MB > 0, got {args.max_upload_mb:g}")
     import socket
 
     import uvicorn

@@ -78,7 +78,9 @@ def parse_filters(text: str | None) -> dict[str, Any]:
             raise FilterError(f"filters must be a JSON object of reasonable size: {why}") from None
         raise FilterError(f"filters must be standard JSON: {why}") from None
     if not isinstance(doc, dict):
-        raise FilterError(f"filters must be a JSON object, got {type(doc).__name__}")
+        kind = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+                list: "an array"}.get(type(doc), type(doc).__name__)
+        raise FilterError(f"filters must be a JSON object, got {kind}")
     unknown = sorted(set(doc) - set(FILTER_KEYS))
     if unknown:
         raise FilterError(f"unknown filter {unknown[0]!r}; known filters: {', '.join(FILTER_KEYS)}")

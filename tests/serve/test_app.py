@@ -227,7 +227,9 @@ def test_within_path_string_is_422_and_never_opened(client, s1_tile, tmp_path, w
     ({"k": "5"}, "filter 'k' must be a positive integer"),
     ({"colour": "red"}, "unknown filter 'colour'; known filters: bbox, within"),
     ("{not json", "filters must be a JSON object: Expecting property name"),
-    ("[1, 2]", "filters must be a JSON object, got list"),
+    ("[1, 2]", "filters must be a JSON object, got an array"),
+    ("null", "filters must be a JSON object, got null"),
+    ('"k"', "filters must be a JSON object, got a string"),
     ({"window": [0, 0, 8, 8]}, "filter 'window' applies to an uploaded tile, not to a tile_id"),
     ({"within": {"type": "Point", "coordinates": [0, 0]}}, "within must hold Polygon or MultiPolygon geometries"),
     ({"within": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}},
@@ -241,8 +243,8 @@ def test_within_path_string_is_422_and_never_opened(client, s1_tile, tmp_path, w
                  "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}, "within has CRS"),
     ({"within": {"type": "Foo", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}},
      "within holds no readable GeoJSON geometry"),
-], ids=["bbox", "bbox-len", "time", "iso", "sensor", "k0", "kstr", "key", "json", "list", "window", "point",
-        "bowtie", "deep", "long-int", "huge-bbox", "huge-coord", "crs-props", "geom-type"])
+], ids=["bbox", "bbox-len", "time", "iso", "sensor", "k0", "kstr", "key", "json", "list", "null", "string", "window",
+        "point", "bowtie", "deep", "long-int", "huge-bbox", "huge-coord", "crs-props", "geom-type"])
 def test_bad_filters_are_422_with_the_reason(client, s1_tile, filters, message):
     r = _query(client, s1_tile[0]["tile_id"], filters)
     assert r.status_code == 422, r.text

@@ -57,3 +57,12 @@ def test_serve_answers_on_its_port_and_stops_as_documented(small_workspace, sig,
     finally:
         p.kill()
         p.wait()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_a_bad_upload_limit_names_the_flag(small_workspace, value):
+    # inf passed the CLI's check and got create_app's "max_upload_mb must be ..."
+    r = run_cli("serve", "--workspace", small_workspace, "--max-upload-mb", value, "--port", _free_port())
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"rsretrieve serve: error: --max-upload-mb must be a number of MB > 0, "
+                                             f"got {float(value):g}"]
