@@ -39,6 +39,7 @@ import logging
 import shutil
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -340,12 +341,17 @@ def _run_train(config: str | Path, workspace: str | Path, name: str, ckdir: Path
                                  save_on_train_epoch_end=True, enable_version_counter=False)]
     argv, sys.argv = sys.argv, sys.argv[:1]  # the options are in ``args``; LightningCLI must not read them twice
     try:
-        cli = RetrievalCLI(CrossSensorTask, CellDataModule, args=args, run=True,
-                           parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}},
-                           save_config_kwargs={"overwrite": True, "config_filename": "config.yaml"},
-                           trainer_defaults={"callbacks": callbacks, "enable_progress_bar": progress,
-                                             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                                        "init_args": {"save_dir": str(ckdir), "name": "logs"}}})
+        with warnings.catch_warnings():
+            # the run's own logs/ (written before the checkpoint callbacks look) made Lightning warn on every new
+            # run that the checkpoint directory "exists and is not empty": it is this run's folder, and a new run's
+            # leftovers of an earlier one are removed above
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            cli = RetrievalCLI(CrossSensorTask, CellDataModule, args=args, run=True,
+                               parser_kwargs={"exit_on_error": False, "fit": {"exit_on_error": False}},
+                               save_config_kwargs={"overwrite": True, "config_filename": "config.yaml"},
+                               trainer_defaults={"callbacks": callbacks, "enable_progress_bar": progress,
+                                                 "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                            "init_args": {"save_dir": str(ckdir), "name": "logs"}}})
     except ArgumentError as e:  # a bad YAML, an unknown or ill-typed option: one line, not the 88-line usage
         raise ValueError(_parser_error(config, e)) from None
     except SystemExit as e:

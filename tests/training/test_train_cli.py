@@ -8,6 +8,10 @@ import torch
 from tests.conftest import ROOT, make_workspace, run_cli
 
 
+#: stderr of the fixture's runs
+STDERR: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("train"), scenes=3, size_m=2400, index=False)
@@ -15,6 +19,7 @@ def trained(tmp_path_factory):
               "--trainer.max_time", "null", "--trainer.enable_model_summary", "false"]
     r = run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", ws, *common)
     assert r.returncode == 0, r.stderr[-3000:]
+    STDERR.append(r.stderr)
     r = run_cli("train", "--config", ROOT / "configs/dual_encoder.yaml", "--workspace", ws, "--name", "baseline",
                 *common)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -30,6 +35,11 @@ def test_train_writes_checkpoints_that_load_with_weights_only(trained):
     assert ck["rsretrieve"]["sensor_specs"]["enmap"]["num_bands"] == 224
     m = torch.load(d / "model.pt", weights_only=True, map_location="cpu")
     assert set(m) >= {"config", "state_dict"}
+
+
+def test_a_new_run_is_not_warned_that_its_checkpoint_folder_is_not_empty(trained):
+    # Lightning saw the run's own logs/ there and warned on every new run
+    assert STDERR and "exists and is not empty" not in STDERR[0]
 
 
 def test_evaluate_reports_every_pair_for_every_model_with_chance(trained, tmp_path):
