@@ -412,7 +412,8 @@ class QueryEngine:
         hits, plan = self._hits(vec, k, flt)
         if flt.one_per_cell:
             hits, plan = self._one_per_ground(vec, k, flt, hits, plan)
-        return hits, plan
+        # which model answered (`--json` and the service's plan said nothing of it)
+        return hits, {**plan, "model": self.model_name, "model_checksum": self.store.model_checksum}
 
     def _one_per_ground(self, vec: np.ndarray, k: int, flt: QueryFilter, hits: list[Hit],
                         plan: dict) -> tuple[list[Hit], dict]:
@@ -536,7 +537,7 @@ class QueryResult:
 
     def _head(self) -> dict:
         return {"query": {**self.query.describe(), "footprint": self.query.footprint},
-                "plan": {"mode": self.plan["mode"], "candidates": self.plan["candidates"]}}
+                "plan": {k: self.plan[k] for k in ("mode", "candidates", "model", "model_checksum") if k in self.plan}}
 
 
 def _positive_k(k: object) -> int:

@@ -135,6 +135,8 @@ def test_queries_default_to_the_model_the_index_was_built_with(added, tmp_path):
     assert create_app(ws).state.health["model"] == "with_l8"
     r = run_cli("query", "-w", ws, "--tile-id", str(tile), "-k", "2", "--json")
     assert r.returncode == 0 and len(json.loads(r.stdout)["hits"]) == 2, r.stderr
+    plan = json.loads(r.stdout)["plan"]  # which model answered
+    assert (plan["model"], plan["model_checksum"]) == ("with_l8", IndexStore.open(ws / "index").model_checksum)
     r = run_cli("query", "-w", ws, "--tile-id", str(tile), "--model", "default")  # named: still checked
     assert r.returncode == 2 and "indexed as --model with_l8" in r.stderr
 

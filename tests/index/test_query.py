@@ -443,7 +443,7 @@ def test_query_json_is_to_dict_with_one_hit_a_line_and_short_scores(small_worksp
     # the query and the plan indented as before, then each hit compact on a line of its own (json's indent, pure
     # Python, took 2.8 s of `-k 100000` field by field)
     hit_lines = [line for line in lines if line.startswith('    {"rank": ')]
-    assert len(hit_lines) == len(res.hits) == 20 and len(lines) == len(res.hits) + 16
+    assert len(hit_lines) == len(res.hits) == 20 and len(lines) == len(res.hits) + 18  # the plan names the model
     assert [json.loads(line.rstrip(","))["tile_id"] for line in hit_lines] == [h.tile_id for h in res.hits]
     for h, d in zip(res.hits, json.loads(text)["hits"]):
         # the float32 score, in at most 9 significant digits (not 1.0000001192092896)
