@@ -75,6 +75,10 @@ class CellDataModule(LightningDataModule):
                 rng = np.random.default_rng(hp["split_seed"])
                 rows = sorted(rng.choice(rows, hp["max_train_cells"], replace=False).tolist())
             out[name] = full.subset(rows)
+        # the rest of the catalog's cells, so that the counts add up to them: cells left out because they touch a
+        # test cell, and cells seen by fewer sensors than a training pair needs
+        self.split_sizes["buffer"] = sum(split[full.cells[i]] == "buffer" for i in keep)
+        self.split_sizes["too_few_sensors"] = len(full.cells) - len(keep)
         return out
 
     def setup(self, stage: str | None = None) -> None:

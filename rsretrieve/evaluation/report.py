@@ -413,10 +413,19 @@ def _num(metrics: dict[str, Any], key: str, width: int, digits: int) -> str:
     return f"{v:>{width}.{digits}f}" if v is not None else f"{'-':>{width}}"
 
 
+def _other_cells(cells: dict[str, int]) -> str:
+    """The train and val counts, and the cells in neither split, so that the counts add up to the catalog's."""
+    text = f"{cells['train']} train, {cells['val']} val"
+    if cells.get("buffer") is not None:  # a report of an earlier version has neither
+        text += f"; {cells['buffer']} left out as buffer around the test blocks"
+    if cells.get("too_few_sensors"):
+        text += f", {cells['too_few_sensors']} seen by too few of the sensors"
+    return text
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The evaluation as a plain-text table."""
-    lines = [f"held-out test split: {report['cells']['test']} cells ({report['cells']['train']} train, "
-             f"{report['cells']['val']} val); test tiles: "
+    lines = [f"held-out test split: {report['cells']['test']} cells ({_other_cells(report['cells'])}); test tiles: "
              + ", ".join(f"{s} {n}" for s, n in report["tiles"].items())]
     splits = report.get("splits", {})
     ref = report.get("split", {}).get("reference_model")
@@ -430,7 +439,7 @@ def format_report(report: dict[str, Any]) -> str:
             if name == ref:
                 continue
             lines.append(f"  split {name} ({_settings_text(sp['settings'], ref_settings)}): {sp['cells']['test']} "
-                         f"test cells ({sp['cells']['train']} train, {sp['cells']['val']} val); test tiles: "
+                         f"test cells ({_other_cells(sp['cells'])}); test tiles: "
                          + ", ".join(f"{s} {n}" for s, n in sp["tiles"].items())
                          + f"; models {', '.join(sp['models'])}")
         extra = [n for n, m in report["models"].items() if n.partition("@")[0] in ("untrained", "band_stats")

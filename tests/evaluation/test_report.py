@@ -126,6 +126,16 @@ def test_one_split_keeps_the_plain_table(ws4, report):
     assert list(rep["splits"]) == ["default"]
     text = format_report(rep)
     assert text.splitlines()[0].startswith("held-out test split: ") and "reference split" not in text
+    # the counts add up to the cells any of the sensors saw (the header said "198 cells (539 train, 50 val)" of 1242)
+    from rsretrieve.data.datasets import index_cells
+
+    with Catalog(ws4 / "catalog.sqlite") as cat:
+        seen = len(index_cells(cat, S3, min_valid=0.5).cells)
+    c = rep["cells"]
+    assert c["train"] + c["val"] + c["test"] + c["buffer"] + c["too_few_sensors"] == seen and c["buffer"] > 0
+    assert text.splitlines()[0].startswith(
+        f"held-out test split: {c['test']} cells ({c['train']} train, {c['val']} val; {c['buffer']} left out as "
+        f"buffer around the test blocks")
     assert text.splitlines()[2 if rep["labelled_test_cells"] else 1].startswith("model        pair ")
 
 
