@@ -163,7 +163,8 @@ class CellIndex:
         if self._same_ground is None:
             pos = {c: i for i, c in enumerate(self.cells)}
             self._same_ground = {pos[c]: np.array([pos[o] for o in others], np.int64)
-                                 for c, others in ground_neighbours(self.cells, self.cells, overlap=True).items()}
+                                 for c, others in ground_neighbours(self.cells, self.cells, overlap=True,
+                                                                    symmetric=True).items()}
         return self._same_ground
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> CellIndex:

@@ -226,7 +226,7 @@ def _central_meridian(epsg: int) -> float:
 
 
 def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: bool = False,
-                      min_share: float = 1e-6) -> dict[str, list[str]]:
+                      min_share: float = 1e-6, symmetric: bool = False) -> dict[str, list[str]]:
     """Cells of ``targets`` on another grid (UTM zone or cell size) that each cell of ``sources`` meets on the ground.
 
     The same ground can have cells in two zones: scenes delivered in neighbouring zones (Sentinel-2 tiles of the
@@ -247,6 +247,8 @@ def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: b
             most two such, in practice one: what a query counts as the same cell). Cells of two zones on one ground
             are rotated against each other, so a cell shares some area with 3-4 cells of the other zone, down to
             slivers of a square metre.
+        symmetric: ``sources`` and ``targets`` are the same cells: each pair of grids is projected one way only and
+            its pairs mirrored (half the work; two cells on the same ground are each other's).
 
     Returns:
         source cell id -> target cell ids it meets (sources meeting none are left out).
@@ -277,7 +279,7 @@ def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: b
         lon, lat = wrap_near(np.asarray(lon), _central_meridian(eb)), np.asarray(lat)
         cos = max(math.cos(math.radians(min(89.0, float(np.abs(lat).max()) + 1.0))), 0.01)
         for (ea, ta), members in by_grid.items():
-            if (ea, ta) == (eb, tb):
+            if (ea, ta) == (eb, tb) or symmetric and (ea, ta) > (eb, tb):
                 continue
             rc, clon, clat = centres[(ea, ta)]
             margin = 3.0 * max(ta, tb) / 110_000.0  # a few cells, in degrees of latitude
@@ -315,4 +317,8 @@ def ground_neighbours(sources: Iterable[str], targets: Iterable[str], overlap: b
                 p = p[area >= max(min_share, 1e-6) * min(ta, tb) ** 2]
             for i, r, c in p.tolist():
                 out[members[i][0]].append(cell_id(eb, tb, r, c))
+    if symmetric:
+        for source, found in [(k, list(v)) for k, v in out.items()]:  # copies: mirrored pairs are not mirrored back
+            for target in found:
+                out[target].append(source)
     return dict(out)

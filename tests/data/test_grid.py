@@ -86,3 +86,7 @@ def test_ground_neighbours_match_the_footprints(a, b, box_):
         found += len(big)
     assert found >= len(src)  # the two grids cover the same ground
     assert ground_neighbours(src, src) == {} and ground_neighbours([], dst) == {}
+    # both grids at once, each pair projected one way and mirrored: the same as each direction on its own
+    both = ground_neighbours(src + dst, src + dst, overlap=True, symmetric=True)
+    each = {**strict, **ground_neighbours(dst, src, overlap=True)}
+    assert {c: sorted(v) for c, v in both.items()} == {c: sorted(v) for c, v in each.items()}
