@@ -8,7 +8,8 @@ Three shapes of product are recognised:
 * a STAC item (JSON) whose assets have local hrefs.
 
 Files matching a sensor's ``aux_patterns`` (EnMAP quality masks, Landsat QA and thermal companions) are attached to the scene beside them, JSON and
-other non-raster sidecars are ignored, and land-cover rasters (``RSRETRIEVE_ROLE=landcover`` tag, or a name such as
+other non-raster sidecars are ignored (unless the call finds no scene at all: then a file named on its own that is
+no raster is a problem), and land-cover rasters (``RSRETRIEVE_ROLE=landcover`` tag, or a name such as
 ``*_landcover.tif`` / ``*_reference_map.tif``) are kept apart as label sources. Symbolic links to folders and files
 are followed, each folder walked once (a link cycle ends there); what is found is known by its resolved path.
 """
@@ -226,13 +227,6 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
                 else:
                     sources.append(src)
                     claimed.update(Path(v) for v in src.files.values())
-    for f, given in named.items():  # a folder's other files are sidecars, ignored; a file named on its own is not
-        if f.suffix.lower() == ".json" and f not in items:
-            problems.append(Problem(str(given), "a JSON file that is not a STAC Item (a GeoJSON Feature with "
-                                                "stac_version and assets)"))
-        elif f.suffix.lower() not in RASTER_SUFFIXES | {".json"}:
-            problems.append(Problem(str(given), f"not a raster file rsretrieve reads (its name must end in "
-                                                f"{', '.join(sorted(RASTER_SUFFIXES))}, or be a STAC Item .json)"))
     rasters = [f for f in files if f.suffix.lower() in RASTER_SUFFIXES and f not in claimed]
     aux = [f for f in rasters if any(re.search(p, f.name) for p in aux_pats)]
     aux_set = set(aux)  # built once: in the comprehension's test it was rebuilt per raster (quadratic)
@@ -264,8 +258,28 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         best = _longest_prefix_source(folders.get(a.parent), a.name)
         if best is not None:
             best.aux[_aux_role(a.stem, best)] = str(a)
+    if not sources:  # nothing to ingest: the files named on their own that are no rasters are why, not sidecars
+        problems.extend(_not_rasters(named, items))
     sources.sort(key=lambda s: s.key)
     return sources, problems
+
+
+def _not_rasters(named: dict[Path, Path], items: set[Path]) -> list[Problem]:
+    """Files named on their own (resolved -> as given) that are neither rasters nor STAC Items. Asked of a call
+    that found no scene at all (``ingest README.md``, ``ingest data.h5``): alone they were skipped, with "0
+    rejected" and exit 0. Beside scenes they are sidecars (``ingest DIR/*`` names ``metadata.json``), ignored as
+    in a folder."""
+    out = []
+    for f, given in named.items():
+        if f in items or {f.suffix.lower(), given.suffix.lower()} & RASTER_SUFFIXES:
+            continue
+        if f.suffix.lower() == ".json":
+            out.append(Problem(str(given), "a JSON file that is not a STAC Item (a GeoJSON Feature with "
+                                           "stac_version and assets)"))
+        else:
+            out.append(Problem(str(given), f"not a raster file rsretrieve reads (its name must end in "
+                                           f"{', '.join(sorted(RASTER_SUFFIXES))}, or be a STAC Item .json)"))
+    return out
 
 
 def _files_by_folder(sources: list[SceneSource]) -> dict[Path, tuple[list[str], list[int], list[SceneSource]]]:

@@ -117,25 +117,26 @@ def test_a_reader_of_stdout_gone_early_loses_neither_the_rejections_nor_the_exit
 
 
 def test_a_file_named_on_its_own_that_is_no_raster_is_rejected_not_skipped(cli, tmp_path):
-    # `rsretrieve ingest README.md` said "0 rejected" and exited 0; in a folder such files are sidecars, ignored
+    # `rsretrieve ingest README.md` said "0 rejected" and exited 0; beside scenes (`ingest DIR/*` names every
+    # sidecar) such files are ignored, as in a folder
     good = s1_scene(tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif")
     (tmp_path / "README.md").write_text("# notes\n")
     (tmp_path / "training.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
     (tmp_path / "item.json").write_text('{"type": "FeatureCollection", "features": []}')
-    r = cli("ingest", tmp_path / "README.md", tmp_path / "training.h5", good, tmp_path / "item.json",
+    os.symlink(tmp_path / "README.md", tmp_path / "notes")
+    r = cli("ingest", tmp_path / "README.md", tmp_path / "training.h5", tmp_path / "item.json", tmp_path / "notes",
             "--workspace", tmp_path / "ws")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     suffixes = ".img, .jp2, .tif, .tiff, .vrt"
+    not_raster = f"not a raster file rsretrieve reads (its name must end in {suffixes}, or be a STAC Item .json)"
     assert sorted(r.stderr.strip().splitlines()) == sorted([
-        f"rejected: {tmp_path / 'README.md'}: not a raster file rsretrieve reads (its name must end in {suffixes}, "
-        "or be a STAC Item .json)",
-        f"rejected: {tmp_path / 'training.h5'}: not a raster file rsretrieve reads (its name must end in {suffixes}, "
-        "or be a STAC Item .json)",
+        f"rejected: {tmp_path / 'README.md'}: {not_raster}",
+        f"rejected: {tmp_path / 'training.h5'}: {not_raster}",
         f"rejected: {tmp_path / 'item.json'}: a JSON file that is not a STAC Item (a GeoJSON Feature with "
-        "stac_version and assets)"])
-    assert "1 scenes added" in r.stdout and "3 rejected" in r.stdout  # the good file committed all the same
-    r = cli("ingest", tmp_path, "--workspace", tmp_path / "ws")  # the same files found in a folder: sidecars
-    assert r.returncode == 0 and "1 already in the catalog" in r.stdout and not r.stderr
+        "stac_version and assets)"])  # the link resolves to README.md: one input, named as first given
+    assert "0 scenes added" in r.stdout and "3 rejected" in r.stdout
+    r = cli("ingest", *sorted(tmp_path.glob("*")), "--workspace", tmp_path / "ws2")  # `ingest DIR/*`
+    assert r.returncode == 0 and "1 scenes added" in r.stdout and "0 rejected" in r.stdout and not r.stderr, r.stderr
 
 
 def test_one_band_file_of_a_per_band_product_says_to_ingest_its_band_files_together(cli, tmp_path):
