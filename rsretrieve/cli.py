@@ -207,7 +207,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                                            and float(args.tile_size).is_integer()):
         # cell ids carry the size in whole metres (33N_480m_r..._c...)
         raise UsageError(f"--tile-size must be > 0 metres, in whole metres, got {args.tile_size:g}")
-    if not any(os.path.exists(p) for p in args.paths):  # a typo: no workspace is made for it
+    if not any(os.path.lexists(p) for p in args.paths):  # a typo: no workspace is made for it (a broken link is
+        # not one: discover names it as such)
         raise UsageError(f"nothing to ingest: no such file or directory: {', '.join(args.paths)}")
     try:
         ws = Workspace.create(args.workspace, args.tile_size)

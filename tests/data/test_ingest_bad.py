@@ -161,6 +161,13 @@ def test_one_band_file_of_a_per_band_product_says_to_ingest_its_band_files_toget
     assert cli("ingest", one, "--workspace", tmp_path / "ws").stderr.strip().endswith("; pass --sensor if it is one")
 
 
+def test_a_broken_link_named_alone_is_named_as_one(cli, tmp_path):
+    os.symlink(tmp_path / "gone.tif", tmp_path / "link.tif")  # not "no such file or directory", a typo's message
+    r = cli("ingest", tmp_path / "link.tif", "--workspace", tmp_path / "ws")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"rejected: {tmp_path / 'link.tif'}: cannot read: No such file or directory (broken symbolic link)"]
+
+
 def test_forced_sensor_with_wrong_band_count_is_rejected(cli, tmp_path):
     good = s1_scene(tmp_path / "x.tif")
     r = cli("ingest", good, "--workspace", tmp_path / "ws", "--sensor", "sentinel2")
