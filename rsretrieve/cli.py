@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 from pathlib import Path
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
@@ -686,25 +686,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be within 1..65535, got {args.port}")
     if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):  # inf reached create_app's own message
         raise UsageError(f"--max-upload-mb must be a number of MB > 0, got {args.max_upload_mb:g}")
-    import socket
-
     import uvicorn
 
     from rsretrieve.serve import create_app
 
     host = f"[{args.host}]" if ":" in args.host else args.host
-    try:  # the address first: a port in use or a host that does not resolve is one line and exit 2, before loading
-        family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as e:  # socket.gaierror included
-        raise UsageError(f"cannot listen on {host}:{args.port}: {e.strerror or e}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        sock.bind(address)
-    except OSError as e:
-        sock.close()
-        raise UsageError(f"cannot listen on {host}:{args.port}: {e.strerror or e}") from None
+    # the address first: a port in use or a host that does not resolve is one line and exit 2, before loading
+    socks = _listen(args.host, args.port, host)
     try:
         try:
             app = create_app(args.workspace, model=args.model, max_upload_mb=args.max_upload_mb)
@@ -718,15 +706,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level=["warning", "info", "debug"][min(args.verbose, 2)]))
         try:  # uvicorn raises the signal that stopped it again once stopped: SIGTERM kills (143), as uvicorn.run
-            server.run(sockets=[sock])
+            server.run(sockets=socks)
         except KeyboardInterrupt:  # and Ctrl-C's KeyboardInterrupt ends here: exit 0, as uvicorn.run
             pass
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
     if not server.started:  # uvicorn said why (a lifespan error, say)
         _eprint("rsretrieve serve: error: the service did not start (see above)")
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _listen(host: str, port: int, shown: str) -> list[Any]:
+    """Listening sockets on every address ``host`` resolves to (``localhost``: 127.0.0.1 and ::1, as uvicorn binds;
+    ``""``: every interface), listening at once, so that a second service on the port fails here and not after
+    loading.
+
+    Raises:
+        UsageError: an address that cannot be resolved or bound (a port in use), in one line.
+    """
+    import socket
+
+    socks: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        families = {info[0] for info in infos}
+        for family, kind, proto, _, address in dict.fromkeys((i[0], i[1], i[2], None, i[4]) for i in infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            if family == socket.AF_INET6 and socket.AF_INET in families:  # each family on its own socket
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(2048)  # uvicorn's backlog; two binds with SO_REUSEADDR succeed until one listens
+    except OSError as e:  # socket.gaierror included
+        for sock in socks:
+            sock.close()
+        raise UsageError(f"cannot listen on {shown}:{port}: {e.strerror or e}") from None
+    return socks
 
 
 _COORD_FLAGS = ("--bbox", "--point", "--window")

@@ -66,3 +66,26 @@ def test_a_bad_upload_limit_names_the_flag(small_workspace, value):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [f"rsretrieve serve: error: --max-upload-mb must be a number of MB > 0, "
                                              f"got {float(value):g}"]
+
+
+def test_listen_takes_every_address_of_the_host_and_a_second_service_is_refused_at_once():
+    # the socket was bound but left to uvicorn to listen on, after seconds of loading: with SO_REUSEADDR a second
+    # `serve` on the port bound too, printed "serving ...", and failed later; and only the first address of a host
+    # was bound (`localhost` as ::1 alone where /etc/hosts lists it first)
+    from rsretrieve.cli import UsageError, _listen
+
+    port = _free_port()
+    first = _listen("", port, "")  # every interface: 0.0.0.0, and :: where the machine has IPv6
+    try:
+        assert {s.family for s in first} == {i[0] for i in socket.getaddrinfo(None, port, type=socket.SOCK_STREAM,
+                                                                                flags=socket.AI_PASSIVE)}
+        with pytest.raises(UsageError, match=rf"^cannot listen on 127.0.0.1:{port}: Address already in use$"):
+            _listen("127.0.0.1", port, "127.0.0.1")
+        with socket.create_connection(("127.0.0.1", port), timeout=5):  # queued in the backlog while loading
+            pass
+    finally:
+        for s in first:
+            s.close()
+    again = _listen("127.0.0.1", port, "127.0.0.1")  # free again once closed
+    for s in again:
+        s.close()
