@@ -20,6 +20,7 @@ requests.
 
 from __future__ import annotations
 
+import email.message
 import io
 import json
 import logging
@@ -218,28 +219,32 @@ def create_app(workspace: str | Path, model: str | None = None, max_upload_mb: f
     return app
 
 
-def _keeping_tail(receive: Any, tail: bytearray, keep: int = 1024) -> Any:
-    """``receive`` that keeps the last ``keep`` bytes of the request body in ``tail``."""
+def _boundary(ctype: str) -> str | None:
+    """The boundary parameter of a multipart/form-data content type (any case, quoted or not), else None."""
+    msg = email.message.Message()
+    msg["content-type"] = ctype
+    if msg.get_content_type() != "multipart/form-data":
+        return None
+    boundary = msg.get_param("boundary")
+    return boundary if isinstance(boundary, str) and boundary else None
+
+
+def _watching_close(receive: Any, boundary: str | None, state: dict[str, bool]) -> Any:
+    """``receive`` that sets ``state["closed"]`` once the body has passed the multipart closing boundary
+    (``--BOUNDARY--``, found across chunk edges; an epilogue after it may be of any length)."""
+    marker = f"--{boundary}--".encode() if boundary else b""
+    seen = b""
 
     async def wrapped() -> Any:
+        nonlocal seen
         message = await receive()
-        if message.get("type") == "http.request":
-            tail.extend(message.get("body", b""))
-            del tail[:-keep]
+        if marker and not state["closed"] and message.get("type") == "http.request":
+            window = seen + message.get("body", b"")
+            state["closed"] = marker in window
+            seen = window[-(len(marker) - 1):]
         return message
 
     return wrapped
-
-
-def _check_closed(ctype: str, tail: bytearray) -> None:
-    """A multipart body cut short (no closing boundary) is 400: the parser keeps the parts before the cut and drops
-    the rest silently, so a request whose tile_id was in the lost part was told to give one."""
-    params = dict(p.strip().split("=", 1) for p in ctype.split(";")[1:] if "=" in p)
-    boundary = params.get("boundary", "").strip().strip('"')
-    if ctype.split(";")[0].strip().lower() == "multipart/form-data" and boundary \
-            and f"--{boundary}--".encode() not in tail:
-        raise ServiceError(400, f"malformed multipart body: it does not end with its closing boundary "
-                                f"'--{boundary[:70]}--' (cut short?)")
 
 
 async def _query(app: FastAPI, request: Request) -> dict[str, Any]:
@@ -250,11 +255,15 @@ async def _query(app: FastAPI, request: Request) -> dict[str, Any]:
         got = "no content type" if ctype is None else f"content type {ctype.split(';')[0].strip()[:60]!r}"
         raise ServiceError(415, f"POST /query takes a multipart/form-data body (a tile file or a tile_id, and "
                                 f"filters), got {got}")
-    tail = bytearray()  # the body's last bytes: where a multipart body's closing boundary is
-    limited = Request(request.scope, receive=_keeping_tail(limited_receive(request.receive, limit), tail))
+    boundary, state = _boundary(ctype), {"closed": False}
+    limited = Request(request.scope, receive=_watching_close(limited_receive(request.receive, limit), boundary, state))
     form = await limited.form(max_files=1, max_fields=len(_FORM_FIELDS), max_part_size=MAX_FIELD_BYTES)
     try:
-        _check_closed(ctype, tail)
+        if boundary and not state["closed"]:
+            # the parser keeps the parts before a cut and drops the rest silently: a request whose tile_id was in
+            # the lost part was told to give one
+            raise ServiceError(400, f"malformed multipart body: it does not end with its closing boundary "
+                                    f"'--{boundary[:70]}--' (cut short?)")
         unknown = sorted(set(form.keys()) - set(_FORM_FIELDS))
         if unknown:
             raise ServiceError(422, f"unknown form field {unknown[0]!r}; expected {', '.join(_FORM_FIELDS)}")

@@ -135,6 +135,23 @@ def test_a_multipart_body_cut_short_is_400_not_a_missing_field(client, tile_id, 
     whole = body.removesuffix(cut) + b"\r\n--B--\r\n"  # the same request whole is answered
     r = client.post("/query", content=whole, headers={"content-type": "multipart/form-data; boundary=B"})
     assert r.status_code == 200, r.text
+    # however the boundary parameter is written, and whatever epilogue follows the closing boundary (RFC 2046)
+    for ctype in ('multipart/form-data; BOUNDARY=B', 'multipart/form-data; boundary="B"'):
+        assert client.post("/query", content=body, headers={"content-type": ctype}).status_code == 400, ctype
+        assert client.post("/query", content=whole, headers={"content-type": ctype}).status_code == 200, ctype
+    r = client.post("/query", content=whole + b"epilogue " * 500,
+                    headers={"content-type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 200, r.text
+
+
+def test_the_closing_boundary_is_found_across_the_chunks_of_a_streamed_body(client, tile_id):
+    def chunks():  # the closing boundary split between two chunks, a long epilogue after it
+        yield f'--B\r\nContent-Disposition: form-data; name="tile_id"\r\n\r\n{tile_id}\r\n--'.encode()
+        yield b"B-"
+        yield b"-\r\n" + b"x" * 5000
+
+    r = client.post("/query", content=chunks(), headers={"content-type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("filters, message", [
