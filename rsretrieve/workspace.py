@@ -78,19 +78,21 @@ class Workspace:
         """A new connection to the catalog (close it, or use it in a ``with`` block)."""
         return Catalog(self.catalog_path)
 
-    def indexed_model(self) -> str:
+    def indexed_model(self, unknown: str | None = "default") -> str | None:
         """The name of the model the published index was built with (``rsretrieve index --model NAME``): the model
-        queries use when none is named. ``"default"`` where no index is published or it recorded no name (an index
-        of an earlier version)."""
+        queries use when none is named. ``unknown`` (``"default"``) where no index is published, it recorded no name
+        (an index of an earlier version), or its manifest cannot be read (a generation pruned between reading the
+        pointer and its manifest, as a concurrent ``rsretrieve index`` does; or damaged): a long-lived caller that
+        follows the index passes ``None`` and keeps its model then."""
         from rsretrieve.index.store import IndexStore
 
         generation = IndexStore.current_generation(self.index_dir)
         if generation is None:
-            return "default"
+            return unknown
         try:
-            return IndexStore.manifest_of(self.index_dir, generation).get("model_name") or "default"
-        except (OSError, ValueError, KeyError):  # pruned meanwhile, or damaged: the engine will say what is wrong
-            return "default"
+            return IndexStore.manifest_of(self.index_dir, generation).get("model_name") or unknown
+        except (OSError, ValueError, KeyError):  # the engine will say what is wrong
+            return unknown
 
     def engine(self, model: str | None = None):  # noqa: ANN201 (QueryEngine, imported lazily: torch is heavy)
         """The query engine of ``model`` (default: :meth:`indexed_model`; model and index loaded once per thread and

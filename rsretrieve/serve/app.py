@@ -193,7 +193,6 @@ def create_app(workspace: str | Path, model: str | None = None, max_upload_mb: f
         answered with now (the published generation, unless that holds another model's vectors)."""
         # a long-running service follows every `rsretrieve index` run, and a model retrained and re-indexed
         health.update(await worker.run_engine(_engine_health))
-        health["model"] = worker.model_name  # switched when the index was rebuilt with another model
         return health
 
     @app.post("/query", openapi_extra=_QUERY_BODY, dependencies=[Depends(_no_query_parameters)])
@@ -352,7 +351,9 @@ def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> 
 def _engine_health(engine: Any) -> dict[str, Any]:
     """The fields of ``/health`` that come from the engine answering now (its model and index generation, as
     :meth:`EngineWorker.current` refreshed them)."""
-    return {"tiles_indexed": int(engine.store.ntotal), "model_checksum": engine.store.model_checksum,
+    # the model's name from the same engine as its checksum (the service switches model when the index does)
+    return {"model": engine.model_name, "tiles_indexed": int(engine.store.ntotal),
+            "model_checksum": engine.store.model_checksum,
             "sensors": list(engine.store.sensors), "query_sensors": list(engine.model.sensors)}
 
 

@@ -42,7 +42,7 @@ class EngineWorker:
     def __init__(self, workspace: str | Path, model: str = "default", follow: bool = False):
         self.model_name = model
         self.follow = follow
-        self._refused: str | None = None  # the index's model that could not be loaded, warned of once
+        self._refused: tuple | None = None  # (model, _stamp) of the index's model that could not be loaded
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1,
                                                                    thread_name_prefix="rsretrieve-engine")
         try:
@@ -73,15 +73,15 @@ class EngineWorker:
         the model was retrained and its index published since (:meth:`rsretrieve.workspace.Workspace.engine`)."""
         # (an index folder removed, or a generation pruned as it is opened, leaves the engine on its snapshot:
         # QueryEngine.refresh)
-        if self.follow and (name := self.workspace.indexed_model()) != self.model_name:
+        name = self.workspace.indexed_model(unknown=None) if self.follow else None  # None: not known for sure
+        if name is not None and name != self.model_name and self._refused != (name, stamp := self._stamp(name)):
             try:  # the index is now of another model (`rsretrieve index --model NAME`): answer with that one
                 self.engine = self.workspace.engine(name)
             except Exception as e:  # noqa: BLE001 (its file gone or unreadable): keep answering as before
-                if self._refused != name:  # said once, not at every request
-                    self._refused = name
-                    log.warning("the index is now of model %s, which cannot be loaded (%s); still answering with "
-                                "model %s", name, str(e).splitlines()[0] if str(e) else type(e).__name__,
-                                self.model_name)
+                # tried again only once the index or the model file changes, not at every request
+                self._refused = (name, stamp)
+                log.warning("the index is now of model %s, which cannot be loaded (%s); still answering with model "
+                            "%s", name, str(e).splitlines()[0] if str(e) else type(e).__name__, self.model_name)
             else:
                 log.info("the index is now of model %s (%s, %d tiles): answering with it instead of model %s", name,
                          self.engine.store.model_checksum, self.engine.store.ntotal, self.model_name)
@@ -89,6 +89,19 @@ class EngineWorker:
                 return self.engine
         self.engine = self.workspace.engine(self.model_name)
         return self.engine
+
+    def _stamp(self, name: str) -> tuple:
+        """What changes when loading model ``name`` with the index may turn out otherwise: the published generation
+        and the model file."""
+        from rsretrieve.index.store import IndexStore
+
+        path = self.workspace.path / "checkpoints" / name / "model.pt"
+        try:
+            st = path.stat()
+            model = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            model = None
+        return IndexStore.current_generation(self.workspace.index_dir), model
 
     async def run_engine(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(engine, *args)`` on the engine thread with :meth:`current`'s engine, taken once per call."""

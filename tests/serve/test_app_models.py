@@ -153,3 +153,44 @@ def test_a_preview_of_a_tile_whose_scene_file_is_gone_answers_as_a_query_by_it(t
             f"cannot read tile {t['tile_id']} (sentinel2) from its scene file: {path}: No such file or directory "
             f"(moved, deleted or damaged since it was ingested)")}
         assert c.get(f"/tiles/{other}/preview.png").status_code == 200  # the other tiles are untouched
+
+
+def test_following_the_index_model_keeps_its_model_while_the_index_cannot_be_read_or_its_model_loaded(ws, monkeypatch):
+    import rsretrieve.index.query as query_mod
+    from rsretrieve.index.store import IndexStore
+
+    with Catalog(ws / "catalog.sqlite") as cat:
+        tid = cat.tiles("t.sensor = 'sentinel1'")[0]["tile_id"]
+    with TestClient(create_app(ws)) as c:
+        ours = _hits(c, tid)
+        # a generation pruned between reading `current` and its manifest (a concurrent `rsretrieve index`): the
+        # index's model is not known for that moment, which is not "default"'s index
+        save_untrained_model(ws, name="other", seed=12)
+        index_workspace(ws, model_name="other")
+        assert c.get("/health").json()["model"] == "other"
+        real = IndexStore.manifest_of
+        monkeypatch.setattr(IndexStore, "manifest_of", staticmethod(lambda *a: (_ for _ in ()).throw(
+            FileNotFoundError("pruned"))))
+        assert c.get("/health").json()["model"] == "other"  # it went back to default's stale snapshot
+        monkeypatch.setattr(IndexStore, "manifest_of", staticmethod(real))
+        # the index's model retrained since (its index refuses it): tried once, not at every request
+        index_workspace(ws, model_name="default")
+        assert c.get("/health").json()["model"] == "default"
+        save_untrained_model(ws, name="third", seed=13)
+        index_workspace(ws, model_name="third")
+        save_untrained_model(ws, name="third", seed=14)
+        loads = []
+        engine_class = query_mod.QueryEngine
+
+        class Counting(engine_class):
+            def __init__(self, workspace, model_name="default"):
+                loads.append(model_name)
+                super().__init__(workspace, model_name)
+
+        monkeypatch.setattr(query_mod, "QueryEngine", Counting)
+        for _ in range(3):
+            assert c.get("/health").json()["model"] == "default"
+        assert loads.count("third") == 1
+        index_workspace(ws, model_name="third")  # re-indexed with it: taken up at the next request
+        assert c.get("/health").json()["model"] == "third" and loads.count("third") == 2
+        assert _hits(c, tid) != ours
