@@ -51,6 +51,9 @@ class _Stdout:
                 return self._stream.write(text)
             except BrokenPipeError:
                 self._quiet()
+            except OSError as e:  # a full disk: named, for main's one line (it said "?" or the workspace); what is
+                self._quiet()  # still buffered goes nowhere at exit, not into a second error and exit code 120
+                raise OSError(e.errno, e.strerror, "standard output") from None
         return len(text)
 
     def flush(self) -> None:
@@ -59,6 +62,9 @@ class _Stdout:
                 self._stream.flush()
             except BrokenPipeError:
                 self._quiet()
+            except OSError as e:
+                self._quiet()
+                raise OSError(e.errno, e.strerror, "standard output") from None
 
     def _quiet(self) -> None:
         self.gone = True
@@ -791,7 +797,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in ("train", "serve") and threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)  # Lightning and uvicorn handle SIGTERM themselves
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here: a write error (a full disk) is the one-line OSError below; a reader gone, quiet
+        return code
     except (UsageError, SchemaError, SensorSpecError) as e:  # a bad sensor YAML names its file and field
         _eprint(f"rsretrieve {args.command}: error: {e}")
         return EXIT_USAGE
@@ -817,10 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _eprint(f"{how}: everything committed so far is kept; run the same command again to continue")
         return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     finally:
-        try:
-            sys.stdout.flush()  # while _Stdout can still catch a reader gone
-        finally:
-            sys.stdout = stdout
+        sys.stdout = stdout
         if previous is not None:  # main() called in-process (tests, scripts): the caller's handler again
             signal.signal(signal.SIGTERM, previous)
 

@@ -1,11 +1,14 @@
 """The ``rsretrieve`` command: help, sensors, export, exit codes."""
 
 import json
+import os
+import subprocess
+import sys
 
 import geopandas as gpd
 import pytest
 
-from tests.conftest import s1_scene
+from tests.conftest import ROOT, s1_scene
 
 
 @pytest.mark.parametrize("command", ["sensors", "synth", "ingest", "catalog", "export", "train", "index", "query",
@@ -275,3 +278,17 @@ def test_sensors_list_with_a_name_is_a_usage_error(cli):
     r = cli("sensors", "list", "sentinel2")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "rsretrieve sensors: error: sensors list takes no NAME; `rsretrieve sensors show sentinel2` shows one sensor"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) for a write error on stdout")
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+def test_a_write_error_on_stdout_is_one_line_naming_it(small_workspace, unbuffered):
+    # a full disk under `rsretrieve catalog > out.txt`: it said "error: ?: No space left on device" or named the
+    # workspace, or (buffered) printed a traceback from the exit flush and exited 120
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update({"PYTHONUNBUFFERED": unbuffered} if unbuffered else {})
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "rsretrieve.cli", "catalog", "--workspace", str(small_workspace)],
+                           stdout=full, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["rsretrieve catalog: error: standard output: No space left on device"]
