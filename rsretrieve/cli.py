@@ -444,7 +444,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     try:
         ws = Workspace.open(args.workspace)
-        summary = index_workspace(ws.path, model_name=args.model or ws.indexed_model(), factory=args.factory or None,
+        model = args.model or ws.indexed_model()
+        if not args.model and model != "default" and not (ws.path / "checkpoints" / model / "model.pt").is_file():
+            # the user named no model: "no trained model 'NAME'" alone read as if they had
+            raise UsageError(f"the index was built with model {model!r}, which is no longer in "
+                             f"{ws.path / 'checkpoints'}: name the model to index with (--model NAME)")
+        summary = index_workspace(ws.path, model_name=model, factory=args.factory or None,
                                   segment_rows=args.segment_rows, compact=args.compact,
                                   progress=_progress(sys.stderr.isatty() and not args.json, "embed"))
     except (WorkspaceError, FileNotFoundError, ValueError, IndexBusyError) as e:

@@ -156,3 +156,10 @@ def test_a_later_index_run_naming_no_model_keeps_the_index_model(added, tmp_path
     assert IndexStore.open(ws / "index").model_checksum == out["model_checksum"]
     r = run_cli("index", "-w", ws, "--model", "default", "--json")  # named: as told
     assert r.returncode == 0 and json.loads(r.stdout)["model"] == "default", r.stderr
+    # the index's model deleted since: a bare `rsretrieve index` says where the name came from
+    index_workspace(ws, "with_l8")
+    shutil.rmtree(ws / "checkpoints" / "with_l8")
+    r = run_cli("index", "-w", ws)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"rsretrieve index: error: the index was built with model 'with_l8', which is no longer in "
+        f"{ws / 'checkpoints'}: name the model to index with (--model NAME)"]
