@@ -19,4 +19,6 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]]; then
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
-export RSRETRIEVE_REAL_DATA="${RSRETRIEVE_REAL_DATA:-$ROOT/../shared/data/real}"
+# normalised where it exists: the path is printed in outputs (contact sheet titles), "main/../shared" read oddly
+REAL_DEFAULT="$(cd "$ROOT/../shared/data/real" 2>/dev/null && pwd || echo "$ROOT/../shared/data/real")"
+export RSRETRIEVE_REAL_DATA="${RSRETRIEVE_REAL_DATA:-$REAL_DEFAULT}"
