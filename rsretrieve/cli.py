@@ -737,21 +737,41 @@ def _listen(host: str, port: int, shown: str) -> list[Any]:
     Raises:
         UsageError: an address that cannot be resolved or bound (a port in use), in one line.
     """
+    import errno
     import socket
 
-    socks: list[socket.socket] = []
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        families = {info[0] for info in infos}
-        for family, kind, proto, _, address in dict.fromkeys((i[0], i[1], i[2], None, i[4]) for i in infos):
-            sock = socket.socket(family, kind, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            if family == socket.AF_INET6 and socket.AF_INET in families:  # each family on its own socket
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(2048)  # uvicorn's backlog; two binds with SO_REUSEADDR succeed until one listens
     except OSError as e:  # socket.gaierror included
+        raise UsageError(f"cannot listen on {shown}:{port}: {e.strerror or e}") from None
+    families = {info[0] for info in infos}
+    socks: list[socket.socket] = []
+    unusable: OSError | None = None  # an address of a family this machine lacks (IPv6 disabled: ::1, ::)
+    try:
+        for family, kind, proto, _, address in dict.fromkeys((i[0], i[1], i[2], None, i[4]) for i in infos):
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as e:
+                if e.errno != errno.EAFNOSUPPORT:
+                    raise
+                unusable = unusable or e
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+                if family == socket.AF_INET6 and socket.AF_INET in families:  # each family on its own socket
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(2048)  # uvicorn's backlog; two binds with SO_REUSEADDR succeed until one listens
+            except OSError as e:
+                sock.close()
+                if e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):  # a port in use stays an error
+                    raise
+                unusable = unusable or e
+                continue
+            socks.append(sock)
+        if not socks:
+            raise unusable or OSError(errno.EADDRNOTAVAIL, "no address to listen on")
+    except OSError as e:
         for sock in socks:
             sock.close()
         raise UsageError(f"cannot listen on {shown}:{port}: {e.strerror or e}") from None

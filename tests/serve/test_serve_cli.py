@@ -89,3 +89,25 @@ def test_listen_takes_every_address_of_the_host_and_a_second_service_is_refused_
     again = _listen("127.0.0.1", port, "127.0.0.1")  # free again once closed
     for s in again:
         s.close()
+
+
+def test_listen_skips_an_address_family_the_machine_lacks(monkeypatch):
+    # IPv6 disabled (a container; ipv6.disable=1): `localhost` listed as ::1 too, or '' as ::, was refused whole
+    import errno
+
+    from rsretrieve.cli import _listen
+
+    real = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *a, **k):
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(family, *a, **k)
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    socks = _listen("", _free_port(), "")
+    try:
+        assert [s.family for s in socks] == [socket.AF_INET]
+    finally:
+        for s in socks:
+            s.close()
