@@ -850,7 +850,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _eprint(f"{how}: everything committed so far is kept; run the same command again to continue")
         return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     finally:
-        sys.stdout = stdout
+        try:  # an error path's buffered output: a reader gone or a full disk is quiet here (its own error and exit
+            sys.stdout.flush()  # code stand), not "Exception ignored" and exit code 120 at the interpreter's exit
+        except OSError:
+            pass
+        finally:
+            sys.stdout = stdout
         if previous is not None:  # main() called in-process (tests, scripts): the caller's handler again
             signal.signal(signal.SIGTERM, previous)
 

@@ -292,3 +292,19 @@ def test_a_write_error_on_stdout_is_one_line_naming_it(small_workspace, unbuffer
                            stdout=full, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["rsretrieve catalog: error: standard output: No space left on device"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) for a write error on stdout")
+def test_an_interrupted_command_keeps_its_exit_code_when_its_buffered_output_cannot_be_written(small_workspace):
+    # SIGTERM after a command printed (buffered, stdout full or its reader gone): the exit flush printed
+    # "Exception ignored ... OSError" and the exit code was 120, not 143
+    program = ("import os, signal, sys, time\nimport rsretrieve.cli as cli\norig = cli.cmd_catalog\n"
+               "def cmd(args):\n    orig(args)\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(5)\n"
+               "    return 0\ncli.cmd_catalog = cmd\nsys.exit(cli.main(['catalog', '-w', sys.argv[1]]))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-c", program, str(small_workspace)], stdout=full,
+                           stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=120)
+    assert r.returncode == 143, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted by SIGTERM"), lines
