@@ -258,6 +258,12 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         best = _longest_prefix_source(folders.get(a.parent), a.name)
         if best is not None:
             best.aux[_aux_role(a.stem, best)] = str(a)
+    # a link named NAME.tif to a file whose own name is no raster's (a content-addressed cache: DVC, Nix) was
+    # dropped unsaid: the scan above judges files by their resolved name
+    problems.extend(Problem(str(given), f"a link to {f}, whose name does not end in "
+                                        f"{', '.join(sorted(RASTER_SUFFIXES))}: link or copy it to a name that does")
+                    for f, given in named.items()
+                    if given.suffix.lower() in RASTER_SUFFIXES and f.suffix.lower() not in RASTER_SUFFIXES)
     if not sources:  # nothing to ingest: the files named on their own that are no rasters are why, not sidecars
         problems.extend(_not_rasters(named, items))
     sources.sort(key=lambda s: s.key)
@@ -271,7 +277,7 @@ def _not_rasters(named: dict[Path, Path], items: set[Path]) -> list[Problem]:
     in a folder."""
     out = []
     for f, given in named.items():
-        if f in items or {f.suffix.lower(), given.suffix.lower()} & RASTER_SUFFIXES:
+        if f in items or {f.suffix.lower(), given.suffix.lower()} & RASTER_SUFFIXES:  # (a .tif link: above)
             continue
         if f.suffix.lower() == ".json":
             out.append(Problem(str(given), "a JSON file that is not a STAC Item (a GeoJSON Feature with "

@@ -193,3 +193,14 @@ def test_tile_size_of_an_existing_workspace_cannot_change(cli, tmp_path):
     assert cli("ingest", good, "--workspace", tmp_path / "ws").returncode == 0
     r = cli("ingest", good, "--workspace", tmp_path / "ws", "--tile-size", "960")
     assert r.returncode == 2 and "this workspace's grid has 480 m tiles, not 960 m" in r.stderr
+
+
+def test_a_raster_named_through_a_link_to_a_name_that_is_no_raster_is_rejected_not_dropped(cli, tmp_path):
+    # a content-addressed cache (DVC, Nix): NAME.tif -> cache/3f9a0c; it said "0 rejected" and exited 0
+    (tmp_path / "cache").mkdir()
+    s1_scene(tmp_path / "cache" / "3f9a0c")
+    os.symlink(tmp_path / "cache" / "3f9a0c", tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif")
+    r = cli("ingest", tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif", "--workspace", tmp_path / "ws")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"rejected: {tmp_path / 'S1A_IW_GRDH_1SDV_20210101T000000_x.tif'}: a link to {tmp_path / 'cache' / '3f9a0c'}, "
+        "whose name does not end in .img, .jp2, .tif, .tiff, .vrt: link or copy it to a name that does"]
