@@ -230,9 +230,11 @@ def _boundary(ctype: str) -> str | None:
 
 def _watching_close(receive: Any, boundary: str | None, state: dict[str, bool]) -> Any:
     """``receive`` that sets ``state["closed"]`` once the body has passed the multipart closing boundary
-    (``--BOUNDARY--``, found across chunk edges; an epilogue after it may be of any length)."""
-    marker = f"--{boundary}--".encode() if boundary else b""
-    seen = b""
+    (CRLF ``--BOUNDARY--``, found across chunk edges; an epilogue after it may be of any length). The CRLF is part
+    of the delimiter (RFC 2046), which a part may not contain: without it, ``--B--`` inside a field's value counted
+    as the end of a body cut short after it."""
+    marker = f"\r\n--{boundary}--".encode() if boundary else b""
+    seen = b"\r\n"  # a body with no part starts with the delimiter's dashes
 
     async def wrapped() -> Any:
         nonlocal seen

@@ -144,6 +144,16 @@ def test_a_multipart_body_cut_short_is_400_not_a_missing_field(client, tile_id, 
     assert r.status_code == 200, r.text
 
 
+def test_the_closing_boundary_inside_a_value_does_not_hide_a_body_cut_short(client, tile_id):
+    # '--B--' in the filters' text counted as the closing boundary: the cut tile_id part was dropped and the request
+    # answered 422 "give exactly one of a tile or a tile_id"
+    body = ('--B\r\nContent-Disposition: form-data; name="filters"\r\n\r\n{"start": "a--B--b"}\r\n'
+            f'--B\r\nContent-Disposition: form-data; name="tile_id"\r\n\r\n{tile_id}').encode()
+    r = client.post("/query", content=body, headers={"content-type": "multipart/form-data; boundary=B"})
+    assert _one_line_detail(r, 400) == ("malformed multipart body: it does not end with its closing boundary '--B--' "
+                                        "(cut short?)")
+
+
 def test_the_closing_boundary_is_found_across_the_chunks_of_a_streamed_body(client, tile_id):
     def chunks():  # the closing boundary split between two chunks, a long epilogue after it
         yield f'--B\r\nContent-Disposition: form-data; name="tile_id"\r\n\r\n{tile_id}\r\n--'.encode()
