@@ -713,8 +713,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _eprint(f"warning: --host {args.host} lets other machines query this workspace (there is no "
                     "authentication)")
         health = app.state.health
-        print(f"serving {args.workspace} (model {health['model']}, {health['tiles_indexed']} tiles) on "
-              f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", flush=True)
+        try:  # serve writes to stdout itself (not through _Stdout): a write error names stdout, not the workspace
+            print(f"serving {args.workspace} (model {health['model']}, {health['tiles_indexed']} tiles) on "
+                  f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", flush=True)
+        except BrokenPipeError:  # its reader gone: the service runs on, its buffered line flushed into /dev/null
+            _Stdout(sys.stdout)._quiet()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, "standard output") from None
         server = uvicorn.Server(uvicorn.Config(app, log_level=["warning", "info", "debug"][min(args.verbose, 2)]))
         try:  # uvicorn raises the signal that stopped it again once stopped: SIGTERM kills (143), as uvicorn.run
             server.run(sockets=socks)

@@ -111,3 +111,14 @@ def test_listen_skips_an_address_family_the_machine_lacks(monkeypatch):
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) for a write error on stdout")
+def test_a_write_error_on_the_banner_names_standard_output(small_workspace):
+    # `rsretrieve serve > out.txt` on a full disk said "error: WORKSPACE: No space left on device"
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "rsretrieve.cli", "serve", "--workspace", str(small_workspace),
+                            "--port", str(_free_port())], stdout=full, stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["rsretrieve serve: error: standard output: No space left on device"]
