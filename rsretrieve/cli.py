@@ -701,7 +701,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from rsretrieve.serve import create_app
 
-    host = f"[{args.host}]" if ":" in args.host else args.host
+    # '' (every interface, both families) shown as uvicorn shows it: http://:8000 read as a broken address
+    host = f"[{args.host}]" if ":" in args.host else args.host or "0.0.0.0"
     # the address first: a port in use or a host that does not resolve is one line and exit 2, before loading
     socks = _listen(args.host, args.port, host)
     try:
@@ -710,7 +711,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except (WorkspaceError, QueryError, IndexMismatchError, FileNotFoundError, ValueError) as e:
             raise UsageError(str(e).splitlines()[0]) from None
         if args.host not in ("127.0.0.1", "localhost", "::1"):
-            _eprint(f"warning: --host {args.host} lets other machines query this workspace (there is no "
+            _eprint(f"warning: --host {args.host or repr('')} lets other machines query this workspace (there is no "
                     "authentication)")
         health = app.state.health
         try:  # serve writes to stdout itself (not through _Stdout): a write error names stdout, not the workspace

@@ -122,3 +122,14 @@ def test_a_write_error_on_the_banner_names_standard_output(small_workspace):
                            cwd=ROOT, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["rsretrieve serve: error: standard output: No space left on device"]
+
+
+def test_every_interface_is_shown_as_an_address(small_workspace):
+    # --host '' said "cannot listen on :PORT" (and served on "http://:PORT")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli("serve", "--workspace", small_workspace, "--host", "", "--port", port, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"rsretrieve serve: error: cannot listen on 0.0.0.0:{port}: Address already in use"]
