@@ -98,7 +98,7 @@ class EngineWorker:
         path = self.workspace.path / "checkpoints" / name / "model.pt"
         try:
             st = path.stat()
-            model = (st.st_ino, st.st_mtime_ns, st.st_size)
+            model = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)  # ctime: a chmod that lets it be read
         except OSError:
             model = None
         return IndexStore.current_generation(self.workspace.index_dir), model

@@ -194,3 +194,23 @@ def test_following_the_index_model_keeps_its_model_while_the_index_cannot_be_rea
         index_workspace(ws, model_name="third")  # re-indexed with it: taken up at the next request
         assert c.get("/health").json()["model"] == "third" and loads.count("third") == 2
         assert _hits(c, tid) != ours
+
+
+def test_a_model_refused_is_tried_again_once_its_permissions_change(ws):
+    # a model.pt that could not be read, made readable with chmod (which changes its ctime only), was not tried
+    # again until the index changed
+    import os
+
+    from rsretrieve.serve.worker import EngineWorker
+
+    worker = EngineWorker(ws, follow=True)
+    try:
+        path = ws / "checkpoints" / "default" / "model.pt"
+        before = worker.call(worker._stamp, "default")
+        mtime = path.stat().st_mtime_ns
+        os.chmod(path, 0o600)
+        os.chmod(path, 0o644)
+        assert path.stat().st_mtime_ns == mtime
+        assert worker.call(worker._stamp, "default") != before
+    finally:
+        worker.close()
