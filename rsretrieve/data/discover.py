@@ -282,6 +282,9 @@ def _not_rasters(named: dict[Path, Path], items: set[Path]) -> list[Problem]:
         if f.suffix.lower() == ".json":
             out.append(Problem(str(given), "a JSON file that is not a STAC Item (a GeoJSON Feature with "
                                            "stac_version and assets)"))
+        elif given.suffix.lower() == ".json":  # item.json -> cache/3f9a0c: STAC Items are found by their name
+            out.append(Problem(str(given), f"a link to {f}, whose name does not end in .json: link or copy it to a "
+                                           "name that does"))
         else:
             out.append(Problem(str(given), f"not a raster file rsretrieve reads (its name must end in "
                                            f"{', '.join(sorted(RASTER_SUFFIXES))}, or be a STAC Item .json)"))

@@ -204,3 +204,14 @@ def test_a_raster_named_through_a_link_to_a_name_that_is_no_raster_is_rejected_n
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         f"rejected: {tmp_path / 'S1A_IW_GRDH_1SDV_20210101T000000_x.tif'}: a link to {tmp_path / 'cache' / '3f9a0c'}, "
         "whose name does not end in .img, .jp2, .tif, .tiff, .vrt: link or copy it to a name that does"]
+
+
+def test_a_json_named_through_a_link_to_a_name_without_json_says_so(cli, tmp_path):
+    # it was told its name must end in .tif, ... "or be a STAC Item .json", which it is
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "77ab01").write_text('{"type": "Feature"}')
+    os.symlink(tmp_path / "cache" / "77ab01", tmp_path / "item.json")
+    r = cli("ingest", tmp_path / "item.json", "--workspace", tmp_path / "ws")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"rejected: {tmp_path / 'item.json'}: a link to {tmp_path / 'cache' / '77ab01'}, whose name does not end in "
+        ".json: link or copy it to a name that does"]
