@@ -300,7 +300,15 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
     # one run of a name at a time: two wrote into one folder, each exiting 0, leaving a model.pt of one run beside
     # the last.ckpt of the other (and both runs' best.ckpt)
     with _name_lock(ckdir):
-        return _run_train(config, workspace, name, ckdir, resume, extra_args, progress)
+        new = not ckdir.exists()
+        try:
+            return _run_train(config, workspace, name, ckdir, resume, extra_args, progress)
+        except BaseException:
+            # a run refused before it wrote anything (a bad option, a config that does not fit) leaves no empty
+            # checkpoints/NAME folder behind; an interrupted run keeps what it wrote (logs, last.ckpt)
+            if new and ckdir.is_dir() and not any(p.is_file() for p in ckdir.rglob("*")):
+                shutil.rmtree(ckdir, ignore_errors=True)
+            raise
 
 
 @contextlib.contextmanager

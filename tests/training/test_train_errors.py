@@ -97,7 +97,8 @@ def test_add_sensor_config_without_pretrained_fails_instead_of_training_from_scr
     line = _error_line(run_cli("train", "--config", ROOT / "configs/add_sensor.yaml", "--workspace", empty_ws,
                                "--name", "with_l8"))
     assert line.startswith("--model.pretrained is required")
-    assert not (empty_ws / "checkpoints" / "with_l8" / "model.pt").exists()
+    # no empty checkpoints/with_l8 folder is left behind either (it was, for every refused new run)
+    assert not (empty_ws / "checkpoints" / "with_l8").exists()
 
 
 def test_missing_or_unreadable_pretrained_file_is_named(empty_ws, tmp_path):
@@ -152,6 +153,8 @@ def test_a_run_stopped_by_sigterm_or_ctrl_c_exits_128_plus_the_signal_and_says_h
     assert capsys.readouterr().err.strip() == ("training interrupted by SIGTERM before the first epoch completed: "
                                                "nothing to resume; run the same command again to start over")
     last = empty_ws / "checkpoints" / "default" / "last.ckpt"
+    assert not last.parent.exists()  # the run wrote nothing: no empty folder is left
+    last.parent.mkdir(parents=True)
     last.write_bytes(b"")  # an epoch completed: the run can go on
     monkeypatch.setattr(training_cli, "RetrievalCLI", ctrl_c)
     assert cli.main([*common, "--resume"]) == 130
