@@ -195,8 +195,8 @@ class QueryTile:
 
     def describe(self) -> dict:
         """Where the query came from, as the outputs name it (``--json``'s and the GeoJSON's ``query``)."""
-        return {"origin": self.origin, "sensor": self.sensor, "tile_id": self.tile_id, "cell_id": self.cell_id,
-                "acquired": self.acquired}
+        return {"origin": self.origin, "sensor": self.sensor, "tile_id": self.tile_id, "scene_id": self.scene_id,
+                "cell_id": self.cell_id, "acquired": self.acquired}
 
 
 def tile_from_catalog(catalog: Catalog, tile_id: int) -> QueryTile:

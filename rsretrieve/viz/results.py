@@ -83,7 +83,7 @@ def _features(query, hits: Sequence) -> Iterator[tuple[str, str]]:
         geoms[single] = shapely.multipolygons(geoms[single], indices=np.arange(single.size))
     props = hits_json(hits, role="hit", footprint=False)
     if fp:
-        props = itertools.chain(props, [json.dumps({"role": "query", **query.describe(), "scene_id": query.scene_id})])
+        props = itertools.chain(props, [json.dumps({"role": "query", **query.describe()})])
     for i in range(0, len(wkts), _CHUNK):
         yield from zip(shapely.to_geojson(geoms[i:i + _CHUNK]).tolist(), props)
 

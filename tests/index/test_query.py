@@ -77,6 +77,10 @@ def test_query_by_file_point_finds_its_own_tile_first(small_workspace, tmp_path)
     assert gj["features"][-1]["properties"]["cell_id"] == t["cell_id"]
     assert shape(gj["features"][-1]["geometry"]).equals(wkt.loads(t["footprint"]))
     assert out["query"]["footprint"] == t["footprint"]
+    # the same query in both outputs: --json had no scene_id, which the GeoJSON's query feature had
+    assert out["query"]["scene_id"] == t["scene_id"] == gj["features"][-1]["properties"]["scene_id"]
+    assert {k: v for k, v in out["query"].items() if k != "footprint"} == gj["query"] == {
+        k: v for k, v in gj["features"][-1]["properties"].items() if k != "role"}
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -443,7 +447,7 @@ def test_query_json_is_to_dict_with_one_hit_a_line_and_short_scores(small_worksp
     # the query and the plan indented as before, then each hit compact on a line of its own (json's indent, pure
     # Python, took 2.8 s of `-k 100000` field by field)
     hit_lines = [line for line in lines if line.startswith('    {"rank": ')]
-    assert len(hit_lines) == len(res.hits) == 20 and len(lines) == len(res.hits) + 18  # the plan names the model
+    assert len(hit_lines) == len(res.hits) == 20 and len(lines) == len(res.hits) + 19  # the plan names the model; the query its scene
     assert [json.loads(line.rstrip(","))["tile_id"] for line in hit_lines] == [h.tile_id for h in res.hits]
     for h, d in zip(res.hits, json.loads(text)["hits"]):
         # the float32 score, in at most 9 significant digits (not 1.0000001192092896)

@@ -77,7 +77,7 @@ def test_the_query_is_a_foreign_member_not_properties_which_rfc_7946_forbids_on_
                   acquired="2020-06-07T01:08:00Z")
     fc = feature_collection(q, _hits()[:1])
     assert set(fc) - {"type", "features"} == {"query"}  # 7.1: no "geometry" or "properties" member
-    assert fc["query"] == {"origin": "tile 7", "sensor": "sentinel1", "cell_id": "c", "tile_id": 7,
+    assert fc["query"] == {"origin": "tile 7", "sensor": "sentinel1", "cell_id": "c", "tile_id": 7, "scene_id": None,
                            "acquired": "2020-06-07T01:08:00Z"}
     assert all(set(f) == {"type", "geometry", "properties"} for f in fc["features"])
 
