@@ -211,7 +211,15 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         else:
             files.append(p)
             named.setdefault(p.resolve(), p)
-    files = sorted({f.resolve() for f in files})
+    # every file found, named or in a folder: resolved -> a path it was reached by, one whose name is a raster's
+    # if any is (a folder of links NAME.tif -> cache/3f9a0c: the links' names are what say they are rasters)
+    given_as: dict[Path, Path] = {}
+    for f in files:
+        r = f.resolve()
+        if r not in given_as or (f.suffix.lower() in RASTER_SUFFIXES
+                                 and given_as[r].suffix.lower() not in RASTER_SUFFIXES):
+            given_as[r] = f
+    files = sorted(given_as)
 
     sources: list[SceneSource] = []
     claimed: set[Path] = set()
@@ -258,11 +266,12 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         best = _longest_prefix_source(folders.get(a.parent), a.name)
         if best is not None:
             best.aux[_aux_role(a.stem, best)] = str(a)
-    # a link named NAME.tif to a file whose own name is no raster's (a content-addressed cache: DVC, Nix) was
-    # dropped unsaid: the scan above judges files by their resolved name
+    # a link named NAME.tif (on its own or in a folder) to a file whose own name is no raster's (a content-addressed
+    # cache: DVC, Nix, a Hugging Face hub snapshot) was dropped unsaid: the scan above judges files by their
+    # resolved name
     problems.extend(Problem(str(given), f"a link to {f}, whose name does not end in "
                                         f"{', '.join(sorted(RASTER_SUFFIXES))}: link or copy it to a name that does")
-                    for f, given in named.items()
+                    for f, given in given_as.items()
                     if given.suffix.lower() in RASTER_SUFFIXES and f.suffix.lower() not in RASTER_SUFFIXES)
     if not sources:  # nothing to ingest: the files named on their own that are no rasters are why, not sidecars
         problems.extend(_not_rasters(named, items))

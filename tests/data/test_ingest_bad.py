@@ -215,3 +215,16 @@ def test_a_json_named_through_a_link_to_a_name_without_json_says_so(cli, tmp_pat
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         f"rejected: {tmp_path / 'item.json'}: a link to {tmp_path / 'cache' / '77ab01'}, whose name does not end in "
         ".json: link or copy it to a name that does"]
+
+
+def test_a_folder_of_raster_named_links_to_a_content_addressed_cache_is_rejected_not_dropped(cli, tmp_path):
+    # a DVC or Hugging Face snapshot: data/NAME.tif -> cache/3f9a0c, the cache in the folder walked too; '0 rejected'
+    name = "S1A_IW_GRDH_1SDV_20210101T000000_x.tif"
+    (tmp_path / "d" / "cache").mkdir(parents=True)
+    (tmp_path / "d" / "data").mkdir()
+    s1_scene(tmp_path / "d" / "cache" / "3f9a0c")
+    os.symlink(tmp_path / "d" / "cache" / "3f9a0c", tmp_path / "d" / "data" / name)
+    r = cli("ingest", tmp_path / "d", "--workspace", tmp_path / "ws")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"rejected: {tmp_path / 'd' / 'data' / name}: a link to {tmp_path / 'd' / 'cache' / '3f9a0c'}, whose name "
+        "does not end in .img, .jp2, .tif, .tiff, .vrt: link or copy it to a name that does"]
