@@ -770,7 +770,8 @@ def _listen(host: str, port: int, shown: str) -> list[Any]:
                 sock.listen(2048)  # uvicorn's backlog; two binds with SO_REUSEADDR succeed until one listens
             except OSError as e:
                 sock.close()
-                if e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):  # a port in use stays an error
+                # a port in use stays an error, and so does an IPv4 address on no interface of this machine
+                if e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or family != socket.AF_INET6:
                     raise
                 unusable = unusable or e
                 continue

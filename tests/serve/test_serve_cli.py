@@ -133,3 +133,24 @@ def test_every_interface_is_shown_as_an_address(small_workspace):
         r = run_cli("serve", "--workspace", small_workspace, "--host", "", "--port", port, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"rsretrieve serve: error: cannot listen on 0.0.0.0:{port}: Address already in use"]
+
+
+def test_an_ipv4_address_of_the_host_on_no_interface_is_an_error_not_skipped(monkeypatch):
+    # a name resolving to 10.9.9.9 (not this machine's) and 127.0.0.1 was served on 127.0.0.1 alone, unsaid
+    from rsretrieve.cli import UsageError, _listen
+
+    port = _free_port()
+    real = socket.getaddrinfo
+
+    def two(host, *a, **k):
+        if host != "myhost":
+            return real(host, *a, **k)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.9.9", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two)
+    with pytest.raises(UsageError, match=rf"^cannot listen on myhost:{port}: Cannot assign requested address$"):
+        _listen("myhost", port, "myhost")
+    again = _listen("127.0.0.1", port, "127.0.0.1")  # nothing was left bound
+    for sock in again:
+        sock.close()
