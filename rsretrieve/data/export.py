@@ -47,7 +47,7 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from shapely import wkt
+    import shapely
 
     rows = catalog.conn.execute(
         "SELECT t.*, s.acquired, s.key AS scene_key, l.scheme AS label_scheme, l.label, l.label_name FROM tiles t"
@@ -58,7 +58,10 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
     # the column types do not depend on the rows (an empty catalog would give Arrow 'null' columns)
     df = df.astype({**{c: "int64" for c in _INT_COLUMNS}, **{c: "float64" for c in _FLOAT_COLUMNS},
                     **{c: "string" for c in _STR_COLUMNS}, "label": "Int64"})
-    geom = [wkt.loads(w) for w in df.pop("footprint")]
+    # exterior rings counter-clockwise, as the GeoJSON outputs write them: footprints split at the antimeridian
+    # came out clockwise, beside counter-clockwise cells (GeoParquet allows either, but one file had both)
+    geom = shapely.orient_polygons(shapely.from_wkt(np.array(df.pop("footprint").tolist(), dtype=object)),
+                                   exterior_cw=False)
     gdf = gpd.GeoDataFrame(df, geometry=geom, crs="EPSG:4326")
     column = None
     if embeddings is not None:

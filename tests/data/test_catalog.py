@@ -55,3 +55,27 @@ def test_workspace_grid_size_is_fixed(tmp_path):
         Catalog(tmp_path / "c.sqlite", tile_m=240)
     with Catalog(tmp_path / "c.sqlite") as cat:
         assert cat.tile_m == 480.0 and cat.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_export_writes_every_exterior_ring_counter_clockwise(tmp_path):
+    # footprints split at the antimeridian came out clockwise beside counter-clockwise cells
+    import dataclasses
+
+    import geopandas as gpd
+    from shapely import MultiPolygon
+    from shapely.geometry.polygon import orient
+
+    from rsretrieve.data.export import export_geoparquet
+
+    scene, tiles = _scene("/b.tif", 2, lon0=179.98)
+    split = MultiPolygon([orient(box(179.99, 50.0, 180.0, 50.005), -1),
+                          orient(box(-180.0, 50.0, -179.99, 50.005), -1)])
+    tiles[0] = dataclasses.replace(tiles[0], footprint=split.wkt)
+    tiles[1] = dataclasses.replace(tiles[1], footprint=orient(box(179.99, 50.01, 179.995, 50.015), -1).wkt)
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        cat.write_scene(scene, tiles)
+        assert export_geoparquet(cat, tmp_path / "t.parquet") == 2
+    geoms = gpd.read_parquet(tmp_path / "t.parquet").geometry
+    rings = [p.exterior for g in geoms for p in getattr(g, "geoms", [g])]
+    assert len(rings) == 3 and all(r.is_ccw for r in rings)
+    assert geoms.iloc[0].equals(split)  # the same ground
