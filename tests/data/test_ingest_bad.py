@@ -195,36 +195,23 @@ def test_tile_size_of_an_existing_workspace_cannot_change(cli, tmp_path):
     assert r.returncode == 2 and "this workspace's grid has 480 m tiles, not 960 m" in r.stderr
 
 
-def test_a_raster_named_through_a_link_to_a_name_that_is_no_raster_is_rejected_not_dropped(cli, tmp_path):
-    # a content-addressed cache (DVC, Nix): NAME.tif -> cache/3f9a0c; it said "0 rejected" and exited 0
-    (tmp_path / "cache").mkdir()
-    s1_scene(tmp_path / "cache" / "3f9a0c")
-    os.symlink(tmp_path / "cache" / "3f9a0c", tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif")
-    r = cli("ingest", tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_x.tif", "--workspace", tmp_path / "ws")
+@pytest.mark.parametrize(("link", "named", "suffixes"), [
+    ("S1A_IW_GRDH_1SDV_20210101T000000_x.tif", True, ".img, .jp2, .tif, .tiff, .vrt"),
+    ("item.json", True, ".json"),
+    ("data/S1A_IW_GRDH_1SDV_20210101T000000_x.tif", False, ".img, .jp2, .tif, .tiff, .vrt"),
+], ids=["raster-named", "json-named", "raster-in-a-folder"])
+def test_a_link_to_a_content_addressed_blob_is_rejected_not_dropped(cli, tmp_path, link, named, suffixes):
+    # DVC, Nix or a Hugging Face snapshot: NAME.tif -> cache/3f9a0c. Named, or in a folder (the cache walked too),
+    # it said "0 rejected" and exited 0; item.json was told its name must end in ... "or be a STAC Item .json"
+    blob = tmp_path / "d" / "cache" / "3f9a0c"
+    blob.parent.mkdir(parents=True)
+    if link.endswith(".json"):
+        blob.write_text('{"type": "Feature"}')
+    else:
+        s1_scene(blob)
+    (tmp_path / "d" / link).parent.mkdir(exist_ok=True)
+    os.symlink(blob, tmp_path / "d" / link)
+    r = cli("ingest", tmp_path / "d" / link if named else tmp_path / "d", "--workspace", tmp_path / "ws")
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        f"rejected: {tmp_path / 'S1A_IW_GRDH_1SDV_20210101T000000_x.tif'}: a link to {tmp_path / 'cache' / '3f9a0c'}, "
-        "whose name does not end in .img, .jp2, .tif, .tiff, .vrt: link or copy it to a name that does"]
-
-
-def test_a_json_named_through_a_link_to_a_name_without_json_says_so(cli, tmp_path):
-    # it was told its name must end in .tif, ... "or be a STAC Item .json", which it is
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "77ab01").write_text('{"type": "Feature"}')
-    os.symlink(tmp_path / "cache" / "77ab01", tmp_path / "item.json")
-    r = cli("ingest", tmp_path / "item.json", "--workspace", tmp_path / "ws")
-    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        f"rejected: {tmp_path / 'item.json'}: a link to {tmp_path / 'cache' / '77ab01'}, whose name does not end in "
-        ".json: link or copy it to a name that does"]
-
-
-def test_a_folder_of_raster_named_links_to_a_content_addressed_cache_is_rejected_not_dropped(cli, tmp_path):
-    # a DVC or Hugging Face snapshot: data/NAME.tif -> cache/3f9a0c, the cache in the folder walked too; '0 rejected'
-    name = "S1A_IW_GRDH_1SDV_20210101T000000_x.tif"
-    (tmp_path / "d" / "cache").mkdir(parents=True)
-    (tmp_path / "d" / "data").mkdir()
-    s1_scene(tmp_path / "d" / "cache" / "3f9a0c")
-    os.symlink(tmp_path / "d" / "cache" / "3f9a0c", tmp_path / "d" / "data" / name)
-    r = cli("ingest", tmp_path / "d", "--workspace", tmp_path / "ws")
-    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        f"rejected: {tmp_path / 'd' / 'data' / name}: a link to {tmp_path / 'd' / 'cache' / '3f9a0c'}, whose name "
-        "does not end in .img, .jp2, .tif, .tiff, .vrt: link or copy it to a name that does"]
+        f"rejected: {tmp_path / 'd' / link}: a link to {blob}, whose name does not end in {suffixes}: link or copy "
+        "it to a name that does"]
