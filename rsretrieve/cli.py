@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 partial failure (some inputs rejected, the rest committ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -68,12 +69,12 @@ class _Stdout:
 
     def _quiet(self) -> None:
         self.gone = True
-        try:  # what is still buffered is flushed at exit: into /dev/null, not into the closed pipe
+        # what is still buffered is flushed at exit: into /dev/null, not into the closed pipe; a stream without a
+        # file descriptor (tests' capture) has nothing to redirect
+        with contextlib.suppress(OSError, AttributeError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, self._stream.fileno())
             os.close(devnull)
-        except (OSError, AttributeError, ValueError):  # a stream without a file descriptor (tests' capture)
-            pass
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._stream, name)
@@ -438,17 +439,19 @@ def _evaluation_charts(ws: object, report: dict, out: Path) -> list[Path]:
 
 # -- index / query -------------------------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
-    from rsretrieve.index.indexer import index_workspace
+    from rsretrieve.index.indexer import index_workspace, model_path
     from rsretrieve.index.store import IndexBusyError
     from rsretrieve.workspace import Workspace, WorkspaceError
 
     try:
         ws = Workspace.open(args.workspace)
         model = args.model or ws.indexed_model()
-        if not args.model and model != "default" and not (ws.path / "checkpoints" / model / "model.pt").is_file():
-            # the user named no model: "no trained model 'NAME'" alone read as if they had
-            raise UsageError(f"the index was built with model {model!r}, which is no longer in "
-                             f"{ws.path / 'checkpoints'}: name the model to index with (--model NAME)")
+        if not args.model and model != "default":
+            try:
+                model_path(ws.path, model)
+            except FileNotFoundError:  # the user named no model: "no trained model 'NAME'" read as if they had
+                raise UsageError(f"the index was built with model {model!r}, which is no longer in "
+                                 f"{ws.path / 'checkpoints'}: name the model to index with (--model NAME)") from None
         summary = index_workspace(ws.path, model_name=model, factory=args.factory or None,
                                   segment_rows=args.segment_rows, compact=args.compact,
                                   progress=_progress(sys.stderr.isatty() and not args.json, "embed"))
@@ -714,18 +717,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _eprint(f"warning: --host {args.host or repr('')} lets other machines query this workspace (there is no "
                     "authentication)")
         health = app.state.health
-        try:  # serve writes to stdout itself (not through _Stdout): a write error names stdout, not the workspace
-            print(f"serving {args.workspace} (model {health['model']}, {health['tiles_indexed']} tiles) on "
-                  f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", flush=True)
-        except BrokenPipeError:  # its reader gone: the service runs on, its buffered line flushed into /dev/null
-            _Stdout(sys.stdout)._quiet()
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, "standard output") from None
+        # through _Stdout, as the other commands' output (main leaves serve's stdout to uvicorn): a write error names
+        # standard output, not the workspace; a reader gone leaves the service running
+        print(f"serving {args.workspace} (model {health['model']}, {health['tiles_indexed']} tiles) on "
+              f"http://{host}:{args.port} (docs at /docs); Ctrl-C stops", file=_Stdout(sys.stdout), flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level=["warning", "info", "debug"][min(args.verbose, 2)]))
-        try:  # uvicorn raises the signal that stopped it again once stopped: SIGTERM kills (143), as uvicorn.run
+        # uvicorn raises the signal that stopped it again once stopped: SIGTERM kills (143), as uvicorn.run; and
+        # Ctrl-C's KeyboardInterrupt ends here: exit 0, as uvicorn.run
+        with contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=socks)
-        except KeyboardInterrupt:  # and Ctrl-C's KeyboardInterrupt ends here: exit 0, as uvicorn.run
-            pass
     finally:
         for sock in socks:
             sock.close()
@@ -755,23 +755,20 @@ def _listen(host: str, port: int, shown: str) -> list[Any]:
     unusable: OSError | None = None  # an address of a family this machine lacks (IPv6 disabled: ::1, ::)
     try:
         for family, kind, proto, _, address in dict.fromkeys((i[0], i[1], i[2], None, i[4]) for i in infos):
+            sock = None
             try:
                 sock = socket.socket(family, kind, proto)
-            except OSError as e:
-                if e.errno != errno.EAFNOSUPPORT:
-                    raise
-                unusable = unusable or e
-                continue
-            try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
                 if family == socket.AF_INET6 and socket.AF_INET in families:  # each family on its own socket
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind(address)
                 sock.listen(2048)  # uvicorn's backlog; two binds with SO_REUSEADDR succeed until one listens
             except OSError as e:
-                sock.close()
-                # a port in use stays an error, and so does an IPv4 address on no interface of this machine
-                if e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or family != socket.AF_INET6:
+                if sock is not None:
+                    sock.close()
+                # skipped: a family the machine lacks, an IPv6 address it cannot have; a port in use stays an error,
+                # and so does an IPv4 address on no interface of this machine
+                if e.errno != errno.EAFNOSUPPORT and (e.errno != errno.EADDRNOTAVAIL or family != socket.AF_INET6):
                     raise
                 unusable = unusable or e
                 continue
@@ -858,9 +855,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     finally:
         try:  # an error path's buffered output: a reader gone or a full disk is quiet here (its own error and exit
-            sys.stdout.flush()  # code stand), not "Exception ignored" and exit code 120 at the interpreter's exit
-        except OSError:
-            pass
+            with contextlib.suppress(OSError):  # code stand), not "Exception ignored" and exit 120 at the exit flush
+                sys.stdout.flush()
         finally:
             sys.stdout = stdout
         if previous is not None:  # main() called in-process (tests, scripts): the caller's handler again
