@@ -269,14 +269,19 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
     # a link named NAME.tif (on its own or in a folder) to a file whose own name is no raster's (a content-addressed
     # cache: DVC, Nix, a Hugging Face hub snapshot) was dropped unsaid: the scan above judges files by their
     # resolved name
-    problems.extend(Problem(str(given), f"a link to {f}, whose name does not end in "
-                                        f"{', '.join(sorted(RASTER_SUFFIXES))}: link or copy it to a name that does")
-                    for f, given in given_as.items()
+    problems.extend(_link_named_apart(given, f, RASTER_SUFFIXES) for f, given in given_as.items()
                     if given.suffix.lower() in RASTER_SUFFIXES and f.suffix.lower() not in RASTER_SUFFIXES)
     if not sources:  # nothing to ingest: the files named on their own that are no rasters are why, not sidecars
         problems.extend(_not_rasters(named, items))
     sources.sort(key=lambda s: s.key)
     return sources, problems
+
+
+def _link_named_apart(given: Path, target: Path, suffixes: set[str]) -> Problem:
+    """A link whose own name ends in one of ``suffixes`` to a file whose name does not (files are recognised by
+    their resolved name)."""
+    return Problem(str(given), f"a link to {target}, whose name does not end in {', '.join(sorted(suffixes))}: link "
+                               "or copy it to a name that does")
 
 
 def _not_rasters(named: dict[Path, Path], items: set[Path]) -> list[Problem]:
@@ -292,8 +297,7 @@ def _not_rasters(named: dict[Path, Path], items: set[Path]) -> list[Problem]:
             out.append(Problem(str(given), "a JSON file that is not a STAC Item (a GeoJSON Feature with "
                                            "stac_version and assets)"))
         elif given.suffix.lower() == ".json":  # item.json -> cache/3f9a0c: STAC Items are found by their name
-            out.append(Problem(str(given), f"a link to {f}, whose name does not end in .json: link or copy it to a "
-                                           "name that does"))
+            out.append(_link_named_apart(given, f, {".json"}))
         else:
             out.append(Problem(str(given), f"not a raster file rsretrieve reads (its name must end in "
                                            f"{', '.join(sorted(RASTER_SUFFIXES))}, or be a STAC Item .json)"))
