@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -173,11 +173,18 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
     data = reader.read(*scene.band_files[_ref_band(scene)], r0, r1, fill)
     ok = valid_pixels(data, nodata)
     cloud = np.zeros_like(ok)
-    if spec.cloud_test is not None and all(spec.band(b).name in scene.band_files for b in spec.cloud_test.bands):
-        acc = np.zeros(ok.shape, np.float32)
-        for b in spec.cloud_test.bands:
-            acc += to_physical(reader.read(*scene.band_files[spec.band(b).name], r0, r1, fill), scene.layout)
-        cloud = ok & (acc / len(spec.cloud_test.bands) > spec.cloud_test.above)
+    test = spec.cloud_test
+    if test is not None and all(spec.band(b).name in scene.band_files for b in test.bands):
+        if not all(spec.band(b).name in scene.band_files for b in test.snow_bands):
+            test = replace(test, snow_bands=())  # a layout without them: brightness alone
+        phys: dict[str, np.ndarray] = {}  # each band read once (the green band is in both tests)
+
+        def band(b: str) -> np.ndarray:
+            name = spec.band(b).name
+            if name not in phys:
+                phys[name] = to_physical(reader.read(*scene.band_files[name], r0, r1, fill), scene.layout)
+            return phys[name]
+        cloud = test.flag(band, ok)
     qcloud = scene.source.aux.get("QL_QUALITY_CLOUD")
     if qcloud:
         cloud |= ok & (reader.read(qcloud, 1, r0, r1, 0) == 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,12 +53,32 @@ class Band:
 
 @dataclass(frozen=True)
 class CloudTest:
-    """A per-pixel cloud flag computed from bands: mean of ``bands`` (physical units) above ``above``."""
+    """A per-pixel cloud flag computed from bands: mean of ``bands`` (physical units) above ``above``, unless the
+    pixel is snow by its normalised difference snow index, NDSI = (green - SWIR) / (green + SWIR) above
+    ``snow_ndsi`` (snow is as bright as cloud in the visible and dark at 1.6 um, where water clouds stay bright:
+    Hall et al. 1995; Fmask's snow test)."""
 
     #: band names averaged for the test
     bands: tuple[str, ...]
     #: threshold in physical units (reflectance for optical sensors)
     above: float
+    #: (green, SWIR near 1.6 um) band names of the snow test, or empty: no snow test
+    snow_bands: tuple[str, ...] = ()
+    #: NDSI above which a bright pixel is snow, not cloud
+    snow_ndsi: float = 0.4
+
+    def flag(self, band: Callable[[str], np.ndarray], ok: np.ndarray) -> np.ndarray:
+        """Cloud flags (bool, shaped like ``ok``) of the pixels ``ok`` marks; ``band(name)`` gives a band in
+        physical units on the same grid. The snow bands are asked for only when some pixel is bright."""
+        acc = np.zeros(ok.shape, np.float32)
+        for b in self.bands:
+            acc += band(b)
+        cloud = ok & (acc / len(self.bands) > self.above)
+        if self.snow_bands and cloud.any():
+            green, swir = (np.asarray(band(b))[cloud] for b in self.snow_bands)  # bright pixels only
+            total = green + swir
+            cloud[cloud] = ~((total > 0) & (green - swir > self.snow_ndsi * total))  # NDSI > snow_ndsi
+        return cloud
 
 
 @dataclass(frozen=True)
@@ -338,7 +359,14 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
     cloud = None
     if f.get("cloud_test", default=None) is not None:
         cf = _Field(source, f.get("cloud_test"), "cloud_test")
-        cloud = CloudTest(bands=_check_bands("cloud_test.bands", cf.strlist("bands")), above=cf.num("above"))
+        snow = _check_bands("cloud_test.snow_bands", cf.strlist("snow_bands", default=None))
+        if snow and len(snow) != 2:
+            raise cf.fail("snow_bands", f"expected two bands (green, SWIR near 1.6 um), got {list(snow)}")
+        ndsi = cf.num("snow_ndsi", default=0.4)
+        if not -1 < ndsi < 1:
+            raise cf.fail("snow_ndsi", f"expected a number between -1 and 1 (an NDSI), got {ndsi!r}")
+        cloud = CloudTest(bands=_check_bands("cloud_test.bands", cf.strlist("bands")), above=cf.num("above"),
+                          snow_bands=snow, snow_ndsi=ndsi)
 
     gsd = f.num("gsd", default=min(b.gsd_m for b in bands), positive=True)
     return SensorSpec(

@@ -50,8 +50,7 @@ def _reflectance(out: Path, scene: dict, sensor: str) -> np.ndarray:
 def _clear(refl: np.ndarray, sensor: str) -> np.ndarray:
     """Pixels the spec's own cloud test does not flag: (H, W) bool."""
     spec = get_sensor(sensor)
-    test = spec.cloud_test
-    return refl[[spec.band_index(b) for b in test.bands]].mean(axis=0) <= test.above
+    return ~spec.cloud_test.flag(lambda b: refl[spec.band_index(b)], np.ones(refl.shape[1:], bool))
 
 
 def _tiff_tags(path: Path) -> set[int]:

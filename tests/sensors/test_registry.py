@@ -85,6 +85,12 @@ def _base() -> dict:
         (lambda d: d["bands"].append(dict(d["bands"][0])), r"x\.yaml: bands: duplicate band names: B01"),
         (lambda d: d.update(bands=[]), r"x\.yaml: bands: expected a non-empty list"),
         (lambda d: d["bands"][2].update(valid="yes"), r"x\.yaml: bands\[2\]\.valid: expected true or false"),
+        (lambda d: d["cloud_test"].update(snow_bands=["B03"]),
+         r"x\.yaml: cloud_test\.snow_bands: expected two bands \(green, SWIR near 1\.6 um\), got \['B03'\]"),
+        (lambda d: d["cloud_test"].update(snow_bands=["B03", "B99"]),
+         r"x\.yaml: cloud_test\.snow_bands: unknown band\(s\) B99"),
+        (lambda d: d["cloud_test"].update(snow_ndsi=1.5),
+         r"x\.yaml: cloud_test\.snow_ndsi: expected a number between -1 and 1 \(an NDSI\), got 1\.5"),
     ],
 )
 def test_bad_spec_names_file_and_field(mutate, message):

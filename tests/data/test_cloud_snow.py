@@ -1,0 +1,92 @@
+"""The optical cloud test tells snow from cloud: bright in the visible, and dark at 1.6 um (NDSI above 0.4)."""
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.ingest import ingest
+from rsretrieve.sensors import CloudTest, get_sensor
+
+S2 = "S2A_MSIL2A_20200101T100000"
+
+
+def _test() -> CloudTest:
+    return CloudTest(bands=("b", "g", "r"), above=0.3, snow_bands=("g", "swir"), snow_ndsi=0.4)
+
+
+def test_flag_keeps_bright_pixels_bright_at_1_6_um_and_drops_snow():
+    # pixels: cloud (NDSI 0.09), snow (NDSI 0.82), fresh snow at the threshold's edge (NDSI 0.38 / 0.42), dark
+    vis = np.array([0.6, 0.6, 0.6, 0.6, 0.1], np.float32)
+    swir = np.array([0.5, 0.06, 0.27, 0.245, 0.02], np.float32)
+    bands = {"b": vis, "g": vis, "r": vis, "swir": swir}
+    got = _test().flag(bands.__getitem__, np.ones(5, bool))
+    assert got.tolist() == [True, False, True, False, False]
+    # nodata pixels are never cloud, snow or not
+    assert not _test().flag(bands.__getitem__, np.zeros(5, bool)).any()
+    # without snow bands: brightness alone, as before
+    plain = CloudTest(bands=("b", "g", "r"), above=0.3)
+    assert plain.flag(bands.__getitem__, np.ones(5, bool)).tolist() == [True, True, True, True, False]
+
+
+def test_snow_bands_are_not_read_without_a_bright_pixel():
+    asked = []
+
+    def band(name):
+        asked.append(name)
+        return np.full((4, 4), 0.1, np.float32)
+    assert not _test().flag(band, np.ones((4, 4), bool)).any()
+    assert asked == ["b", "g", "r"]
+
+
+@pytest.mark.parametrize("sensor", ["sentinel2", "sentinel2_l1c", "landsat8", "enmap"])
+def test_optical_specs_name_a_green_and_a_1_6_um_band(sensor):
+    spec = get_sensor(sensor)
+    green, swir = (spec.band(b) for b in spec.cloud_test.snow_bands)
+    assert 520 <= green.center_nm <= 600 and 1550 <= swir.center_nm <= 1700, (green, swir)
+    assert spec.cloud_test.snow_ndsi == 0.4
+
+
+def test_ingest_counts_snow_as_clear_and_cloud_as_cloud(tmp_path):
+    """A 12-band L2A scene: the left half bright everywhere (cloud), the right half bright in the visible and dark
+    in B11 (snow); only the left half is cloud. The scene covers 2 x 2 grid cells of 480 m exactly."""
+    spec = get_sensor("sentinel2")
+    data = np.full((12, 96, 96), 2000, np.uint16)
+    for b in ("B02", "B03", "B04"):
+        data[spec.band_index(b)] = 7000
+    data[spec.band_index("B11"), :, :48] = 5500  # cloud: NDSI (0.70 - 0.55) / 1.25 = 0.12
+    data[spec.band_index("B11"), :, 48:] = 600  # snow: NDSI (0.70 - 0.06) / 0.76 = 0.84
+    path = tmp_path / "archive" / f"{S2}_snow.tif"
+    path.parent.mkdir()
+    with rasterio.open(path, "w", driver="GTiff", count=12, height=96, width=96, dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(400_320, 5_400_000, 10, 10), nodata=0) as dst:
+        dst.write(data)
+    cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
+    try:
+        report = ingest([path.parent], cat)
+        assert report.problems == [] and report.added == 1
+        (scene,) = cat.scenes()
+        assert scene["cloud_fraction"] == pytest.approx(0.5)
+        tiles = cat.tiles()
+        assert len(tiles) == 4
+        by_col = {t["col_off"]: t["cloud_fraction"] for t in tiles}
+        assert by_col == {0: 1.0, 48: 0.0}
+    finally:
+        cat.close()
+
+
+def test_a_snowy_bigearthnet_patch_is_not_cloud(real_data, tmp_path):
+    """BigEarthNet's February patch over Finland, snow-covered: 44% of it was flagged as cloud by brightness
+    alone; its bright pixels have a median NDSI of 0.76. The June patch (no bright pixels) stays cloud-free."""
+    cat = Catalog(tmp_path / "catalog.sqlite", tile_m=480)
+    try:
+        ingest([real_data / "bigearthnet_mm" / "S2" / "S2B_MSIL2A_20180204T94161_57_38",
+                real_data / "bigearthnet_mm" / "S2" / "S2A_MSIL2A_20170613T101031_87_48"], cat)
+        got = {s["key"].split("/")[-1]: s["cloud_fraction"] for s in cat.scenes()}
+        assert len(got) == 2, got
+        winter = next(v for k, v in got.items() if "20180204" in k)
+        summer = next(v for k, v in got.items() if "20170613" in k)
+        assert winter < 0.01 and summer == 0.0, got
+    finally:
+        cat.close()
