@@ -62,7 +62,8 @@ def main() -> None:
         )
     lines += [
         "rgb_bands: [B048, B030, B016]",
-        "cloud_test: {bands: [B016, B030, B048], above: 0.30, snow_bands: [B030, B149], snow_ndsi: 0.4}",
+        "cloud_test: {bands: [B016, B030, B048], above: 0.30, snow_bands: [B030, B149], snow_ndsi: 0.4,",
+        "  qa_role: QL_QUALITY_CLOUD, qa_bits: [0]}",
         "name_patterns:",
         "  - 'ENMAP0\\d-_*L2A'",
         "  - '(?i)enmap'",

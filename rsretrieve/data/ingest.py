@@ -185,9 +185,9 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
                 phys[name] = to_physical(reader.read(*scene.band_files[name], r0, r1, fill), scene.layout)
             return phys[name]
         cloud = test.flag(band, ok)
-    qcloud = scene.source.aux.get("QL_QUALITY_CLOUD")
-    if qcloud:
-        cloud |= ok & (reader.read(qcloud, 1, r0, r1, 0) == 1)
+    qa = scene.source.aux.get(test.qa_role) if test is not None and test.qa_role else None
+    if qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask) adds what it flags
+        cloud |= ok & ((reader.read(qa, 1, r0, r1, 0).astype(np.int64) & test.qa_mask) != 0)
     return ok, cloud, data
 
 

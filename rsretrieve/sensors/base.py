@@ -66,6 +66,16 @@ class CloudTest:
     snow_bands: tuple[str, ...] = ()
     #: NDSI above which a bright pixel is snow, not cloud
     snow_ndsi: float = 0.4
+    #: role of the provider's quality mask among a scene's auxiliary files (Landsat's ``QA_PIXEL``, EnMAP's
+    #: ``QL_QUALITY_CLOUD``), or empty; where a scene has it, pixels with any of ``qa_bits`` set are cloud as well
+    qa_role: str = ""
+    #: bit numbers of that mask that mark cloud
+    qa_bits: tuple[int, ...] = ()
+
+    @property
+    def qa_mask(self) -> int:
+        """The bits of ``qa_bits`` as one integer mask."""
+        return sum(1 << b for b in set(self.qa_bits))
 
     def flag(self, band: Callable[[str], np.ndarray], ok: np.ndarray) -> np.ndarray:
         """Cloud flags (bool, shaped like ``ok``) of the pixels ``ok`` marks; ``band(name)`` gives a band in
@@ -365,8 +375,15 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
         ndsi = cf.num("snow_ndsi", default=0.4)
         if not -1 < ndsi < 1:
             raise cf.fail("snow_ndsi", f"expected a number between -1 and 1 (an NDSI), got {ndsi!r}")
+        qa_role = cf.str("qa_role", default=None) or ""
+        qa_bits = cf.get("qa_bits", default=[])
+        if not isinstance(qa_bits, list) or not all(type(b) is int and 0 <= b < 32 for b in qa_bits):
+            raise cf.fail("qa_bits", f"expected a list of bit numbers 0..31, got {qa_bits!r}")
+        if bool(qa_role) != bool(qa_bits):
+            raise cf.fail("qa_bits" if qa_role else "qa_role", "qa_role and qa_bits go together: the quality mask's "
+                          "role among the scene's auxiliary files and its bits that mark cloud")
         cloud = CloudTest(bands=_check_bands("cloud_test.bands", cf.strlist("bands")), above=cf.num("above"),
-                          snow_bands=snow, snow_ndsi=ndsi)
+                          snow_bands=snow, snow_ndsi=ndsi, qa_role=qa_role, qa_bits=tuple(qa_bits))
 
     gsd = f.num("gsd", default=min(b.gsd_m for b in bands), positive=True)
     return SensorSpec(

@@ -1,13 +1,17 @@
-"""The optical cloud test tells snow from cloud: bright in the visible, and dark at 1.6 um (NDSI above 0.4)."""
+"""The optical cloud test tells snow from cloud (bright in the visible, dark at 1.6 um: NDSI above 0.4), and the
+provider's quality mask (Landsat's QA_PIXEL, EnMAP's QL_QUALITY_CLOUD) adds the clouds it flags."""
 
 import numpy as np
 import pytest
 import rasterio
+import yaml
 from rasterio.transform import from_origin
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.ingest import ingest
-from rsretrieve.sensors import CloudTest, get_sensor
+from rsretrieve.sensors import CloudTest, SensorSpecError, get_sensor, spec_from_dict
+from rsretrieve.sensors.registry import DEFAULT_SENSOR_DIR
+from tests.conftest import write_tif
 
 S2 = "S2A_MSIL2A_20200101T100000"
 
@@ -90,3 +94,64 @@ def test_a_snowy_bigearthnet_patch_is_not_cloud(real_data, tmp_path):
         assert winter < 0.01 and summer == 0.0, got
     finally:
         cat.close()
+
+
+# -- the provider's quality mask -------------------------------------------------------------------------------------
+#: Landsat Collection 2 QA_PIXEL values (USGS LSDS-1619): clear land, high-confidence cloud (bit 3), dilated cloud
+#: (bit 1), snow (bit 5)
+QA_CLEAR, QA_CLOUD, QA_DILATED, QA_SNOW = 21824, 22280, 21762, 30048
+
+
+def _landsat8(d, qa=None):
+    """A cell-aligned Landsat 8 C2 L2 scene of 64 x 64 px of 30 m (4 x 4 cells of 480 m), dark everywhere
+    (reflectance 0.1: never bright enough for the spectral test), with an optional QA_PIXEL file."""
+    prefix = "LC08_L2SP_044034_20200927_20201006_02_T1"
+    kw = dict(crs="EPSG:32610", origin=(499_200.0, 4_200_000.0), res=30.0)
+    for b in range(1, 8):
+        write_tif(d / f"{prefix}_SR_B{b}.TIF", np.full((64, 64), 10909, np.uint16), nodata=0, **kw)
+    if qa is not None:
+        write_tif(d / f"{prefix}_QA_PIXEL.TIF", qa.astype(np.uint16), nodata=1, **kw)
+    return d
+
+
+def _cloud_fraction(tmp_path, folder) -> float:
+    with Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480) as cat:
+        report = ingest([folder], cat)
+        assert report.problems == [] and report.added == 1
+        (scene,) = cat.scenes()
+    return scene["cloud_fraction"]
+
+
+def test_landsat_qa_pixel_cloud_and_dilated_cloud_bits_are_cloud(tmp_path):
+    qa = np.empty((64, 64), np.int64)
+    for i, v in enumerate((QA_CLEAR, QA_CLOUD, QA_DILATED, QA_SNOW)):
+        qa[:, 16 * i:16 * (i + 1)] = v
+    assert _cloud_fraction(tmp_path, _landsat8(tmp_path / "a", qa)) == pytest.approx(0.5)
+
+
+def test_landsat_without_qa_pixel_has_the_spectral_test_only(tmp_path):
+    assert _cloud_fraction(tmp_path, _landsat8(tmp_path / "a")) == 0.0
+
+
+def test_enmap_quality_cloud_mask_marks_cloud(tmp_path):
+    stem = "ENMAP01-____L2A-DT0000004950_20221103T162438Z_001_V010110_20221118T145147Z-Y01460273_X03110438"
+    kw = dict(crs="EPSG:32633", origin=(499_200.0, 5_000_160.0), res=30.0)  # 32 px of 30 m: 2 x 2 cells of 480 m
+    write_tif(tmp_path / "e" / f"{stem}-SPECTRAL_IMAGE.TIF", np.full((224, 32, 32), 1000, np.int16), nodata=-32768,
+              **kw)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:8] = 1  # a quarter of the scene
+    write_tif(tmp_path / "e" / f"{stem}-QL_QUALITY_CLOUD.TIF", mask, **kw)
+    assert _cloud_fraction(tmp_path, tmp_path / "e") == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (dict(qa_bits=[1, 3]), r"x\.yaml: cloud_test\.qa_role: qa_role and qa_bits go together"),
+    (dict(qa_role="QA_PIXEL"), r"x\.yaml: cloud_test\.qa_bits: qa_role and qa_bits go together"),
+    (dict(qa_role="QA_PIXEL", qa_bits=[3, 40]), r"x\.yaml: cloud_test\.qa_bits: expected a list of bit numbers "
+                                                 r"0\.\.31, got \[3, 40\]"),
+])
+def test_bad_quality_mask_fields_name_file_and_field(change, message):
+    data = yaml.safe_load((DEFAULT_SENSOR_DIR / "landsat8.yaml").read_text())
+    data["cloud_test"] = {k: v for k, v in data["cloud_test"].items() if not k.startswith("qa_")} | change
+    with pytest.raises(SensorSpecError, match=message):
+        spec_from_dict(data, source="x.yaml")
