@@ -181,14 +181,28 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
 
         def band(b: str) -> np.ndarray:
             name = spec.band(b).name
-            if name not in phys:
-                phys[name] = to_physical(reader.read(*scene.band_files[name], r0, r1, fill), scene.layout)
+            if name not in phys:  # NaN where the band has no data (a coarser band's file covering less ground):
+                dn = reader.read(*scene.band_files[name], r0, r1, fill)  # neither bright nor snow there
+                phys[name] = np.where(valid_pixels(dn, nodata), to_physical(dn, scene.layout), np.float32(np.nan))
             return phys[name]
         cloud = test.flag(band, ok)
-    qa = scene.source.aux.get(test.qa_role) if test is not None and test.qa_role else None
+    qa = _aux_by_role(scene.source.aux, test.qa_role) if test is not None and test.qa_role else None
     if qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask) adds what it flags
         cloud |= ok & ((reader.read(qa, 1, r0, r1, 0).astype(np.int64) & test.qa_mask) != 0)
     return ok, cloud, data
+
+
+def _aux_by_role(aux: dict[str, str], role: str) -> str | None:
+    """The auxiliary file of ``role`` (``QA_PIXEL``): recorded under the role for a scene of band files, under its
+    whole stem beside a stacked file (``LC08_..._T1_QA_PIXEL``); either case."""
+    if role in aux:
+        return aux[role]
+    up = role.upper()
+    for key in sorted(aux):
+        k = key.upper()
+        if k == up or (k.endswith(up) and k[-len(up) - 1] in "_-."):
+            return aux[key]
+    return None
 
 
 class _SarValues:

@@ -55,8 +55,9 @@ class Band:
 class CloudTest:
     """A per-pixel cloud flag computed from bands: mean of ``bands`` (physical units) above ``above``, unless the
     pixel is snow by its normalised difference snow index, NDSI = (green - SWIR) / (green + SWIR) above
-    ``snow_ndsi`` (snow is as bright as cloud in the visible and dark at 1.6 um, where water clouds stay bright:
-    Hall et al. 1995; Fmask's snow test)."""
+    ``snow_ndsi`` (snow is as bright as cloud in the visible and dark at 1.6 um, where water clouds stay bright;
+    the threshold is Hall et al.'s (1995) for MODIS snow cover). A pixel whose snow bands have no data (NaN) stays
+    cloud."""
 
     #: band names averaged for the test
     bands: tuple[str, ...]
@@ -372,6 +373,13 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
         snow = _check_bands("cloud_test.snow_bands", cf.strlist("snow_bands", default=None))
         if snow and len(snow) != 2:
             raise cf.fail("snow_bands", f"expected two bands (green, SWIR near 1.6 um), got {list(snow)}")
+        if snow:
+            nm = [next(b.center_nm or math.nan for b in bands if v in (b.name, *b.aliases)) for v in snow]
+            if not (nm[0] < 1000 and 1400 <= nm[1] <= 1800):
+                raise cf.fail("snow_bands", f"expected a green band and a SWIR band near 1.6 um, in that order; got "
+                              f"{snow[0]} ({nm[0]:g} nm), {snow[1]} ({nm[1]:g} nm)")
+        elif "snow_ndsi" in cf.data:
+            raise cf.fail("snow_ndsi", "given without snow_bands (green, SWIR near 1.6 um) to compute it from")
         ndsi = cf.num("snow_ndsi", default=0.4)
         if not -1 < ndsi < 1:
             raise cf.fail("snow_ndsi", f"expected a number between -1 and 1 (an NDSI), got {ndsi!r}")

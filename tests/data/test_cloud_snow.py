@@ -29,6 +29,11 @@ def test_flag_keeps_bright_pixels_bright_at_1_6_um_and_drops_snow():
     assert got.tolist() == [True, False, True, False, False]
     # nodata pixels are never cloud, snow or not
     assert not _test().flag(bands.__getitem__, np.zeros(5, bool)).any()
+    # snow bands without data (NaN) or negative in sum (an offset product's dark pixels): the pixel stays cloud
+    nan = {"b": vis, "g": vis, "r": vis, "swir": np.full(5, np.nan, np.float32)}
+    assert _test().flag(nan.__getitem__, np.ones(5, bool)).tolist() == [True, True, True, True, False]
+    neg = {"b": vis, "g": np.full(5, -0.05, np.float32), "r": vis, "swir": np.full(5, -0.1, np.float32)}
+    assert CloudTest(("b", "r"), 0.3, ("g", "swir")).flag(neg.__getitem__, np.ones(5, bool)).tolist()[:4] == [True] * 4
     # without snow bands: brightness alone, as before
     plain = CloudTest(bands=("b", "g", "r"), above=0.3)
     assert plain.flag(bands.__getitem__, np.ones(5, bool)).tolist() == [True, True, True, True, False]
@@ -98,19 +103,30 @@ def test_a_snowy_bigearthnet_patch_is_not_cloud(real_data, tmp_path):
 
 # -- the provider's quality mask -------------------------------------------------------------------------------------
 #: Landsat Collection 2 QA_PIXEL values (USGS LSDS-1619): clear land, high-confidence cloud (bit 3), dilated cloud
-#: (bit 1), snow (bit 5)
-QA_CLEAR, QA_CLOUD, QA_DILATED, QA_SNOW = 21824, 22280, 21762, 30048
+#: (bit 1), high-confidence cirrus (bit 2), snow (bit 5)
+QA_CLEAR, QA_CLOUD, QA_DILATED, QA_CIRRUS, QA_SNOW = 21824, 22280, 21762, 54532, 30048
+L8 = "LC08_L2SP_044034_20200927_20201006_02_T1"
+L7 = "LE07_L2SP_044034_20200927_20201006_02_T1"
+_KW = dict(crs="EPSG:32610", origin=(499_200.0, 4_200_000.0), res=30.0)  # 64 px of 30 m: 4 x 4 cells of 480 m
 
 
-def _landsat8(d, qa=None):
-    """A cell-aligned Landsat 8 C2 L2 scene of 64 x 64 px of 30 m (4 x 4 cells of 480 m), dark everywhere
-    (reflectance 0.1: never bright enough for the spectral test), with an optional QA_PIXEL file."""
-    prefix = "LC08_L2SP_044034_20200927_20201006_02_T1"
-    kw = dict(crs="EPSG:32610", origin=(499_200.0, 4_200_000.0), res=30.0)
-    for b in range(1, 8):
-        write_tif(d / f"{prefix}_SR_B{b}.TIF", np.full((64, 64), 10909, np.uint16), nodata=0, **kw)
+def _landsat_dn(refl: float) -> int:
+    """Collection 2 surface-reflectance DN of ``refl`` (reflectance = DN * 2.75e-5 - 0.2)."""
+    return round((refl + 0.2) / 2.75e-5)
+
+
+def _landsat(d, prefix=L8, bands=range(1, 8), qa=None, fill=0.1, stacked=False):
+    """A cell-aligned Landsat C2 L2 scene of 64 x 64 px, every band at reflectance ``fill`` (0.1: never bright
+    enough for the spectral test) or ``fill(band) -> (64, 64) reflectance``, with an optional QA_PIXEL file."""
+    planes = [np.full((64, 64), fill) if not callable(fill) else fill(b) for b in bands]
+    dn = [np.where(np.isnan(x), 0, np.vectorize(_landsat_dn)(np.nan_to_num(x))).astype(np.uint16) for x in planes]
+    if stacked:
+        write_tif(d / f"{prefix}_SR_stack.TIF", np.stack(dn), nodata=0, **_KW)
+    else:
+        for b, x in zip(bands, dn):
+            write_tif(d / f"{prefix}_SR_B{b}.TIF", x, nodata=0, **_KW)
     if qa is not None:
-        write_tif(d / f"{prefix}_QA_PIXEL.TIF", qa.astype(np.uint16), nodata=1, **kw)
+        write_tif(d / f"{prefix}_QA_PIXEL.TIF", np.asarray(qa).astype(np.uint16), nodata=1, **_KW)
     return d
 
 
@@ -122,15 +138,73 @@ def _cloud_fraction(tmp_path, folder) -> float:
     return scene["cloud_fraction"]
 
 
-def test_landsat_qa_pixel_cloud_and_dilated_cloud_bits_are_cloud(tmp_path):
+def _columns(*values) -> np.ndarray:
+    """(64, 64) QA_PIXEL with ``values`` in equal blocks of columns."""
     qa = np.empty((64, 64), np.int64)
-    for i, v in enumerate((QA_CLEAR, QA_CLOUD, QA_DILATED, QA_SNOW)):
-        qa[:, 16 * i:16 * (i + 1)] = v
-    assert _cloud_fraction(tmp_path, _landsat8(tmp_path / "a", qa)) == pytest.approx(0.5)
+    w = 64 // len(values)
+    for i, v in enumerate(values):
+        qa[:, w * i:w * (i + 1)] = v
+    return qa
 
 
-def test_landsat_without_qa_pixel_has_the_spectral_test_only(tmp_path):
-    assert _cloud_fraction(tmp_path, _landsat8(tmp_path / "a")) == 0.0
+def test_landsat_qa_pixel_cloud_dilated_cloud_and_cirrus_bits_are_cloud(tmp_path):
+    qa = _columns(QA_CLEAR, QA_CLOUD, QA_DILATED, QA_CIRRUS, QA_SNOW, QA_CLEAR, QA_CLEAR, QA_CLEAR)
+    assert _cloud_fraction(tmp_path, _landsat(tmp_path / "a", qa=qa)) == pytest.approx(3 / 8)
+
+
+def test_landsat_qa_pixel_counts_only_over_data(tmp_path):
+    """The top quarter has no data (DN 0) and QA cloud everywhere: the fraction is of the data pixels only."""
+    def fill(_b):
+        x = np.full((64, 64), 0.1)
+        x[:16] = np.nan
+        return x
+    qa = _columns(QA_CLEAR, QA_CLOUD, QA_CLEAR, QA_CLEAR)
+    qa[:16] = QA_CLOUD
+    assert _cloud_fraction(tmp_path, _landsat(tmp_path / "a", qa=qa, fill=fill)) == pytest.approx(1 / 4)
+
+
+def test_landsat_qa_pixel_beside_a_stacked_file_is_used(tmp_path):
+    """Beside one 7-band file the mask is recorded under its whole stem (``LC08_..._T1_QA_PIXEL``), not its role."""
+    folder = _landsat(tmp_path / "a", qa=_columns(QA_CLOUD, QA_CLEAR), stacked=True)
+    assert _cloud_fraction(tmp_path, folder) == pytest.approx(0.5)
+
+
+def test_landsat7_qa_pixel_cloud_bits_are_cloud(tmp_path):
+    qa = _columns(QA_CLEAR, QA_CLOUD, QA_DILATED, QA_CLEAR)
+    folder = _landsat(tmp_path / "a", prefix=L7, bands=(1, 2, 3, 4, 5, 7), qa=qa)
+    assert _cloud_fraction(tmp_path, folder) == pytest.approx(0.5)
+
+
+def test_landsat_snow_is_told_from_cloud_in_reflectance_not_dn(tmp_path):
+    """Bright everywhere in the visible; SWIR 1.6 um (SR_B6) bright on the left (cloud), dark on the right
+    (snow). On reflectance the right half's NDSI is (0.35 - 0.08) / 0.43 = 0.63; on DN, with the -0.2 offset in
+    them, it would be 0.33, and no snow. QA_PIXEL marks the right half's top rows cloud: they stay cloud, snow or
+    not."""
+    def fill(b):
+        x = np.full((64, 64), 0.35 if b in (2, 3, 4) else 0.2)
+        if b == 6:
+            x[:, :32], x[:, 32:] = 0.5, 0.08
+        return x
+    assert _cloud_fraction(tmp_path / "1", _landsat(tmp_path / "a", fill=fill)) == pytest.approx(0.5)
+    qa = _columns(QA_CLEAR)
+    qa[:16, 32:] = QA_CLOUD
+    folder = _landsat(tmp_path / "b", fill=fill, qa=qa)
+    assert _cloud_fraction(tmp_path / "2", folder) == pytest.approx(0.5 + 0.125)
+
+
+def test_sentinel2_swir_without_data_leaves_a_bright_pixel_cloud(tmp_path):
+    """A B11 file covering only the left half of a per-band scene: its right half is nodata (DN 0, NDSI 1 if
+    taken as reflectance 0). The bright pixels there stay cloud; on the left the snow test applies (snow)."""
+    d = tmp_path / "S2A_MSIL2A_20200101T100000_T33UUP"
+    kw = dict(crs="EPSG:32633", origin=(400_320.0, 5_400_000.0))
+    for b in get_sensor("sentinel2").band_names:
+        if b != "B11":
+            dn = 7000 if b in ("B02", "B03", "B04") else 2000
+            write_tif(d / f"{d.name}_{b}.tif", np.full((96, 96), dn, np.uint16), nodata=0, res=10.0, **kw)
+    b11 = np.zeros((48, 48), np.uint16)
+    b11[:, :24] = 600  # snow on the left; no data on the right
+    write_tif(d / f"{d.name}_B11.tif", b11, nodata=0, res=20.0, **kw)
+    assert _cloud_fraction(tmp_path, d) == pytest.approx(0.5)
 
 
 def test_enmap_quality_cloud_mask_marks_cloud(tmp_path):
@@ -144,13 +218,27 @@ def test_enmap_quality_cloud_mask_marks_cloud(tmp_path):
     assert _cloud_fraction(tmp_path, tmp_path / "e") == pytest.approx(0.25)
 
 
+def test_the_clouds_of_rasterios_landsat7_scene_are_flagged(real_data, tmp_path):
+    """RGB.byte.tif (a display composite of an ETM+ scene with cumulus over the Bahamas): brightness alone (no SWIR,
+    no QA_PIXEL in this layout) flags 6.4% of its data pixels, which is where its clouds are."""
+    with Catalog(tmp_path / "c.sqlite", tile_m=4800) as cat:
+        ingest([real_data / "landsat7_rasterio"], cat)
+        (s,) = cat.scenes()
+    assert 0.05 < s["cloud_fraction"] < 0.08
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (dict(qa_bits=[1, 3]), r"x\.yaml: cloud_test\.qa_role: qa_role and qa_bits go together"),
     (dict(qa_role="QA_PIXEL"), r"x\.yaml: cloud_test\.qa_bits: qa_role and qa_bits go together"),
     (dict(qa_role="QA_PIXEL", qa_bits=[3, 40]), r"x\.yaml: cloud_test\.qa_bits: expected a list of bit numbers "
                                                  r"0\.\.31, got \[3, 40\]"),
+    (dict(snow_bands=["SR_B6", "SR_B3"]),
+     r"x\.yaml: cloud_test\.snow_bands: expected a green band and a SWIR band near 1\.6 um, in that order; "
+     r"got SR_B6 \(1608\.9 nm\), SR_B3 \(561\.4 nm\)"),
+    (dict(snow_bands=["SR_B3", "SR_B3"]), r"cloud_test\.snow_bands: expected a green band and a SWIR band"),
+    (dict(snow_bands=None, snow_ndsi=0.3), r"x\.yaml: cloud_test\.snow_ndsi: given without snow_bands"),
 ])
-def test_bad_quality_mask_fields_name_file_and_field(change, message):
+def test_bad_cloud_test_fields_name_file_and_field(change, message):
     data = yaml.safe_load((DEFAULT_SENSOR_DIR / "landsat8.yaml").read_text())
     data["cloud_test"] = {k: v for k, v in data["cloud_test"].items() if not k.startswith("qa_")} | change
     with pytest.raises(SensorSpecError, match=message):
