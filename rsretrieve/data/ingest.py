@@ -134,6 +134,14 @@ class _Reader:
         for d in self.ds.values():
             d.close()
 
+    def crs_of(self, path: str) -> rasterio.crs.CRS | None:
+        """The CRS of one of the scene's files (kept open for reading)."""
+        try:
+            return self._open(path).crs
+        except rasterio.errors.RasterioIOError as e:
+            cause = str(e.__cause__ or e).split("\n")[0]
+            raise SceneError(f"cannot read {Path(path).name}: {cause}") from None
+
     def _open(self, path: str) -> rasterio.DatasetReader:
         if path not in self.ds:
             self.ds[path] = open_raster(path)
@@ -186,22 +194,28 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
                 phys[name] = np.where(valid_pixels(dn, nodata), to_physical(dn, scene.layout), np.float32(np.nan))
             return phys[name]
         cloud = test.flag(band, ok)
-    qa = _aux_by_role(scene.source.aux, test.qa_role) if test is not None and test.qa_role else None
+    qa = _aux_by_role(scene.source, test.qa_role) if test is not None and test.qa_role else None
     if qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask) adds what it flags
+        crs = reader.crs_of(qa)
+        if crs != scene.crs:  # read through the scene's transform, it would mark another ground
+            raise SceneError(f"quality mask {Path(qa).name} is in {crs.to_string() if crs else 'no CRS'}, the "
+                             f"scene in {scene.crs.to_string()}: it must be on the scene's ground")
         cloud |= ok & ((reader.read(qa, 1, r0, r1, 0).astype(np.int64) & test.qa_mask) != 0)
     return ok, cloud, data
 
 
-def _aux_by_role(aux: dict[str, str], role: str) -> str | None:
-    """The auxiliary file of ``role`` (``QA_PIXEL``): recorded under the role for a scene of band files, under its
-    whole stem beside a stacked file (``LC08_..._T1_QA_PIXEL``); either case."""
-    if role in aux:
-        return aux[role]
+def _aux_by_role(source: SceneSource, role: str) -> str | None:
+    """The scene's own auxiliary file of ``role`` (``QA_PIXEL``, ``QL_QUALITY_CLOUD``), in either case: a file named
+    ``<product>_<role>`` (or ``-``, ``.``) whose product id begins the scene's name (its file, or its band files'
+    prefix), or named ``<role>`` alone. Auxiliary files go to the scene whose name shares the longest prefix with
+    theirs, so a folder holding one scene's bands beside another acquisition's mask attaches it: it is not used."""
     up = role.upper()
-    for key in sorted(aux):
-        k = key.upper()
-        if k == up or (k.endswith(up) and k[-len(up) - 1] in "_-."):
-            return aux[key]
+    name = Path(source.key.rstrip("*")).name.upper()
+    for key in sorted(source.aux):
+        path = source.aux[key]
+        stem = Path(path).stem.upper()
+        if stem == up or (stem.endswith(up) and stem[-len(up) - 1] in "_-." and name.startswith(stem[:-len(up) - 1])):
+            return path
     return None
 
 

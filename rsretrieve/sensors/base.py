@@ -375,7 +375,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
             raise cf.fail("snow_bands", f"expected two bands (green, SWIR near 1.6 um), got {list(snow)}")
         if snow:
             nm = [next(b.center_nm or math.nan for b in bands if v in (b.name, *b.aliases)) for v in snow]
-            if not (nm[0] < 1000 and 1400 <= nm[1] <= 1800):
+            if not (480 <= nm[0] <= 620 and 1400 <= nm[1] <= 1800):
                 raise cf.fail("snow_bands", f"expected a green band and a SWIR band near 1.6 um, in that order; got "
                               f"{snow[0]} ({nm[0]:g} nm), {snow[1]} ({nm[1]:g} nm)")
         elif "snow_ndsi" in cf.data:

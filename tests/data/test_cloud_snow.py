@@ -236,6 +236,7 @@ def test_the_clouds_of_rasterios_landsat7_scene_are_flagged(real_data, tmp_path)
      r"x\.yaml: cloud_test\.snow_bands: expected a green band and a SWIR band near 1\.6 um, in that order; "
      r"got SR_B6 \(1608\.9 nm\), SR_B3 \(561\.4 nm\)"),
     (dict(snow_bands=["SR_B3", "SR_B3"]), r"cloud_test\.snow_bands: expected a green band and a SWIR band"),
+    (dict(snow_bands=["SR_B5", "SR_B6"]), r"cloud_test\.snow_bands: expected a green band .* got SR_B5 \(864\.7 nm\)"),
     (dict(snow_bands=None, snow_ndsi=0.3), r"x\.yaml: cloud_test\.snow_ndsi: given without snow_bands"),
 ])
 def test_bad_cloud_test_fields_name_file_and_field(change, message):
@@ -243,3 +244,25 @@ def test_bad_cloud_test_fields_name_file_and_field(change, message):
     data["cloud_test"] = {k: v for k, v in data["cloud_test"].items() if not k.startswith("qa_")} | change
     with pytest.raises(SensorSpecError, match=message):
         spec_from_dict(data, source="x.yaml")
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_another_acquisitions_qa_pixel_is_not_this_scenes_mask(tmp_path, stacked):
+    """A folder with one acquisition's bands and only another acquisition's QA_PIXEL (all cloud): the mask is
+    attached to the scene sharing the longest name prefix, but it is not this scene's, so it is not used."""
+    d = _landsat(tmp_path / "a", stacked=stacked)
+    other = L8.replace("20200927", "20201013")
+    write_tif(d / f"{other}_QA_PIXEL.TIF", np.full((64, 64), QA_CLOUD, np.uint16), nodata=1, **_KW)
+    assert _cloud_fraction(tmp_path, d) == 0.0
+
+
+def test_a_qa_pixel_in_another_crs_rejects_the_scene_naming_the_mask(tmp_path):
+    d = _landsat(tmp_path / "a")
+    write_tif(d / f"{L8}_QA_PIXEL.TIF", np.full((64, 64), QA_CLOUD, np.uint16), nodata=1,
+              **{**_KW, "crs": "EPSG:32611"})
+    with Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480) as cat:
+        report = ingest([d], cat)
+        assert report.added == 0 and cat.scenes() == []
+    (problem,) = report.problems
+    assert problem.reason == (f"quality mask {L8}_QA_PIXEL.TIF is in EPSG:32611, the scene in EPSG:32610: it must be "
+                              "on the scene's ground"), problem.reason
