@@ -144,7 +144,12 @@ class _Reader:
 
     def _open(self, path: str) -> rasterio.DatasetReader:
         if path not in self.ds:
-            self.ds[path] = open_raster(path)
+            try:
+                self.ds[path] = open_raster(path)
+            except SceneError as e:  # a file other than the one the scene is reported under: named
+                if path == self.scene.source.key:
+                    raise
+                raise SceneError(f"{Path(path).name}: {e}", file_at_fault=e.file_at_fault) from None
         return self.ds[path]
 
     def read(self, path: str, index: int, r0: int, r1: int, fill: float) -> np.ndarray:

@@ -10,6 +10,8 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,6 +79,22 @@ def open_raster(path: str) -> rasterio.DatasetReader:
         if "TIFFReadDirectory" in msg or "TIFF" in msg or "truncated" in msg.lower():
             raise SceneError(f"corrupt or truncated TIFF ({msg.split(':')[-1].strip() or msg})") from None
         raise SceneError(f"cannot open as a raster: {msg}") from None
+
+
+@contextmanager
+def _band_file(path: str) -> Iterator[rasterio.DatasetReader]:
+    """One band file of a per-band product, opened and its georeferencing checked; a failure names the file (the
+    scene is reported under its files' common prefix)."""
+    try:
+        src = open_raster(path)
+    except SceneError as e:
+        raise SceneError(f"band file {Path(path).name}: {e}", file_at_fault=e.file_at_fault) from None
+    with src:
+        try:
+            check_georef(src)
+        except SceneError as e:
+            raise SceneError(f"band file {Path(path).name}: {e}") from None
+        yield src
 
 
 def check_georef(src: rasterio.DatasetReader) -> None:
@@ -266,8 +284,7 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
     ref = None
     tags: dict[str, str] = {}
     for tok, path in source.files.items():
-        with open_raster(path) as src:
-            check_georef(src)
+        with _band_file(path) as src:
             if src.count != 1:
                 raise SceneError(f"band file {Path(path).name} has {src.count} bands, expected 1")
             if check_dtype and (why := dtype_problem(src.dtypes[0], spec, "full")) is not None:

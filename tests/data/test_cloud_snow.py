@@ -266,3 +266,17 @@ def test_a_qa_pixel_in_another_crs_rejects_the_scene_naming_the_mask(tmp_path):
     (problem,) = report.problems
     assert problem.reason == (f"quality mask {L8}_QA_PIXEL.TIF is in EPSG:32611, the scene in EPSG:32610: it must be "
                               "on the scene's ground"), problem.reason
+
+
+@pytest.mark.parametrize("bad", ["QA_PIXEL", "SR_B5"])
+def test_an_unreadable_file_of_a_per_band_scene_is_named(tmp_path, bad):
+    """The scene is reported under its files' prefix (``..._T1*``): which of its files GDAL cannot read is said."""
+    d = _landsat(tmp_path / "a", qa=_columns(QA_CLEAR))
+    (d / f"{L8}_{bad}.TIF").write_bytes(b"not a tiff" * 10)
+    with Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480) as cat:
+        report = ingest([d], cat)
+        assert report.added == 0 and cat.scenes() == []
+    (problem,) = report.problems
+    assert problem.path == str(d / f"{L8}*")
+    what = "band file " if bad.startswith("SR_") else ""
+    assert problem.reason == f"{what}{L8}_{bad}.TIF: not a raster file GDAL can read", problem.reason
