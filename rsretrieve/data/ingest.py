@@ -135,12 +135,8 @@ class _Reader:
             d.close()
 
     def crs_of(self, path: str) -> rasterio.crs.CRS | None:
-        """The CRS of one of the scene's files (kept open for reading)."""
-        try:
-            return self._open(path).crs
-        except rasterio.errors.RasterioIOError as e:
-            cause = str(e.__cause__ or e).split("\n")[0]
-            raise SceneError(f"cannot read {Path(path).name}: {cause}") from None
+        """The CRS of one of the scene's files (kept open for reading; opening failures as :meth:`_open`'s)."""
+        return self._open(path).crs
 
     def _open(self, path: str) -> rasterio.DatasetReader:
         if path not in self.ds:
