@@ -137,6 +137,10 @@ def cmd_sensors(args: argparse.Namespace) -> int:
     print(f"{spec.name}: {spec.description}")
     print(f"  family {spec.family}, product {spec.product}, units {spec.units}, dtype {spec.dtype}, "
           f"nodata {spec.nodata}, physical = DN * {spec.scale:g} + {spec.offset:g}")
+    if (bo := spec.baseline_offset) is not None:
+        off = spec.offset + bo.offset
+        print(f"  processing baseline {bo.since} and later (from the product name, tags, STAC or a sidecar JSON): "
+              f"physical = DN * {spec.scale:g} {'-' if off < 0 else '+'} {abs(off):g}, layout suffix {bo.suffix}")
     print(f"  {spec.num_bands} bands ({sum(spec.valid_mask)} valid), quicklook {'/'.join(spec.rgb_bands)}, "
           f"file layouts: {', '.join(f'{k} ({len(v.bands)})' for k, v in spec.layouts.items())}")
     print(f"  {'band':<6} {'centre nm':>9} {'fwhm nm':>8} {'gsd m':>6} {'mean':>8} {'std':>7}  valid")

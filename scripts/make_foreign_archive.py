@@ -13,7 +13,8 @@ Layout of ``OUT`` (``<t>`` = acquisition start ``YYYYMMDDTHHMMSS`` UTC)::
     S1/S1A_IW_GRDH_1SDV_<t>_<stop>_<orbit>_<datatake>_<crc>_Orb_Cal_TC_dB.tif
           2 bands Sigma0_VV_db, Sigma0_VH_db, float32, nodata nan (or -9999), 10 m (SNAP terrain-corrected export)
     S2/S2[AB]_MSIL2A_<t>_N05xx_R<orbit>_T<MGRS tile>_<processed>.tif
-          12 bands B01..B12 without B10, BOA reflectance x 1e4 (BOA_ADD_OFFSET removed), uint16, nodata 0,
+          12 bands B01..B12 without B10, BOA reflectance x 1e4 + 1000 (BOA_ADD_OFFSET -1000, as in products
+          of processing baseline 04.00 and later; DN 1 at reflectance -0.1 and below), uint16, nodata 0,
           10 m (20/60 m bands resampled bilinearly), pixel-interleaved (gdal_merge / GDAL default)
     EnMAP/ENMAP01-____L2A-DT<datatake>_<t>Z_<tile>_V01xxxx_<processed>Z-SPECTRAL_IMAGE.TIF
           224 bands, reflectance x 1e4, int16, nodata -32768, 30 m, band-sequential; the water-vapour bands
@@ -464,7 +465,7 @@ def _optical(ground: Ground, wl: np.ndarray, fp: tuple[int, int, int, int], f: i
 
 def render_s2(ground: Ground, fp: tuple, day: int, wetness: float, sun: tuple, platform: str,
               rng: np.random.Generator) -> np.ndarray:
-    """(12, h, w) uint16 L2A stack at 10 m, nodata 0."""
+    """(12, h, w) uint16 L2A stack at 10 m, nodata 0, DN = reflectance x 10000 + 1000 (baseline 04.00 and later)."""
     wl = np.array([b[1] if platform == "S2A" else b[2] for b in S2_BANDS])
     refl, _ = _optical(ground, wl, fp, 1, day, wetness, sun, rng, 0.45, 0.3)
     _, h, w = refl.shape
@@ -475,7 +476,7 @@ def render_s2(ground: Ground, fp: tuple, day: int, wetness: float, sun: tuple, p
         x = np.pad(refl[b], ((0, hh - h), (0, ww - w)), mode="edge")
         native = _block_mean(x, k) + rng.normal(0, 0.0025, (hh // k, ww // k)).astype(np.float32)
         out[b] = native if k == 1 else _upsample(native, k, h, w)
-    dn = np.clip(np.rint(out * 10_000), 1, 65_535).astype(np.uint16)
+    dn = np.clip(np.rint(out * 10_000) + 1_000, 1, 65_535).astype(np.uint16)
     if rng.random() < 0.12:  # the orbit's swath edge crosses the tile
         dn[:, ~_edge_wedge(rng, h, w, 0.3)] = 0
     return dn

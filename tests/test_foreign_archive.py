@@ -92,7 +92,10 @@ def test_ingest_identifies_every_sensor_and_acquisition_time_without_tags(foreig
     with Catalog(ws / "catalog.sqlite") as cat:
         got = {s["key"]: (s["sensor"], s["acquired"]) for s in cat.scenes()}
         enmap_aux = [s["aux"] for s in cat.scenes("enmap")]
+        layouts = {(s["sensor"], s["layout"]) for s in cat.scenes()}
     assert got == want
+    # the S2 products are of baseline 05.09/05.10 (DN = reflectance x 10000 + 1000): read with the offset
+    assert layouts == {("sentinel1", "full"), ("sentinel2", "full+N0400"), ("enmap", "full")}
     assert all("QL_QUALITY_CLOUD" in a for a in enmap_aux)  # the L2A cloud mask is attached to its cube
     per = report["catalog"]["sensors"]
     assert set(per) == {"sentinel1", "sentinel2", "enmap"}

@@ -153,15 +153,10 @@ def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | No
             if t:
                 return t
     first = Path(next(iter(source.files.values())))
-    for side in sorted(first.parent.glob("*.json")):
-        try:
-            doc = json.loads(side.read_text())
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if isinstance(doc, dict):
-            for k in ("acquisition_date", "acquisition_time", "datetime", "DATE_ACQUIRED"):
-                if isinstance(doc.get(k), str) and (t := parse_time(doc[k])):
-                    return t
+    for doc in _sidecars(source):
+        for k in ("acquisition_date", "acquisition_time", "datetime", "DATE_ACQUIRED"):
+            if isinstance(doc.get(k), str) and (t := parse_time(doc[k])):
+                return t
     names = [first.name, first.parent.name, first.parent.parent.name]
     for n in names:
         if m := _NAME_TIME.search(n):
@@ -170,6 +165,76 @@ def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | No
         if m := _NAME_DATE.search(n):
             return datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)), tzinfo=timezone.utc)
     return None
+
+
+def _sidecars(source: SceneSource) -> Iterator[dict]:
+    """The JSON objects in the folder of the scene's first file (``metadata.json`` of Earth Engine exports,
+    BigEarthNet's ``*_labels_metadata.json``), in name order; unreadable ones are skipped."""
+    first = Path(next(iter(source.files.values())))
+    for side in sorted(first.parent.glob("*.json")):
+        try:
+            doc = json.loads(side.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(doc, dict):
+            yield doc
+
+
+#: an ESA Sentinel-2 product name and its processing baseline: ``S2B_MSIL2A_20230101T101321_N0509_R022_...``
+_S2_PRODUCT = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(\d{4})(?![0-9])")
+
+
+def _baseline(text: object) -> str | None:
+    """``"05.09"`` from ``"05.09"``, ``"5.9"``, ``"N0509"`` or ``"0509"``; ``None`` for anything else and for
+    ``99.99`` (``N9999``: a product not made by ESA's processor, such as BigEarthNet's, names no baseline)."""
+    m = re.fullmatch(r"N?(\d{2})(\d{2})|(\d{1,2})\.(\d{1,2})", str(text).strip())
+    if not m:
+        return None
+    major, minor = (int(g) for g in m.groups() if g is not None)
+    return None if (major, minor) == (99, 99) else f"{major:02d}.{minor:02d}"
+
+
+def processing_baseline(source: SceneSource, tags: dict[str, str]) -> tuple[str | None, bool]:
+    """The Sentinel-2 processing baseline of a scene's product (``"05.09"``, or ``None`` where nothing says), and
+    whether its provider has already removed the DN offset that baselines 04.00 and later carry.
+
+    Read, in order:
+
+    * the raster tags: ``PROCESSING_BASELINE`` (GDAL's SENTINEL2 driver, and files converted from it);
+    * the STAC item: ``s2:processing_baseline``, else the product name in ``s2:product_uri`` or its ``id``;
+    * the product name (``S2B_MSIL2A_<time>_N0509_...``) in a file's name or a parent folder's, the nearest first;
+    * a sidecar JSON: ``PROCESSING_BASELINE``, else the product name in ``PRODUCT_ID`` (Earth Engine exports).
+
+    ``N9999`` names no baseline. Already removed: STAC ``earthsearch:boa_offset_applied`` true (Element 84's
+    Earth Search), or a sidecar's ``system:id`` in an Earth Engine ``*_HARMONIZED`` collection.
+    """
+    stac = source.stac or {}
+    if stac.get("earthsearch:boa_offset_applied") is True:
+        return _baseline(stac.get("s2:processing_baseline", "")), True
+    if (b := _baseline(tags.get("PROCESSING_BASELINE", ""))) is not None:
+        return b, False
+    if (b := _baseline(stac.get("s2:processing_baseline", ""))) is not None:
+        return b, False
+    for text in (stac.get("s2:product_uri"), stac.get("id"), *sorted(source.files.values())):
+        if isinstance(text, str) and (found := _S2_PRODUCT.findall(text)):
+            return _baseline(found[-1]), False
+    for doc in _sidecars(source):
+        harmonised = "_HARMONIZED" in str(doc.get("system:id", ""))
+        if (b := _baseline(doc.get("PROCESSING_BASELINE", ""))) is not None:
+            return b, harmonised
+        if found := _S2_PRODUCT.findall(str(doc.get("PRODUCT_ID", ""))):
+            return _baseline(found[-1]), harmonised
+    return None, False
+
+
+def _with_baseline(spec: SensorSpec, layout_name: str, source: SceneSource, tags: dict[str, str]) -> str:
+    """``layout_name``, plus the suffix of the spec's :class:`~rsretrieve.sensors.BaselineOffset` (``+N0400``)
+    where the scene's product is of a processing baseline that carries the DN offset and nobody removed it."""
+    bo = spec.baseline_offset
+    if bo is None:
+        return layout_name
+    baseline, removed = processing_baseline(source, tags)
+    return layout_name + bo.suffix if baseline is not None and not removed and bo.applies(baseline) else layout_name
 
 
 def _one_band_file(path: str) -> str:
@@ -268,8 +333,9 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
         with open_raster(path) as src:
             check_georef(src)
             spec, lname = _identify_stacked(src, path, sensor, source.stac)
-            layout = spec.layouts[lname]
             tags = src.tags()
+            lname = _with_baseline(spec, lname, source, tags)
+            layout = spec.layout(lname)
             band_files = {b: (path, i + 1) for i, b in enumerate(spec.band(x).name for x in layout.bands)}
             if check_dtype:
                 for found in dict.fromkeys(src.dtypes):  # one type per GeoTIFF; a VRT may mix them
@@ -298,10 +364,11 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
                 ref = (src.crs, res, src.transform, src.width, src.height, src.nodata)
             tags.update(src.tags())
     crs, _, transform, width, height, nodata = ref
-    layout = spec.layouts["full"]
+    lname = _with_baseline(spec, "full", source, tags)
+    layout = spec.layout(lname)
     band_files = {mapping[t]: (p, 1) for t, p in source.files.items()}
     band_files = {b: band_files[b] for b in spec.band_names}
-    return OpenedScene(source, spec, layout, "full", band_files, crs, transform, width, height,
+    return OpenedScene(source, spec, layout, lname, band_files, crs, transform, width, height,
                        nodata if nodata is not None else layout.nodata, acquisition_time(source, tags))
 
 
@@ -357,7 +424,7 @@ def dn_range(spec: SensorSpec, layout_name: str = "full") -> tuple[int, int]:
 def _dn_needed(spec: SensorSpec, layout_name: str) -> tuple[int, int, bool]:
     """(lo, hi, stretched) of :func:`dn_range`; ``stretched``: the layout's type cannot hold the units' range, so its
     scale is a stretch onto that type (an 8-bit display composite), and no other type is encoded the same way."""
-    layout = spec.layouts[layout_name]
+    layout = spec.layout(layout_name)
     tmin, tmax = _type_range(np.dtype(layout.dtype))
     if spec.units not in _PHYSICAL_RANGE:
         return tmin, tmax, False
@@ -388,7 +455,7 @@ def dtype_problem(found: str, spec: SensorSpec, layout_name: str = "full") -> st
 
     The message names the type found, the one expected and what to do, in one line.
     """
-    layout = spec.layouts[layout_name]
+    layout = spec.layout(layout_name)
     want = np.dtype(layout.dtype)
     what = spec.name if layout_name == "full" else f"{spec.name} {layout_name}"
     units = _UNITS_WORDS.get(spec.units, spec.units)

@@ -37,7 +37,7 @@ def normalise(dn: np.ndarray, spec: SensorSpec, layout_name: str = "full", nodat
 
     Bands a layout lacks, invalid bands, nodata and NaN pixels become 0.
     """
-    layout = spec.layouts[layout_name]
+    layout = spec.layout(layout_name)
     nd = layout.nodata if nodata is None else nodata
     out = np.zeros((spec.num_bands, *dn.shape[1:]), np.float32)
     for i, bname in enumerate(layout.bands):
@@ -143,7 +143,7 @@ def _read_rows(scene: dict, spec: SensorSpec, r0: int, r1: int, fill: float, c0:
     left, top = t @ (c0, r0)
     right, bottom = t @ (c1, r1)
     bands = []
-    for b in spec.layouts[scene["layout"]].bands:
+    for b in spec.layout(scene["layout"]).bands:
         with rasterio.open(files[spec.band(b).name]) as ds:
             win = ds.window(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
             bands.append(ds.read(1, window=win, out_shape=(r1 - r0, c1 - c0), boundless=True, fill_value=fill,
@@ -168,7 +168,7 @@ def read_scene_tiles(scene: dict, tiles: Sequence[dict], tile_m: float) -> Itera
         tile_m: the workspace grid's cell side in metres.
     """
     spec = get_sensor(scene["sensor"])
-    layout = spec.layouts[scene["layout"]]
+    layout = spec.layout(scene["layout"])
     n = tile_px(spec, tile_m)
     nodata = _file_nodata(scene, layout)
     fill = nodata if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)) else 0
@@ -210,7 +210,7 @@ def window_has_valid_pixels(scene: dict, window: tuple[int, int, int, int]) -> b
     (the pixels :func:`normalise` would not set to 0). Reads the window of every band of the layout (on the
     reference grid, as :func:`read_scene_tiles` does), then looks band by band."""
     spec = get_sensor(scene["sensor"])
-    layout = spec.layouts[scene["layout"]]
+    layout = spec.layout(scene["layout"])
     nodata = _file_nodata(scene, layout)
     clipped = clip_window(window, scene["width"], scene["height"])
     if clipped is None:

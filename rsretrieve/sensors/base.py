@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,6 +109,36 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class BaselineOffset:
+    """A DN offset that products carry from a processing baseline on.
+
+    Sentinel-2 products of processing baseline 04.00 and later (from 25 January 2022, and ESA's Collection-1
+    reprocessing of older acquisitions) store ``DN = reflectance x 10000 + 1000`` (``BOA_ADD_OFFSET`` /
+    ``RADIO_ADD_OFFSET`` -1000 in their metadata). A scene of such a product is read through its layout with
+    ``offset`` added, recorded as the layout name plus :attr:`suffix` (``full+N0400``).
+    """
+
+    #: the first processing baseline whose DN carry the offset (``"04.00"``)
+    since: str
+    #: added to the layout's ``offset`` for those products, in physical units (-0.1 for Sentinel-2)
+    offset: float
+
+    @property
+    def suffix(self) -> str:
+        """Layout-name suffix of scenes read with the offset: ``+N0400`` for baseline ``04.00``."""
+        return "+N" + self.since.replace(".", "")
+
+    def applies(self, baseline: str) -> bool:
+        """Whether products of processing baseline ``baseline`` (``"05.09"``) carry the offset."""
+        return _baseline_key(baseline) >= _baseline_key(self.since)
+
+
+def _baseline_key(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+@dataclass(frozen=True)
 class SensorSpec:
     """Everything rsretrieve knows about one sensor product, loaded from ``data_catalog/sensors/NAME.yaml``."""
 
@@ -144,6 +174,8 @@ class SensorSpec:
     aux_patterns: tuple[str, ...] = ()
     #: optional per-pixel cloud test
     cloud_test: CloudTest | None = None
+    #: DN offset of products from a processing baseline on (Sentinel-2 04.00), or ``None``
+    baseline_offset: BaselineOffset | None = None
     #: file this spec was loaded from (for messages)
     source: str = ""
     #: free-form extra facts (platforms, revisit, ...)
@@ -173,6 +205,17 @@ class SensorSpec:
             if b.name == name or name in b.aliases:
                 return b
         raise KeyError(f"sensor {self.name!r} has no band {name!r}; bands: {', '.join(self.band_names)}")
+
+    def layout(self, name: str) -> Layout:
+        """The layout ``name`` as a catalog records it: a key of :attr:`layouts`, or one with the suffix of
+        :attr:`baseline_offset` (``full+N0400``: the ``full`` layout with the baseline's offset added)."""
+        if name in self.layouts:
+            return self.layouts[name]
+        bo = self.baseline_offset
+        if bo is not None and name.endswith(bo.suffix) and name.removesuffix(bo.suffix) in self.layouts:
+            base = self.layouts[name.removesuffix(bo.suffix)]
+            return replace(base, offset=base.offset + bo.offset)
+        raise KeyError(f"sensor {self.name!r} has no file layout {name!r}; layouts: {', '.join(self.layouts)}")
 
     def band_index(self, name: str) -> int:
         return self.band_names.index(self.band(name).name)
@@ -213,6 +256,8 @@ class SensorSpec:
             ],
             "rgb_bands": list(self.rgb_bands),
             "layouts": {k: list(v.bands) for k, v in self.layouts.items()},
+            "baseline_offset": None if self.baseline_offset is None else {
+                "since": self.baseline_offset.since, "offset": self.baseline_offset.offset},
             "source": self.source,
         }
 
@@ -393,6 +438,17 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
         cloud = CloudTest(bands=_check_bands("cloud_test.bands", cf.strlist("bands")), above=cf.num("above"),
                           snow_bands=snow, snow_ndsi=ndsi, qa_role=qa_role, qa_bits=tuple(qa_bits))
 
+    baseline = None
+    if f.get("baseline_offset", default=None) is not None:
+        bf = _Field(source, f.get("baseline_offset"), "baseline_offset")
+        since = bf.get("since")
+        if not isinstance(since, str) or not re.fullmatch(r"\d{2}\.\d{2}", since):
+            raise bf.fail("since", f"expected a processing baseline as a string like \"04.00\", got {since!r}")
+        shift = bf.num("offset")
+        if shift == 0:
+            raise bf.fail("offset", "expected a non-zero number (physical units added to the layout's offset)")
+        baseline = BaselineOffset(since=since, offset=shift)
+
     gsd = f.num("gsd", default=min(b.gsd_m for b in bands), positive=True)
     return SensorSpec(
         name=name,
@@ -411,6 +467,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
         name_patterns=patterns,
         aux_patterns=aux,
         cloud_test=cloud,
+        baseline_offset=baseline,
         source=source,
         extra=dict(f.get("extra", default={}) or {}),
     )

@@ -1,0 +1,154 @@
+"""Sentinel-2 products of processing baseline 04.00 and later store DN = reflectance x 10000 + 1000: such scenes are
+told from their product name, tags, STAC item or sidecar JSON, and read with offset -0.1 (layout ``full+N0400``)."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.discover import SceneSource
+from rsretrieve.data.ingest import ingest
+from rsretrieve.data.scene import _baseline, open_scene, processing_baseline
+from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.sensors import SensorSpecError, get_sensor, spec_from_dict
+from rsretrieve.sensors.registry import DEFAULT_SENSOR_DIR
+from tests.conftest import write_tif
+
+NEW = "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327"
+OLD = "S2B_MSIL2A_20210705T101559_N0301_R065_T32UQD_20210705T133327"
+
+
+@pytest.mark.parametrize("text,want", [("05.09", "05.09"), ("5.9", "05.09"), ("N0509", "05.09"), ("0400", "04.00"),
+                                       (" 04.00 ", "04.00"), ("N9999", None), ("99.99", None), ("5", None),
+                                       ("", None), ("baseline", None), (None, None)])
+def test_baseline_parsing(text, want):
+    assert _baseline(text) == want
+
+
+def _source(tmp_path, *names, stac=None):
+    return SceneSource(key=str(tmp_path / names[0]), files={f"B{i:02d}": str(tmp_path / n)
+                                                            for i, n in enumerate(names)}, stac=stac)
+
+
+def test_the_baseline_is_read_from_names_tags_stac_and_sidecars(tmp_path):
+    # the product name in the file's name, or in a parent folder's (a SAFE's band files), the nearest first
+    assert processing_baseline(_source(tmp_path, f"{NEW}.tif"), {}) == ("05.09", False)
+    safe = f"{NEW}.SAFE/GRANULE/L2A_T32UQD_A033000_20230705T101559/IMG_DATA/R10m/T32UQD_20230705T101559_B04_10m.tif"
+    assert processing_baseline(_source(tmp_path, safe), {}) == ("05.09", False)
+    assert processing_baseline(_source(tmp_path, f"{NEW}/{OLD}.tif"), {}) == ("03.01", False)
+    # BigEarthNet's own products: N9999 names no baseline; a name that is not a product name says nothing
+    assert processing_baseline(_source(tmp_path, "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57_B02.tif"),
+                               {}) == (None, False)
+    assert processing_baseline(_source(tmp_path, "my_N0509_stack.tif"), {}) == (None, False)
+    # a GDAL tag beats the name; STAC's property beats the name
+    assert processing_baseline(_source(tmp_path, f"{NEW}.tif"), {"PROCESSING_BASELINE": "03.00"}) == ("03.00", False)
+    assert processing_baseline(_source(tmp_path, "B04.tif", stac={"s2:processing_baseline": "05.10"}),
+                               {}) == ("05.10", False)
+    assert processing_baseline(_source(tmp_path, "B04.tif", stac={"s2:product_uri": f"{NEW}.SAFE"}),
+                               {}) == ("05.09", False)
+    # Earth Search's harmonised items: the offset is already removed
+    assert processing_baseline(_source(tmp_path, f"{NEW}.tif", stac={"s2:processing_baseline": "05.09",
+                                                                     "earthsearch:boa_offset_applied": True}),
+                               {}) == ("05.09", True)
+    # Earth Engine exports: metadata.json beside the band files
+    (tmp_path / "gee").mkdir()
+    (tmp_path / "gee" / "metadata.json").write_text(json.dumps(
+        {"PROCESSING_BASELINE": "05.09", "system:id": "COPERNICUS/S2_SR_HARMONIZED/20230705T101559_T32UQD"}))
+    assert processing_baseline(_source(tmp_path, "gee/B4.tif"), {}) == ("05.09", True)
+    (tmp_path / "gee" / "metadata.json").write_text(json.dumps({"PRODUCT_ID": NEW, "system:id": "COPERNICUS/S2_SR/x"}))
+    assert processing_baseline(_source(tmp_path, "gee/B4.tif"), {}) == ("05.09", False)
+
+
+def test_the_spec_resolves_the_offset_layout_and_refuses_bad_fields():
+    spec = get_sensor("sentinel2")
+    assert spec.baseline_offset.since == "04.00" and spec.baseline_offset.suffix == "+N0400"
+    assert spec.baseline_offset.applies("04.00") and spec.baseline_offset.applies("05.11")
+    assert not spec.baseline_offset.applies("03.01") and not spec.baseline_offset.applies("02.14")
+    lay = spec.layout("full+N0400")
+    assert lay.offset == pytest.approx(-0.1) and lay.bands == spec.layout("full").bands and lay.scale == 1e-4
+    assert get_sensor("sentinel2_l1c").layout("full+N0400").offset == pytest.approx(-0.1)
+    with pytest.raises(KeyError, match="no file layout 'full\\+N0400'; layouts: full"):
+        get_sensor("landsat8").layout("full+N0400")
+    raw = yaml.safe_load((DEFAULT_SENSOR_DIR / "sentinel2.yaml").read_text())
+    for bad, field, why in (({"since": "4", "offset": -0.1}, "since", "like \"04.00\""),
+                            ({"since": 4.0, "offset": -0.1}, "since", "like \"04.00\""),
+                            ({"since": "04.00", "offset": 0}, "offset", "non-zero"),
+                            ({"since": "04.00"}, "offset", "missing required field")):
+        with pytest.raises(SensorSpecError, match=f"^x.yaml: baseline_offset.{field}: .*{why}"):
+            spec_from_dict({**raw, "baseline_offset": bad}, source="x.yaml")
+
+
+def _scene(path, dn, tags=None):
+    write_tif(path, dn, crs="EPSG:32632", origin=(600_000.0, 5_400_000.0), nodata=0, tags=tags)
+
+
+def test_an_offset_product_reads_as_the_same_reflectance(tmp_path):
+    """The same ground twice: as a baseline-03.01 product (DN = reflectance x 10000) and as a baseline-05.09 one
+    (DN + 1000, nodata still 0). Both are catalogued with the same cloud fractions and read as the same normalised
+    tiles. The visible bands are at 0.27 reflectance in the left half: clear, but 0.37 (cloud) if the offset were
+    not removed."""
+    rng = np.random.default_rng(0)
+    spec = get_sensor("sentinel2")
+    dn = rng.integers(300, 2500, (12, 96, 96)).astype(np.uint16)
+    for b in ("B02", "B03", "B04"):
+        dn[spec.band_index(b), :, :48] = 2700
+        dn[spec.band_index(b), :, 48:] = 4000 + rng.integers(0, 2000, (96, 48))  # cloud (bright at 1.6 um too)
+    dn[spec.band_index("B11"), :, 48:] = 4500
+    dn[:, :8, :8] = 0  # nodata corner
+    shifted = np.where(dn == 0, 0, dn + 1000).astype(np.uint16)
+    _scene(tmp_path / "archive" / "a" / f"{OLD}.tif", dn)
+    _scene(tmp_path / "archive" / "b" / f"{NEW}.tif", shifted)
+    cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
+    try:
+        report = ingest([tmp_path / "archive"], cat)
+        assert report.problems == [] and report.added == 2
+        scenes = {s["key"].split("/")[-2]: s for s in cat.scenes()}
+        assert scenes["a"]["layout"] == "full" and scenes["b"]["layout"] == "full+N0400"
+        assert scenes["a"]["cloud_fraction"] == pytest.approx(scenes["b"]["cloud_fraction"])
+        assert scenes["a"]["cloud_fraction"] == pytest.approx((96 * 48) / (96 * 96 - 64))
+        tiles = {k: {(t["col_off"], t["row_off"]): t for t in cat.tiles() if t["scene_id"] == s["scene_id"]}
+                 for k, s in scenes.items()}
+        assert tiles["a"].keys() == tiles["b"].keys() and len(tiles["a"]) == 4
+        for key, t in tiles["a"].items():
+            assert t["cloud_fraction"] == tiles["b"][key]["cloud_fraction"]
+            assert t["valid_fraction"] == tiles["b"][key]["valid_fraction"]
+        arrays = {k: dict(read_scene_tiles(scenes[k], list(tiles[k].values()), 480)) for k in "ab"}
+        for key, t in tiles["a"].items():
+            np.testing.assert_allclose(arrays["a"][t["tile_id"]], arrays["b"][tiles["b"][key]["tile_id"]], atol=1e-5)
+    finally:
+        cat.close()
+
+
+def test_a_per_band_product_folder_and_a_tag_choose_the_layout(tmp_path):
+    spec = get_sensor("sentinel2")
+    folder = tmp_path / f"{NEW}.SAFE"
+    for b in spec.band_names:
+        _scene(folder / f"T32UQD_20230705T101559_{b}.tif", np.full((1, 16, 16), 1500, np.uint16))
+    src = SceneSource(key=str(folder / "T32UQD_20230705T101559"),
+                      files={b: str(folder / f"T32UQD_20230705T101559_{b}.tif") for b in spec.band_names})
+    opened = open_scene(src)
+    assert opened.layout_name == "full+N0400" and opened.layout.offset == pytest.approx(-0.1)
+    # a stacked file whose name says nothing, tagged by GDAL's SENTINEL2 driver
+    path = tmp_path / "stack.tif"
+    _scene(path, np.full((12, 16, 16), 1500, np.uint16), tags={"PROCESSING_BASELINE": "04.00"})
+    assert open_scene(SceneSource(key=str(path), files={"*": str(path)})).layout_name == "full+N0400"
+    _scene(path, np.full((12, 16, 16), 1500, np.uint16), tags={"PROCESSING_BASELINE": "03.01"})
+    assert open_scene(SceneSource(key=str(path), files={"*": str(path)})).layout_name == "full"
+
+
+def test_the_real_samples_carry_no_offset(real_data):
+    """SSL4EO-S12's Earth Engine exports say baseline 02.14 in metadata.json; BigEarthNet v2's products are N9999
+    (its own processing, before 04.00); BigEarthNet v1's names carry no baseline. All read as ``full``."""
+    s2a = sorted((real_data / "ssl4eo_s12" / "s2a").glob("*/*/B4.tif"))
+    assert s2a, "no SSL4EO-S12 s2a sample"
+    for b4 in s2a:
+        src = SceneSource(key=str(b4.parent), files={p.stem: str(p) for p in b4.parent.glob("B*.tif")})
+        assert processing_baseline(src, {}) == ("02.14", False)
+        assert open_scene(src).layout_name == "full"
+    for d in sorted((real_data / "bigearthnet_v2_layout" / "BigEarthNet-S2").glob("*/*")) + \
+            sorted((real_data / "bigearthnet_mm" / "S2").glob("S2*")):
+        files = {p.stem.rsplit("_", 1)[1]: str(p) for p in d.glob("*_B*.tif")}
+        opened = open_scene(SceneSource(key=str(d), files=files))
+        assert opened.layout_name == "full", d
