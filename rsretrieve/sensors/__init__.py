@@ -1,6 +1,7 @@
 """Sensor specifications and the registry."""
 
-from rsretrieve.sensors.base import Band, BaselineOffset, CloudTest, Layout, SensorSpec, SensorSpecError, load_spec, spec_from_dict
+from rsretrieve.sensors.base import (Band, BaselineOffset, CloudTest, Layout, SensorSpec, SensorSpecError, load_spec,
+                                     spec_from_dict)
 from rsretrieve.sensors.registry import get_sensor, list_sensors, register_sensor, unregister_sensor
 
 __all__ = [

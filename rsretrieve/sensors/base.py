@@ -8,6 +8,7 @@ mistake in a YAML file is reported with the file and the field, e.g.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable
@@ -256,6 +257,10 @@ class SensorSpec:
             ],
             "rgb_bands": list(self.rgb_bands),
             "layouts": {k: list(v.bands) for k, v in self.layouts.items()},
+            "cloud_test": None if self.cloud_test is None else {
+                "bands": list(self.cloud_test.bands), "above": self.cloud_test.above,
+                "snow_bands": list(self.cloud_test.snow_bands), "snow_ndsi": self.cloud_test.snow_ndsi,
+                "qa_role": self.cloud_test.qa_role, "qa_bits": list(self.cloud_test.qa_bits)},
             "baseline_offset": None if self.baseline_offset is None else {
                 "since": self.baseline_offset.since, "offset": self.baseline_offset.offset},
             "source": self.source,
@@ -309,6 +314,17 @@ class _Field:
             raise self.fail(key, f"expected a number > 0, got {v!r}")
         return v
 
+    def only(self, *keys: str) -> None:
+        """Refuse a key of the mapping that is not one of ``keys`` (a misspelt field would otherwise be ignored and
+        its default used), naming the nearest known field."""
+        if not isinstance(self.data, dict):
+            return
+        for k in self.data:
+            if k not in keys:
+                near = difflib.get_close_matches(str(k), keys, n=1)
+                hint = f"; did you mean {near[0]}?" if near else ""
+                raise self.fail(str(k), f"unknown field{hint} (fields here: {', '.join(keys)})")
+
     def strlist(self, key: str, default: Any = ...) -> tuple[str, ...]:
         v = self.get(key, default)
         if v is None:
@@ -325,6 +341,9 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
         SensorSpecError: naming ``source`` and the offending field.
     """
     f = _Field(source, data)
+    f.only("name", "family", "description", "product", "units", "dtype", "nodata", "scale", "offset",
+           "baseline_offset", "gsd", "bands", "rgb_bands", "cloud_test", "name_patterns", "aux_patterns", "layouts",
+           "extra")
     name = f.str("name")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise f.fail("name", f"expected lower-case letters, digits and '_', got {name!r}")
@@ -345,6 +364,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
     bands: list[Band] = []
     for i, rb in enumerate(raw_bands):
         bf = _Field(source, rb, f"bands[{i}]")
+        bf.only("name", "aliases", "center_nm", "fwhm_nm", "gsd_m", "polarization", "mean", "std", "valid")
         bname = bf.str("name")
         center = bf.num("center_nm", default=None, positive=True)
         fwhm = bf.num("fwhm_nm", default=None, positive=True)
@@ -390,6 +410,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
         if isinstance(lraw, list):
             lraw = {"bands": lraw}
         lf = _Field(source, lraw, f"layouts.{lname}")
+        lf.only("bands", "dtype", "scale", "offset", "nodata")
         ldtype = lf.str("dtype", default=dtype)
         try:
             np.dtype(ldtype)
@@ -415,6 +436,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
     cloud = None
     if f.get("cloud_test", default=None) is not None:
         cf = _Field(source, f.get("cloud_test"), "cloud_test")
+        cf.only("bands", "above", "snow_bands", "snow_ndsi", "qa_role", "qa_bits")
         snow = _check_bands("cloud_test.snow_bands", cf.strlist("snow_bands", default=None))
         if snow and len(snow) != 2:
             raise cf.fail("snow_bands", f"expected two bands (green, SWIR near 1.6 um), got {list(snow)}")
@@ -441,6 +463,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
     baseline = None
     if f.get("baseline_offset", default=None) is not None:
         bf = _Field(source, f.get("baseline_offset"), "baseline_offset")
+        bf.only("since", "offset")
         since = bf.get("since")
         if not isinstance(since, str) or not re.fullmatch(r"\d{2}\.\d{2}", since):
             raise bf.fail("since", f"expected a processing baseline as a string like \"04.00\", got {since!r}")

@@ -91,6 +91,16 @@ def _base() -> dict:
          r"x\.yaml: cloud_test\.snow_bands: unknown band\(s\) B99"),
         (lambda d: d["cloud_test"].update(snow_ndsi=1.5),
          r"x\.yaml: cloud_test\.snow_ndsi: expected a number between -1 and 1 \(an NDSI\), got 1\.5"),
+        # a misspelt field is refused, not ignored (its default would be used), with the nearest known field
+        (lambda d: d["cloud_test"].update(snow_band=d["cloud_test"].pop("snow_bands")),
+         r"x\.yaml: cloud_test\.snow_band: unknown field; did you mean snow_bands\? \(fields here: bands, above, "),
+        (lambda d: d.update(nodata_value=0), r"x\.yaml: nodata_value: unknown field; did you mean nodata\? "),
+        (lambda d: d["bands"][4].update(centre_nm=700), r"x\.yaml: bands\[4\]\.centre_nm: unknown field; did you "
+                                                         r"mean center_nm\? "),
+        (lambda d: d.update(layouts={"rgb": {"bands": ["B04"], "scael": 1}}),
+         r"x\.yaml: layouts\.rgb\.scael: unknown field; did you mean scale\? "),
+        (lambda d: d.update(baseline_offset={"since": "04.00", "offset": -0.1, "from": 1}),
+         r"x\.yaml: baseline_offset\.from: unknown field \(fields here: since, offset\)$"),
     ],
 )
 def test_bad_spec_names_file_and_field(mutate, message):
