@@ -137,6 +137,14 @@ def cmd_sensors(args: argparse.Namespace) -> int:
     print(f"{spec.name}: {spec.description}")
     print(f"  family {spec.family}, product {spec.product}, units {spec.units}, dtype {spec.dtype}, "
           f"nodata {spec.nodata}, physical = DN * {spec.scale:g} + {spec.offset:g}")
+    if (ct := spec.cloud_test) is not None:
+        text = f"  cloud test: mean {spec.units} of {'/'.join(ct.bands)} above {ct.above:g} is cloud"
+        if ct.snow_bands:
+            text += f", unless snow (NDSI of {'/'.join(ct.snow_bands)} above {ct.snow_ndsi:g})"
+        if ct.qa_role:
+            bits = f"bits {','.join(map(str, ct.qa_bits))} add" if len(ct.qa_bits) > 1 else f"bit {ct.qa_bits[0]} adds"
+            text += f"; the scene's {ct.qa_role} {bits} cloud"
+        print(text)
     if (bo := spec.baseline_offset) is not None:
         off = spec.offset + bo.offset
         print(f"  processing baseline {bo.since} and later (from the product name, tags, STAC or a sidecar JSON): "
