@@ -267,17 +267,23 @@ def _identify_stacked(src: rasterio.DatasetReader, path: str, override: str | No
         except KeyError as e:
             raise SceneError(f"tag RSRETRIEVE_SENSOR names {e.args[0]}") from None
         return _identify_stacked(src, path, spec.name, None)
-    cands = [(get_sensor(n), ln) for n in list_sensors() for ln, lay in get_sensor(n).layouts.items()
-             if len(lay.bands) == count]
+    text = " ".join([path, json.dumps(stac or {})])
+    fits = [(get_sensor(n), ln) for n in list_sensors() for ln, lay in get_sensor(n).layouts.items()
+            if len(lay.bands) == count]
+    # a sensor's alternative layout (Landsat 7's 3-band 8-bit rgb_byte) is taken only for a file named like the
+    # sensor: by band count and type alone every 8-bit RGB file (Sentinel-2's TCI, an orthophoto) would be one
+    cands = [c for c in fits if c[1] == "full" or c[0].matches_name(text)]
     if not cands:
         known = ", ".join(f"{n} {len(get_sensor(n).bands)}" for n in list_sensors())
         hint = (count == 1 and _one_band_file(path)) or "; pass --sensor if it is one"
-        raise SceneError(f"{count} band(s) of {dtype} fit no registered sensor ({known}){hint}")
+        alt = "; ".join(f"{spec.name}'s {ln} layout has {count} bands, but is taken only for a file named like "
+                        f"{spec.name} or with --sensor {spec.name}" for spec, ln in fits)
+        raise SceneError(f"{count} band(s) of {dtype} fit no registered sensor ({known}){hint}"
+                         + (f" ({alt})" if alt else ""))
     if len(cands) > 1:
         by_dtype = [c for c in cands if c[0].layouts[c[1]].dtype == dtype]
         cands = by_dtype or cands
     if len(cands) > 1:
-        text = " ".join([path, json.dumps(stac or {})])
         by_name = [c for c in cands if c[0].matches_name(text)]
         cands = by_name or cands
     if len(cands) > 1:

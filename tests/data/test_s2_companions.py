@@ -1,0 +1,75 @@
+"""A Sentinel-2 product's other rasters (SCL, AOT, WVP, the 8-bit true-colour image TCI / visual, the QI_DATA masks)
+are its companions, not scenes; and an 8-bit RGB file is taken for Landsat 7's ``rgb_byte`` layout only when named
+like Landsat 7 or forced with ``--sensor``."""
+
+import numpy as np
+import pytest
+
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.discover import discover
+from rsretrieve.data.ingest import ingest
+from rsretrieve.sensors import get_sensor
+from tests.conftest import write_tif
+
+ORIGIN = (600_000.0, 5_400_000.0)
+
+
+def _band(path, dtype="uint16", count=1, value=1500, res=10.0):
+    n = int(480 // res)
+    write_tif(path, np.full((count, n, n), value, dtype), crs="EPSG:32632", origin=ORIGIN, res=res, nodata=0)
+
+
+@pytest.mark.parametrize("names", [
+    # Earth Search / Earth Engine downloads: one file per asset, named after it
+    {"band": "{b}.tif", "aux": ["SCL.tif", "AOT.tif", "WVP.tif", "TCI.tif", "visual.tif", "L2A_PVI.tif"]},
+    # a granule's files, as SAFE names them (here all in one folder)
+    {"band": "T32UQD_20230705T101559_{b}.tif",
+     "aux": ["T32UQD_20230705T101559_SCL_20m.tif", "T32UQD_20230705T101559_AOT_10m.tif",
+             "T32UQD_20230705T101559_WVP_10m.tif", "T32UQD_20230705T101559_TCI_10m.tif",
+             "MSK_CLDPRB_20m.tif", "MSK_SNWPRB_20m.tif"]},
+])
+def test_the_products_other_rasters_are_companions_not_scenes(tmp_path, names):
+    spec = get_sensor("sentinel2")
+    folder = tmp_path / "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327"
+    for b in spec.band_names:
+        _band(folder / names["band"].format(b=b))
+    for a in names["aux"]:
+        rgb = "TCI" in a or "visual" in a or "PVI" in a
+        _band(folder / a, dtype="uint8", count=3 if rgb else 1, value=4, res=20.0 if "20m" in a else 10.0)
+    sources, problems = discover([folder])
+    assert problems == [] and len(sources) == 1 and len(sources[0].files) == 12
+    cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
+    try:
+        report = ingest([folder], cat)
+        assert report.problems == [] and report.added == 1
+        (scene,) = cat.scenes()
+        assert scene["sensor"] == "sentinel2" and scene["layout"] == "full+N0400"
+    finally:
+        cat.close()
+
+
+def test_an_8_bit_rgb_file_is_landsat_7_only_when_named_so_or_forced(tmp_path, capsys):
+    from rsretrieve.cli import main
+
+    ortho = tmp_path / "archive" / "ortho.tif"
+    write_tif(ortho, np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, res=10.0, nodata=0)
+    cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
+    try:
+        report = ingest([ortho], cat)
+        assert report.added == 0 and len(report.problems) == 1
+        (p,) = report.problems
+        assert p.path == str(ortho)
+        assert p.reason.startswith("3 band(s) of uint8 fit no registered sensor (")
+        assert p.reason.endswith("(landsat7's rgb_byte layout has 3 bands, but is taken only for a file named like "
+                                 "landsat7 or with --sensor landsat7)")
+        report = ingest([ortho], cat, sensor="landsat7")
+        assert report.problems == [] and report.added == 1
+        (scene,) = cat.scenes()
+        assert (scene["sensor"], scene["layout"]) == ("landsat7", "rgb_byte")
+    finally:
+        cat.close()
+    # named like Landsat 7 (as rasterio's RGB.byte.tif, or a product id), it is taken without --sensor
+    named = tmp_path / "archive2" / "LE07_L2SP_042034_20200101_20200201_02_T1_rgb.tif"
+    write_tif(named, np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, res=10.0, nodata=0)
+    assert main(["ingest", str(named.parent), "--workspace", str(tmp_path / "ws2")]) == 0
+    assert "1 scenes added" in capsys.readouterr().out
