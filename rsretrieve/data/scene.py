@@ -23,7 +23,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from rsretrieve.data.discover import SceneSource, band_tokens, split_band_token
-from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors
+from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors, parse_baseline
 
 
 class SceneError(Exception):
@@ -168,10 +168,15 @@ def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | No
 
 
 def _sidecars(source: SceneSource) -> Iterator[dict]:
-    """The JSON objects in the folder of the scene's first file (``metadata.json`` of Earth Engine exports,
-    BigEarthNet's ``*_labels_metadata.json``), in name order; unreadable ones are skipped."""
+    """The JSON objects beside the scene's first file that describe it: those whose name begins with the scene's
+    (``<stem>.json`` beside a stacked file, BigEarthNet's ``<patch>_labels_metadata.json`` beside its band files),
+    in name order; else the folder's only JSON file (an Earth Engine export's ``metadata.json``). Another scene's
+    sidecar in the same folder is never read. Unreadable ones are skipped."""
     first = Path(next(iter(source.files.values())))
-    for side in sorted(first.parent.glob("*.json")):
+    own = first.stem if source.stacked else "" if source.key.endswith(os.sep) else Path(source.key).name.rstrip("*")
+    found = sorted(first.parent.glob("*.json"))
+    mine = [f for f in found if own and f.name.startswith(own)] or (found if len(found) == 1 else [])
+    for side in mine:
         try:
             doc = json.loads(side.read_text())
         except (OSError, ValueError, UnicodeDecodeError):
@@ -182,59 +187,77 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
 
 #: an ESA Sentinel-2 product name and its processing baseline: ``S2B_MSIL2A_20230101T101321_N0509_R022_...``
 _S2_PRODUCT = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(\d{4})(?![0-9])")
+#: per-band metadata items of GDAL's SENTINEL2 driver that hold the offset itself (-1000, or 0 before 04.00)
+_OFFSET_TAGS = ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")
+#: the tags that can decide the offset (:func:`_with_baseline`)
+_BASELINE_TAGS = {*_OFFSET_TAGS, "PROCESSING_BASELINE"}
 
 
-def _baseline(text: object) -> str | None:
-    """``"05.09"`` from ``"05.09"``, ``"5.9"``, ``"N0509"`` or ``"0509"``; ``None`` for anything else and for
-    ``99.99`` (``N9999``: a product not made by ESA's processor, such as BigEarthNet's, names no baseline)."""
-    m = re.fullmatch(r"N?(\d{2})(\d{2})|(\d{1,2})\.(\d{1,2})", str(text).strip())
-    if not m:
-        return None
-    major, minor = (int(g) for g in m.groups() if g is not None)
-    return None if (major, minor) == (99, 99) else f"{major:02d}.{minor:02d}"
+def product_name(text: str) -> str | None:
+    """The last ESA Sentinel-2 product name (up to its baseline, ``S2B_MSIL2A_<time>_N0509``) in ``text``."""
+    found = list(_S2_PRODUCT.finditer(text))
+    return found[-1].group(0) if found else None
 
 
-def processing_baseline(source: SceneSource, tags: dict[str, str]) -> tuple[str | None, bool]:
-    """The Sentinel-2 processing baseline of a scene's product (``"05.09"``, or ``None`` where nothing says), and
-    whether its provider has already removed the DN offset that baselines 04.00 and later carry.
+def offset_removed(source: SceneSource) -> bool:
+    """Whether the scene's provider says it has already removed the DN offset of baselines 04.00 and later: Earth
+    Search's ``earthsearch:boa_offset_applied`` (``sentinel:boa_offset_applied`` in its v0 items) true, or a sidecar
+    of an Earth Engine ``*_HARMONIZED`` collection (its ``system:id``)."""
+    stac = source.stac or {}
+    if stac.get("earthsearch:boa_offset_applied") is True or stac.get("sentinel:boa_offset_applied") is True:
+        return True
+    return any("_HARMONIZED" in str(doc.get("system:id", "")) for doc in _sidecars(source))
+
+
+def processing_baseline(source: SceneSource, tags: dict[str, str]) -> str | None:
+    """The Sentinel-2 processing baseline of a scene's product (``"05.09"``), or ``None`` where nothing says.
 
     Read, in order:
 
     * the raster tags: ``PROCESSING_BASELINE`` (GDAL's SENTINEL2 driver, and files converted from it);
-    * the STAC item: ``s2:processing_baseline``, else the product name in ``s2:product_uri`` or its ``id``;
+    * the STAC item: ``s2:processing_baseline`` (``sentinel:processing_baseline`` in Earth Search v0), else the
+      product name in ``s2:product_uri``, ``sentinel:product_id`` or its ``id``;
     * the product name (``S2B_MSIL2A_<time>_N0509_...``) in a file's name or a parent folder's, the nearest first;
-    * a sidecar JSON: ``PROCESSING_BASELINE``, else the product name in ``PRODUCT_ID`` (Earth Engine exports).
+    * the scene's sidecar JSON (:func:`_sidecars`): ``PROCESSING_BASELINE``, else the product name in
+      ``PRODUCT_ID`` (Earth Engine exports).
 
-    ``N9999`` names no baseline. Already removed: STAC ``earthsearch:boa_offset_applied`` true (Element 84's
-    Earth Search), or a sidecar's ``system:id`` in an Earth Engine ``*_HARMONIZED`` collection.
+    ``N9999`` names no baseline (:func:`~rsretrieve.sensors.parse_baseline`).
     """
     stac = source.stac or {}
-    if stac.get("earthsearch:boa_offset_applied") is True:
-        return _baseline(stac.get("s2:processing_baseline", "")), True
-    if (b := _baseline(tags.get("PROCESSING_BASELINE", ""))) is not None:
-        return b, False
-    if (b := _baseline(stac.get("s2:processing_baseline", ""))) is not None:
-        return b, False
-    for text in (stac.get("s2:product_uri"), stac.get("id"), *sorted(source.files.values())):
-        if isinstance(text, str) and (found := _S2_PRODUCT.findall(text)):
-            return _baseline(found[-1]), False
+    for text in (tags.get("PROCESSING_BASELINE"), stac.get("s2:processing_baseline"),
+                 stac.get("sentinel:processing_baseline")):
+        if text is not None and (b := parse_baseline(text)) is not None:
+            return b
+    for text in (stac.get("s2:product_uri"), stac.get("sentinel:product_id"), stac.get("id"),
+                 *sorted(source.files.values())):
+        if isinstance(text, str) and (name := product_name(text)):
+            return parse_baseline(name[-5:])
     for doc in _sidecars(source):
-        harmonised = "_HARMONIZED" in str(doc.get("system:id", ""))
-        if (b := _baseline(doc.get("PROCESSING_BASELINE", ""))) is not None:
-            return b, harmonised
-        if found := _S2_PRODUCT.findall(str(doc.get("PRODUCT_ID", ""))):
-            return _baseline(found[-1]), harmonised
-    return None, False
+        if (b := parse_baseline(doc.get("PROCESSING_BASELINE", ""))) is not None:
+            return b
+        if name := product_name(str(doc.get("PRODUCT_ID", ""))):
+            return parse_baseline(name[-5:])
+    return None
 
 
 def _with_baseline(spec: SensorSpec, layout_name: str, source: SceneSource, tags: dict[str, str]) -> str:
     """``layout_name``, plus the suffix of the spec's :class:`~rsretrieve.sensors.BaselineOffset` (``+N0400``)
-    where the scene's product is of a processing baseline that carries the DN offset and nobody removed it."""
+    where the scene's DN carry the offset: a ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` tag that is not 0 says so
+    directly; else the product's processing baseline (:func:`processing_baseline`), unless the provider says it
+    removed the offset (:func:`offset_removed`)."""
     bo = spec.baseline_offset
     if bo is None:
         return layout_name
-    baseline, removed = processing_baseline(source, tags)
-    return layout_name + bo.suffix if baseline is not None and not removed and bo.applies(baseline) else layout_name
+    for key in _OFFSET_TAGS:
+        if key in tags:
+            try:
+                return layout_name + bo.suffix if float(tags[key]) != 0 else layout_name
+            except ValueError:
+                break
+    if offset_removed(source):
+        return layout_name
+    baseline = processing_baseline(source, tags)
+    return layout_name + bo.suffix if baseline is not None and bo.applies(baseline) else layout_name
 
 
 def _one_band_file(path: str) -> str:
@@ -340,7 +363,7 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
             check_georef(src)
             spec, lname = _identify_stacked(src, path, sensor, source.stac)
             tags = src.tags()
-            lname = _with_baseline(spec, lname, source, tags)
+            lname = _with_baseline(spec, lname, source, {**src.tags(1), **tags})
             layout = spec.layout(lname)
             band_files = {b: (path, i + 1) for i, b in enumerate(spec.band(x).name for x in layout.bands)}
             if check_dtype:
@@ -354,12 +377,17 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
                                src.height, nodata, acquisition_time(source, tags))
     spec, mapping = _identify_per_band(list(source.files), source.key, sensor)
     ref = None
-    tags: dict[str, str] = {}
+    tags: dict[str, str] = {}  # the files' dataset and band tags
+    dtypes: dict[str, str] = {}
+    named = _with_baseline(spec, "full", source, {})  # from names, STAC and sidecars: the files' tags may add to it
     for tok, path in source.files.items():
         with _band_file(path) as src:
             if src.count != 1:
                 raise SceneError(f"band file {Path(path).name} has {src.count} bands, expected 1")
-            if check_dtype and (why := dtype_problem(src.dtypes[0], spec, "full")) is not None:
+            dtypes[path] = src.dtypes[0]
+            own = {**src.tags(1), **src.tags()}
+            says = _with_baseline(spec, "full", source, own) if own.keys() & _BASELINE_TAGS else named
+            if check_dtype and (why := dtype_problem(src.dtypes[0], spec, says)) is not None:
                 raise SceneError(f"band file {Path(path).name}: {why}")
             if check_bands:
                 check_bands_readable(src, [1])
@@ -368,9 +396,13 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
                 raise SceneError(f"band files disagree on the CRS ({Path(path).name}: {src.crs}, other: {ref[0]})")
             if ref is None or res < ref[1]:
                 ref = (src.crs, res, src.transform, src.width, src.height, src.nodata)
-            tags.update(src.tags())
+            tags.update(own)
     crs, _, transform, width, height, nodata = ref
     lname = _with_baseline(spec, "full", source, tags)
+    if check_dtype and lname != named:  # a tag decided otherwise: the types again, against the encoding it says
+        for path, found in dtypes.items():
+            if (why := dtype_problem(found, spec, lname)) is not None:
+                raise SceneError(f"band file {Path(path).name}: {why}")
     layout = spec.layout(lname)
     band_files = {mapping[t]: (p, 1) for t, p in source.files.items()}
     band_files = {b: band_files[b] for b in spec.band_names}
@@ -463,7 +495,10 @@ def dtype_problem(found: str, spec: SensorSpec, layout_name: str = "full") -> st
     """
     layout = spec.layout(layout_name)
     want = np.dtype(layout.dtype)
-    what = spec.name if layout_name == "full" else f"{spec.name} {layout_name}"
+    base, _, baseline = layout_name.partition("+")
+    what = spec.name if base == "full" else f"{spec.name} {base}"
+    if baseline:
+        what += f" (processing baseline {parse_baseline(baseline)} and later)"
     units = _UNITS_WORDS.get(spec.units, spec.units)
     try:
         got = np.dtype(found)

@@ -1,7 +1,7 @@
 """Sensor specifications and the registry."""
 
 from rsretrieve.sensors.base import (Band, BaselineOffset, CloudTest, Layout, SensorSpec, SensorSpecError, load_spec,
-                                     spec_from_dict)
+                                     parse_baseline, spec_from_dict)
 from rsretrieve.sensors.registry import get_sensor, list_sensors, register_sensor, unregister_sensor
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "get_sensor",
     "list_sensors",
     "load_spec",
+    "parse_baseline",
     "register_sensor",
     "spec_from_dict",
     "unregister_sensor",

@@ -130,13 +130,21 @@ class BaselineOffset:
         return "+N" + self.since.replace(".", "")
 
     def applies(self, baseline: str) -> bool:
-        """Whether products of processing baseline ``baseline`` (``"05.09"``) carry the offset."""
-        return _baseline_key(baseline) >= _baseline_key(self.since)
+        """Whether products of processing baseline ``baseline`` (``"05.09"``, ``"N0509"``) carry the offset;
+        ``False`` for a text that names no baseline (:func:`parse_baseline`)."""
+        b = parse_baseline(baseline)
+        return b is not None and b >= parse_baseline(self.since)
 
 
-def _baseline_key(text: str) -> tuple[int, int]:
-    major, minor = text.split(".")
-    return int(major), int(minor)
+def parse_baseline(text: object) -> str | None:
+    """A processing baseline as ``"05.09"`` (which sorts in baseline order) from ``"05.09"``, ``"5.9"``,
+    ``"N0509"`` or ``"0509"``; ``None`` for anything else and for ``99.99`` (``N9999``: a product not made by ESA's
+    processor, such as BigEarthNet's or a local Sen2Cor run's, names no baseline)."""
+    m = re.fullmatch(r"N?(\d{2})(\d{2})|(\d{1,2})\.(\d{1,2})", str(text).strip())
+    if not m:
+        return None
+    major, minor = (int(g) for g in m.groups() if g is not None)
+    return None if (major, minor) == (99, 99) else f"{major:02d}.{minor:02d}"
 
 
 @dataclass(frozen=True)
@@ -212,10 +220,15 @@ class SensorSpec:
         :attr:`baseline_offset` (``full+N0400``: the ``full`` layout with the baseline's offset added)."""
         if name in self.layouts:
             return self.layouts[name]
-        bo = self.baseline_offset
-        if bo is not None and name.endswith(bo.suffix) and name.removesuffix(bo.suffix) in self.layouts:
-            base = self.layouts[name.removesuffix(bo.suffix)]
-            return replace(base, offset=base.offset + bo.offset)
+        base, plus, baseline = name.rpartition("+")
+        if plus and base in self.layouts and re.fullmatch(r"N\d{4}", baseline):
+            # any baseline suffix: a catalog written before ``since`` was edited still reads
+            if self.baseline_offset is None:
+                raise KeyError(f"sensor {self.name!r} has no file layout {name!r}: its spec ({self.source}) no "
+                               f"longer has the baseline_offset that read such scenes; layouts: "
+                               f"{', '.join(self.layouts)}")
+            lay = self.layouts[base]
+            return replace(lay, offset=lay.offset + self.baseline_offset.offset)
         raise KeyError(f"sensor {self.name!r} has no file layout {name!r}; layouts: {', '.join(self.layouts)}")
 
     def band_index(self, name: str) -> int:

@@ -41,6 +41,7 @@ from pydantic import BeforeValidator
 from rasterio.errors import RasterioError
 from starlette.datastructures import UploadFile
 
+from rsretrieve.data.scene import product_name
 from rsretrieve.index.filters import first_line
 from rsretrieve.index.query import NoValidPixelsError, QueryError, QueryResult, run_query
 from rsretrieve.serve.filters import UPLOAD_ONLY, FilterError, parse_filters
@@ -314,6 +315,11 @@ async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]
                           "catalog scene (query by the tile_id of a catalog tile to leave its scene out)")
     with tempfile.TemporaryDirectory(prefix="rsretrieve-upload-") as tmp:
         path = Path(tmp) / "query.tif"  # the server's name, never the client's
+        if product := product_name((upload.filename or "")[:300]):  # [A-Z0-9_] only: safe as a folder name
+            # the Sentinel-2 product name (with its processing baseline, which decides the DN offset) is read from
+            # the file's folder, as for a file given to the CLI
+            path = Path(tmp) / product / "query.tif"
+            path.parent.mkdir()
         size = await save_upload(upload, path, app.state.max_upload_bytes)
         log.info("query upload: %d bytes", size)
         name = (upload.filename or "")[:100]

@@ -10,9 +10,9 @@ import yaml
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.discover import SceneSource
 from rsretrieve.data.ingest import ingest
-from rsretrieve.data.scene import _baseline, open_scene, processing_baseline
+from rsretrieve.data.scene import _with_baseline, offset_removed, open_scene, processing_baseline
 from rsretrieve.data.tiles import read_scene_tiles
-from rsretrieve.sensors import SensorSpecError, get_sensor, spec_from_dict
+from rsretrieve.sensors import SensorSpecError, get_sensor, parse_baseline, spec_from_dict
 from rsretrieve.sensors.registry import DEFAULT_SENSOR_DIR
 from tests.conftest import write_tif
 
@@ -24,7 +24,7 @@ OLD = "S2B_MSIL2A_20210705T101559_N0301_R065_T32UQD_20210705T133327"
                                        (" 04.00 ", "04.00"), ("N9999", None), ("99.99", None), ("5", None),
                                        ("", None), ("baseline", None), (None, None)])
 def test_baseline_parsing(text, want):
-    assert _baseline(text) == want
+    assert parse_baseline(text) == want
 
 
 def _source(tmp_path, *names, stac=None):
@@ -34,31 +34,72 @@ def _source(tmp_path, *names, stac=None):
 
 def test_the_baseline_is_read_from_names_tags_stac_and_sidecars(tmp_path):
     # the product name in the file's name, or in a parent folder's (a SAFE's band files), the nearest first
-    assert processing_baseline(_source(tmp_path, f"{NEW}.tif"), {}) == ("05.09", False)
+    assert processing_baseline(_source(tmp_path, f"{NEW}.tif"), {}) == "05.09"
     safe = f"{NEW}.SAFE/GRANULE/L2A_T32UQD_A033000_20230705T101559/IMG_DATA/R10m/T32UQD_20230705T101559_B04_10m.tif"
-    assert processing_baseline(_source(tmp_path, safe), {}) == ("05.09", False)
-    assert processing_baseline(_source(tmp_path, f"{NEW}/{OLD}.tif"), {}) == ("03.01", False)
+    assert processing_baseline(_source(tmp_path, safe), {}) == "05.09"
+    assert processing_baseline(_source(tmp_path, f"{NEW}/{OLD}.tif"), {}) == "03.01"
     # BigEarthNet's own products: N9999 names no baseline; a name that is not a product name says nothing
     assert processing_baseline(_source(tmp_path, "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57_B02.tif"),
-                               {}) == (None, False)
-    assert processing_baseline(_source(tmp_path, "my_N0509_stack.tif"), {}) == (None, False)
-    # a GDAL tag beats the name; STAC's property beats the name
-    assert processing_baseline(_source(tmp_path, f"{NEW}.tif"), {"PROCESSING_BASELINE": "03.00"}) == ("03.00", False)
-    assert processing_baseline(_source(tmp_path, "B04.tif", stac={"s2:processing_baseline": "05.10"}),
-                               {}) == ("05.10", False)
-    assert processing_baseline(_source(tmp_path, "B04.tif", stac={"s2:product_uri": f"{NEW}.SAFE"}),
-                               {}) == ("05.09", False)
-    # Earth Search's harmonised items: the offset is already removed
-    assert processing_baseline(_source(tmp_path, f"{NEW}.tif", stac={"s2:processing_baseline": "05.09",
-                                                                     "earthsearch:boa_offset_applied": True}),
-                               {}) == ("05.09", True)
+                               {}) is None
+    assert processing_baseline(_source(tmp_path, "my_N0509_stack.tif"), {}) is None
+    # a GDAL tag beats the name; STAC's property beats the name; Earth Search v0's properties
+    assert processing_baseline(_source(tmp_path, f"{NEW}.tif"), {"PROCESSING_BASELINE": "03.00"}) == "03.00"
+    assert processing_baseline(_source(tmp_path, "B04.tif", stac={"s2:processing_baseline": "05.10"}), {}) == "05.10"
+    assert processing_baseline(_source(tmp_path, "B04.tif", stac={"s2:product_uri": f"{NEW}.SAFE"}), {}) == "05.09"
+    assert processing_baseline(_source(tmp_path, "B04.tif", stac={"sentinel:processing_baseline": "04.00"}),
+                               {}) == "04.00"
+    assert processing_baseline(_source(tmp_path, "B04.tif", stac={"sentinel:product_id": NEW}), {}) == "05.09"
     # Earth Engine exports: metadata.json beside the band files
     (tmp_path / "gee").mkdir()
-    (tmp_path / "gee" / "metadata.json").write_text(json.dumps(
-        {"PROCESSING_BASELINE": "05.09", "system:id": "COPERNICUS/S2_SR_HARMONIZED/20230705T101559_T32UQD"}))
-    assert processing_baseline(_source(tmp_path, "gee/B4.tif"), {}) == ("05.09", True)
+    (tmp_path / "gee" / "metadata.json").write_text(json.dumps({"PROCESSING_BASELINE": "05.09"}))
+    assert processing_baseline(_source(tmp_path, "gee/B4.tif"), {}) == "05.09"
     (tmp_path / "gee" / "metadata.json").write_text(json.dumps({"PRODUCT_ID": NEW, "system:id": "COPERNICUS/S2_SR/x"}))
-    assert processing_baseline(_source(tmp_path, "gee/B4.tif"), {}) == ("05.09", False)
+    assert processing_baseline(_source(tmp_path, "gee/B4.tif"), {}) == "05.09"
+
+
+def test_a_harmonised_product_is_never_offset_whatever_names_it(tmp_path):
+    """Earth Search's flag, or an Earth Engine *_HARMONIZED export: the offset is already removed, even where the
+    product name (read before the sidecar) says 05.09."""
+    spec = get_sensor("sentinel2")
+    src = _source(tmp_path, f"{NEW}.tif", stac={"s2:processing_baseline": "05.09",
+                                                "earthsearch:boa_offset_applied": True})
+    assert offset_removed(src) and _with_baseline(spec, "full", src, {}) == "full"
+    src = _source(tmp_path, f"{NEW}.tif", stac={"sentinel:boa_offset_applied": True})
+    assert _with_baseline(spec, "full", src, {}) == "full"
+    folder = tmp_path / NEW
+    folder.mkdir()
+    (folder / "metadata.json").write_text(json.dumps({
+        "PRODUCT_ID": NEW, "system:id": "COPERNICUS/S2_SR_HARMONIZED/20230705T101559_20230705T101559_T32UQD"}))
+    src = _source(tmp_path, f"{NEW}/B4.tif")
+    assert processing_baseline(src, {}) == "05.09" and offset_removed(src)
+    assert _with_baseline(spec, "full", src, {}) == "full"
+    (folder / "metadata.json").write_text(json.dumps({"PRODUCT_ID": NEW, "system:id": "COPERNICUS/S2_SR/x"}))
+    assert _with_baseline(spec, "full", src, {}) == "full+N0400"
+
+
+def test_a_gdal_offset_tag_says_it_directly(tmp_path):
+    spec = get_sensor("sentinel2")
+    src = _source(tmp_path, "stack.tif")
+    assert _with_baseline(spec, "full", src, {"BOA_ADD_OFFSET": "-1000"}) == "full+N0400"
+    assert _with_baseline(spec, "full", src, {"RADIO_ADD_OFFSET": "-1000"}) == "full+N0400"
+    # 0: the product's own metadata says no offset, whatever the name says
+    assert _with_baseline(spec, "full", _source(tmp_path, f"{NEW}.tif"), {"BOA_ADD_OFFSET": "0"}) == "full"
+    assert _with_baseline(get_sensor("landsat8"), "full", src, {"BOA_ADD_OFFSET": "-1000"}) == "full"
+
+
+def test_each_scene_reads_its_own_sidecar(tmp_path):
+    """Two Earth Engine exports side by side, each with its own <stem>.json: each scene reads its own, not the first
+    in the folder (the 2023 one was read as 02.14 and its bright sand as cloud)."""
+    old, new = "20200604T054639_20200604T054831_T43RCP", "20230705T054639_20230705T054831_T43RCP"
+    (tmp_path / f"{old}.json").write_text(json.dumps({"PROCESSING_BASELINE": "02.14"}))
+    (tmp_path / f"{new}.json").write_text(json.dumps({"PROCESSING_BASELINE": "05.09"}))
+    (tmp_path / "notes.json").write_text(json.dumps({"PROCESSING_BASELINE": "05.11"}))
+    for stem, want in ((old, "02.14"), (new, "05.09")):
+        src = SceneSource(key=str(tmp_path / f"{stem}.tif"), files={"*": str(tmp_path / f"{stem}.tif")})
+        assert processing_baseline(src, {}) == want
+    # a third scene with no sidecar of its own does not take another's (nor the folder's several JSON files)
+    src = SceneSource(key=str(tmp_path / "other.tif"), files={"*": str(tmp_path / "other.tif")})
+    assert processing_baseline(src, {}) is None
 
 
 def test_the_spec_resolves_the_offset_layout_and_refuses_bad_fields():
@@ -69,8 +110,12 @@ def test_the_spec_resolves_the_offset_layout_and_refuses_bad_fields():
     lay = spec.layout("full+N0400")
     assert lay.offset == pytest.approx(-0.1) and lay.bands == spec.layout("full").bands and lay.scale == 1e-4
     assert get_sensor("sentinel2_l1c").layout("full+N0400").offset == pytest.approx(-0.1)
-    with pytest.raises(KeyError, match="no file layout 'full\\+N0400'; layouts: full"):
+    # a catalog written under another ``since`` still reads; a spec without baseline_offset says why it cannot
+    assert spec.layout("full+N0500") == lay
+    with pytest.raises(KeyError, match="no file layout 'full\\+N0400': its spec .* no longer has the baseline_off"):
         get_sensor("landsat8").layout("full+N0400")
+    with pytest.raises(KeyError, match="no file layout 'full\\+x'; layouts: full"):
+        spec.layout("full+x")
     raw = yaml.safe_load((DEFAULT_SENSOR_DIR / "sentinel2.yaml").read_text())
     for bad, field, why in (({"since": "4", "offset": -0.1}, "since", "like \"04.00\""),
                             ({"since": 4.0, "offset": -0.1}, "since", "like \"04.00\""),
@@ -145,10 +190,48 @@ def test_the_real_samples_carry_no_offset(real_data):
     assert s2a, "no SSL4EO-S12 s2a sample"
     for b4 in s2a:
         src = SceneSource(key=str(b4.parent), files={p.stem: str(p) for p in b4.parent.glob("B*.tif")})
-        assert processing_baseline(src, {}) == ("02.14", False)
+        assert processing_baseline(src, {}) == "02.14" and not offset_removed(src)
         assert open_scene(src).layout_name == "full"
     for d in sorted((real_data / "bigearthnet_v2_layout" / "BigEarthNet-S2").glob("*/*")) + \
             sorted((real_data / "bigearthnet_mm" / "S2").glob("S2*")):
         files = {p.stem.rsplit("_", 1)[1]: str(p) for p in d.glob("*_B*.tif")}
         opened = open_scene(SceneSource(key=str(d), files=files))
         assert opened.layout_name == "full", d
+
+
+def _per_band(folder, values, dtype="uint16", tags=None):
+    spec = get_sensor("sentinel2")
+    for b in spec.band_names:
+        write_tif(folder / f"T32UQD_{b}.tif", np.full((1, 16, 16), values, dtype), crs="EPSG:32632",
+                  origin=(600_000.0, 5_400_000.0), nodata=0, tags=tags)
+    return SceneSource(key=str(folder / "T32UQD*"), files={b: str(folder / f"T32UQD_{b}.tif")
+                                                           for b in spec.band_names})
+
+
+def test_the_dtype_hint_of_a_per_band_offset_product_includes_the_offset(tmp_path):
+    """Float reflectance per-band files of a 05.09 product: the hint is the DN encoding the scene will be read
+    with (reflectance + 0.1), not that of older products; following it then reads the reflectance back."""
+    from rsretrieve.data.scene import SceneError
+
+    src = _per_band(tmp_path / NEW, 0.1, "float32")
+    with pytest.raises(SceneError) as e:
+        open_scene(src, check_dtype=True)
+    assert str(e.value) == ("band file T32UQD_B01.tif: float32 pixels, but sentinel2 (processing baseline 04.00 and "
+                            "later) files hold uint16 DN (reflectance = DN * 0.0001 - 0.1): float values such as "
+                            "reflectance would be read as DN; write the file as uint16 DN = round((reflectance + 0.1) "
+                            "/ 0.0001) (or cast it to uint16 if it holds DN already)")
+    src = _per_band(tmp_path / NEW, round((0.1 + 0.1) / 0.0001))
+    opened = open_scene(src, check_dtype=True)
+    assert opened.layout.scale * 2000 + opened.layout.offset == pytest.approx(0.1)
+
+
+def test_a_per_band_offset_tag_decides_where_the_name_says_nothing(tmp_path):
+    """GDAL's SENTINEL2 driver writes BOA_ADD_OFFSET on each band: -1000 reads with the offset, 0 without, though
+    the folder names no product; a float file is then refused with the hint of the encoding the tag says."""
+    from rsretrieve.data.scene import SceneError
+
+    assert open_scene(_per_band(tmp_path / "a", 2000)).layout_name == "full"
+    assert open_scene(_per_band(tmp_path / "b", 2000, tags={"BOA_ADD_OFFSET": "-1000"})).layout_name == "full+N0400"
+    assert open_scene(_per_band(tmp_path / NEW, 2000, tags={"BOA_ADD_OFFSET": "0"})).layout_name == "full"
+    with pytest.raises(SceneError, match=r"sentinel2 \(processing baseline 04\.00 and later\) files hold uint16 DN"):
+        open_scene(_per_band(tmp_path / "c", 0.1, "float32", tags={"BOA_ADD_OFFSET": "-1000"}), check_dtype=True)

@@ -300,3 +300,35 @@ def test_a_running_service_follows_index_updates(tmp_path):
         assert r.status_code == 200, r.text
         feats = r.json()["features"]
         assert feats and feats[0]["properties"]["tile_id"] == new  # found in the new generation
+
+
+def test_an_uploaded_offset_product_is_read_as_the_cli_reads_it(client, ws, tmp_path):
+    """A Sentinel-2 window uploaded as a product of processing baseline 05.09 (DN + 1000, named by the client as
+    the product): the service reads the baseline from the client's name, as the CLI reads it from the file's
+    folder, and finds the catalog tile it was cut from with the same score as the window without the offset."""
+    with Catalog(ws / "catalog.sqlite") as cat:
+        t = cat.tiles("t.sensor = 'sentinel2' AND t.coverage = 1.0")[0]
+        scene = cat.scene(t["scene_id"])
+    with rasterio.open(scene["files"]["*"]) as src:
+        win = Window(t["col_off"], t["row_off"], t["width"], t["height"])
+        dn = src.read(window=win)
+        profile = {k: v for k, v in src.profile.items() if k not in ("blockxsize", "blockysize", "tiled")}
+        profile.update(width=t["width"], height=t["height"], transform=src.window_transform(win))
+        tags = src.tags()
+    uploads = {}
+    for name, data in (("plain.tif", dn), ("offset.tif", np.where(dn == 0, 0, dn + 1000).astype(dn.dtype))):
+        with rasterio.open(tmp_path / name, "w", **profile) as dst:
+            dst.write(data)
+            dst.update_tags(**tags)
+        uploads[name] = (tmp_path / name).read_bytes()
+    product = "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327"
+    scores = {}
+    for name, data, client_name in (("plain", uploads["plain.tif"], "window.tif"),
+                                    ("offset", uploads["offset.tif"], f"{product}_window.tif")):
+        r = _query(client, filters={"k": 1}, upload=data, name=client_name)
+        assert r.status_code == 200, r.text
+        top = r.json()["features"][0]["properties"]
+        assert top["tile_id"] == t["tile_id"], name
+        scores[name] = top["score"]
+        assert product not in r.text.replace(f"{product}_window.tif", "")  # no server path with it
+    assert scores["offset"] == pytest.approx(scores["plain"], abs=1e-5) and scores["plain"] > 0.999
