@@ -77,8 +77,22 @@ def _aux_patterns() -> list[str]:
     return [p for n in list_sensors() for p in get_sensor(n).aux_patterns]
 
 
+#: the resolution suffix of a Sentinel-2 L2A granule's band files: ``T32UQD_20230705T101559_B04_10m``
+_RES_SUFFIX = re.compile(r"_([126]0)m$")
+#: the resolution folders of a Sentinel-2 L2A granule's ``IMG_DATA``
+_RES_FOLDER = re.compile(r"R[126]0m")
+
+
 def split_band_token(stem: str, tokens: list[str]) -> tuple[str, str] | None:
-    """``"S2A_..._87_48_B8A"`` -> ``("S2A_..._87_48", "B8A")``; ``"VV"`` -> ``("", "VV")``; else ``None``."""
+    """``"S2A_..._87_48_B8A"`` -> ``("S2A_..._87_48", "B8A")``; ``"VV"`` -> ``("", "VV")``; else ``None``. A
+    Sentinel-2 L2A resolution suffix is not part of the token: ``"T32UQD_..._B04_10m"`` -> ``("T32UQD_...", "B04")``.
+    """
+    if (m := _RES_SUFFIX.search(stem)) and (split := _split(stem[:m.start()], tokens)) is not None:
+        return split
+    return _split(stem, tokens)
+
+
+def _split(stem: str, tokens: list[str]) -> tuple[str, str] | None:
     for t in tokens:
         if stem == t:
             return "", t
@@ -137,6 +151,12 @@ def _aux_role(stem: str, scene: SceneSource) -> str:
     if prefix and stem.startswith(prefix) and len(stem) > len(prefix) + 1 and stem[len(prefix)] in "_-.":
         return stem[len(prefix) + 1:]
     return stem
+
+
+def _resolution(f: Path) -> int:
+    """The metres of a Sentinel-2 L2A band file's resolution suffix (``..._B04_10m``: 10); 0 without one."""
+    m = _RES_SUFFIX.search(f.stem)
+    return int(m.group(1)) if m else 0
 
 
 def _broken_link(path: Path) -> Problem:
@@ -251,7 +271,11 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
             singles.append(f)
             continue
         prefix, tok = split
-        groups.setdefault((f.parent, prefix), {})[tok] = f
+        # a Sentinel-2 L2A granule's IMG_DATA/R10m, R20m and R60m hold one product: each band from its finest folder
+        folder = f.parent.parent if _RES_FOLDER.fullmatch(f.parent.name) else f.parent
+        group = groups.setdefault((folder, prefix), {})
+        if tok not in group or _resolution(f) < _resolution(group[tok]):
+            group[tok] = f
     for (folder, prefix), bands in groups.items():
         if len(bands) == 1:
             singles.extend(bands.values())
