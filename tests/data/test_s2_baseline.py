@@ -235,3 +235,21 @@ def test_a_per_band_offset_tag_decides_where_the_name_says_nothing(tmp_path):
     assert open_scene(_per_band(tmp_path / NEW, 2000, tags={"BOA_ADD_OFFSET": "0"})).layout_name == "full"
     with pytest.raises(SceneError, match=r"sentinel2 \(processing baseline 04\.00 and later\) files hold uint16 DN"):
         open_scene(_per_band(tmp_path / "c", 0.1, "float32", tags={"BOA_ADD_OFFSET": "-1000"}), check_dtype=True)
+
+
+def test_acquisition_times_come_from_each_scenes_own_sidecar(tmp_path):
+    """Two Earth Engine exports with undated names in one folder, each with its own <stem>.json: each scene takes
+    its own date (both took the first JSON file's before); a lone metadata.json still dates the folder's scene."""
+    from rsretrieve.data.scene import acquisition_time
+
+    for stem, when in (("export_a", "2020-06-04T05:46:39Z"), ("export_b", "2023-07-05T05:46:39Z")):
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"datetime": when}))
+    got = {stem: acquisition_time(SceneSource(key=str(tmp_path / f"{stem}.tif"),
+                                              files={"*": str(tmp_path / f"{stem}.tif")}), {})
+           for stem in ("export_a", "export_b", "export_c")}
+    assert {k: v and v.isoformat() for k, v in got.items()} == {
+        "export_a": "2020-06-04T05:46:39+00:00", "export_b": "2023-07-05T05:46:39+00:00", "export_c": None}
+    (tmp_path / "gee").mkdir()
+    (tmp_path / "gee" / "metadata.json").write_text(json.dumps({"datetime": "2021-01-02T03:04:05Z"}))
+    src = SceneSource(key=str(tmp_path / "gee") + "/", files={"B4": str(tmp_path / "gee" / "B4.tif")})
+    assert acquisition_time(src, {}).isoformat() == "2021-01-02T03:04:05+00:00"
