@@ -83,13 +83,18 @@ _RES_SUFFIX = re.compile(r"_([126]0)m$")
 _RES_FOLDER = re.compile(r"R[126]0m")
 
 
-def split_band_token(stem: str, tokens: list[str]) -> tuple[str, str] | None:
-    """``"S2A_..._87_48_B8A"`` -> ``("S2A_..._87_48", "B8A")``; ``"VV"`` -> ``("", "VV")``; else ``None``. A
-    Sentinel-2 L2A resolution suffix is not part of the token: ``"T32UQD_..._B04_10m"`` -> ``("T32UQD_...", "B04")``.
-    """
-    if (m := _RES_SUFFIX.search(stem)) and (split := _split(stem[:m.start()], tokens)) is not None:
+def split_band_token(stem: str, tokens: list[str], resolution_suffix: bool = False) -> tuple[str, str] | None:
+    """``"S2A_..._87_48_B8A"`` -> ``("S2A_..._87_48", "B8A")``; ``"VV"`` -> ``("", "VV")``; else ``None``. With
+    ``resolution_suffix`` (a file of a Sentinel-2 L2A granule's ``IMG_DATA/R10m``), the suffix is not part of the
+    token: ``"T32UQD_..._B04_10m"`` -> ``("T32UQD_...", "B04")``."""
+    if resolution_suffix and (m := _RES_SUFFIX.search(stem)) and (split := _split(stem[:m.start()], tokens)):
         return split
     return _split(stem, tokens)
+
+
+def in_l2a_granule(f: Path) -> bool:
+    """Whether ``f`` is in a resolution folder of a Sentinel-2 L2A granule (``IMG_DATA/R10m``, ``R20m``, ``R60m``)."""
+    return bool(_RES_FOLDER.fullmatch(f.parent.name)) and f.parent.parent.name == "IMG_DATA"
 
 
 def _split(stem: str, tokens: list[str]) -> tuple[str, str] | None:
@@ -113,9 +118,17 @@ def _is_stac_item(path: Path) -> dict | None:
     return None
 
 
-def _stac_source(path: Path, doc: dict, tokens: list[str]) -> SceneSource | Problem:
-    """Turn a STAC item into a scene: raster assets with local hrefs, keyed by their band names."""
+def _stac_source(path: Path, doc: dict, tokens: list[str], aux_pats: list[str]) -> SceneSource | Problem:
+    """Turn a STAC item into a scene: raster assets with local hrefs, keyed by their band names.
+
+    An asset's band is the first of its ``eo:bands`` name, its file's stem (Earth Search v1 names its red asset's
+    band ``red`` and its file ``B04.tif``) and its key that is a registered band name or alias, else its ``eo:bands``
+    name. An asset whose file matches a sensor's ``aux_patterns`` (Sentinel-2's ``SCL.tif``, the 3-band true-colour
+    ``TCI.tif`` of a ``visual`` asset) is the scene's companion, not a band or the scene's stacked file.
+    """
     files: dict[str, str] = {}
+    aux: dict[str, str] = {}
+    known = set(tokens)
     for key, asset in doc.get("assets", {}).items():
         href = asset.get("href", "")
         if re.match(r"^[a-z][a-z0-9+.-]*://", href) and not href.startswith("file://"):
@@ -127,19 +140,23 @@ def _stac_source(path: Path, doc: dict, tokens: list[str]) -> SceneSource | Prob
         roles = asset.get("roles", ["data"])
         if "data" not in roles:
             continue
+        if any(re.search(p, target.name) for p in aux_pats):
+            aux[target.stem] = str(target)
+            continue
         eo = asset.get("eo:bands") or asset.get("bands") or []
         if len(eo) == 1 and eo[0].get("name"):
-            files[eo[0]["name"]] = str(target)
+            names = (eo[0]["name"], target.stem, key)
+            files[next((n for n in names if n in known), eo[0]["name"])] = str(target)
         elif len(eo) > 1:
             files["*"] = str(target)
         else:
-            files[key] = str(target)
+            files[key if key in known or target.stem not in known else target.stem] = str(target)
     if not files:
         return Problem(str(path), "STAC item has no raster asset with a local href")
     if "*" in files and len(files) > 1:
         files = {"*": files["*"]}
     props = dict(doc.get("properties", {}))
-    return SceneSource(key=str(path.resolve()), files=files, stac=props)
+    return SceneSource(key=str(path.resolve()), files=files, stac=props, aux=aux)
 
 
 def _aux_role(stem: str, scene: SceneSource) -> str:
@@ -151,6 +168,15 @@ def _aux_role(stem: str, scene: SceneSource) -> str:
     if prefix and stem.startswith(prefix) and len(stem) > len(prefix) + 1 and stem[len(prefix)] in "_-.":
         return stem[len(prefix) + 1:]
     return stem
+
+
+def _granule_scene(folders: dict[Path, tuple[list[str], list[int], list[SceneSource]]],
+                   img_data: Path) -> SceneSource | None:
+    """The one scene whose band files are in a Sentinel-2 granule's ``IMG_DATA`` (or its resolution folders), or
+    ``None`` where there is none or more than one."""
+    found = {id(s): s for folder, (_, _, scenes) in folders.items() if img_data in (folder, folder.parent)
+             for s in scenes}
+    return next(iter(found.values())) if len(found) == 1 else None
 
 
 def _resolution(f: Path) -> int:
@@ -249,7 +275,7 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
             doc = _is_stac_item(f)
             if doc is not None:
                 items.add(f)
-                src = _stac_source(f, doc, tokens)
+                src = _stac_source(f, doc, tokens, aux_pats)
                 if isinstance(src, Problem):
                     problems.append(src)
                 else:
@@ -266,15 +292,15 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         if LABEL_NAME.search(f.stem):
             sources.append(SceneSource(key=str(f), files={"*": str(f)}, role="labels"))
             continue
-        split = split_band_token(f.stem, tokens)
+        granule = in_l2a_granule(f)
+        split = split_band_token(f.stem, tokens, resolution_suffix=granule)
         if split is None:
             singles.append(f)
             continue
         prefix, tok = split
         # a Sentinel-2 L2A granule's IMG_DATA/R10m, R20m and R60m hold one product: each band from its finest folder
-        folder = f.parent.parent if _RES_FOLDER.fullmatch(f.parent.name) else f.parent
-        group = groups.setdefault((folder, prefix), {})
-        if tok not in group or _resolution(f) < _resolution(group[tok]):
+        group = groups.setdefault((f.parent.parent if granule else f.parent, prefix), {})
+        if tok not in group or (granule and _resolution(f) < _resolution(group[tok])):
             group[tok] = f
     for (folder, prefix), bands in groups.items():
         if len(bands) == 1:
@@ -288,6 +314,8 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
     folders = _files_by_folder(sources)
     for a in aux:
         best = _longest_prefix_source(folders.get(a.parent), a.name)
+        if best is None and a.parent.name == "QI_DATA":  # a granule's masks: beside IMG_DATA, named apart from it
+            best = _granule_scene(folders, a.parent.parent / "IMG_DATA")
         if best is not None:
             best.aux[_aux_role(a.stem, best)] = str(a)
     # a link named NAME.tif (on its own or in a folder) to a file whose own name is no raster's (a content-addressed

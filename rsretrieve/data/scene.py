@@ -22,7 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from rsretrieve.data.discover import SceneSource, band_tokens, split_band_token
+from rsretrieve.data.discover import SceneSource, band_tokens, in_l2a_granule, split_band_token
 from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors, parse_baseline
 
 
@@ -136,7 +136,8 @@ def parse_time(text: str) -> datetime | None:
 
 
 def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | None:
-    """The acquisition time from, in order: STAC ``datetime``, raster tags, a sidecar JSON, the file name.
+    """The acquisition time from, in order: STAC ``datetime``, raster tags, the scene's sidecar JSON (a time field,
+    or the date in an ESA ``PRODUCT_ID``), the file name, a sidecar's Earth Engine ``system:time_start``.
 
     A STAC item whose ``datetime`` is null describes a time range instead (``start_datetime`` and
     ``end_datetime``, STAC 1.0 common metadata); its ``start_datetime`` is taken as the acquisition time.
@@ -157,6 +158,8 @@ def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | No
         for k in ("acquisition_date", "acquisition_time", "datetime", "DATE_ACQUIRED"):
             if isinstance(doc.get(k), str) and (t := parse_time(doc[k])):
                 return t
+        if name := product_name(str(doc.get("PRODUCT_ID", ""))):  # the datatake's start, as in ESA's names
+            return parse_time(name.split("_")[2])
     names = [first.name, first.parent.name, first.parent.parent.name]
     for n in names:
         if m := _NAME_TIME.search(n):
@@ -164,6 +167,10 @@ def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | No
     for n in names:
         if m := _NAME_DATE.search(n):
             return datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)), tzinfo=timezone.utc)
+    for doc in _sidecars(source):  # Earth Engine's system:time_start, in milliseconds since 1970: its granule's time
+        ms = doc.get("system:time_start")
+        if isinstance(ms, (int, float)) and not isinstance(ms, bool):
+            return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
     return None
 
 
@@ -175,13 +182,17 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
     first = Path(next(iter(source.files.values())))
     own = first.stem if source.stacked else "" if source.key.endswith(os.sep) else Path(source.key).name.rstrip("*")
     found = sorted(first.parent.glob("*.json"))
-    mine = [f for f in found if own and f.name.startswith(own)] or (found if len(found) == 1 else [])
-    for side in mine:
+    # the scene's name, then the end of a name or a separator: export_1's is export_1.json, never export_10.json
+    mine = [f for f in found if own and f.name.startswith(own) and f.name[len(own):][:1] in (".", "_", "-")]
+    for side in mine or (found if len(found) == 1 else []):
         try:
             doc = json.loads(side.read_text())
         except (OSError, ValueError, UnicodeDecodeError):
             continue
-        if isinstance(doc, dict):
+        if isinstance(doc, dict) and doc.get("type") == "Image" and isinstance(doc.get("properties"), dict):
+            # Earth Engine's ``json.dump(image.getInfo())``: the image's properties, its id the collection's path
+            yield {**doc["properties"], "system:id": doc.get("id", doc["properties"].get("system:id", ""))}
+        elif isinstance(doc, dict):
             yield doc
 
 
@@ -263,7 +274,7 @@ def _with_baseline(spec: SensorSpec, layout_name: str, source: SceneSource, tags
 def _one_band_file(path: str) -> str:
     """The hint for a one-band file named after a band (``.../VV.tif``, ``..._B04.tif``): neither ``--sensor`` nor
     any other flag makes one band of a product a scene; its band files together do. ``""`` for other names."""
-    split = split_band_token(Path(path).stem, band_tokens())
+    split = split_band_token(Path(path).stem, band_tokens(), resolution_suffix=in_l2a_granule(Path(path)))
     if split is None:
         return ""
     return (f"; it looks like band {split[1]} of a product delivered as one file per band: ingest its folder, or "
@@ -337,7 +348,16 @@ def _identify_per_band(tokens: list[str], path: str, override: str | None) -> tu
         if override:
             raise SceneError(f"band files {have} are not the bands of sensor {override!r} "
                              f"({', '.join(get_sensor(override).band_names)})")
-        raise SceneError(f"band files {have} do not make a complete product of any registered sensor")
+        lacking = []  # the sensors whose band set holds every file's band, and what they lack
+        for n in list_sensors():
+            spec = get_sensor(n)
+            try:
+                got = {spec.band(t).name for t in tokens}
+            except KeyError:
+                continue
+            lacking.append(f"{n} lacks {', '.join(b for b in spec.band_names if b not in got)}")
+        raise SceneError(f"band files {have} do not make a complete product of any registered sensor"
+                         + (f" ({'; '.join(lacking)})" if lacking else ""))
     if len(fits) > 1:
         raise SceneError(f"band files could be any of {', '.join(f[0].name for f in fits)}; pass --sensor")
     return fits[0]

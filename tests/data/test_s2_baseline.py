@@ -253,3 +253,32 @@ def test_acquisition_times_come_from_each_scenes_own_sidecar(tmp_path):
     (tmp_path / "gee" / "metadata.json").write_text(json.dumps({"datetime": "2021-01-02T03:04:05Z"}))
     src = SceneSource(key=str(tmp_path / "gee") + "/", files={"B4": str(tmp_path / "gee" / "B4.tif")})
     assert acquisition_time(src, {}).isoformat() == "2021-01-02T03:04:05+00:00"
+
+
+def test_a_sidecar_is_the_scenes_own_by_its_whole_name_and_earth_engine_get_info_is_read(tmp_path):
+    """export_1's sidecar is export_1.json, not export_10.json (a harmonised export, which made export_1's offset
+    be left in); Earth Engine's getInfo() layout (properties nested, the collection in ``id``) says HARMONIZED and
+    gives the time; system:time_start and a PRODUCT_ID date a scene whose name does not."""
+    from rsretrieve.data.scene import acquisition_time
+
+    spec = get_sensor("sentinel2")
+    (tmp_path / "export_1.json").write_text(json.dumps({"PRODUCT_ID": NEW, "system:id": "COPERNICUS/S2_SR/a"}))
+    (tmp_path / "export_10.json").write_text(json.dumps({
+        "PRODUCT_ID": NEW, "system:id": "COPERNICUS/S2_SR_HARMONIZED/b", "system:time_start": 1688552159000}))
+    one, ten = (SceneSource(key=str(tmp_path / f"{s}.tif"), files={"*": str(tmp_path / f"{s}.tif")})
+                for s in ("export_1", "export_10"))
+    assert _with_baseline(spec, "full", one, {}) == "full+N0400" and _with_baseline(spec, "full", ten, {}) == "full"
+    assert acquisition_time(one, {}).isoformat() == "2023-07-05T10:15:59+00:00"  # from PRODUCT_ID
+    assert acquisition_time(ten, {}).isoformat() == "2023-07-05T10:15:59+00:00"  # from its PRODUCT_ID
+    d = tmp_path / "getinfo"
+    d.mkdir()
+    (d / f"{NEW}.json").write_text(json.dumps({"type": "Image", "id": "COPERNICUS/S2_SR_HARMONIZED/20230705",
+                                               "properties": {"PRODUCT_ID": NEW,
+                                                              "system:time_start": 1688552159000}}))
+    src = SceneSource(key=str(d / f"{NEW}.tif"), files={"*": str(d / f"{NEW}.tif")})
+    assert offset_removed(src) and _with_baseline(spec, "full", src, {}) == "full"
+    assert acquisition_time(src, {}).isoformat() == "2023-07-05T10:15:59+00:00"
+    # an undated name whose sidecar has only Earth Engine's system:time_start
+    (d / "export_x.json").write_text(json.dumps({"system:time_start": 1688552159000}))
+    src = SceneSource(key=str(d / "export_x.tif"), files={"*": str(d / "export_x.tif")})
+    assert acquisition_time(src, {}).isoformat() == "2023-07-05T10:15:59+00:00"

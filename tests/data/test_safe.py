@@ -69,13 +69,33 @@ def _l2a(root):
     return img
 
 
-def test_split_band_token_drops_the_resolution_suffix():
-    tokens = ["B8A", "B04", "B1"]
-    assert split_band_token(f"{STEM}_B04_10m", tokens) == (STEM, "B04")
-    assert split_band_token(f"{STEM}_B8A_20m", tokens) == (STEM, "B8A")
-    assert split_band_token(f"{STEM}_B04", tokens) == (STEM, "B04")
-    assert split_band_token("B1_60m", tokens) == ("", "B1")
-    assert split_band_token(f"{STEM}_SCL_20m", tokens) is None
+def test_split_band_token_drops_the_resolution_suffix_in_a_granule():
+    tokens = ["B8A", "B04", "B1", "VV"]
+    assert split_band_token(f"{STEM}_B04_10m", tokens, resolution_suffix=True) == (STEM, "B04")
+    assert split_band_token(f"{STEM}_B8A_20m", tokens, resolution_suffix=True) == (STEM, "B8A")
+    assert split_band_token(f"{STEM}_B04", tokens, resolution_suffix=True) == (STEM, "B04")
+    assert split_band_token("B1_60m", tokens, resolution_suffix=True) == ("", "B1")
+    assert split_band_token(f"{STEM}_SCL_20m", tokens, resolution_suffix=True) is None
+    # elsewhere a name ending in _10m is not a band file's
+    assert split_band_token(f"{STEM}_B04_10m", tokens) is None
+    assert split_band_token("S1A_IW_GRDH_1SDV_20230705T053000_VV_10m", tokens) is None
+
+
+def test_files_outside_a_granule_keep_their_old_grouping(tmp_path):
+    """Band folders named R10m / R20m outside a SAFE's IMG_DATA are two scenes, as before; stacked files whose
+    names end in <band>_10m / _20m are two scenes too (the coarser was dropped without a word)."""
+    spec = get_sensor("sentinel2")
+    for res in (10, 20):
+        for b in spec.band_names:
+            _jp2(tmp_path / "site1" / f"R{res}m" / f"{b}.jp2", _dn(_reflectance("B05", res)), res)
+    for res in (10, 20):
+        _jp2(tmp_path / "s1" / f"S1A_IW_GRDH_1SDV_20230705T053000_VV_{res}m.jp2",
+             np.full((2, 960 // res, 960 // res), 100, np.uint16), res)
+    sources, problems = discover([tmp_path])
+    keys = sorted(s.key.removeprefix(str(tmp_path)) for s in sources)
+    assert problems == [] and keys == ["/s1/S1A_IW_GRDH_1SDV_20230705T053000_VV_10m.jp2",
+                                       "/s1/S1A_IW_GRDH_1SDV_20230705T053000_VV_20m.jp2", "/site1/R10m/",
+                                       "/site1/R20m/"]
 
 
 def test_an_l2a_safe_is_one_scene_each_band_at_its_finest(tmp_path):
@@ -88,6 +108,8 @@ def test_an_l2a_safe_is_one_scene_each_band_at_its_finest(tmp_path):
     want = {b: 10 if NATIVE[b] == 10 else 20 if b != "B09" else 60 for b in spec.band_names}  # B01 20 m: in R20m
     assert {b: int(p.rsplit("_", 1)[1][:2]) for b, p in src.files.items()} == want
     assert {"SCL_20m", "SCL_60m", "TCI_10m", "AOT_10m", "WVP_10m"} <= set(src.aux)
+    # the granule's QI_DATA beside IMG_DATA: its masks and preview, named apart from the band files
+    assert {"MSK_CLDPRB_20m", "L2A_PVI"} <= set(src.aux)
 
     cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
     try:
@@ -119,6 +141,11 @@ def test_an_l1c_safe_granule_is_one_scene(tmp_path):
     for band, res in NATIVE.items():
         _jp2(img / f"{STEM}_{band}.jp2", _dn(_reflectance(band, res)), res)
     _jp2(img / f"{STEM}_TCI.jp2", np.full((3, 96, 96), 90, np.uint8), 10)
+    for mask in ("MSK_CLASSI_B00", "MSK_DETFOO_B04", "MSK_QUALIT_B04", "T32UQD_20230705T101559_PVI"):
+        _jp2(img.parent / "QI_DATA" / f"{mask}.jp2", np.zeros((1, 16, 16), np.uint8), 60)
+    (sources, problems) = discover([tmp_path])
+    assert problems == [] and len(sources) == 1
+    assert set(sources[0].aux) == {"TCI", "MSK_CLASSI_B00", "MSK_DETFOO_B04", "MSK_QUALIT_B04", "PVI"}
     cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
     try:
         report = ingest([tmp_path], cat)
@@ -128,3 +155,17 @@ def test_an_l1c_safe_granule_is_one_scene(tmp_path):
         assert sorted(t["cloud_fraction"] for t in cat.tiles()) == [0.0, 0.0, 0.0, pytest.approx(1.0)]
     finally:
         cat.close()
+
+
+def test_a_granule_missing_a_band_is_rejected_naming_the_band(tmp_path):
+    img = _l2a(tmp_path)
+    (img / "R10m" / f"{STEM}_B08_10m.jp2").unlink()
+    cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
+    try:
+        report = ingest([tmp_path], cat)
+    finally:
+        cat.close()
+    assert report.added == 0
+    assert [str(p) for p in report.problems] == [
+        f"{img / STEM}*: band files B01, B02, B03, B04, B05, B06, B07, B09, B11, B12, B8A do not make a complete "
+        "product of any registered sensor (sentinel2 lacks B08; sentinel2_l1c lacks B08, B10)"]
