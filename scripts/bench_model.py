@@ -241,8 +241,8 @@ def _foreign_comparison(args: argparse.Namespace, tmp: Path) -> list[str]:
     out = ["## Cross-sensor retrieval on a foreign archive (`scripts/bench_model.py --archive foreign`)", "",
            f"An archive rsretrieve did not make: `python scripts/make_foreign_archive.py --out A --sites {sites} "
            "--seed 0` writes co-registered UTM GeoTIFFs per sensor in a plain user layout (`A/S1/S1A_IW_GRDH_1SDV_"
-           "..._Orb_Cal_TC_dB.tif` VV/VH dB float32, `A/S2/S2?_MSIL2A_..._N05xx_..._T<tile>_....tif` 12-band uint16 L2A "
-           "stack of processing baseline 05.09/05.10 (DN = reflectance x 10000 + 1000, read with that offset), "
+           "..._Orb_Cal_TC_dB.tif` VV/VH dB float32, `A/S2/S2?_MSIL2A_..._N05xx_..._T<tile>_....tif` 12-band uint16 "
+           "L2A stack of processing baseline 05.09/05.10 (DN = reflectance x 10000 + 1000, read with that offset), "
            "`A/EnMAP/ENMAP01-____L2A-..._SPECTRAL_IMAGE.TIF` 224-band int16 with the water-vapour bands nodata), "
            "partly overlapping footprints, each sensor on its own date, standard GeoTIFF metadata only, and its own "
            "ground model (Voronoi fields, 8 classes, its own spectra and SAR model). `rsretrieve ingest A "
