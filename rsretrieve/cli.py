@@ -141,7 +141,9 @@ def cmd_sensors(args: argparse.Namespace) -> int:
         text = f"  cloud test: mean {spec.units} of {'/'.join(ct.bands)} above {ct.above:g} is cloud"
         if ct.snow_bands:
             text += f", unless snow (NDSI of {'/'.join(ct.snow_bands)} above {ct.snow_ndsi:g})"
-        if ct.qa_role:
+        if ct.qa_classes:
+            text += f"; the scene's {ct.qa_role} classes {','.join(map(str, ct.qa_classes))} add cloud"
+        elif ct.qa_role:
             bits = f"bits {','.join(map(str, ct.qa_bits))} add" if len(ct.qa_bits) > 1 else f"bit {ct.qa_bits[0]} adds"
             text += f"; the scene's {ct.qa_role} {bits} cloud"
         print(text)

@@ -26,7 +26,7 @@ def test_sensors_list_and_show(cli):
     assert r.returncode == 0 and "B8A" in r.stdout and "864.7" in r.stdout
     # the cloud test and the processing-baseline offset that decide how pixels are read
     assert ("  cloud test: mean reflectance of B02/B03/B04 above 0.3 is cloud, unless snow (NDSI of B03/B11 above "
-            "0.4)\n") in r.stdout
+            "0.4); the scene's SCL classes 8,9,10 add cloud\n") in r.stdout
     assert "processing baseline 04.00 and later" in r.stdout and "physical = DN * 0.0001 - 0.1" in r.stdout
     r = cli("sensors", "show", "landsat8")
     assert "; the scene's QA_PIXEL bits 1,2,3 add cloud\n" in r.stdout and "processing baseline" not in r.stdout
@@ -36,7 +36,7 @@ def test_sensors_list_and_show(cli):
     assert len(d["bands"]) == 224 and d["baseline_offset"] is None
     assert d["cloud_test"]["qa_role"] == "QL_QUALITY_CLOUD" and d["cloud_test"]["qa_bits"] == [0]
     d = json.loads(cli("sensors", "show", "sentinel2", "--json").stdout)
-    assert d["baseline_offset"] == {"since": "04.00", "offset": -0.1} and d["cloud_test"]["snow_bands"] == ["B03", "B11"]
+    assert d["baseline_offset"] == {"since": "04.00", "offset": -0.1} and d["cloud_test"]["qa_classes"] == [8, 9, 10]
 
 
 def test_sensors_show_unknown_is_a_usage_error(cli):

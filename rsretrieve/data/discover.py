@@ -316,6 +316,8 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         best = _longest_prefix_source(folders.get(a.parent), a.name)
         if best is None and a.parent.name == "QI_DATA":  # a granule's masks: beside IMG_DATA, named apart from it
             best = _granule_scene(folders, a.parent.parent / "IMG_DATA")
+        elif best is None and a.parent in folders and len({id(s) for s in folders[a.parent][2]}) == 1:
+            best = folders[a.parent][2][0]  # named apart from the folder's one scene (SCL.tif beside B04.tif)
         if best is not None:
             best.aux[_aux_role(a.stem, best)] = str(a)
     # a link named NAME.tif (on its own or in a folder) to a file whose own name is no raster's (a content-addressed

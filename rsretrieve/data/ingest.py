@@ -21,6 +21,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -201,23 +202,27 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
         if crs != scene.crs:  # read through the scene's transform, it would mark another ground
             raise SceneError(f"quality mask {Path(qa).name} is in {crs.to_string() if crs else 'no CRS'}, the "
                              f"scene in {scene.crs.to_string()}: it must be on the scene's ground")
-        cloud |= ok & ((reader.read(qa, 1, r0, r1, 0).astype(np.int64) & test.qa_mask) != 0)
+        cloud |= ok & test.qa_cloud(reader.read(qa, 1, r0, r1, 0))
     return ok, cloud, data
 
 
 def _aux_by_role(source: SceneSource, role: str) -> str | None:
-    """The scene's own auxiliary file of ``role`` (``QA_PIXEL``, ``QL_QUALITY_CLOUD``), in either case: a file named
-    ``<product>_<role>`` (or ``-``, ``.``) whose product id begins the scene's name (its file, or its band files'
-    prefix), or named ``<role>`` alone. Auxiliary files go to the scene whose name shares the longest prefix with
-    theirs, so a folder holding one scene's bands beside another acquisition's mask attaches it: it is not used."""
+    """The scene's own auxiliary file of ``role`` (``QA_PIXEL``, ``QL_QUALITY_CLOUD``, ``SCL``), in either case: a
+    file named ``<product>_<role>`` (or ``-``, ``.``) whose product id begins the scene's name (its file, or its band
+    files' prefix), or named ``<role>`` alone; with a Sentinel-2 granule's resolution suffix (``..._SCL_20m``), the
+    finest. Auxiliary files go to the scene whose name shares the longest prefix with theirs, so a folder holding one
+    scene's bands beside another acquisition's mask attaches it: it is not used."""
     up = role.upper()
     name = Path(source.key.rstrip("*")).name.upper()
+    found = []
     for key in sorted(source.aux):
         path = source.aux[key]
         stem = Path(path).stem.upper()
+        m = re.search(r"_([126]0)M$", stem)
+        res, stem = (int(m.group(1)), stem[:m.start()]) if m else (0, stem)
         if stem == up or (stem.endswith(up) and stem[-len(up) - 1] in "_-." and name.startswith(stem[:-len(up) - 1])):
-            return path
-    return None
+            found.append((res, key, path))
+    return min(found)[2] if found else None
 
 
 class _SarValues:

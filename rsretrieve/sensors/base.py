@@ -69,10 +69,19 @@ class CloudTest:
     #: NDSI above which a bright pixel is snow, not cloud
     snow_ndsi: float = 0.4
     #: role of the provider's quality mask among a scene's auxiliary files (Landsat's ``QA_PIXEL``, EnMAP's
-    #: ``QL_QUALITY_CLOUD``), or empty; where a scene has it, pixels with any of ``qa_bits`` set are cloud as well
+    #: ``QL_QUALITY_CLOUD``, Sentinel-2's ``SCL``), or empty; where a scene has it, pixels with any of ``qa_bits``
+    #: set, or of one of ``qa_classes``, are cloud as well
     qa_role: str = ""
-    #: bit numbers of that mask that mark cloud
+    #: bit numbers of a bit-field mask that mark cloud
     qa_bits: tuple[int, ...] = ()
+    #: values of a classification mask that mark cloud (Sentinel-2's SCL: 8, 9, 10)
+    qa_classes: tuple[int, ...] = ()
+
+    def qa_cloud(self, qa: np.ndarray) -> np.ndarray:
+        """Which pixels of the quality mask ``qa`` (integers) mark cloud."""
+        if self.qa_classes:
+            return np.isin(qa, self.qa_classes)
+        return (qa.astype(np.int64) & self.qa_mask) != 0
 
     @property
     def qa_mask(self) -> int:
@@ -273,7 +282,8 @@ class SensorSpec:
             "cloud_test": None if self.cloud_test is None else {
                 "bands": list(self.cloud_test.bands), "above": self.cloud_test.above,
                 "snow_bands": list(self.cloud_test.snow_bands), "snow_ndsi": self.cloud_test.snow_ndsi,
-                "qa_role": self.cloud_test.qa_role, "qa_bits": list(self.cloud_test.qa_bits)},
+                "qa_role": self.cloud_test.qa_role, "qa_bits": list(self.cloud_test.qa_bits),
+                "qa_classes": list(self.cloud_test.qa_classes)},
             "baseline_offset": None if self.baseline_offset is None else {
                 "since": self.baseline_offset.since, "offset": self.baseline_offset.offset},
             "source": self.source,
@@ -449,7 +459,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
     cloud = None
     if f.get("cloud_test", default=None) is not None:
         cf = _Field(source, f.get("cloud_test"), "cloud_test")
-        cf.only("bands", "above", "snow_bands", "snow_ndsi", "qa_role", "qa_bits")
+        cf.only("bands", "above", "snow_bands", "snow_ndsi", "qa_role", "qa_bits", "qa_classes")
         snow = _check_bands("cloud_test.snow_bands", cf.strlist("snow_bands", default=None))
         if snow and len(snow) != 2:
             raise cf.fail("snow_bands", f"expected two bands (green, SWIR near 1.6 um), got {list(snow)}")
@@ -467,11 +477,19 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SensorSpec:
         qa_bits = cf.get("qa_bits", default=[])
         if not isinstance(qa_bits, list) or not all(type(b) is int and 0 <= b < 32 for b in qa_bits):
             raise cf.fail("qa_bits", f"expected a list of bit numbers 0..31, got {qa_bits!r}")
-        if bool(qa_role) != bool(qa_bits):
-            raise cf.fail("qa_bits" if qa_role else "qa_role", "qa_role and qa_bits go together: the quality mask's "
-                          "role among the scene's auxiliary files and its bits that mark cloud")
+        qa_classes = cf.get("qa_classes", default=[])
+        if not isinstance(qa_classes, list) or not all(type(c) is int and c >= 0 for c in qa_classes):
+            raise cf.fail("qa_classes", f"expected a list of class values 0 and up, got {qa_classes!r}")
+        if qa_bits and qa_classes:
+            raise cf.fail("qa_classes", "qa_bits and qa_classes exclude each other: a quality mask is a bit field "
+                          "(qa_bits) or a classification (qa_classes)")
+        if bool(qa_role) != bool(qa_bits or qa_classes):
+            raise cf.fail("qa_bits" if qa_role else "qa_role", "qa_role and qa_bits (or qa_classes) go together: the "
+                          "quality mask's role among the scene's auxiliary files and its bits (classes) that mark "
+                          "cloud")
         cloud = CloudTest(bands=_check_bands("cloud_test.bands", cf.strlist("bands")), above=cf.num("above"),
-                          snow_bands=snow, snow_ndsi=ndsi, qa_role=qa_role, qa_bits=tuple(qa_bits))
+                          snow_bands=snow, snow_ndsi=ndsi, qa_role=qa_role, qa_bits=tuple(qa_bits),
+                          qa_classes=tuple(qa_classes))
 
     baseline = None
     if f.get("baseline_offset", default=None) is not None:

@@ -228,8 +228,13 @@ def test_the_clouds_of_rasterios_landsat7_scene_are_flagged(real_data, tmp_path)
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (dict(qa_bits=[1, 3]), r"x\.yaml: cloud_test\.qa_role: qa_role and qa_bits go together"),
-    (dict(qa_role="QA_PIXEL"), r"x\.yaml: cloud_test\.qa_bits: qa_role and qa_bits go together"),
+    (dict(qa_bits=[1, 3]), r"x\.yaml: cloud_test\.qa_role: qa_role and qa_bits \(or qa_classes\) go together"),
+    (dict(qa_classes=[8]), r"x\.yaml: cloud_test\.qa_role: qa_role and qa_bits \(or qa_classes\) go together"),
+    (dict(qa_role="QA_PIXEL"), r"x\.yaml: cloud_test\.qa_bits: qa_role and qa_bits \(or qa_classes\) go together"),
+    (dict(qa_role="SCL", qa_bits=[1], qa_classes=[8]),
+     r"x\.yaml: cloud_test\.qa_classes: qa_bits and qa_classes exclude each other"),
+    (dict(qa_role="SCL", qa_classes=[8, -1]), r"x\.yaml: cloud_test\.qa_classes: expected a list of class values 0 "
+                                             r"and up, got \[8, -1\]"),
     (dict(qa_role="QA_PIXEL", qa_bits=[3, 40]), r"x\.yaml: cloud_test\.qa_bits: expected a list of bit numbers "
                                                  r"0\.\.31, got \[3, 40\]"),
     (dict(snow_bands=["SR_B6", "SR_B3"]),

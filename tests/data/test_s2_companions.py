@@ -73,3 +73,37 @@ def test_an_8_bit_rgb_file_is_landsat_7_only_when_named_so_or_forced(tmp_path, c
     write_tif(named, np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, res=10.0, nodata=0)
     assert main(["ingest", str(named.parent), "--workspace", str(tmp_path / "ws2")]) == 0
     assert "1 scenes added" in capsys.readouterr().out
+
+
+def _scl_scene(folder, scl, name="{b}.tif", scl_name="SCL.tif"):
+    """A clear 12-band per-band product (reflectance 0.05-0.1: no brightness cloud) with an SCL at 20 m."""
+    spec = get_sensor("sentinel2")
+    for b in spec.band_names:
+        _band(folder / name.format(b=b), value=800)
+    write_tif(folder / scl_name, scl.astype(np.uint8), crs="EPSG:32632", origin=ORIGIN, res=20.0, nodata=0)
+
+
+@pytest.mark.parametrize("layout", ["assets", "stacked"])
+def test_scl_cloud_classes_add_cloud(tmp_path, layout):
+    """SCL classes 8, 9 and 10 (cloud of medium and high probability, thin cirrus) are cloud; 3 (cloud shadow),
+    4 (vegetation), 11 (snow) and 0 (no data) are not. Here: 8 / 9 / 10 on three quarters of the left half's rows,
+    3 / 11 / 0 elsewhere."""
+    scl = np.full((24, 24), 4, np.uint8)
+    scl[:6, :12], scl[6:12, :12], scl[12:18, :12] = 8, 9, 10
+    scl[18:, :12], scl[:6, 12:], scl[6:12, 12:] = 3, 11, 0
+    d = tmp_path / "archive" / "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327"
+    if layout == "assets":  # an Earth Search / Earth Engine download: B04.tif ..., SCL.tif
+        _scl_scene(d, scl)
+    else:  # a stacked product with its SCL beside it, named after it
+        write_tif(d / "stack.tif", np.full((12, 48, 48), 800, np.uint16), crs="EPSG:32632", origin=ORIGIN,
+                  res=10.0, nodata=0)
+        write_tif(d / "stack_SCL.tif", scl, crs="EPSG:32632", origin=ORIGIN, res=20.0, nodata=0)
+    cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
+    try:
+        report = ingest([d], cat)
+        assert report.problems == [] and report.added == 1
+        (scene,) = cat.scenes()
+        assert set(scene["aux"]) == ({"SCL"} if layout == "assets" else {"stack_SCL"})  # a stacked file's: its stem
+        assert scene["cloud_fraction"] == pytest.approx(0.375)  # 18 of 24 rows of half the columns
+    finally:
+        cat.close()

@@ -169,3 +169,20 @@ def test_a_granule_missing_a_band_is_rejected_naming_the_band(tmp_path):
     assert [str(p) for p in report.problems] == [
         f"{img / STEM}*: band files B01, B02, B03, B04, B05, B06, B07, B09, B11, B12, B8A do not make a complete "
         "product of any registered sensor (sentinel2 lacks B08; sentinel2_l1c lacks B08, B10)"]
+
+
+def test_a_granules_scl_adds_cloud_from_its_finest_resolution(tmp_path):
+    """SCL_20m marks the top-right cell cloud (class 9); SCL_60m, coarser, marks everything: the 20 m one is read."""
+    img = _l2a(tmp_path)
+    scl20 = np.full((1, 48, 48), 4, np.uint8)
+    scl20[0, :24, 24:] = 9
+    _jp2(img / "R20m" / f"{STEM}_SCL_20m.jp2", scl20, 20)
+    _jp2(img / "R60m" / f"{STEM}_SCL_60m.jp2", np.full((1, 16, 16), 9, np.uint8), 60)
+    cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
+    try:
+        report = ingest([tmp_path], cat)
+        assert report.problems == [] and report.added == 1
+        by_cell = {(t["col_off"], t["row_off"]): t["cloud_fraction"] for t in cat.tiles()}
+        assert by_cell == {(0, 0): 1.0, (48, 0): 1.0, (0, 48): 0.0, (48, 48): 0.0}
+    finally:
+        cat.close()
