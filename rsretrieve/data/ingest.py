@@ -211,16 +211,19 @@ def _aux_by_role(source: SceneSource, role: str) -> str | None:
     file named ``<product>_<role>`` (or ``-``, ``.``) whose product id begins the scene's name (its file, or its band
     files' prefix), or named ``<role>`` alone; with a Sentinel-2 granule's resolution suffix (``..._SCL_20m``), the
     finest. Auxiliary files go to the scene whose name shares the longest prefix with theirs, so a folder holding one
-    scene's bands beside another acquisition's mask attaches it: it is not used."""
+    scene's bands beside another acquisition's mask attaches it: it is not used. A STAC item's assets are its own,
+    whatever their names."""
     up = role.upper()
     name = Path(source.key.rstrip("*")).name.upper()
+    own = source.stac is not None
     found = []
     for key in sorted(source.aux):
         path = source.aux[key]
         stem = Path(path).stem.upper()
         m = re.search(r"_([126]0)M$", stem)
         res, stem = (int(m.group(1)), stem[:m.start()]) if m else (0, stem)
-        if stem == up or (stem.endswith(up) and stem[-len(up) - 1] in "_-." and name.startswith(stem[:-len(up) - 1])):
+        if stem == up or (stem.endswith(up) and stem[-len(up) - 1] in "_-."
+                          and (own or name.startswith(stem[:-len(up) - 1]))):
             found.append((res, key, path))
     return min(found)[2] if found else None
 

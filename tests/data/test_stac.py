@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pystac
+import pytest
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.ingest import ingest
@@ -50,7 +51,7 @@ S2_COMMON = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05
              "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B11": "swir16", "B12": "swir22"}
 
 
-def _s2_item(d, band_name, props):
+def _s2_item(d, band_name, props, scl="SCL.tif"):
     """A Sentinel-2 L2A item with local assets: 12 bands (DN + 1000: baseline 05.09), SCL and the 3-band
     true-colour ``visual`` asset (role data, as both providers list it)."""
     item = pystac.Item(id="S2B_32UQD_20230705_0_L2A", geometry=None, bbox=None,
@@ -60,8 +61,10 @@ def _s2_item(d, band_name, props):
                   nodata=0)
         item.add_asset(common, pystac.Asset(href=f"./{b}.tif", roles=["data"], extra_fields={
             "eo:bands": [{"name": band_name(b, common), "common_name": common}]}))
-    write_tif(d / "SCL.tif", np.full((24, 24), 4, np.uint8), crs="EPSG:32632", origin=(600_000, 5_400_000), res=20)
-    item.add_asset("scl", pystac.Asset(href="./SCL.tif", roles=["data"]))
+    cloud = np.full((24, 24), 4, np.uint8)
+    cloud[:, :12] = 9  # SCL: cloud of high probability on the left half
+    write_tif(d / scl, cloud, crs="EPSG:32632", origin=(600_000, 5_400_000), res=20)
+    item.add_asset("scl", pystac.Asset(href=f"./{scl}", roles=["data"]))
     write_tif(d / "TCI.tif", np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=(600_000, 5_400_000))
     item.add_asset("visual", pystac.Asset(href="./TCI.tif", roles=["data"], extra_fields={
         "eo:bands": [{"name": "red"}, {"name": "green"}, {"name": "blue"}]}))
@@ -74,15 +77,16 @@ def test_sentinel2_items_as_planetary_computer_and_earth_search_list_them(tmp_pa
     """Planetary Computer names each band asset's eo:band B04; Earth Search v1 names it ``red`` (its file B04.tif).
     Both are one sentinel2 scene, read with the baseline's offset, SCL and the true-colour image attached, and no
     band file ingested a second time (the visual asset made the whole item its 3-band TCI file, rejected)."""
-    cases = {"pc": (lambda b, common: b, {"s2:processing_baseline": "05.09"}),
+    cases = {"pc": (lambda b, common: b, {"s2:processing_baseline": "05.09"}, "T32UQD_20230705T101559_SCL_20m.tif"),
              "es": (lambda b, common: common, {"s2:processing_baseline": "05.09",
-                                               "earthsearch:boa_offset_applied": False})}
-    for name, (band_name, props) in cases.items():
-        _s2_item(tmp_path / name, band_name, props)
+                                               "earthsearch:boa_offset_applied": False}, "SCL.tif")}
+    for name, (band_name, props, scl) in cases.items():
+        _s2_item(tmp_path / name, band_name, props, scl)
     with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
         report = ingest([tmp_path], cat)
         assert report.problems == [] and report.added == 2
         for s in cat.scenes():
             assert s["sensor"] == "sentinel2" and s["layout"] == "full+N0400", s["key"]
-            assert set(s["files"]) == set(S2_COMMON) and set(s["aux"]) == {"SCL", "TCI"}
+            assert set(s["files"]) == set(S2_COMMON) and len(s["aux"]) == 2 and "TCI" in s["aux"]
             assert s["acquired"] == "2023-07-05T10:15:59Z"
+            assert s["cloud_fraction"] == pytest.approx(0.5)  # the item's SCL, whatever its file's name
