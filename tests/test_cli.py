@@ -37,6 +37,7 @@ def test_sensors_list_and_show(cli):
     assert d["cloud_test"]["qa_role"] == "QL_QUALITY_CLOUD" and d["cloud_test"]["qa_bits"] == [0]
     d = json.loads(cli("sensors", "show", "sentinel2", "--json").stdout)
     assert d["baseline_offset"] == {"since": "04.00", "offset": -0.1} and d["cloud_test"]["qa_classes"] == [8, 9, 10]
+    assert d["cloud_test"]["snow_bands"] == ["B03", "B11"]
 
 
 def test_sensors_show_unknown_is_a_usage_error(cli):

@@ -310,8 +310,9 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         sources.append(SceneSource(key=key, files={k: str(v) for k, v in sorted(bands.items())}))
     sources.extend(SceneSource(key=str(f), files={"*": str(f)}) for f in singles)
 
-    # attach auxiliary files to the scene in the same folder whose file name shares the longest prefix
-    folders = _files_by_folder(sources)
+    # attach auxiliary files to the scene in the same folder whose file name shares the longest prefix (a STAC
+    # item's are the assets it lists, never a file beside it)
+    folders = _files_by_folder([s for s in sources if s.role == "scene" and s.stac is None])
     for a in aux:
         best = _longest_prefix_source(folders.get(a.parent), a.name)
         if best is None and a.parent.name == "QI_DATA":  # a granule's masks: beside IMG_DATA, named apart from it
@@ -375,10 +376,25 @@ def _files_by_folder(sources: list[SceneSource]) -> dict[Path, tuple[list[str], 
     return out
 
 
+def _token_prefix(a: str, b: str) -> int:
+    """The length of the longest common prefix of ``a`` and ``b`` made of whole name parts (parts end at ``_``,
+    ``-`` or ``.``): ``SCL.tif`` shares nothing with ``S2A_MSIL2A_...tif`` (one letter), ``stack_SCL.tif`` shares
+    ``stack`` with ``stack.tif``, and two acquisitions' ``LC08_L2SP_042034_2020...`` share ``LC08_L2SP_042034_``."""
+    n = len(os.path.commonprefix([a, b]))
+    if n == 0 or a[n - 1] in _SEPARATORS or (n < len(a) and n < len(b) and a[n] in _SEPARATORS
+                                              and b[n] in _SEPARATORS):
+        return n
+    return max(a.rfind(c, 0, n) for c in _SEPARATORS) + 1
+
+
+_SEPARATORS = "_-."
+
+
 def _longest_prefix_source(folder: tuple[list[str], list[int], list[SceneSource]] | None,
                            name: str) -> SceneSource | None:
     """The source with a file (in ``folder``, from :func:`_files_by_folder`) whose name shares the longest
-    non-empty prefix with ``name``; of several, the first in source and file order. ``None`` when none shares one.
+    non-empty prefix of whole name parts with ``name`` (:func:`_token_prefix`); of several, the first in source and
+    file order. ``None`` when none shares one.
 
     Among sorted names, the longest common prefix with ``name`` is found beside the place ``name`` sorts into, and
     the names sharing it are one contiguous run: a lookup costs a few comparisons, not one per file of the archive
@@ -389,8 +405,7 @@ def _longest_prefix_source(folder: tuple[list[str], list[int], list[SceneSource]
         return None
     names, orders, srcs = folder
     at = bisect_left(names, name)
-    best = max((len(os.path.commonprefix([names[i], name])) for i in (at - 1, at) if 0 <= i < len(names)),
-               default=0)
+    best = max((_token_prefix(names[i], name) for i in (at - 1, at) if 0 <= i < len(names)), default=0)
     if best == 0:
         return None
     prefix = name[:best]

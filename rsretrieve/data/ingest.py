@@ -197,7 +197,7 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
             return phys[name]
         cloud = test.flag(band, ok)
     qa = _aux_by_role(scene.source, test.qa_role) if test is not None and test.qa_role else None
-    if qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask) adds what it flags
+    if qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask, Sentinel-2's SCL) adds what it flags
         crs = reader.crs_of(qa)
         if crs != scene.crs:  # read through the scene's transform, it would mark another ground
             raise SceneError(f"quality mask {Path(qa).name} is in {crs.to_string() if crs else 'no CRS'}, the "

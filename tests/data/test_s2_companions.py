@@ -107,3 +107,28 @@ def test_scl_cloud_classes_add_cloud(tmp_path, layout):
         assert scene["cloud_fraction"] == pytest.approx(0.375)  # 18 of 24 rows of half the columns
     finally:
         cat.close()
+
+
+def test_a_bare_scl_goes_only_to_its_folders_one_scene(tmp_path):
+    """``SCL.tif`` in a folder of two stacked products shares one letter with both names: it is neither's (it made
+    one of them all cloud). Beside one per-band product and a land-cover raster (not a scene), it is the product's."""
+    scl = np.full((24, 24), 9, np.uint8)
+    two = tmp_path / "two"
+    for name in ("S2A_MSIL2A_20230610T101559_N0509_R065_T32UQD_20230610T150000",
+                 "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327"):
+        write_tif(two / f"{name}.tif", np.full((12, 48, 48), 800, np.uint16), crs="EPSG:32632", origin=ORIGIN,
+                  res=10.0, nodata=0)
+    write_tif(two / "SCL.tif", scl, crs="EPSG:32632", origin=ORIGIN, res=20.0, nodata=0)
+    one = tmp_path / "one"
+    _scl_scene(one, scl)
+    write_tif(one / "site_landcover.tif", np.full((48, 48), 3, np.uint8), crs="EPSG:32632", origin=ORIGIN,
+              res=10.0, nodata=255)
+    cat = Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480)
+    try:
+        report = ingest([two, one], cat)
+        assert report.problems == [] and report.added == 3
+        got = {s["key"].split("/")[-2] if s["key"].endswith("/") else s["key"].split("/")[-1][:3]:
+               (s["cloud_fraction"], set(s["aux"])) for s in cat.scenes()}
+        assert got == {"S2A": (0.0, set()), "S2B": (0.0, set()), "one": (pytest.approx(1.0), {"SCL"})}
+    finally:
+        cat.close()

@@ -90,3 +90,16 @@ def test_sentinel2_items_as_planetary_computer_and_earth_search_list_them(tmp_pa
             assert set(s["files"]) == set(S2_COMMON) and len(s["aux"]) == 2 and "TCI" in s["aux"]
             assert s["acquired"] == "2023-07-05T10:15:59Z"
             assert s["cloud_fraction"] == pytest.approx(0.5)  # the item's SCL, whatever its file's name
+
+
+def test_a_file_beside_a_stac_item_is_not_its_asset(tmp_path):
+    """Another acquisition's SCL (all cloud) beside the item: the item's own SCL asset decides, not the stray."""
+    _s2_item(tmp_path / "pc", lambda b, common: b, {"s2:processing_baseline": "05.09"},
+             "T32UQD_20230705T101559_SCL_20m.tif")
+    write_tif(tmp_path / "pc" / "S2A_MSIL2A_20230610T101559_N0509_R065_T32UQD_20230610T150000_SCL.tif",
+              np.full((24, 24), 9, np.uint8), crs="EPSG:32632", origin=(600_000, 5_400_000), res=20)
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([tmp_path / "pc"], cat)
+        assert report.problems == [] and report.added == 1
+        (s,) = cat.scenes()
+        assert s["cloud_fraction"] == pytest.approx(0.5) and len(s["aux"]) == 2
