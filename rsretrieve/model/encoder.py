@@ -54,6 +54,11 @@ def spec_fingerprint(spec: SensorSpec) -> dict[str, Any]:
     }
 
 
+#: fields of a spec's summary (:meth:`SensorSpec.to_dict`) that no vector depends on, left out of
+#: :meth:`CrossSensorEncoder.embedding_fingerprints`: the file it was loaded from, and the cloud test (which decides
+#: which tiles exist and their valid fraction, not what a tile embeds to)
+_NOT_EMBEDDED = ("source", "cloud_test")
+
 #: what each fingerprint field is, for messages
 _FACTS = {"family": "family", "bands": "band names", "center_nm": "centre wavelength (nm)", "valid": "validity",
           "polarization": "polarisation", "mean": "normalisation mean", "std": "normalisation std"}
@@ -243,7 +248,8 @@ class CrossSensorEncoder(nn.Module):
         out = {}
         for name in self.sensors:
             h = shared.copy()
-            spec = {k: v for k, v in get_sensor(name).to_dict().items() if k != "source"}
+            spec = {k: v for k, v in get_sensor(name).to_dict().items() if k not in _NOT_EMBEDDED
+                    and (k != "baseline_offset" or v is not None)}  # without one: hashed as before the field
             h.update(json.dumps({"sensor": name, "spec": spec}, sort_keys=True, default=str).encode())
             for key in sorted(k for k in state if k.startswith(f"branches.{name}.")):
                 _hash_tensor(h, key, state[key])

@@ -37,3 +37,20 @@ def test_a_changed_normalisation_of_a_spec_changes_its_fingerprint():
     finally:
         _REGISTRY["sentinel1"] = spec
     assert now["sentinel1"] != before["sentinel1"] and now["sentinel2"] == before["sentinel2"]
+
+
+def test_the_cloud_test_is_not_in_a_fingerprint_and_the_baseline_offset_is():
+    """The cloud test decides which tiles exist, not their vectors: editing it keeps the fingerprint (an index built
+    before the test changed still reuses the sensor's vectors). The processing-baseline offset changes how a
+    product's pixels are read, so it changes the fingerprint."""
+    model = CrossSensorEncoder(["sentinel1", "sentinel2"], dim=32)
+    before = model.embedding_fingerprints()
+    spec = get_sensor("sentinel2")
+    try:
+        _REGISTRY["sentinel2"] = replace(spec, cloud_test=replace(spec.cloud_test, above=0.5, qa_classes=(9,)))
+        assert model.embedding_fingerprints() == before
+        _REGISTRY["sentinel2"] = replace(spec, baseline_offset=replace(spec.baseline_offset, offset=-0.2))
+        now = model.embedding_fingerprints()
+    finally:
+        _REGISTRY["sentinel2"] = spec
+    assert now["sentinel2"] != before["sentinel2"] and now["sentinel1"] == before["sentinel1"]
