@@ -22,6 +22,7 @@ import logging
 import os
 import re
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,12 +171,10 @@ def _aux_role(stem: str, scene: SceneSource) -> str:
     return stem
 
 
-def _granule_scene(folders: dict[Path, tuple[list[str], list[int], list[SceneSource]]],
-                   img_data: Path) -> SceneSource | None:
-    """The one scene whose band files are in a Sentinel-2 granule's ``IMG_DATA`` (or its resolution folders), or
-    ``None`` where there is none or more than one."""
-    found = {id(s): s for folder, (_, _, scenes) in folders.items() if img_data in (folder, folder.parent)
-             for s in scenes}
+def _one_scene(entries: Iterable[tuple[list[str], list[int], list[SceneSource]] | None]) -> SceneSource | None:
+    """The one scene with files in the folders ``entries`` (values of :func:`_files_by_folder`; ``None`` for a
+    folder without any), or ``None`` where there is none or more than one."""
+    found = {id(s): s for e in entries if e is not None for s in e[2]}
     return next(iter(found.values())) if len(found) == 1 else None
 
 
@@ -313,12 +312,16 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
     # attach auxiliary files to the scene in the same folder whose file name shares the longest prefix (a STAC
     # item's are the assets it lists, never a file beside it)
     folders = _files_by_folder([s for s in sources if s.role == "scene" and s.stac is None])
+    subfolders: dict[Path, list[Path]] = {}
+    for folder in folders:
+        subfolders.setdefault(folder.parent, []).append(folder)
     for a in aux:
         best = _longest_prefix_source(folders.get(a.parent), a.name)
         if best is None and a.parent.name == "QI_DATA":  # a granule's masks: beside IMG_DATA, named apart from it
-            best = _granule_scene(folders, a.parent.parent / "IMG_DATA")
-        elif best is None and a.parent in folders and len({id(s) for s in folders[a.parent][2]}) == 1:
-            best = folders[a.parent][2][0]  # named apart from the folder's one scene (SCL.tif beside B04.tif)
+            img = a.parent.parent / "IMG_DATA"  # the granule's bands: in IMG_DATA (L1C) or its R10m, R20m, R60m
+            best = _one_scene([folders.get(img), *(folders[f] for f in subfolders.get(img, ()))])
+        elif best is None:  # named apart from the folder's one scene (SCL.tif beside B04.tif)
+            best = _one_scene([folders.get(a.parent)])
         if best is not None:
             best.aux[_aux_role(a.stem, best)] = str(a)
     # a link named NAME.tif (on its own or in a folder) to a file whose own name is no raster's (a content-addressed
