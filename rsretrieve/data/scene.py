@@ -406,9 +406,9 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
                 raise SceneError(f"band file {Path(path).name} has {src.count} bands, expected 1")
             dtypes[path] = src.dtypes[0]
             own = {**src.tags(1), **src.tags()}
-            says = _with_baseline(spec, "full", source, own) if own.keys() & _BASELINE_TAGS else named
-            if check_dtype and (why := dtype_problem(src.dtypes[0], spec, says)) is not None:
-                raise SceneError(f"band file {Path(path).name}: {why}")
+            if check_dtype:
+                says = _with_baseline(spec, "full", source, own) if own.keys() & _BASELINE_TAGS else named
+                _check_band_dtype(path, src.dtypes[0], spec, says)
             if check_bands:
                 check_bands_readable(src, [1])
             res = abs(src.transform.a)
@@ -418,16 +418,23 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
                 ref = (src.crs, res, src.transform, src.width, src.height, src.nodata)
             tags.update(own)
     crs, _, transform, width, height, nodata = ref
-    lname = _with_baseline(spec, "full", source, tags)
+    # the names, STAC and sidecars decided already (``named``), unless a file's tags say more
+    lname = _with_baseline(spec, "full", source, tags) if tags.keys() & _BASELINE_TAGS else named
     if check_dtype and lname != named:  # a tag decided otherwise: the types again, against the encoding it says
         for path, found in dtypes.items():
-            if (why := dtype_problem(found, spec, lname)) is not None:
-                raise SceneError(f"band file {Path(path).name}: {why}")
+            _check_band_dtype(path, found, spec, lname)
     layout = spec.layout(lname)
     band_files = {mapping[t]: (p, 1) for t, p in source.files.items()}
     band_files = {b: band_files[b] for b in spec.band_names}
     return OpenedScene(source, spec, layout, lname, band_files, crs, transform, width, height,
                        nodata if nodata is not None else layout.nodata, acquisition_time(source, tags))
+
+
+def _check_band_dtype(path: str, found: str, spec: SensorSpec, layout_name: str) -> None:
+    """Raise :class:`SceneError` naming the band file ``path`` when its type ``found`` cannot be the sensor's
+    (:func:`dtype_problem`)."""
+    if (why := dtype_problem(found, spec, layout_name)) is not None:
+        raise SceneError(f"band file {Path(path).name}: {why}")
 
 
 def check_bands_readable(src: rasterio.DatasetReader, indexes: list[int]) -> None:
