@@ -12,7 +12,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,13 +279,8 @@ class SensorSpec:
             ],
             "rgb_bands": list(self.rgb_bands),
             "layouts": {k: list(v.bands) for k, v in self.layouts.items()},
-            "cloud_test": None if self.cloud_test is None else {
-                "bands": list(self.cloud_test.bands), "above": self.cloud_test.above,
-                "snow_bands": list(self.cloud_test.snow_bands), "snow_ndsi": self.cloud_test.snow_ndsi,
-                "qa_role": self.cloud_test.qa_role, "qa_bits": list(self.cloud_test.qa_bits),
-                "qa_classes": list(self.cloud_test.qa_classes)},
-            "baseline_offset": None if self.baseline_offset is None else {
-                "since": self.baseline_offset.since, "offset": self.baseline_offset.offset},
+            "cloud_test": None if self.cloud_test is None else asdict(self.cloud_test),
+            "baseline_offset": None if self.baseline_offset is None else asdict(self.baseline_offset),
             "source": self.source,
         }
 
