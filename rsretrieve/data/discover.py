@@ -78,8 +78,8 @@ def _aux_patterns() -> list[str]:
     return [p for n in list_sensors() for p in get_sensor(n).aux_patterns]
 
 
-#: the resolution suffix of a Sentinel-2 L2A granule's band files: ``T32UQD_20230705T101559_B04_10m``
-_RES_SUFFIX = re.compile(r"_([126]0)m$")
+#: the resolution suffix of a Sentinel-2 L2A granule's files, in either case: ``T32UQD_20230705T101559_B04_10m``
+_RES_SUFFIX = re.compile(r"(?i)_([126]0)m$")
 #: the resolution folders of a Sentinel-2 L2A granule's ``IMG_DATA``
 _RES_FOLDER = re.compile(r"R[126]0m")
 
@@ -88,9 +88,16 @@ def split_band_token(stem: str, tokens: list[str], resolution_suffix: bool = Fal
     """``"S2A_..._87_48_B8A"`` -> ``("S2A_..._87_48", "B8A")``; ``"VV"`` -> ``("", "VV")``; else ``None``. With
     ``resolution_suffix`` (a file of a Sentinel-2 L2A granule's ``IMG_DATA/R10m``), the suffix is not part of the
     token: ``"T32UQD_..._B04_10m"`` -> ``("T32UQD_...", "B04")``."""
-    if resolution_suffix and (m := _RES_SUFFIX.search(stem)) and (split := _split(stem[:m.start()], tokens)):
+    if resolution_suffix and (res := split_resolution(stem))[0] and (split := _split(res[1], tokens)):
         return split
     return _split(stem, tokens)
+
+
+def split_resolution(stem: str) -> tuple[int, str]:
+    """A Sentinel-2 L2A file's resolution suffix and the rest of its name, in either case:
+    ``"T32UQD_..._SCL_20m"`` -> ``(20, "T32UQD_..._SCL")``; ``(0, stem)`` without one."""
+    m = _RES_SUFFIX.search(stem)
+    return (int(m.group(1)), stem[:m.start()]) if m else (0, stem)
 
 
 def in_l2a_granule(f: Path) -> bool:
@@ -180,8 +187,7 @@ def _one_scene(entries: Iterable[tuple[list[str], list[int], list[SceneSource]] 
 
 def _resolution(f: Path) -> int:
     """The metres of a Sentinel-2 L2A band file's resolution suffix (``..._B04_10m``: 10); 0 without one."""
-    m = _RES_SUFFIX.search(f.stem)
-    return int(m.group(1)) if m else 0
+    return split_resolution(f.stem)[0]
 
 
 def _broken_link(path: Path) -> Problem:

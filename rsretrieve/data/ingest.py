@@ -21,7 +21,6 @@ import logging
 import math
 import multiprocessing
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from rasterio.windows import Window, from_bounds
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
-from rsretrieve.data.discover import Problem, SceneSource, discover
+from rsretrieve.data.discover import Problem, SceneSource, discover, split_resolution
 from rsretrieve.data.grid import Cell, cell_bounds_in, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
 from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
@@ -219,9 +218,7 @@ def _aux_by_role(source: SceneSource, role: str) -> str | None:
     found = []
     for key in sorted(source.aux):
         path = source.aux[key]
-        stem = Path(path).stem.upper()
-        m = re.search(r"_([126]0)M$", stem)
-        res, stem = (int(m.group(1)), stem[:m.start()]) if m else (0, stem)
+        res, stem = split_resolution(Path(path).stem.upper())
         if stem == up or (stem.endswith(up) and stem[-len(up) - 1] in "_-."
                           and (own or name.startswith(stem[:-len(up) - 1]))):
             found.append((res, key, path))

@@ -9,8 +9,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from rsretrieve.data.catalog import Catalog
-from rsretrieve.data.discover import discover, split_band_token
-from rsretrieve.data.ingest import ingest
+from rsretrieve.data.discover import SceneSource, discover, split_band_token, split_resolution
+from rsretrieve.data.ingest import _aux_by_role, ingest
 from rsretrieve.data.tiles import read_scene_tiles
 from rsretrieve.sensors import get_sensor
 
@@ -76,6 +76,7 @@ def test_split_band_token_drops_the_resolution_suffix_in_a_granule():
     assert split_band_token(f"{STEM}_B04", tokens, resolution_suffix=True) == (STEM, "B04")
     assert split_band_token("B1_60m", tokens, resolution_suffix=True) == ("", "B1")
     assert split_band_token(f"{STEM}_SCL_20m", tokens, resolution_suffix=True) is None
+    assert split_band_token(f"{STEM}_B04_10M", tokens, resolution_suffix=True) == (STEM, "B04")
     # elsewhere a name ending in _10m is not a band file's
     assert split_band_token(f"{STEM}_B04_10m", tokens) is None
     assert split_band_token("S1A_IW_GRDH_1SDV_20230705T053000_VV_10m", tokens) is None
@@ -169,6 +170,25 @@ def test_a_granule_missing_a_band_is_rejected_naming_the_band(tmp_path):
     assert [str(p) for p in report.problems] == [
         f"{img / STEM}*: band files B01, B02, B03, B04, B05, B06, B07, B09, B11, B12, B8A do not make a complete "
         "product of any registered sensor (sentinel2 lacks B08; sentinel2_l1c lacks B08, B10)"]
+
+
+def test_split_resolution_in_either_case():
+    assert split_resolution(f"{STEM}_SCL_20m") == (20, f"{STEM}_SCL")
+    assert split_resolution(f"{STEM}_SCL_20M") == (20, f"{STEM}_SCL")
+    assert split_resolution("B1_60m") == (60, "B1")
+    assert split_resolution(f"{STEM}_B04") == (0, f"{STEM}_B04")
+    assert split_resolution("LC08_B4_30m") == (0, "LC08_B4_30m")  # 10, 20 and 60 m only
+    assert split_resolution("site_110m") == (0, "site_110m")
+
+
+def test_the_finest_scl_is_found_whatever_the_case_of_its_suffix():
+    """Ingest upper-cases a companion's name before it strips the suffix; discover's suffix was lower-case only, so
+    the two had kept their own patterns. One pattern, in either case, serves both."""
+    aux = {"SCL_60m": f"/g/{STEM}_SCL_60m.jp2", "SCL_20M": f"/g/{STEM}_SCL_20M.jp2",
+           "TCI_10m": f"/g/{STEM}_TCI_10m.jp2"}
+    src = SceneSource(key=f"/g/{STEM}*", files={"B04": f"/g/{STEM}_B04_10m.jp2"}, aux=aux)
+    assert _aux_by_role(src, "SCL") == f"/g/{STEM}_SCL_20M.jp2"
+    assert _aux_by_role(src, "AOT") is None
 
 
 def test_a_granules_scl_adds_cloud_from_its_finest_resolution(tmp_path):
