@@ -245,7 +245,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(json.dumps({"report": report.to_dict(), "catalog": counts}, indent=2))
     else:
         print(f"ingest: {report.added} scenes added, {report.replaced} replaced, {report.skipped} already in the "
-              f"catalog{_of_them(report.skipped_label_sources)}, {report.tiles} tiles; {report.label_sources} "
+              f"catalog{_of_them(report.skipped_label_sources, report.reread)}, {report.tiles} tiles; "
+              f"{report.label_sources} "
               f"land-cover sources ({report.labelled_cells} cells); {len(report.problems)} rejected"
               + (f" ({report.removed} earlier version{'s' * (report.removed != 1)} taken out of the catalog)"
                  if report.removed else ""))
@@ -255,8 +256,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.problems else EXIT_OK
 
 
-def _of_them(label_sources: int) -> str:
-    return f" ({label_sources} of them land-cover source{'s' * (label_sources != 1)})" if label_sources else ""
+def _of_them(label_sources: int, reread: int = 0) -> str:
+    """``ingest``'s note on the inputs already in the catalog: how many are land-cover sources, and how many scenes
+    an earlier version had catalogued and this one read again, to the same tiles."""
+    parts = [f"{label_sources} of them land-cover source{'s' * (label_sources != 1)}"] * bool(label_sources)
+    parts += [f"{reread} of them read again under this version's rules, unchanged"] * bool(reread)
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:

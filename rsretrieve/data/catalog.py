@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scenes(
     scene_id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,          -- absolute path of the file, or folder/prefix of a per-band product
-    fingerprint TEXT NOT NULL,         -- sizes and mtimes of its files: a changed file is re-ingested
+    fingerprint TEXT NOT NULL,         -- sizes and mtimes of its files and " rules=N" (ingest.INGEST_RULES)
     sensor TEXT NOT NULL,
     layout TEXT NOT NULL,
     files TEXT NOT NULL,               -- JSON: band name -> path, or {"*": path} for a stacked file
@@ -402,6 +402,13 @@ class Catalog:
     def scene_fingerprint(self, key: str) -> str | None:
         row = self.conn.execute("SELECT fingerprint FROM scenes WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
+
+    def restamp_scene(self, key: str, old: str, new: str) -> bool:
+        """Record the scene ``key`` under the fingerprint ``new`` while it is the version with ``old`` (its tiles,
+        and so their ids and vectors, are kept); whether it was."""
+        with self.transaction() as c:
+            cur = c.execute("UPDATE scenes SET fingerprint = ? WHERE key = ? AND fingerprint = ?", (new, key, old))
+        return cur.rowcount == 1
 
     def write_scene(self, scene: SceneRow, tiles: Sequence[TileRow]) -> int:
         """Insert a scene and its tiles in one transaction, replacing an older version of the same key.

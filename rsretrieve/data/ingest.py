@@ -2,7 +2,8 @@
 
 ``process_scene`` is a pure function from a scene on disk to the rows that describe it (so it can run in worker
 processes, or on Ray later); ``ingest`` discovers scenes, skips those already in the catalog with the same
-fingerprint, and commits each scene with its tiles in one transaction. Expected problems are collected as
+fingerprint and reading rules (:data:`INGEST_RULES`), and commits each scene with its tiles in one
+transaction. Expected problems are collected as
 :class:`~rsretrieve.data.discover.Problem` (path + reason) and never stop the other scenes.
 
 A file's data type is checked against its sensor's (:func:`~rsretrieve.data.scene.dtype_problem`), and a SAR
@@ -25,7 +26,7 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -55,12 +56,20 @@ _STRIP_ROWS = 1024
 #: the share of a cell a tile's data must cover by default (``--min-coverage``)
 MIN_COVERAGE = 0.25
 
+#: The version of the rules by which ingest reads a file: which scene it belongs to, its sensor, layout, date and
+#: cloud. Each scene is recorded under it (:func:`_stamp`), so that a catalog written by an earlier version has its
+#: scenes read once more, and those now read otherwise replaced; the others keep their tiles, ids and vectors.
+#: 1 (not recorded): before 2026-12-07. 2: Sentinel-2's DN offset from processing baseline 04.00, the date from the
+#: product id, Landsat 7's 8-bit RGB layout only for a file named so, Sentinel-2's SCL as cloud.
+INGEST_RULES = 2
+
 
 @dataclass
 class IngestReport:
     """What an ingest run did."""
 
     added: int = 0
+    #: catalogued scenes read again and written anew: their files changed, or this version reads them otherwise
     replaced: int = 0
     #: catalogued scenes whose files changed and are now refused: removed from the catalog (each one a problem too)
     removed: int = 0
@@ -68,6 +77,8 @@ class IngestReport:
     skipped: int = 0
     #: of them, land-cover sources
     skipped_label_sources: int = 0
+    #: of them, scenes catalogued by an earlier version's rules (:data:`INGEST_RULES`), read again: the same reading
+    reread: int = 0
     tiles: int = 0
     label_sources: int = 0
     labelled_cells: int = 0
@@ -308,9 +319,9 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
         sensor: force this registered sensor instead of identifying it.
         min_coverage: keep a tile only if at least this fraction of its cell holds data.
         min_tile_px: refuse scenes whose pixels are so coarse that a tile would be fewer pixels across.
-        file_fingerprint: the :func:`fingerprint` of the source's files that the scene is recorded under, taken by
-            the caller before anything was read (None: taken now); a file that changes while it is read then
-            differs from it, and the next ingest reads it again.
+        file_fingerprint: the :func:`fingerprint` of the source's files with the rules (:func:`_stamp`) that the
+            scene is recorded under, taken by the caller before anything was read (None: taken now); a file that
+            changes while it is read then differs from it, and the next ingest reads it again.
 
     Raises:
         SceneError: for any expected problem (unreadable, no CRS, unknown sensor, a data type that cannot be the
@@ -385,7 +396,8 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     acq = scene.acquired
     px = scene.width * scene.height
     row = SceneRow(
-        key=source.key, fingerprint=file_fingerprint or fingerprint(source.all_files()), sensor=scene.spec.name, layout=scene.layout_name,
+        key=source.key, fingerprint=file_fingerprint or _stamp(fingerprint(source.all_files())),
+        sensor=scene.spec.name, layout=scene.layout_name,
         files={b: p for b, (p, _) in scene.band_files.items()} if not source.stacked else {"*": source.files["*"]},
         aux=source.aux, crs=crs.to_wkt(), transform=list(t)[:6], width=scene.width, height=scene.height,
         res_m=res_m, acquired=acq.strftime("%Y-%m-%dT%H:%M:%SZ") if acq else None,
@@ -508,6 +520,34 @@ def process_labels(source: SceneSource, tile_m: float,
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
+def _stamp(fp: str) -> str:
+    """What is recorded for an ingested scene: its files' fingerprint and the rules it was read by."""
+    return f"{fp} rules={INGEST_RULES}"
+
+
+def _same_files(stored: str | None, stamp: str) -> bool:
+    """Whether a catalogued scene's stamp (``stored``; a bare fingerprint before rules were recorded) names the same
+    files as ``stamp``: then only the rules it was read by differ."""
+    return stored is not None and stored.split(" ", 1)[0] == stamp.split(" ", 1)[0]
+
+
+def _same_reading(catalog: Catalog, row: SceneRow, tiles: list[TileRow]) -> bool:
+    """Whether the catalogued scene ``row.key`` holds what ingest read now: the same scene and the same tiles."""
+    old = catalog.scene_by_key(row.key)
+    if old is None:
+        return False
+    new = asdict(row)
+    keep = ("fingerprint", "ingested_at")
+    if any(new[k] != old[k] for k in new if k not in keep):
+        return False
+    cols = ["cell_id", "col_off", "row_off", "width", "height", "coverage", "valid_fraction", "cloud_fraction",
+            "footprint"]
+    have = [tuple(t[c] for c in cols) for t in catalog.tiles("t.scene_id = ?", (old["scene_id"],), columns=cols)]
+    want = [(t.cell_id, t.col_off, t.row_off, t.width, t.height, t.coverage, t.valid_fraction, t.cloud_fraction,
+             t.footprint) for t in tiles]
+    return sorted(have) == sorted(want)
+
+
 def _label_stamp(fp: str, label_scheme: str | None) -> str:
     """What is recorded for an ingested land-cover raster: its fingerprint, and the scheme when one was forced."""
     return fp if label_scheme is None else f"{fp}|scheme={label_scheme}"
@@ -551,9 +591,10 @@ def _work(args: tuple) -> tuple[str, object]:
 
 
 def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: str, problem: Problem,
-                    sensor: str | None, report: IngestReport) -> Problem:
+                    sensor: str | None, report: IngestReport, rules_only: bool = False) -> Problem:
     """The outcome for an input already in the catalog whose files changed (``stored`` is the catalogued
-    fingerprint or label stamp) and that is now refused: the problem to report, its reason completed.
+    fingerprint or label stamp) and that is now refused: the problem to report, its reason completed. With
+    ``rules_only`` its files are the same, and this version's rules (:data:`INGEST_RULES`) refuse it.
 
     The catalogued version describes pixels the file no longer holds, and ``rsretrieve index`` would read the new
     ones through its tile windows; so it is removed (its ids stay retired: the catalog's high-water marks are kept),
@@ -583,9 +624,10 @@ def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: st
     if tiles is None:
         return problem
     report.removed += 1
+    why = ("this version of rsretrieve reads the unchanged file otherwise and refuses it" if rules_only
+           else "the file changed and can no longer be ingested")
     return Problem(problem.path, f"{reason}; its earlier version ({tiles} tiles) is removed from the catalog, since "
-                                 "the file changed and can no longer be ingested (the next `rsretrieve index` drops "
-                                 "its vectors)")
+                                 f"{why} (the next `rsretrieve index` drops its vectors)")
 
 
 def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
@@ -616,8 +658,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         except OSError as e:
             report.problems.append(Problem(s.key, f"cannot read: {e.strerror}"))
             continue
-        if s.role == "labels":
-            fp = _label_stamp(fp, label_scheme)
+        fp = _label_stamp(fp, label_scheme) if s.role == "labels" else _stamp(fp)
         stored = catalog.meta(f"labels:{s.key}") if s.role == "labels" else catalog.scene_fingerprint(s.key)
         if stored == fp:
             report.skipped += 1
@@ -638,12 +679,18 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         for i, ((source, stored, fp), (kind, res)) in enumerate(zip(todo, results)):
             if kind in ("problem", "error"):
                 if stored is not None:
-                    res = _refused_change(catalog, source, stored, kind, res, sensor, report)
+                    res = _refused_change(catalog, source, stored, kind, res, sensor, report,
+                                          rules_only=source.role == "scene" and _same_files(stored, fp))
                 report.problems.append(res)
             elif kind == "labels":
                 catalog.write_labels(res, source=source.key, stamp=fp)
                 report.label_sources += 1
                 report.labelled_cells += len(res)
+            elif _same_files(stored, fp) and _same_reading(catalog, *res) and catalog.restamp_scene(source.key,
+                                                                                                  stored, fp):
+                # read by an earlier version's rules, and read the same now: its tile ids and vectors stay
+                report.skipped += 1
+                report.reread += 1
             else:
                 scene_row, tiles = res
                 catalog.write_scene(scene_row, tiles)

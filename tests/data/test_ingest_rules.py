@@ -1,0 +1,136 @@
+"""A catalog written by an earlier version of ingest's reading rules (``INGEST_RULES``): each of its scenes is read
+once more. One read otherwise now (a Sentinel-2 product of baseline 05.09, catalogued before its DN offset was read)
+is replaced; one read the same keeps its tiles, their ids and so its vectors; one the new rules refuse leaves the
+catalog, and its rejection says the file did not change. A second run reads nothing again."""
+
+import sqlite3
+
+import numpy as np
+
+from rsretrieve.cli import main
+from rsretrieve.data.catalog import Catalog
+from rsretrieve.data.ingest import INGEST_RULES, fingerprint, ingest
+from tests.conftest import s1_scene, write_tif
+
+NEW = "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327"
+ORIGIN = (600_000.0, 5_400_000.0)
+
+
+def _archive(root):
+    """A Sentinel-2 product of baseline 05.09 (DN = reflectance x 10000 + 1000, a bright surface of 0.27) and a
+    Sentinel-1 scene, on the same 960 m of ground."""
+    s2 = np.full((12, 96, 96), 2700 + 1000, np.uint16)
+    write_tif(root / f"{NEW}.tif", s2, crs="EPSG:32632", origin=ORIGIN, nodata=0)
+    s1_scene(root / "S1A_IW_GRDH_1SDV_20230706T053000_20230706T053025_049000_05E4D2_1A2B_dB.tif",
+             crs="EPSG:32632", origin=ORIGIN)
+    return root
+
+
+def _as_earlier_version(db, **layout):
+    """Make the catalog what ingest before rules were recorded left: bare fingerprints, and the layouts it read."""
+    con = sqlite3.connect(db)
+    for key, stored in con.execute("SELECT key, fingerprint FROM scenes").fetchall():
+        con.execute("UPDATE scenes SET fingerprint = ? WHERE key = ?", (stored.split(" ")[0], key))
+    for key, name in layout.items():
+        con.execute("UPDATE scenes SET layout = ? WHERE key LIKE ?", (name, f"%{key}%"))
+    con.commit()
+    con.close()
+
+
+def _rows(db):
+    con = sqlite3.connect(db)
+    out = {k: (sid, layout, fp) for k, sid, layout, fp in
+           con.execute("SELECT key, scene_id, layout, fingerprint FROM scenes")}
+    tiles = {k: sorted(r[0] for r in con.execute("SELECT tile_id FROM tiles t JOIN scenes s USING (scene_id) "
+                                                 "WHERE s.key = ?", (k,))) for k in out}
+    con.close()
+    return out, tiles
+
+
+def test_an_earlier_versions_scenes_are_read_again_once(tmp_path, capsys):
+    archive = _archive(tmp_path / "archive")
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(archive), "--workspace", str(ws)]) == 0
+    db = ws / "catalog.sqlite"
+    scenes, tiles = _rows(db)
+    s1 = next(k for k in scenes if "S1A" in k)
+    s2 = next(k for k in scenes if NEW in k)
+    assert scenes[s2][1] == "full+N0400" and scenes[s1][1] == "full"
+    assert all(fp == f"{fingerprint([k])} rules={INGEST_RULES}" for k, (_, _, fp) in scenes.items())
+    con = sqlite3.connect(db)
+    clouds = [r[0] for r in con.execute("SELECT t.cloud_fraction FROM tiles t JOIN scenes s USING (scene_id) "
+                                        "WHERE s.key = ?", (s2,))]
+    con.close()
+    assert clouds and set(clouds) == {0.0}  # 0.27 is below the cloud test's 0.30; read without the offset, 0.37
+    _as_earlier_version(db, **{NEW: "full"})
+    capsys.readouterr()
+
+    assert main(["ingest", str(archive), "--workspace", str(ws)]) == 0
+    out = capsys.readouterr().out
+    assert ("ingest: 0 scenes added, 1 replaced, 1 already in the catalog (1 of them read again under this "
+            "version's rules, unchanged), ") in out
+    after, after_tiles = _rows(db)
+    # the Sentinel-2 product is read with its offset now: new ids (the index drops the old vectors, embeds these)
+    assert after[s2][1] == "full+N0400" and after[s2][0] != scenes[s2][0]
+    assert not set(after_tiles[s2]) & set(tiles[s2])
+    # the Sentinel-1 scene is read the same: its ids stay, so its vectors do
+    assert after[s1][:2] == scenes[s1][:2] and after_tiles[s1] == tiles[s1]
+    assert all(fp.endswith(f" rules={INGEST_RULES}") for _, _, fp in after.values())
+
+    assert main(["ingest", str(archive), "--workspace", str(ws)]) == 0
+    assert "0 scenes added, 0 replaced, 2 already in the catalog, " in capsys.readouterr().out
+    assert _rows(db) == (after, after_tiles)
+
+
+def test_a_scene_the_new_rules_refuse_leaves_the_catalog_saying_the_file_did_not_change(tmp_path):
+    """An 8-bit RGB file was once taken for a Landsat 7 scene by its band count; it is now only when named so."""
+    ortho = tmp_path / "archive" / "ortho.tif"
+    write_tif(ortho, np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, nodata=0)
+    s1 = s1_scene(tmp_path / "archive" / "S1A_IW_GRDH_1SDV_20230706T053000_dB.tif", crs="EPSG:32632", origin=ORIGIN)
+    db = tmp_path / "ws" / "catalog.sqlite"
+    cat = Catalog(db, tile_m=480)
+    try:
+        assert ingest([ortho], cat, sensor="landsat7").added == 1
+        assert ingest([s1], cat).added == 1
+    finally:
+        cat.close()
+    _as_earlier_version(db)
+    before, before_tiles = _rows(db)
+    cat = Catalog(db, tile_m=480)
+    try:
+        report = ingest([tmp_path / "archive"], cat)
+    finally:
+        cat.close()
+    assert (report.added, report.replaced, report.removed, report.skipped, report.reread) == (0, 0, 1, 1, 1)
+    (p,) = report.problems
+    assert p.path == str(ortho)
+    assert p.reason.startswith("3 band(s) of uint8 fit no registered sensor (")
+    assert p.reason.endswith("; its earlier version (1 tiles) is removed from the catalog, since this version of "
+                             "rsretrieve reads the unchanged file otherwise and refuses it (the next `rsretrieve "
+                             "index` drops its vectors)")
+    after, after_tiles = _rows(db)
+    assert list(after) == [str(s1)] and after_tiles[str(s1)] == before_tiles[str(s1)]
+    assert after[str(s1)][:2] == before[str(s1)][:2]
+
+
+def test_a_changed_file_of_an_earlier_version_is_replaced_as_before(tmp_path):
+    """Files and rules both changed: it is read again and replaced, never taken for a mere re-check."""
+    archive = _archive(tmp_path / "archive")
+    db = tmp_path / "ws" / "catalog.sqlite"
+    cat = Catalog(db, tile_m=480)
+    try:
+        assert ingest([archive], cat).added == 2
+    finally:
+        cat.close()
+    _as_earlier_version(db)
+    before, before_tiles = _rows(db)
+    s1 = next(k for k in before if "S1A" in k)
+    s1_scene(s1, seed=1, crs="EPSG:32632", origin=ORIGIN)  # rewritten: other values
+    cat = Catalog(db, tile_m=480)
+    try:
+        report = ingest([archive], cat)
+    finally:
+        cat.close()
+    assert (report.added, report.replaced, report.skipped, report.reread) == (0, 1, 1, 1)
+    after, after_tiles = _rows(db)
+    assert after[s1][0] != before[s1][0] and not set(after_tiles[s1]) & set(before_tiles[s1])
