@@ -47,6 +47,7 @@ from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
                                    to_physical, valid_pixels)
 from rsretrieve.data.tiles import CellSampler
+from rsretrieve.sensors import CloudTest
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,34 @@ def _ref_band(scene: OpenedScene) -> str:
     return min(valid_bands, key=lambda b: b.gsd_m).name
 
 
-def _masks(scene: OpenedScene, reader: _Reader, r0: int,
+@dataclass(frozen=True)
+class _CloudPlan:
+    """How a scene's cloud is found, decided once per scene: ``bright`` is its sensor's cloud test as the scene's bands
+    allow (``None``: its layout lacks the test's bands), ``qa`` the scene's own quality mask (``None``: none)."""
+
+    bright: CloudTest | None
+    qa: str | None
+
+
+def _cloud_plan(scene: OpenedScene, reader: _Reader) -> _CloudPlan:
+    """The scene's :class:`_CloudPlan`; a quality mask in another CRS than the scene's is refused before any pixel is
+    read (read through the scene's transform, it would mark another ground)."""
+    spec, test = scene.spec, scene.spec.cloud_test
+    if test is None:
+        return _CloudPlan(None, None)
+    bright = None
+    if all(spec.band(b).name in scene.band_files for b in test.bands):
+        bright = test
+        if not all(spec.band(b).name in scene.band_files for b in test.snow_bands):
+            bright = replace(test, snow_bands=())  # a layout without them: brightness alone
+    qa = _aux_by_role(scene.source, test.qa_role) if test.qa_role else None
+    if qa and (crs := reader.crs_of(qa)) != scene.crs:
+        raise SceneError(f"quality mask {Path(qa).name} is in {crs.to_string() if crs else 'no CRS'}, the "
+                         f"scene in {scene.crs.to_string()}: it must be on the scene's ground")
+    return _CloudPlan(bright, qa)
+
+
+def _masks(scene: OpenedScene, reader: _Reader, plan: _CloudPlan, r0: int,
            r1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data, cloud, ref): boolean masks (r1 - r0, width), data = not nodata/NaN and cloud = flagged cloud among
     data, and the reference band's pixels (as stored) they were computed from."""
@@ -193,10 +221,7 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
     data = reader.read(*scene.band_files[_ref_band(scene)], r0, r1, fill)
     ok = valid_pixels(data, nodata)
     cloud = np.zeros_like(ok)
-    test = spec.cloud_test
-    if test is not None and all(spec.band(b).name in scene.band_files for b in test.bands):
-        if not all(spec.band(b).name in scene.band_files for b in test.snow_bands):
-            test = replace(test, snow_bands=())  # a layout without them: brightness alone
+    if plan.bright is not None:
         phys: dict[str, np.ndarray] = {}  # each band read once (the green band is in both tests)
 
         def band(b: str) -> np.ndarray:
@@ -205,14 +230,10 @@ def _masks(scene: OpenedScene, reader: _Reader, r0: int,
                 dn = reader.read(*scene.band_files[name], r0, r1, fill)  # neither bright nor snow there
                 phys[name] = np.where(valid_pixels(dn, nodata), to_physical(dn, scene.layout), np.float32(np.nan))
             return phys[name]
-        cloud = test.flag(band, ok)
-    qa = _aux_by_role(scene.source, test.qa_role) if test is not None and test.qa_role else None
-    if qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask, Sentinel-2's SCL) adds what it flags
-        crs = reader.crs_of(qa)
-        if crs != scene.crs:  # read through the scene's transform, it would mark another ground
-            raise SceneError(f"quality mask {Path(qa).name} is in {crs.to_string() if crs else 'no CRS'}, the "
-                             f"scene in {scene.crs.to_string()}: it must be on the scene's ground")
-        cloud |= ok & test.qa_cloud(reader.read(qa, 1, r0, r1, 0))
+        cloud = plan.bright.flag(band, ok)
+    if plan.qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask, Sentinel-2's SCL) adds what it
+        # flags
+        cloud |= ok & spec.cloud_test.qa_cloud(reader.read(plan.qa, 1, r0, r1, 0))
     return ok, cloud, data
 
 
@@ -352,9 +373,10 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     tot_data = tot_cloud = 0
     sar = _SarValues(scene) if scene.spec.units in ("sigma0_db", "sigma0_linear") else None
     with _Reader(scene) as reader:
+        plan = _cloud_plan(scene, reader)
         for s0 in range(0, scene.height, _STRIP_ROWS):
             s1 = min(s0 + _STRIP_ROWS, scene.height)
-            ok, cloud, ref = _masks(scene, reader, s0, s1)
+            ok, cloud, ref = _masks(scene, reader, plan, s0, s1)
             if sar is not None:
                 sar.add(ref, ok)
             tot_data += int(ok.sum())

@@ -7,6 +7,7 @@ import rasterio
 import yaml
 from rasterio.transform import from_origin
 
+from rsretrieve.data import ingest as ingest_mod
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.ingest import ingest
 from rsretrieve.sensors import CloudTest, SensorSpecError, get_sensor, spec_from_dict
@@ -261,13 +262,18 @@ def test_another_acquisitions_qa_pixel_is_not_this_scenes_mask(tmp_path, stacked
     assert _cloud_fraction(tmp_path, d) == 0.0
 
 
-def test_a_qa_pixel_in_another_crs_rejects_the_scene_naming_the_mask(tmp_path):
+def test_a_qa_pixel_in_another_crs_rejects_the_scene_naming_the_mask(tmp_path, monkeypatch):
+    """Before any strip of pixels is read: the scene's mask and cloud test are decided once per scene."""
     d = _landsat(tmp_path / "a")
     write_tif(d / f"{L8}_QA_PIXEL.TIF", np.full((64, 64), QA_CLOUD, np.uint16), nodata=1,
               **{**_KW, "crs": "EPSG:32611"})
+    reads = []
+    real_read = ingest_mod._Reader.read
+    monkeypatch.setattr(ingest_mod._Reader, "read", lambda self, *a: reads.append(a) or real_read(self, *a))
     with Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480) as cat:
         report = ingest([d], cat)
         assert report.added == 0 and cat.scenes() == []
+    assert reads == []
     (problem,) = report.problems
     assert problem.reason == (f"quality mask {L8}_QA_PIXEL.TIF is in EPSG:32611, the scene in EPSG:32610: it must be "
                               "on the scene's ground"), problem.reason
