@@ -251,6 +251,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
               + (f" ({report.removed} earlier version{'s' * (report.removed != 1)} taken out of the catalog)"
                  if report.removed else ""))
         _print_summary(counts)
+    for p in report.retired:
+        _eprint(f"taken out: {p}")
     for p in report.problems:
         _eprint(f"rejected: {p}")
     return EXIT_PARTIAL if report.problems else EXIT_OK

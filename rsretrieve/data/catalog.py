@@ -403,6 +403,14 @@ class Catalog:
         row = self.conn.execute("SELECT fingerprint FROM scenes WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
+    def scenes_stamped_otherwise(self, suffix: str) -> list[dict[str, Any]]:
+        """The scenes whose fingerprint does not end with ``suffix`` (``key``, ``fingerprint``, ``sensor`` and
+        ``files``, decoded)."""
+        rows = self.conn.execute("SELECT key, fingerprint, sensor, files FROM scenes WHERE substr(fingerprint, ?) != ?"
+                                 " ORDER BY scene_id", (-len(suffix), suffix))
+        return [{"key": k, "fingerprint": fp, "sensor": sensor, "files": json.loads(files)}
+                for k, fp, sensor, files in rows]
+
     def restamp_scene(self, key: str, old: str, new: str) -> bool:
         """Record the scene ``key`` under the fingerprint ``new`` while it is the version with ``old`` (its tiles,
         and so their ids and vectors, are kept); whether it was."""

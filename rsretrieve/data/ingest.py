@@ -84,10 +84,14 @@ class IngestReport:
     label_sources: int = 0
     labelled_cells: int = 0
     problems: list[Problem] = field(default_factory=list)
+    #: scenes an earlier version's rules catalogued whose files this version reads as another scene's companions
+    #: (Sentinel-2's true-colour TCI was a Landsat 7 scene): taken out of the catalog, each with why
+    retired: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = self.__dict__.copy()
         d["problems"] = [{"path": p.path, "reason": p.reason} for p in self.problems]
+        d["retired"] = [{"path": p.path, "reason": p.reason} for p in self.retired]
         return d
 
 
@@ -570,6 +574,26 @@ def _same_reading(catalog: Catalog, row: SceneRow, tiles: list[TileRow]) -> bool
     return sorted(have) == sorted(want)
 
 
+def _retire_companions(catalog: Catalog, sources: list[SceneSource]) -> list[Problem]:
+    """Take out of the catalog the scenes an earlier version's rules read whose files are all companions of a
+    scene found now (an 8-bit true-colour ``TCI.tif`` was catalogued as a Landsat 7 scene, and is now its Sentinel-2
+    product's); what was taken out, and why. Nothing is looked at once every scene carries this version's rules."""
+    aux_of = {path: (s.key, role) for s in sources for role, path in s.aux.items()}
+    keys = {s.key for s in sources}
+    out = []
+    for old in catalog.scenes_stamped_otherwise(f" rules={INGEST_RULES}") if aux_of else ():
+        files = set(old["files"].values())
+        if old["key"] in keys or not files or not files <= aux_of.keys():
+            continue
+        owner, role = aux_of[min(files)]
+        tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
+        if tiles is not None:
+            out.append(Problem(old["key"], f"now read as the companion {role} of the scene {owner}, not as a scene: "
+                                           f"its earlier version as a {old['sensor']} scene ({tiles} tiles) is removed "
+                                           "from the catalog (the next `rsretrieve index` drops its vectors)"))
+    return out
+
+
 def _label_stamp(fp: str, label_scheme: str | None) -> str:
     """What is recorded for an ingested land-cover raster: its fingerprint, and the scheme when one was forced."""
     return fp if label_scheme is None else f"{fp}|scheme={label_scheme}"
@@ -673,6 +697,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     report = IngestReport()
     tile_m = catalog.tile_m
     sources, report.problems = discover(paths)
+    report.retired = _retire_companions(catalog, sources)
     todo = []
     for s in sources:
         try:

@@ -9,7 +9,9 @@ import numpy as np
 
 from rsretrieve.cli import main
 from rsretrieve.data.catalog import Catalog
-from rsretrieve.data.ingest import INGEST_RULES, fingerprint, ingest
+from rsretrieve.data.discover import SceneSource
+from rsretrieve.data.ingest import INGEST_RULES, fingerprint, ingest, process_scene
+from rsretrieve.sensors import get_sensor
 from tests.conftest import s1_scene, write_tif
 
 NEW = "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327"
@@ -134,3 +136,42 @@ def test_a_changed_file_of_an_earlier_version_is_replaced_as_before(tmp_path):
     assert (report.added, report.replaced, report.skipped, report.reread) == (0, 1, 1, 1)
     after, after_tiles = _rows(db)
     assert after[s1][0] != before[s1][0] and not set(after_tiles[s1]) & set(before_tiles[s1])
+
+
+def test_a_scene_now_read_as_a_companion_is_taken_out_with_a_line(tmp_path, capsys):
+    """Before these rules a product's 8-bit true-colour TCI.tif was catalogued as a Landsat 7 scene (by its band
+    count), beside the product itself; it is now the product's companion: the Landsat 7 scene leaves the catalog, and
+    the line names the product. Another scene's ids are kept; a second run takes nothing out."""
+    folder = tmp_path / "archive" / NEW
+    for b in get_sensor("sentinel2").band_names:
+        write_tif(folder / f"{b}.tif", np.full((1, 48, 48), 3700, np.uint16), crs="EPSG:32632", origin=ORIGIN,
+                  nodata=0)
+    tci = write_tif(folder / "TCI.tif", np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, nodata=0)
+    s1 = s1_scene(tmp_path / "archive" / "S1A_IW_GRDH_1SDV_20230706T053000_dB.tif", crs="EPSG:32632", origin=ORIGIN)
+    ws = tmp_path / "ws"
+    db = ws / "catalog.sqlite"
+    cat = Catalog(db, tile_m=480)
+    try:  # what the earlier version had: the TCI as a Landsat 7 scene, the bands without it, the S1 scene
+        cat.write_scene(*process_scene(SceneSource(key=str(tci), files={"*": str(tci)}), 480, sensor="landsat7"))
+        assert ingest([s1], cat).added == 1
+    finally:
+        cat.close()
+    _as_earlier_version(db)
+    before, before_tiles = _rows(db)
+    capsys.readouterr()
+
+    assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws)]) == 0
+    out, err = capsys.readouterr()
+    assert "ingest: 1 scenes added, 0 replaced, 1 already in the catalog (1 of them read again under this " in out
+    after, after_tiles = _rows(db)
+    (product,) = set(after) - {str(s1)}
+    assert product.startswith(str(folder))
+    assert err.splitlines() == [
+        f"taken out: {tci}: now read as the companion TCI of the scene {product}, not as a scene: its earlier "
+        "version as a landsat7 scene (1 tiles) is removed from the catalog (the next `rsretrieve index` drops its "
+        "vectors)"]
+    assert len(after) == 2 and after[product][1] == "full+N0400"
+    assert after[str(s1)][:2] == before[str(s1)][:2] and after_tiles[str(s1)] == before_tiles[str(s1)]
+    assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and '"retired": []' in out
