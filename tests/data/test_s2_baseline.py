@@ -2,6 +2,7 @@
 told from their product name, tags, STAC item or sidecar JSON, and read with offset -0.1 (layout ``full+N0400``)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -282,3 +283,31 @@ def test_a_sidecar_is_the_scenes_own_by_its_whole_name_and_earth_engine_get_info
     (d / "export_x.json").write_text(json.dumps({"system:time_start": 1688552159000}))
     src = SceneSource(key=str(d / "export_x.tif"), files={"*": str(d / "export_x.tif")})
     assert acquisition_time(src, {}).isoformat() == "2023-07-05T10:15:59+00:00"
+
+
+def test_a_folders_json_listing_is_kept_until_the_folder_changes(tmp_path, monkeypatch):
+    """A scene's metadata is looked for in its folder several times; a flat folder of 20,000 scenes took 11 ms to
+    list each time. The listing is kept by the folder's modification time, and never within two seconds of it."""
+    from rsretrieve.data import scene as scene_mod
+
+    listed = []
+    real = scene_mod.os.scandir
+    monkeypatch.setattr(scene_mod.os, "scandir", lambda p: listed.append(p) or real(p))
+    folder = tmp_path / "flat"
+    for i in range(3):
+        write_tif(folder / f"{NEW}_{i}.tif", np.full((1, 8, 8), 1500, np.uint16))
+    src = SceneSource(key=str(folder / f"{NEW}_0.tif"), files={"*": str(folder / f"{NEW}_0.tif")})
+    # just changed: listed every time, so a sidecar written now is seen
+    assert list(scene_mod._sidecars(src)) == []
+    (folder / f"{NEW}_0.json").write_text(json.dumps({"PROCESSING_BASELINE": "05.09"}))
+    assert list(scene_mod._sidecars(src)) == [{"PROCESSING_BASELINE": "05.09"}]
+    assert len(listed) == 2
+    # unchanged for longer: listed once for any number of lookups
+    os.utime(folder, ns=(1_700_000_000_000_000_000,) * 2)
+    for _ in range(5):
+        assert list(scene_mod._sidecars(src)) == [{"PROCESSING_BASELINE": "05.09"}]
+    assert len(listed) == 3
+    # a file added or removed changes the folder's time: listed again
+    (folder / f"{NEW}_0.json").unlink()
+    os.utime(folder, ns=(1_700_000_001_000_000_000,) * 2)
+    assert list(scene_mod._sidecars(src)) == [] and len(listed) == 4
