@@ -57,9 +57,10 @@ _STRIP_ROWS = 1024
 #: the share of a cell a tile's data must cover by default (``--min-coverage``)
 MIN_COVERAGE = 0.25
 
-#: The version of the rules by which ingest reads a file: which scene it belongs to, its sensor, layout, date and
+#: The version of the rules by which ingest reads a file: which files make a scene, its sensor, layout, date and
 #: cloud. Each scene is recorded under it (:func:`_stamp`), so that a catalog written by an earlier version has its
-#: scenes read once more, and those now read otherwise replaced; the others keep their tiles, ids and vectors.
+#: scenes read once more (as the sensor they were catalogued as), and those now read otherwise replaced; the others
+#: keep their tiles, ids and vectors. A stamp of a newer version is left as it is.
 #: 1 (not recorded): before 2026-12-07. 2: Sentinel-2's DN offset from processing baseline 04.00, the date from the
 #: product id, Landsat 7's 8-bit RGB layout only for a file named so, Sentinel-2's SCL as cloud.
 INGEST_RULES = 2
@@ -557,8 +558,17 @@ def _same_files(stored: str | None, stamp: str) -> bool:
     return stored is not None and stored.split(" ", 1)[0] == stamp.split(" ", 1)[0]
 
 
-def _same_reading(catalog: Catalog, row: SceneRow, tiles: list[TileRow]) -> bool:
-    """Whether the catalogued scene ``row.key`` holds what ingest read now: the same scene and the same tiles."""
+def _rules_of(stamp: str) -> int:
+    """The version of the reading rules a scene's stamp records (1: none recorded)."""
+    _, _, rules = stamp.partition(" rules=")
+    return int(rules) if rules.isdigit() else 1
+
+
+def _same_reading(catalog: Catalog, row: SceneRow, tiles: list[TileRow], min_coverage: float) -> bool:
+    """Whether the catalogued scene ``row.key`` holds what ingest read now, its tiles cut to ``min_coverage``: the
+    same scene, and the same tiles but for those one run's ``--min-coverage`` kept and the other's did not (a tile
+    catalogued then with a coverage below this run's, or one read now with a coverage below every catalogued one's).
+    """
     old = catalog.scene_by_key(row.key)
     if old is None:
         return False
@@ -568,10 +578,15 @@ def _same_reading(catalog: Catalog, row: SceneRow, tiles: list[TileRow]) -> bool
         return False
     cols = ["cell_id", "col_off", "row_off", "width", "height", "coverage", "valid_fraction", "cloud_fraction",
             "footprint"]
-    have = [tuple(t[c] for c in cols) for t in catalog.tiles("t.scene_id = ?", (old["scene_id"],), columns=cols)]
-    want = [(t.cell_id, t.col_off, t.row_off, t.width, t.height, t.coverage, t.valid_fraction, t.cloud_fraction,
-             t.footprint) for t in tiles]
-    return sorted(have) == sorted(want)
+    have = {t["cell_id"]: tuple(t[c] for c in cols)
+            for t in catalog.tiles("t.scene_id = ?", (old["scene_id"],), columns=cols)}
+    want = {t.cell_id: (t.cell_id, t.col_off, t.row_off, t.width, t.height, t.coverage, t.valid_fraction,
+                        t.cloud_fraction, t.footprint) for t in tiles}
+    if not have or any(have[c] != want[c] for c in have.keys() & want.keys()):
+        return False
+    lowest = min(t[5] for t in have.values())
+    return (all(have[c][5] < min_coverage for c in have.keys() - want.keys())
+            and all(want[c][5] < lowest for c in want.keys() - have.keys()))
 
 
 def _retire_companions(catalog: Catalog, sources: list[SceneSource]) -> list[Problem]:
@@ -637,10 +652,9 @@ def _work(args: tuple) -> tuple[str, object]:
 
 
 def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: str, problem: Problem,
-                    sensor: str | None, report: IngestReport, rules_only: bool = False) -> Problem:
+                    sensor: str | None, report: IngestReport) -> Problem:
     """The outcome for an input already in the catalog whose files changed (``stored`` is the catalogued
-    fingerprint or label stamp) and that is now refused: the problem to report, its reason completed. With
-    ``rules_only`` its files are the same, and this version's rules (:data:`INGEST_RULES`) refuse it.
+    fingerprint or label stamp) and that is now refused: the problem to report, its reason completed.
 
     The catalogued version describes pixels the file no longer holds, and ``rsretrieve index`` would read the new
     ones through its tile windows; so it is removed (its ids stay retired: the catalog's high-water marks are kept),
@@ -670,10 +684,19 @@ def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: st
     if tiles is None:
         return problem
     report.removed += 1
-    why = ("this version of rsretrieve reads the unchanged file otherwise and refuses it" if rules_only
-           else "the file changed and can no longer be ingested")
     return Problem(problem.path, f"{reason}; its earlier version ({tiles} tiles) is removed from the catalog, since "
-                                 f"{why} (the next `rsretrieve index` drops its vectors)")
+                                 "the file changed and can no longer be ingested (the next `rsretrieve index` drops "
+                                 "its vectors)")
+
+
+def _refused_reread(problem: Problem) -> Problem:
+    """The outcome for a scene an earlier version's rules catalogued, its files unchanged, that this version refuses
+    when it reads it again: it stays in the catalog, since the refusal may be this run's (an option, a sensor
+    definition it lacks) as well as the new rules'; the line says so."""
+    return Problem(problem.path, f"{problem.reason}; its earlier version stays in the catalog: its files are "
+                                 "unchanged since an earlier version of rsretrieve ingested them, and this refusal may "
+                                 "come from this run's options or sensor definitions (run ingest as it was run then) "
+                                 "or from this version's rules (Catalog.remove_scene takes it out)")
 
 
 def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
@@ -707,12 +730,20 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
             continue
         fp = _label_stamp(fp, label_scheme) if s.role == "labels" else _stamp(fp)
         stored = catalog.meta(f"labels:{s.key}") if s.role == "labels" else catalog.scene_fingerprint(s.key)
+        as_sensor, rules_only = sensor, s.role == "scene" and _same_files(stored, fp)
+        if rules_only:
+            # the same files, catalogued by other rules: read again as the sensor they were catalogued as (an
+            # unchanged file keeps its sensor, whether found or forced then); not by a newer version's rules, nor
+            # under a --sensor for another sensor's scenes
+            as_sensor = catalog.scene_by_key(s.key)["sensor"]
+            if _rules_of(stored) > INGEST_RULES or sensor not in (None, as_sensor):
+                stored = fp
         if stored == fp:
             report.skipped += 1
             report.skipped_label_sources += s.role == "labels"
             continue
-        todo.append((s, stored, fp))
-    jobs = [(s, tile_m, sensor, min_coverage, label_scheme, fp) for s, _, fp in todo]
+        todo.append((s, stored, fp, as_sensor, rules_only))
+    jobs = [(s, tile_m, as_sensor, min_coverage, label_scheme, fp) for s, _, fp, as_sensor, _ in todo]
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_die_with_parent, initargs=(os.getpid(),))
@@ -723,18 +754,19 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         # each source is recorded under the fingerprint taken before its pixels were read: a file that changes while
         # it is read then differs from it, and the next run ingests it again (a fingerprint taken after the read
         # matched the new file, so the old content stayed in the catalog for good); the scene row carries it already
-        for i, ((source, stored, fp), (kind, res)) in enumerate(zip(todo, results)):
+        for i, ((source, stored, fp, as_sensor, rules_only), (kind, res)) in enumerate(zip(todo, results)):
             if kind in ("problem", "error"):
-                if stored is not None:
-                    res = _refused_change(catalog, source, stored, kind, res, sensor, report,
-                                          rules_only=source.role == "scene" and _same_files(stored, fp))
+                if rules_only:
+                    res = _refused_reread(res)
+                elif stored is not None:
+                    res = _refused_change(catalog, source, stored, kind, res, sensor, report)
                 report.problems.append(res)
             elif kind == "labels":
                 catalog.write_labels(res, source=source.key, stamp=fp)
                 report.label_sources += 1
                 report.labelled_cells += len(res)
-            elif _same_files(stored, fp) and _same_reading(catalog, *res) and catalog.restamp_scene(source.key,
-                                                                                                  stored, fp):
+            elif rules_only and _same_reading(catalog, *res, min_coverage) and catalog.restamp_scene(source.key,
+                                                                                                   stored, fp):
                 # read by an earlier version's rules, and read the same now: its tile ids and vectors stay
                 report.skipped += 1
                 report.reread += 1

@@ -84,8 +84,9 @@ def test_an_earlier_versions_scenes_are_read_again_once(tmp_path, capsys):
     assert _rows(db) == (after, after_tiles)
 
 
-def test_a_scene_the_new_rules_refuse_leaves_the_catalog_saying_the_file_did_not_change(tmp_path):
-    """An 8-bit RGB file was once taken for a Landsat 7 scene by its band count; it is now only when named so."""
+def test_an_unchanged_scene_is_read_again_as_the_sensor_it_was_catalogued_as(tmp_path):
+    """An 8-bit RGB file forced to Landsat 7 (``--sensor landsat7``) is read again as Landsat 7 (not refused for its
+    name); one of a sensor this run does not define stays, and its line says why and what to do."""
     ortho = tmp_path / "archive" / "ortho.tif"
     write_tif(ortho, np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, nodata=0)
     s1 = s1_scene(tmp_path / "archive" / "S1A_IW_GRDH_1SDV_20230706T053000_dB.tif", crs="EPSG:32632", origin=ORIGIN)
@@ -97,22 +98,62 @@ def test_a_scene_the_new_rules_refuse_leaves_the_catalog_saying_the_file_did_not
     finally:
         cat.close()
     _as_earlier_version(db)
-    before, before_tiles = _rows(db)
+    con = sqlite3.connect(db)  # the S1 scene as one of a user's sensor that this run does not define
+    con.execute("UPDATE scenes SET sensor = 'mysat' WHERE key = ?", (str(s1),))
+    con.commit()
+    con.close()
+    before = _rows(db)
     cat = Catalog(db, tile_m=480)
     try:
         report = ingest([tmp_path / "archive"], cat)
     finally:
         cat.close()
-    assert (report.added, report.replaced, report.removed, report.skipped, report.reread) == (0, 0, 1, 1, 1)
+    assert (report.added, report.replaced, report.removed, report.skipped, report.reread) == (0, 0, 0, 1, 1)
     (p,) = report.problems
-    assert p.path == str(ortho)
-    assert p.reason.startswith("3 band(s) of uint8 fit no registered sensor (")
-    assert p.reason.endswith("; its earlier version (1 tiles) is removed from the catalog, since this version of "
-                             "rsretrieve reads the unchanged file otherwise and refuses it (the next `rsretrieve "
-                             "index` drops its vectors)")
-    after, after_tiles = _rows(db)
-    assert list(after) == [str(s1)] and after_tiles[str(s1)] == before_tiles[str(s1)]
-    assert after[str(s1)][:2] == before[str(s1)][:2]
+    assert p.path == str(s1)
+    assert "mysat" in p.reason
+    assert p.reason.endswith("; its earlier version stays in the catalog: its files are unchanged since an earlier "
+                             "version of rsretrieve ingested them, and this refusal may come from this run's options "
+                             "or sensor definitions (run ingest as it was run then) or from this version's rules "
+                             "(Catalog.remove_scene takes it out)")
+    after = _rows(db)
+    assert after[1] == before[1] and {k: v[:2] for k, v in after[0].items()} == {k: v[:2] for k, v in before[0].items()}
+    assert after[0][str(ortho)][2].endswith(f" rules={INGEST_RULES}") and " rules=" not in after[0][str(s1)][2]
+
+
+def test_another_runs_options_and_a_newer_versions_stamps_change_nothing(tmp_path):
+    """A scene catalogued with --min-coverage 0.1 (tiles 15% covered) is read again under the default 0.25: the
+    same reading, its tiles kept. Under --sensor another sensor's scenes are not read again; a newer version's stamp
+    is left as it is."""
+    archive = _archive(tmp_path / "archive")
+    s1 = next(archive.glob("S1A*"))
+    edge = s1_scene(tmp_path / "archive" / "S1A_IW_GRDH_1SDV_20230707T053000_dB.tif", size=60, crs="EPSG:32632",
+                    origin=(ORIGIN[0] + 5_000.0, ORIGIN[1]))  # 600 m: cells 15-67% covered
+    db = tmp_path / "ws" / "catalog.sqlite"
+    cat = Catalog(db, tile_m=480)
+    try:
+        assert ingest([archive], cat, min_coverage=0.1).added == 3
+        covers = sorted(t["coverage"] for t in cat.tiles() if t["scene_id"] == cat.scene_by_key(str(edge))["scene_id"])
+    finally:
+        cat.close()
+    assert covers[0] < 0.25 <= covers[-1]
+    _as_earlier_version(db)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE scenes SET fingerprint = fingerprint || ' rules=99' WHERE key = ?", (str(s1),))
+    con.commit()
+    con.close()
+    before = _rows(db)
+    cat = Catalog(db, tile_m=480)
+    try:
+        report = ingest([archive], cat, sensor="sentinel1")
+        assert report.problems == [] and (report.skipped, report.reread) == (3, 1)  # the edge scene, read again
+        report = ingest([archive], cat)
+        assert report.problems == [] and (report.skipped, report.reread, report.replaced) == (3, 1, 0)  # the S2 one
+    finally:
+        cat.close()
+    after = _rows(db)
+    assert after[1] == before[1] and {k: v[:2] for k, v in after[0].items()} == {k: v[:2] for k, v in before[0].items()}
+    assert after[0][str(s1)][2].endswith(" rules=99")
 
 
 def test_a_changed_file_of_an_earlier_version_is_replaced_as_before(tmp_path):
