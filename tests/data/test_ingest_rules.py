@@ -39,6 +39,13 @@ def _as_earlier_version(db, **layout):
     con.close()
 
 
+def _sql(db, statement, *args):
+    con = sqlite3.connect(db)
+    con.execute(statement, args)
+    con.commit()
+    con.close()
+
+
 def _rows(db):
     con = sqlite3.connect(db)
     out = {k: (sid, layout, fp) for k, sid, layout, fp in
@@ -98,10 +105,8 @@ def test_an_unchanged_scene_is_read_again_as_the_sensor_it_was_catalogued_as(tmp
     finally:
         cat.close()
     _as_earlier_version(db)
-    con = sqlite3.connect(db)  # the S1 scene as one of a user's sensor that this run does not define
-    con.execute("UPDATE scenes SET sensor = 'mysat' WHERE key = ?", (str(s1),))
-    con.commit()
-    con.close()
+    # the S1 scene as one of a user's sensor that this run does not define
+    _sql(db, "UPDATE scenes SET sensor = 'mysat' WHERE key = ?", str(s1))
     before = _rows(db)
     cat = Catalog(db, tile_m=480)
     try:
@@ -138,10 +143,7 @@ def test_another_runs_options_and_a_newer_versions_stamps_change_nothing(tmp_pat
         cat.close()
     assert covers[0] < 0.25 <= covers[-1]
     _as_earlier_version(db)
-    con = sqlite3.connect(db)
-    con.execute("UPDATE scenes SET fingerprint = fingerprint || ' rules=99' WHERE key = ?", (str(s1),))
-    con.commit()
-    con.close()
+    _sql(db, "UPDATE scenes SET fingerprint = fingerprint || ' rules=99' WHERE key = ?", str(s1))
     before = _rows(db)
     cat = Catalog(db, tile_m=480)
     try:
