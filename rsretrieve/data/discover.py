@@ -106,10 +106,13 @@ def in_l2a_granule(f: Path) -> bool:
 
 
 def _split(stem: str, tokens: list[str]) -> tuple[str, str] | None:
+    """The prefix and the band token (as registered: every token is upper case) that end ``stem``, in either case
+    (``lc08_l2sp_..._sr_b4``, as some tools write Landsat names, is ``SR_B4``)."""
+    up = stem.upper()
     for t in tokens:
-        if stem == t:
+        if up == t:
             return "", t
-        if stem.endswith(t) and stem[-len(t) - 1] in "_-.":
+        if up.endswith(t) and up[-len(t) - 1] in "_-.":
             return stem[: -len(t) - 1], t
     return None
 

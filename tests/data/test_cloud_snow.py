@@ -170,6 +170,21 @@ def test_landsat_qa_pixel_beside_a_stacked_file_is_used(tmp_path):
     assert _cloud_fraction(tmp_path, folder) == pytest.approx(0.5)
 
 
+def test_a_landsat_product_named_in_lower_case_is_one_scene_with_its_mask(tmp_path):
+    """``lc08_l2sp_..._sr_b4.tif``, as some download tools write the names: one Landsat 8 scene (each band file was a
+    one-band scene of no sensor), its QA_PIXEL read."""
+    folder = _landsat(tmp_path / "a", qa=_columns(QA_CLOUD, QA_CLEAR))
+    for f in folder.iterdir():
+        f.rename(f.with_name(f.name.lower()))
+    with Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480) as cat:
+        report = ingest([folder], cat)
+        assert report.problems == [] and report.added == 1
+        (scene,) = cat.scenes()
+    assert scene["key"] == f"{folder}/{L8.lower()}*" and scene["sensor"] == "landsat8"
+    assert sorted(scene["files"]) == [f"SR_B{b}" for b in range(1, 8)]
+    assert scene["cloud_fraction"] == pytest.approx(0.5) and scene["acquired"] == "2020-09-27T00:00:00Z"
+
+
 def test_landsat7_qa_pixel_cloud_bits_are_cloud(tmp_path):
     qa = _columns(QA_CLEAR, QA_CLOUD, QA_DILATED, QA_CLEAR)
     folder = _landsat(tmp_path / "a", prefix=L7, bands=(1, 2, 3, 4, 5, 7), qa=qa)
