@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -47,7 +48,7 @@ from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
                                    to_physical, valid_pixels)
 from rsretrieve.data.tiles import CellSampler
-from rsretrieve.sensors import CloudTest
+from rsretrieve.sensors import CloudTest, list_sensors
 
 log = logging.getLogger(__name__)
 
@@ -552,12 +553,6 @@ def _stamp(fp: str) -> str:
     return f"{fp} rules={INGEST_RULES}"
 
 
-def _same_files(stored: str | None, stamp: str) -> bool:
-    """Whether a catalogued scene's stamp (``stored``; a bare fingerprint before rules were recorded) names the same
-    files as ``stamp``: then only the rules it was read by differ."""
-    return stored is not None and stored.split(" ", 1)[0] == stamp.split(" ", 1)[0]
-
-
 def _rules_of(stamp: str) -> int:
     """The version of the reading rules a scene's stamp records (1: none recorded)."""
     _, _, rules = stamp.partition(" rules=")
@@ -589,24 +584,52 @@ def _same_reading(catalog: Catalog, row: SceneRow, tiles: list[TileRow], min_cov
             and all(want[c][5] < lowest for c in want.keys() - have.keys()))
 
 
-def _retire_companions(catalog: Catalog, sources: list[SceneSource]) -> list[Problem]:
-    """Take out of the catalog the scenes an earlier version's rules read whose files are all companions of a
-    scene found now (an 8-bit true-colour ``TCI.tif`` was catalogued as a Landsat 7 scene, and is now its Sentinel-2
-    product's); what was taken out, and why. Nothing is looked at once every scene carries this version's rules."""
-    aux_of = {path: (s.key, role) for s in sources for role, path in s.aux.items()}
+def _retire_unseen(catalog: Catalog, sources: list[SceneSource], paths: list[str | Path], problems: list[Problem],
+                   sensor: str | None) -> list[Problem]:
+    """Take out of the catalog the scenes an earlier version's rules read under ``paths`` that this version does not
+    find as scenes, although their files are all still there: a product's companion (an 8-bit true-colour
+    ``TCI.tif`` was catalogued as a Landsat 7 scene), a band file beside a STAC item (the item is the scene), files
+    now part of a scene under another key. Under ``sensor``, only that sensor's; none whose files lie where discover
+    met a problem (a folder it could not read). Returns what was taken out, and why."""
     keys = {s.key for s in sources}
+    aux_of = {path: (s.key, role) for s in sources for role, path in s.aux.items()}
+    part_of = {path: s.key for s in sources for path in s.files.values()}
+    roots = [Path(p).resolve() for p in paths]
+    troubled = [Path(p.path) for p in problems]
     out = []
-    for old in catalog.scenes_stamped_otherwise(f" rules={INGEST_RULES}") if aux_of else ():
-        files = set(old["files"].values())
-        if old["key"] in keys or not files or not files <= aux_of.keys():
+    for old in catalog.scenes_stamped_otherwise(f" rules={INGEST_RULES}"):
+        files = sorted(set(old["files"].values()))
+        if (_rules_of(old["fingerprint"]) >= INGEST_RULES or old["key"] in keys or sensor not in (None, old["sensor"])
+                or not files or not all(_under(f, roots) and not _under(f, troubled) and os.path.isfile(f)
+                                        for f in files)):
             continue
-        owner, role = aux_of[min(files)]
+        if all(f in aux_of for f in files):
+            owner, role = aux_of[files[0]]
+            now = f"now read as the companion {role} of the scene {owner}"
+        elif all(f in part_of for f in files):
+            now = f"now read as part of the scene {part_of[files[0]]}"
+        else:
+            now = "no longer read as a scene (a file beside a STAC item, or a product's companion)"
         tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
         if tiles is not None:
-            out.append(Problem(old["key"], f"now read as the companion {role} of the scene {owner}, not as a scene: "
-                                           f"its earlier version as a {old['sensor']} scene ({tiles} tiles) is removed "
-                                           "from the catalog (the next `rsretrieve index` drops its vectors)"))
+            out.append(Problem(old["key"], f"{now}: its earlier version as a {old['sensor']} scene ({tiles} tiles) is "
+                                           "removed from the catalog (the next `rsretrieve index` drops its vectors)"))
     return out
+
+
+def _under(path: str, roots: list[Path]) -> bool:
+    """Whether ``path`` is one of ``roots`` or lies under one."""
+    p = Path(path)
+    return any(p == r or r in p.parents for r in roots)
+
+
+def _unchanged(old: dict[str, Any], stamp: str) -> bool:
+    """Whether the files a catalogued scene (``old``, as :meth:`Catalog.scene_by_key` gives it) was read from are as
+    its ``stamp`` recorded them: then what differs now is only which files the rules find for it."""
+    try:
+        return fingerprint(sorted(set(old["files"].values()) | set(old["aux"].values()))) == stamp.split(" ", 1)[0]
+    except OSError:
+        return False
 
 
 def _label_stamp(fp: str, label_scheme: str | None) -> str:
@@ -720,7 +743,8 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     report = IngestReport()
     tile_m = catalog.tile_m
     sources, report.problems = discover(paths)
-    report.retired = _retire_companions(catalog, sources)
+    report.retired = _retire_unseen(catalog, sources, paths, report.problems, sensor)
+    known = set(list_sensors())
     todo = []
     for s in sources:
         try:
@@ -730,14 +754,22 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
             continue
         fp = _label_stamp(fp, label_scheme) if s.role == "labels" else _stamp(fp)
         stored = catalog.meta(f"labels:{s.key}") if s.role == "labels" else catalog.scene_fingerprint(s.key)
-        as_sensor, rules_only = sensor, s.role == "scene" and _same_files(stored, fp)
+        as_sensor, rules_only = sensor, False
+        if s.role == "scene" and stored is not None and stored != fp and _rules_of(stored) != INGEST_RULES:
+            old = catalog.scene_by_key(s.key)
+            rules_only = _unchanged(old, stored)
         if rules_only:
-            # the same files, catalogued by other rules: read again as the sensor they were catalogued as (an
-            # unchanged file keeps its sensor, whether found or forced then); not by a newer version's rules, nor
-            # under a --sensor for another sensor's scenes
-            as_sensor = catalog.scene_by_key(s.key)["sensor"]
+            # its files unchanged, catalogued by other rules (which may have found other companions for it): read
+            # again as the sensor it was catalogued as (an unchanged file keeps its sensor, whether found or forced
+            # then); not by a newer version's rules, nor under a --sensor for another sensor's scenes
+            as_sensor = old["sensor"]
             if _rules_of(stored) > INGEST_RULES or sensor not in (None, as_sensor):
                 stored = fp
+            elif as_sensor not in known:
+                why = (f"catalogued as {as_sensor}, a sensor this run does not define (a user's sensor whose "
+                       "definition is not in RSRETRIEVE_SENSOR_DIRS now); its earlier version stays in the catalog")
+                report.problems.append(Problem(s.key, why))
+                continue
         if stored == fp:
             report.skipped += 1
             report.skipped_label_sources += s.role == "labels"

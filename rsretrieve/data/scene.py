@@ -203,20 +203,21 @@ def _json_names(folder: str) -> tuple[str, ...]:
 
     A scene's metadata is looked for in its folder several times (date, baseline, the provider's offset flag), and a
     flat folder of 20,000 scenes took 11 ms to list each time: so a listing is kept while the folder's modification
-    time says nothing was added or removed, except in the two seconds after a change (a coarse clock could not tell
-    a later change within them)."""
+    and status-change times and identity say nothing was added, removed or made readable, except in the two seconds
+    after a change (a coarse clock could not tell a later change within them)."""
     try:
-        stamp = os.stat(folder).st_mtime_ns
+        st = os.stat(folder)
     except OSError:
         return ()
-    if time.time_ns() - stamp < 2_000_000_000:
+    stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < 2_000_000_000:
         return _list_json.__wrapped__(folder, stamp)
     return _list_json(folder, stamp)
 
 
 @functools.lru_cache(maxsize=64)
-def _list_json(folder: str, stamp: int) -> tuple[str, ...]:
-    """:func:`_json_names` of ``folder`` as it is at its modification time ``stamp`` (kept by that key)."""
+def _list_json(folder: str, stamp: tuple[int, int, int, int]) -> tuple[str, ...]:
+    """:func:`_json_names` of ``folder`` as it is at ``stamp`` (kept by that key)."""
     try:
         with os.scandir(folder) as entries:
             return tuple(sorted(e.name for e in entries if e.name.endswith(".json")))

@@ -116,11 +116,8 @@ def test_an_unchanged_scene_is_read_again_as_the_sensor_it_was_catalogued_as(tmp
     assert (report.added, report.replaced, report.removed, report.skipped, report.reread) == (0, 0, 0, 1, 1)
     (p,) = report.problems
     assert p.path == str(s1)
-    assert "mysat" in p.reason
-    assert p.reason.endswith("; its earlier version stays in the catalog: its files are unchanged since an earlier "
-                             "version of rsretrieve ingested them, and this refusal may come from this run's options "
-                             "or sensor definitions (run ingest as it was run then) or from this version's rules "
-                             "(Catalog.remove_scene takes it out)")
+    assert p.reason == ("catalogued as mysat, a sensor this run does not define (a user's sensor whose definition is "
+                        "not in RSRETRIEVE_SENSOR_DIRS now); its earlier version stays in the catalog")
     after = _rows(db)
     assert after[1] == before[1] and {k: v[:2] for k, v in after[0].items()} == {k: v[:2] for k, v in before[0].items()}
     assert after[0][str(ortho)][2].endswith(f" rules={INGEST_RULES}") and " rules=" not in after[0][str(s1)][2]
@@ -210,7 +207,7 @@ def test_a_scene_now_read_as_a_companion_is_taken_out_with_a_line(tmp_path, caps
     (product,) = set(after) - {str(s1)}
     assert product.startswith(str(folder))
     assert err.splitlines() == [
-        f"taken out: {tci}: now read as the companion TCI of the scene {product}, not as a scene: its earlier "
+        f"taken out: {tci}: now read as the companion TCI of the scene {product}: its earlier "
         "version as a landsat7 scene (1 tiles) is removed from the catalog (the next `rsretrieve index` drops its "
         "vectors)"]
     assert len(after) == 2 and after[product][1] == "full+N0400"
@@ -218,3 +215,72 @@ def test_a_scene_now_read_as_a_companion_is_taken_out_with_a_line(tmp_path, caps
     assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws), "--json"]) == 0
     out, err = capsys.readouterr()
     assert err == "" and '"retired": []' in out
+
+
+def test_a_scene_no_longer_found_as_one_is_taken_out_only_under_the_paths_and_sensor_of_the_run(tmp_path, capsys):
+    """A true-colour TCI.tif in a folder of its own (no product beside it to attach to) and a band file beside a STAC
+    item were catalogued as scenes; this version finds neither as a scene. Each is taken out by a run over its
+    folder, not by a run under another --sensor, nor over other paths; one a newer version stamped stays."""
+    tci = write_tif(tmp_path / "archive" / "tci" / "TCI.tif", np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632",
+                    origin=ORIGIN, nodata=0)
+    pvi = write_tif(tmp_path / "archive" / "pvi" / "L2A_PVI.tif", np.full((3, 48, 48), 90, np.uint8),
+                    crs="EPSG:32632", origin=ORIGIN, nodata=0)
+    s1 = s1_scene(tmp_path / "archive" / "s1" / "S1A_IW_GRDH_1SDV_20230706T053000_dB.tif", crs="EPSG:32632",
+                  origin=ORIGIN)
+    db = tmp_path / "ws" / "catalog.sqlite"
+    cat = Catalog(db, tile_m=480)
+    try:
+        for f in (tci, pvi):
+            cat.write_scene(*process_scene(SceneSource(key=str(f), files={"*": str(f)}), 480, sensor="landsat7"))
+        assert ingest([s1], cat).added == 1
+    finally:
+        cat.close()
+    _as_earlier_version(db)
+    _sql(db, "UPDATE scenes SET fingerprint = fingerprint || ' rules=99' WHERE key = ?", str(pvi))
+    before = _rows(db)
+    cat = Catalog(db, tile_m=480)
+    try:
+        report = ingest([tmp_path / "archive"], cat, sensor="sentinel1")
+        assert report.retired == [] and report.problems == []
+        report = ingest([tmp_path / "archive" / "s1"], cat)
+        assert report.retired == [] and report.problems == []
+        assert sorted(_rows(db)[0]) == sorted(before[0])
+        report = ingest([tmp_path / "archive"], cat)
+    finally:
+        cat.close()
+    assert report.problems == [] and [str(p) for p in report.retired] == [
+        f"{tci}: no longer read as a scene (a file beside a STAC item, or a product's companion): its earlier version "
+        "as a landsat7 scene (1 tiles) is removed from the catalog (the next `rsretrieve index` drops its vectors)"]
+    assert sorted(_rows(db)[0]) == sorted([str(pvi), str(s1)])
+
+
+def test_a_scene_whose_companions_are_new_is_read_again_and_a_refusal_keeps_it(tmp_path):
+    """A product catalogued by earlier rules, its band files unchanged, now has an SCL beside it (which the earlier
+    rules did not attach): read again, as the files it was read from are unchanged; the SCL is in another CRS and
+    refuses it, so the earlier version stays and the line says why."""
+    folder = tmp_path / "archive" / NEW
+    for b in get_sensor("sentinel2").band_names:
+        write_tif(folder / f"{b}.tif", np.full((1, 48, 48), 3700, np.uint16), crs="EPSG:32632", origin=ORIGIN,
+                  nodata=0)
+    db = tmp_path / "ws" / "catalog.sqlite"
+    cat = Catalog(db, tile_m=480)
+    try:
+        assert ingest([folder], cat).added == 1
+    finally:
+        cat.close()
+    _as_earlier_version(db)
+    before = _rows(db)
+    write_tif(folder / "SCL.tif", np.full((1, 24, 24), 9, np.uint8), crs="EPSG:32633", origin=ORIGIN, res=20.0)
+    cat = Catalog(db, tile_m=480)
+    try:
+        report = ingest([folder], cat)
+    finally:
+        cat.close()
+    assert (report.added, report.replaced, report.removed) == (0, 0, 0)
+    (p,) = report.problems
+    assert p.reason == ("quality mask SCL.tif is in EPSG:32633, the scene in EPSG:32632: it must be on the scene's "
+                        "ground; its earlier version stays in the catalog: its files are unchanged since an earlier "
+                        "version of rsretrieve ingested them, and this refusal may come from this run's options or "
+                        "sensor definitions (run ingest as it was run then) or from this version's rules "
+                        "(Catalog.remove_scene takes it out)")
+    assert _rows(db) == before

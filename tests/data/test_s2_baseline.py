@@ -287,7 +287,11 @@ def test_a_sidecar_is_the_scenes_own_by_its_whole_name_and_earth_engine_get_info
 
 def test_a_folders_json_listing_is_kept_until_the_folder_changes(tmp_path, monkeypatch):
     """A scene's metadata is looked for in its folder several times; a flat folder of 20,000 scenes took 11 ms to
-    list each time. The listing is kept by the folder's modification time, and never within two seconds of it."""
+    list each time. The listing is kept by the folder's times and identity, and never within two seconds of a
+    change."""
+    import time
+    import types
+
     from rsretrieve.data import scene as scene_mod
 
     listed = []
@@ -302,12 +306,17 @@ def test_a_folders_json_listing_is_kept_until_the_folder_changes(tmp_path, monke
     (folder / f"{NEW}_0.json").write_text(json.dumps({"PROCESSING_BASELINE": "05.09"}))
     assert list(scene_mod._sidecars(src)) == [{"PROCESSING_BASELINE": "05.09"}]
     assert len(listed) == 2
-    # unchanged for longer: listed once for any number of lookups
-    os.utime(folder, ns=(1_700_000_000_000_000_000,) * 2)
+    # unchanged for longer (the clock 5 s on): listed once for any number of lookups
+    monkeypatch.setattr(scene_mod, "time", types.SimpleNamespace(time_ns=lambda: time.time_ns() + 5_000_000_000))
     for _ in range(5):
         assert list(scene_mod._sidecars(src)) == [{"PROCESSING_BASELINE": "05.09"}]
     assert len(listed) == 3
-    # a file added or removed changes the folder's time: listed again
+    # a file added or removed changes the folder's times; so does a chmod (an unreadable folder made readable)
     (folder / f"{NEW}_0.json").unlink()
-    os.utime(folder, ns=(1_700_000_001_000_000_000,) * 2)
     assert list(scene_mod._sidecars(src)) == [] and len(listed) == 4
+    time.sleep(0.05)  # past the kernel's coarse clock tick (the two-second guard is off here: the clock is faked)
+    os.utime(folder, ns=(1_700_000_000_000_000_000,) * 2)  # its modification time put back: its status time moved
+    assert list(scene_mod._sidecars(src)) == [] and len(listed) == 5
+    time.sleep(0.05)
+    os.chmod(folder, 0o750)
+    assert list(scene_mod._sidecars(src)) == [] and len(listed) == 6
