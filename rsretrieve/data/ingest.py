@@ -86,8 +86,8 @@ class IngestReport:
     label_sources: int = 0
     labelled_cells: int = 0
     problems: list[Problem] = field(default_factory=list)
-    #: scenes an earlier version's rules catalogued whose files this version reads as another scene's companions
-    #: (Sentinel-2's true-colour TCI was a Landsat 7 scene): taken out of the catalog, each with why
+    #: scenes an earlier version's rules catalogued that this version no longer finds as scenes (Sentinel-2's
+    #: true-colour TCI was a Landsat 7 scene): taken out of the catalog, each with why (:func:`_retire_unseen`)
     retired: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -237,8 +237,7 @@ def _masks(scene: OpenedScene, reader: _Reader, plan: _CloudPlan, r0: int,
                 phys[name] = np.where(valid_pixels(dn, nodata), to_physical(dn, scene.layout), np.float32(np.nan))
             return phys[name]
         cloud = plan.bright.flag(band, ok)
-    if plan.qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask, Sentinel-2's SCL) adds what it
-        # flags
+    if plan.qa:  # the provider's own mask (Landsat's CFMask bits, EnMAP's cloud mask, Sentinel-2's SCL) adds its cloud
         cloud |= ok & spec.cloud_test.qa_cloud(reader.read(plan.qa, 1, r0, r1, 0))
     return ok, cloud, data
 
@@ -786,7 +785,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         # each source is recorded under the fingerprint taken before its pixels were read: a file that changes while
         # it is read then differs from it, and the next run ingests it again (a fingerprint taken after the read
         # matched the new file, so the old content stayed in the catalog for good); the scene row carries it already
-        for i, ((source, stored, fp, as_sensor, rules_only), (kind, res)) in enumerate(zip(todo, results)):
+        for i, ((source, stored, fp, _, rules_only), (kind, res)) in enumerate(zip(todo, results)):
             if kind in ("problem", "error"):
                 if rules_only:
                     res = _refused_reread(res)
