@@ -246,8 +246,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         print(f"ingest: {report.added} scenes added, {report.replaced} replaced, {report.skipped} already in the "
               f"catalog{_of_them(report.skipped_label_sources, report.reread)}, {report.tiles} tiles; "
-              f"{report.label_sources} "
-              f"land-cover sources ({report.labelled_cells} cells); {len(report.problems)} rejected"
+              f"{report.label_sources} land-cover sources ({report.labelled_cells} cells); {len(report.problems)} "
+              "rejected"
               + (f" ({report.removed} earlier version{'s' * (report.removed != 1)} taken out of the catalog)"
                  if report.removed else ""))
         _print_summary(counts)
