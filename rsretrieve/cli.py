@@ -253,6 +253,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         _print_summary(counts)
     for p in report.retired:
         _eprint(f"taken out: {p}")
+    for p in report.unseen:
+        _eprint(f"not a scene now: {p}")
     for p in report.problems:
         _eprint(f"rejected: {p}")
     return EXIT_PARTIAL if report.problems else EXIT_OK

@@ -106,13 +106,15 @@ def in_l2a_granule(f: Path) -> bool:
 
 
 def _split(stem: str, tokens: list[str]) -> tuple[str, str] | None:
-    """The prefix and the band token (as registered: every token is upper case) that end ``stem``, in either case
-    (``lc08_l2sp_..._sr_b4``, as some tools write Landsat names, is ``SR_B4``)."""
+    """The prefix and the band token (as registered, upper case) that end ``stem``. A token of several parts
+    (Landsat's ``SR_B4``) matches in either case (``lc08_l2sp_..._sr_b4``, as some tools write the names); a short
+    one (``B1``, ``VV``) only as written, so a stacked chip ``cell_b1.tif`` is not taken for a band file."""
     up = stem.upper()
     for t in tokens:
-        if up == t:
+        name = up if "_" in t else stem
+        if name == t:
             return "", t
-        if up.endswith(t) and up[-len(t) - 1] in "_-.":
+        if name.endswith(t) and name[-len(t) - 1] in "_-.":
             return stem[: -len(t) - 1], t
     return None
 

@@ -86,14 +86,18 @@ class IngestReport:
     label_sources: int = 0
     labelled_cells: int = 0
     problems: list[Problem] = field(default_factory=list)
-    #: scenes an earlier version's rules catalogued that this version no longer finds as scenes (Sentinel-2's
-    #: true-colour TCI was a Landsat 7 scene): taken out of the catalog, each with why (:func:`_retire_unseen`)
+    #: scenes an earlier version's rules catalogued that are now companions of a scene this run catalogued
+    #: (Sentinel-2's true-colour TCI was a Landsat 7 scene): taken out of the catalog, each with why
     retired: list[Problem] = field(default_factory=list)
+    #: scenes an earlier version's rules catalogued that this version does not find as scenes, kept: each with
+    #: what it is now (:func:`_settle_unseen`)
+    unseen: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = self.__dict__.copy()
         d["problems"] = [{"path": p.path, "reason": p.reason} for p in self.problems]
         d["retired"] = [{"path": p.path, "reason": p.reason} for p in self.retired]
+        d["unseen"] = [{"path": p.path, "reason": p.reason} for p in self.unseen]
         return d
 
 
@@ -583,37 +587,53 @@ def _same_reading(catalog: Catalog, row: SceneRow, tiles: list[TileRow], min_cov
             and all(want[c][5] < lowest for c in want.keys() - have.keys()))
 
 
-def _retire_unseen(catalog: Catalog, sources: list[SceneSource], paths: list[str | Path], problems: list[Problem],
-                   sensor: str | None) -> list[Problem]:
-    """Take out of the catalog the scenes an earlier version's rules read under ``paths`` that this version does not
-    find as scenes, although their files are all still there: a product's companion (an 8-bit true-colour
-    ``TCI.tif`` was catalogued as a Landsat 7 scene), a band file beside a STAC item (the item is the scene), files
-    now part of a scene under another key. Under ``sensor``, only that sensor's; none whose files lie where discover
-    met a problem (a folder it could not read). Returns what was taken out, and why."""
+def _unseen(catalog: Catalog, sources: list[SceneSource], paths: list[str | Path],
+            sensor: str | None) -> list[tuple[dict[str, Any], str | None, str]]:
+    """The scenes an earlier version's rules catalogued under ``paths`` (their key and files) that this version does
+    not find as scenes although their files are all still there, each as (catalogued scene, the key of the scene
+    found now whose companion all its files are, or ``None``, what it is now). Under ``sensor``, only that sensor's.
+
+    The cases: a product's companion (an 8-bit true-colour ``TCI.tif`` was catalogued as a Landsat 7 scene), a band
+    file beside its STAC item, files now grouped under another key."""
     keys = {s.key for s in sources}
     aux_of = {path: (s.key, role) for s in sources for role, path in s.aux.items()}
     part_of = {path: s.key for s in sources for path in s.files.values()}
     roots = [Path(p).resolve() for p in paths]
-    troubled = [Path(p.path) for p in problems]
     out = []
     for old in catalog.scenes_stamped_otherwise(f" rules={INGEST_RULES}"):
         files = sorted(set(old["files"].values()))
         if (_rules_of(old["fingerprint"]) >= INGEST_RULES or old["key"] in keys or sensor not in (None, old["sensor"])
-                or not files or not all(_under(f, roots) and not _under(f, troubled) and os.path.isfile(f)
-                                        for f in files)):
+                or not files or not _under(old["key"].rstrip("*"), roots)
+                or not all(_under(f, roots) and os.path.isfile(f) for f in files)):
             continue
         if all(f in aux_of for f in files):
             owner, role = aux_of[files[0]]
-            now = f"now read as the companion {role} of the scene {owner}"
+            out.append((old, owner, f"now read as the companion {role} of the scene {owner}"))
         elif all(f in part_of for f in files):
-            now = f"now read as part of the scene {part_of[files[0]]}"
+            out.append((old, None, f"now read as part of the scene {part_of[files[0]]}"))
         else:
-            now = "no longer read as a scene (a file beside a STAC item, or a product's companion)"
-        tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
-        if tiles is not None:
-            out.append(Problem(old["key"], f"{now}: its earlier version as a {old['sensor']} scene ({tiles} tiles) is "
-                                           "removed from the catalog (the next `rsretrieve index` drops its vectors)"))
+            out.append((old, None, "no longer read as a scene (a file beside a STAC item, or a product's companion)"))
     return out
+
+
+def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | None, str]], problems: list[Problem],
+                   report: IngestReport) -> None:
+    """After a run, take out of the catalog each scene of :func:`_unseen` that is now a companion of a scene the run
+    catalogued under this version's rules (``report.retired``); keep the others, each with a line saying what it is
+    now (``report.unseen``): a scene that is no one's companion, whose new owner was refused, or that was seen while
+    discover could not read part of the run's paths, is not deleted on a guess."""
+    blind = any(p.reason.startswith("cannot read") for p in problems)
+    for old, owner, now in unseen:
+        stamp = catalog.scene_fingerprint(owner) if owner is not None else None
+        if stamp is not None and _rules_of(stamp) == INGEST_RULES and not blind:
+            tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
+            if tiles is not None:
+                report.retired.append(Problem(old["key"], f"{now}: its earlier version as a {old['sensor']} scene "
+                                                          f"({tiles} tiles) is removed from the catalog (the next "
+                                                          "`rsretrieve index` drops its vectors)"))
+                continue
+        report.unseen.append(Problem(old["key"], f"{now}: its earlier version as a {old['sensor']} scene stays in the "
+                                                 "catalog (Catalog.remove_scene takes it out)"))
 
 
 def _under(path: str, roots: list[Path]) -> bool:
@@ -742,7 +762,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     report = IngestReport()
     tile_m = catalog.tile_m
     sources, report.problems = discover(paths)
-    report.retired = _retire_unseen(catalog, sources, paths, report.problems, sensor)
+    unseen = _unseen(catalog, sources, paths, sensor)
     known = set(list_sensors())
     todo = []
     for s in sources:
@@ -812,4 +832,5 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    _settle_unseen(catalog, unseen, report.problems, report)
     return report

@@ -217,10 +217,11 @@ def test_a_scene_now_read_as_a_companion_is_taken_out_with_a_line(tmp_path, caps
     assert err == "" and '"retired": []' in out
 
 
-def test_a_scene_no_longer_found_as_one_is_taken_out_only_under_the_paths_and_sensor_of_the_run(tmp_path, capsys):
-    """A true-colour TCI.tif in a folder of its own (no product beside it to attach to) and a band file beside a STAC
-    item were catalogued as scenes; this version finds neither as a scene. Each is taken out by a run over its
-    folder, not by a run under another --sensor, nor over other paths; one a newer version stamped stays."""
+def test_a_scene_no_longer_found_as_one_but_nobodys_companion_stays_with_a_line(tmp_path):
+    """A true-colour TCI.tif in a folder of its own (no product beside it to attach to) was catalogued as a Landsat 7
+    scene; this version finds no scene there. It is not deleted on a guess: it stays, and a line says what it is now,
+    in a run over its folder only (not under another --sensor, nor over other paths); one a newer version stamped is
+    left alone."""
     tci = write_tif(tmp_path / "archive" / "tci" / "TCI.tif", np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632",
                     origin=ORIGIN, nodata=0)
     pvi = write_tif(tmp_path / "archive" / "pvi" / "L2A_PVI.tif", np.full((3, 48, 48), 90, np.uint8),
@@ -241,17 +242,61 @@ def test_a_scene_no_longer_found_as_one_is_taken_out_only_under_the_paths_and_se
     cat = Catalog(db, tile_m=480)
     try:
         report = ingest([tmp_path / "archive"], cat, sensor="sentinel1")
-        assert report.retired == [] and report.problems == []
+        assert report.retired == report.unseen == report.problems == []
         report = ingest([tmp_path / "archive" / "s1"], cat)
-        assert report.retired == [] and report.problems == []
-        assert sorted(_rows(db)[0]) == sorted(before[0])
+        assert report.retired == report.unseen == report.problems == []
         report = ingest([tmp_path / "archive"], cat)
     finally:
         cat.close()
-    assert report.problems == [] and [str(p) for p in report.retired] == [
+    assert report.problems == report.retired == [] and [str(p) for p in report.unseen] == [
         f"{tci}: no longer read as a scene (a file beside a STAC item, or a product's companion): its earlier version "
-        "as a landsat7 scene (1 tiles) is removed from the catalog (the next `rsretrieve index` drops its vectors)"]
-    assert sorted(_rows(db)[0]) == sorted([str(pvi), str(s1)])
+        "as a landsat7 scene stays in the catalog (Catalog.remove_scene takes it out)"]
+    assert sorted(_rows(db)[0]) == sorted(before[0])
+
+
+def _product_with_tci(folder):
+    for b in get_sensor("sentinel2").band_names:
+        write_tif(folder / f"{b}.tif", np.full((1, 48, 48), 3700, np.uint16), crs="EPSG:32632", origin=ORIGIN,
+                  nodata=0)
+    tci = write_tif(folder / "TCI.tif", np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, nodata=0)
+    return tci
+
+
+def test_a_companion_is_taken_out_only_once_its_product_is_catalogued_and_all_was_read(tmp_path, monkeypatch):
+    """The TCI of a product, once a Landsat 7 scene, stays (with its line) while discover could not read part of the
+    run's paths, while the product itself is refused, or when the TCI's catalogued key lies outside the run's paths;
+    it is taken out once the product is catalogued by this version."""
+    from rsretrieve.data import ingest as ingest_mod
+
+    folder = tmp_path / "archive" / NEW
+    tci = _product_with_tci(folder)
+    db = tmp_path / "ws" / "catalog.sqlite"
+    cat = Catalog(db, tile_m=480)
+    try:  # the earlier version's catalog: the TCI as Landsat 7, also under a key outside the archive (a STAC item)
+        cat.write_scene(*process_scene(SceneSource(key=str(tci), files={"*": str(tci)}), 480, sensor="landsat7"))
+        item = str(tmp_path / "items" / "tci.json")
+        cat.write_scene(*process_scene(SceneSource(key=item, files={"*": str(tci)}), 480, sensor="landsat7"))
+    finally:
+        cat.close()
+    _as_earlier_version(db)
+    real = ingest_mod.discover
+    monkeypatch.setattr(ingest_mod, "discover", lambda paths: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
+        str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths)))
+    cat = Catalog(db, tile_m=480)
+    try:
+        report = ingest([tmp_path / "archive"], cat)
+        assert report.added == 1 and report.retired == [] and [p.path for p in report.unseen] == [str(tci)]
+        assert {str(tci), item} <= set(_rows(db)[0])
+        monkeypatch.setattr(ingest_mod, "discover", real)
+        write_tif(folder / "SCL.tif", np.full((1, 24, 24), 9, np.uint8), crs="EPSG:32633", origin=ORIGIN, res=20.0)
+        report = ingest([tmp_path / "archive"], cat)  # the product's SCL is on other ground: the product is refused
+        assert report.retired == [] and [p.path for p in report.unseen] == [str(tci)]
+        (folder / "SCL.tif").unlink()
+        report = ingest([tmp_path / "archive"], cat)
+        assert [p.path for p in report.retired] == [str(tci)] and report.unseen == []
+    finally:
+        cat.close()
+    assert item in _rows(db)[0]  # its key is not under the run's paths
 
 
 def test_a_scene_whose_companions_are_new_is_read_again_and_a_refusal_keeps_it(tmp_path):

@@ -77,6 +77,11 @@ def test_split_band_token_drops_the_resolution_suffix_in_a_granule():
     assert split_band_token("B1_60m", tokens, resolution_suffix=True) == ("", "B1")
     assert split_band_token(f"{STEM}_SCL_20m", tokens, resolution_suffix=True) is None
     assert split_band_token(f"{STEM}_B04_10M", tokens, resolution_suffix=True) == (STEM, "B04")
+    # a token of several parts in either case (Landsat's names, lower-cased by some tools); a short one as written,
+    # so stacked chips named cell_b1.tif, cell_b2.tif stay scenes of their own
+    assert split_band_token("lc08_l2sp_044034_20200927_20201006_02_t1_sr_b4", [*tokens, "SR_B4"]) == (
+        "lc08_l2sp_044034_20200927_20201006_02_t1", "SR_B4")
+    assert split_band_token("cell_b1", tokens) is None and split_band_token("cell_B1", tokens) == ("cell", "B1")
     # elsewhere a name ending in _10m is not a band file's
     assert split_band_token(f"{STEM}_B04_10m", tokens) is None
     assert split_band_token("S1A_IW_GRDH_1SDV_20230705T053000_VV_10m", tokens) is None
