@@ -39,6 +39,16 @@ def _as_earlier_version(db, **layout):
     con.close()
 
 
+def _as_landsat7(cat, path, key=None):
+    """Catalog ``path`` as a Landsat 7 scene under ``key`` (its path), as an earlier version took an 8-bit RGB file."""
+    cat.write_scene(*process_scene(SceneSource(key=str(key or path), files={"*": str(path)}), 480, sensor="landsat7"))
+
+
+def _ingest(db, paths, **kw):
+    with Catalog(db, tile_m=480) as cat:
+        return ingest(paths, cat, **kw)
+
+
 def _sql(db, statement, *args):
     con = sqlite3.connect(db)
     con.execute(statement, args)
@@ -98,21 +108,14 @@ def test_an_unchanged_scene_is_read_again_as_the_sensor_it_was_catalogued_as(tmp
     write_tif(ortho, np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, nodata=0)
     s1 = s1_scene(tmp_path / "archive" / "S1A_IW_GRDH_1SDV_20230706T053000_dB.tif", crs="EPSG:32632", origin=ORIGIN)
     db = tmp_path / "ws" / "catalog.sqlite"
-    cat = Catalog(db, tile_m=480)
-    try:
+    with Catalog(db, tile_m=480) as cat:
         assert ingest([ortho], cat, sensor="landsat7").added == 1
         assert ingest([s1], cat).added == 1
-    finally:
-        cat.close()
     _as_earlier_version(db)
     # the S1 scene as one of a user's sensor that this run does not define
     _sql(db, "UPDATE scenes SET sensor = 'mysat' WHERE key = ?", str(s1))
     before = _rows(db)
-    cat = Catalog(db, tile_m=480)
-    try:
-        report = ingest([tmp_path / "archive"], cat)
-    finally:
-        cat.close()
+    report = _ingest(db, [tmp_path / "archive"])
     assert (report.added, report.replaced, report.removed, report.skipped, report.reread) == (0, 0, 0, 1, 1)
     (p,) = report.problems
     assert p.path == str(s1)
@@ -132,24 +135,18 @@ def test_another_runs_options_and_a_newer_versions_stamps_change_nothing(tmp_pat
     edge = s1_scene(tmp_path / "archive" / "S1A_IW_GRDH_1SDV_20230707T053000_dB.tif", size=60, crs="EPSG:32632",
                     origin=(ORIGIN[0] + 5_000.0, ORIGIN[1]))  # 600 m: cells 15-67% covered
     db = tmp_path / "ws" / "catalog.sqlite"
-    cat = Catalog(db, tile_m=480)
-    try:
+    with Catalog(db, tile_m=480) as cat:
         assert ingest([archive], cat, min_coverage=0.1).added == 3
         covers = sorted(t["coverage"] for t in cat.tiles() if t["scene_id"] == cat.scene_by_key(str(edge))["scene_id"])
-    finally:
-        cat.close()
     assert covers[0] < 0.25 <= covers[-1]
     _as_earlier_version(db)
     _sql(db, "UPDATE scenes SET fingerprint = fingerprint || ' rules=99' WHERE key = ?", str(s1))
     before = _rows(db)
-    cat = Catalog(db, tile_m=480)
-    try:
+    with Catalog(db, tile_m=480) as cat:
         report = ingest([archive], cat, sensor="sentinel1")
         assert report.problems == [] and (report.skipped, report.reread) == (3, 1)  # the edge scene, read again
         report = ingest([archive], cat)
         assert report.problems == [] and (report.skipped, report.reread, report.replaced) == (3, 1, 0)  # the S2 one
-    finally:
-        cat.close()
     after = _rows(db)
     assert after[1] == before[1] and {k: v[:2] for k, v in after[0].items()} == {k: v[:2] for k, v in before[0].items()}
     assert after[0][str(s1)][2].endswith(" rules=99")
@@ -159,20 +156,12 @@ def test_a_changed_file_of_an_earlier_version_is_replaced_as_before(tmp_path):
     """Files and rules both changed: it is read again and replaced, never taken for a mere re-check."""
     archive = _archive(tmp_path / "archive")
     db = tmp_path / "ws" / "catalog.sqlite"
-    cat = Catalog(db, tile_m=480)
-    try:
-        assert ingest([archive], cat).added == 2
-    finally:
-        cat.close()
+    assert _ingest(db, [archive]).added == 2
     _as_earlier_version(db)
     before, before_tiles = _rows(db)
     s1 = next(k for k in before if "S1A" in k)
     s1_scene(s1, seed=1, crs="EPSG:32632", origin=ORIGIN)  # rewritten: other values
-    cat = Catalog(db, tile_m=480)
-    try:
-        report = ingest([archive], cat)
-    finally:
-        cat.close()
+    report = _ingest(db, [archive])
     assert (report.added, report.replaced, report.skipped, report.reread) == (0, 1, 1, 1)
     after, after_tiles = _rows(db)
     assert after[s1][0] != before[s1][0] and not set(after_tiles[s1]) & set(before_tiles[s1])
@@ -190,12 +179,10 @@ def test_a_scene_now_read_as_a_companion_is_taken_out_with_a_line(tmp_path, caps
     s1 = s1_scene(tmp_path / "archive" / "S1A_IW_GRDH_1SDV_20230706T053000_dB.tif", crs="EPSG:32632", origin=ORIGIN)
     ws = tmp_path / "ws"
     db = ws / "catalog.sqlite"
-    cat = Catalog(db, tile_m=480)
-    try:  # what the earlier version had: the TCI as a Landsat 7 scene, the bands without it, the S1 scene
-        cat.write_scene(*process_scene(SceneSource(key=str(tci), files={"*": str(tci)}), 480, sensor="landsat7"))
+    # what the earlier version had: the TCI as a Landsat 7 scene, the bands without it, the S1 scene
+    with Catalog(db, tile_m=480) as cat:
+        _as_landsat7(cat, tci)
         assert ingest([s1], cat).added == 1
-    finally:
-        cat.close()
     _as_earlier_version(db)
     before, before_tiles = _rows(db)
     capsys.readouterr()
@@ -229,25 +216,19 @@ def test_a_scene_no_longer_found_as_one_but_nobodys_companion_stays_with_a_line(
     s1 = s1_scene(tmp_path / "archive" / "s1" / "S1A_IW_GRDH_1SDV_20230706T053000_dB.tif", crs="EPSG:32632",
                   origin=ORIGIN)
     db = tmp_path / "ws" / "catalog.sqlite"
-    cat = Catalog(db, tile_m=480)
-    try:
+    with Catalog(db, tile_m=480) as cat:
         for f in (tci, pvi):
-            cat.write_scene(*process_scene(SceneSource(key=str(f), files={"*": str(f)}), 480, sensor="landsat7"))
+            _as_landsat7(cat, f)
         assert ingest([s1], cat).added == 1
-    finally:
-        cat.close()
     _as_earlier_version(db)
     _sql(db, "UPDATE scenes SET fingerprint = fingerprint || ' rules=99' WHERE key = ?", str(pvi))
     before = _rows(db)
-    cat = Catalog(db, tile_m=480)
-    try:
+    with Catalog(db, tile_m=480) as cat:
         report = ingest([tmp_path / "archive"], cat, sensor="sentinel1")
         assert report.retired == report.unseen == report.problems == []
         report = ingest([tmp_path / "archive" / "s1"], cat)
         assert report.retired == report.unseen == report.problems == []
         report = ingest([tmp_path / "archive"], cat)
-    finally:
-        cat.close()
     assert report.problems == report.retired == [] and [str(p) for p in report.unseen] == [
         f"{tci}: no longer read as a scene (a file beside a STAC item, or a product's companion): its earlier version "
         "as a landsat7 scene stays in the catalog (Catalog.remove_scene takes it out)"]
@@ -271,19 +252,16 @@ def test_a_companion_is_taken_out_only_once_its_product_is_catalogued_and_all_wa
     folder = tmp_path / "archive" / NEW
     tci = _product_with_tci(folder)
     db = tmp_path / "ws" / "catalog.sqlite"
-    cat = Catalog(db, tile_m=480)
-    try:  # the earlier version's catalog: the TCI as Landsat 7, also under a key outside the archive (a STAC item)
-        cat.write_scene(*process_scene(SceneSource(key=str(tci), files={"*": str(tci)}), 480, sensor="landsat7"))
+    # the earlier version's catalog: the TCI as Landsat 7, also under a key outside the archive (a STAC item)
+    with Catalog(db, tile_m=480) as cat:
+        _as_landsat7(cat, tci)
         item = str(tmp_path / "items" / "tci.json")
-        cat.write_scene(*process_scene(SceneSource(key=item, files={"*": str(tci)}), 480, sensor="landsat7"))
-    finally:
-        cat.close()
+        _as_landsat7(cat, tci, key=item)
     _as_earlier_version(db)
     real = ingest_mod.discover
     monkeypatch.setattr(ingest_mod, "discover", lambda paths: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
         str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths)))
-    cat = Catalog(db, tile_m=480)
-    try:
+    with Catalog(db, tile_m=480) as cat:
         report = ingest([tmp_path / "archive"], cat)
         assert report.added == 1 and report.retired == [] and [p.path for p in report.unseen] == [str(tci)]
         assert {str(tci), item} <= set(_rows(db)[0])
@@ -294,8 +272,6 @@ def test_a_companion_is_taken_out_only_once_its_product_is_catalogued_and_all_wa
         (folder / "SCL.tif").unlink()
         report = ingest([tmp_path / "archive"], cat)
         assert [p.path for p in report.retired] == [str(tci)] and report.unseen == []
-    finally:
-        cat.close()
     assert item in _rows(db)[0]  # its key is not under the run's paths
 
 
@@ -308,19 +284,11 @@ def test_a_scene_whose_companions_are_new_is_read_again_and_a_refusal_keeps_it(t
         write_tif(folder / f"{b}.tif", np.full((1, 48, 48), 3700, np.uint16), crs="EPSG:32632", origin=ORIGIN,
                   nodata=0)
     db = tmp_path / "ws" / "catalog.sqlite"
-    cat = Catalog(db, tile_m=480)
-    try:
-        assert ingest([folder], cat).added == 1
-    finally:
-        cat.close()
+    assert _ingest(db, [folder]).added == 1
     _as_earlier_version(db)
     before = _rows(db)
     write_tif(folder / "SCL.tif", np.full((1, 24, 24), 9, np.uint8), crs="EPSG:32633", origin=ORIGIN, res=20.0)
-    cat = Catalog(db, tile_m=480)
-    try:
-        report = ingest([folder], cat)
-    finally:
-        cat.close()
+    report = _ingest(db, [folder])
     assert (report.added, report.replaced, report.removed) == (0, 0, 0)
     (p,) = report.problems
     assert p.reason == ("quality mask SCL.tif is in EPSG:32633, the scene in EPSG:32632: it must be on the scene's "
