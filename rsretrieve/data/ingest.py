@@ -22,6 +22,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
                                    to_physical, valid_pixels)
 from rsretrieve.data.tiles import CellSampler
-from rsretrieve.sensors import CloudTest, list_sensors
+from rsretrieve.sensors import CloudTest, get_sensor, list_sensors
 
 log = logging.getLogger(__name__)
 
@@ -619,21 +620,31 @@ def _unseen(catalog: Catalog, sources: list[SceneSource], paths: list[str | Path
 def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | None, str]], problems: list[Problem],
                    report: IngestReport) -> None:
     """After a run, take out of the catalog each scene of :func:`_unseen` that is now a companion of a scene the run
-    catalogued under this version's rules (``report.retired``); keep the others, each with a line saying what it is
-    now (``report.unseen``): a scene that is no one's companion, whose new owner was refused, or that was seen while
-    discover could not read part of the run's paths, is not deleted on a guess."""
+    catalogued under this version's rules, named as that scene's sensor names its companions (``report.retired``);
+    keep the others, each with a line saying what it is now (``report.unseen``): a scene that is no one's companion,
+    whose new owner was refused or is of a sensor without such companions, or that was seen while discover could not
+    read part of the run's paths, is not deleted on a guess."""
     blind = any(p.reason.startswith("cannot read") for p in problems)
     for old, owner, now in unseen:
-        stamp = catalog.scene_fingerprint(owner) if owner is not None else None
-        if stamp is not None and _rules_of(stamp) == INGEST_RULES and not blind:
+        new = catalog.scene_by_key(owner) if owner is not None else None
+        if (new is not None and _rules_of(new["fingerprint"]) == INGEST_RULES and not blind
+                and new["sensor"] in list_sensors() and all(_own_companion(f, new["sensor"])
+                                                             for f in old["files"].values())):
             tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
             if tiles is not None:
                 report.retired.append(Problem(old["key"], f"{now}: its earlier version as a {old['sensor']} scene "
                                                           f"({tiles} tiles) is removed from the catalog (the next "
                                                           "`rsretrieve index` drops its vectors)"))
                 continue
-        report.unseen.append(Problem(old["key"], f"{now}: its earlier version as a {old['sensor']} scene stays in the "
-                                                 "catalog (Catalog.remove_scene takes it out)"))
+        why = " while this run could not read all its paths" if blind else ""
+        report.unseen.append(Problem(old["key"], f"{now}{why}: its earlier version as a {old['sensor']} scene stays in "
+                                                 "the catalog (Catalog.remove_scene takes it out)"))
+
+
+def _own_companion(path: str, sensor: str) -> bool:
+    """Whether ``path`` is named as one of ``sensor``'s companion files (its spec's ``aux_patterns``): a folder's
+    only scene takes any companion-like file beside it, a Sentinel-2 ``TCI.tif`` beside a Sentinel-1 scene too."""
+    return any(re.search(p, Path(path).name) for p in get_sensor(sensor).aux_patterns)
 
 
 def _under(path: str, roots: list[Path]) -> bool:

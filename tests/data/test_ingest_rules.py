@@ -264,6 +264,8 @@ def test_a_companion_is_taken_out_only_once_its_product_is_catalogued_and_all_wa
     with Catalog(db, tile_m=480) as cat:
         report = ingest([tmp_path / "archive"], cat)
         assert report.added == 1 and report.retired == [] and [p.path for p in report.unseen] == [str(tci)]
+        assert report.unseen[0].reason.startswith(f"now read as the companion TCI of the scene {folder}/ while this "
+                                                  "run could not read all its paths: ")
         assert {str(tci), item} <= set(_rows(db)[0])
         monkeypatch.setattr(ingest_mod, "discover", real)
         write_tif(folder / "SCL.tif", np.full((1, 24, 24), 9, np.uint8), crs="EPSG:32633", origin=ORIGIN, res=20.0)
@@ -297,3 +299,20 @@ def test_a_scene_whose_companions_are_new_is_read_again_and_a_refusal_keeps_it(t
                         "sensor definitions (run ingest as it was run then) or from this version's rules "
                         "(Catalog.remove_scene takes it out)")
     assert _rows(db) == before
+
+
+def test_a_companion_like_file_beside_another_sensors_scene_stays(tmp_path):
+    """A folder's only scene takes any companion-like file beside it: a TCI.tif beside a Sentinel-1 scene, catalogued
+    as Landsat 7 by an earlier version, is not Sentinel-1's companion, so it is not taken out (helper-45)."""
+    tci = write_tif(tmp_path / "archive" / "TCI.tif", np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632",
+                    origin=ORIGIN, nodata=0)
+    s1 = s1_scene(tmp_path / "archive" / "S1A_IW_GRDH_1SDV_20230706T053000_dB.tif", crs="EPSG:32632", origin=ORIGIN)
+    db = tmp_path / "ws" / "catalog.sqlite"
+    with Catalog(db, tile_m=480) as cat:
+        _as_landsat7(cat, tci)
+    _as_earlier_version(db)
+    report = _ingest(db, [tmp_path / "archive"])
+    assert report.added == 1 and report.retired == [] and [str(p) for p in report.unseen] == [
+        f"{tci}: now read as the companion TCI of the scene {s1}: its earlier version as a landsat7 scene stays in the "
+        "catalog (Catalog.remove_scene takes it out)"]
+    assert str(tci) in _rows(db)[0]
