@@ -239,7 +239,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     with catalog:
         report = ingest(args.paths, catalog, sensor=args.sensor, min_coverage=args.min_coverage,
                         workers=args.workers, progress=_progress(sys.stderr.isatty() and not args.json, "ingest"),
-                        label_scheme=args.label_scheme)
+                        label_scheme=args.label_scheme, prune=args.prune)
         counts = catalog.counts()
     if args.json:
         print(json.dumps({"report": report.to_dict(), "catalog": counts}, indent=2))
@@ -249,12 +249,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
               f"{report.label_sources} land-cover sources ({report.labelled_cells} cells); {len(report.problems)} "
               "rejected"
               + (f" ({report.removed} earlier version{'s' * (report.removed != 1)} taken out of the catalog)"
-                 if report.removed else ""))
+                 if report.removed else "") + (f"; {len(report.pruned)} pruned" if report.pruned else ""))
         _print_summary(counts)
     for p in report.retired:
         _eprint(f"taken out: {p}")
     for p in report.unseen:
         _eprint(f"not a scene now: {p}")
+    for p in report.pruned:
+        _eprint(f"pruned: {p}")
     for p in report.problems:
         _eprint(f"rejected: {p}")
     return EXIT_PARTIAL if report.problems else EXIT_OK
@@ -628,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-coverage", type=float, default=0.25,
                    help="keep a tile if at least this fraction of its cell holds data (default 0.25)")
     s.add_argument("--workers", type=int, default=1, help="processes cutting scenes in parallel")
+    s.add_argument("--prune", action="store_true",
+                   help="also take out of the catalog the scenes under PATH whose band files are gone (deleted or "
+                        "moved); the next `rsretrieve index` drops their vectors")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_ingest)
 

@@ -93,12 +93,15 @@ class IngestReport:
     #: scenes an earlier version's rules catalogued that this version does not find as scenes, kept: each with
     #: what it is now (:func:`_settle_unseen`)
     unseen: list[Problem] = field(default_factory=list)
+    #: with ``prune``: catalogued scenes under the run's paths whose band files are gone, taken out (:func:`_prune`)
+    pruned: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = self.__dict__.copy()
         d["problems"] = [{"path": p.path, "reason": p.reason} for p in self.problems]
         d["retired"] = [{"path": p.path, "reason": p.reason} for p in self.retired]
         d["unseen"] = [{"path": p.path, "reason": p.reason} for p in self.unseen]
+        d["pruned"] = [{"path": p.path, "reason": p.reason} for p in self.pruned]
         return d
 
 
@@ -641,6 +644,28 @@ def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | No
                                                  "the catalog (Catalog.remove_scene takes it out)"))
 
 
+def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem]) -> list[Problem]:
+    """Take out of the catalog the scenes under ``paths`` (each an existing folder or file) whose band files are not
+    all there any more (deleted or moved from the archive); what was taken out, and why. Nothing while discover could
+    not read part of the paths (a folder it could not list would look empty)."""
+    if any(p.reason.startswith("cannot read") for p in problems):
+        return []
+    roots = [Path(p).resolve() for p in paths if os.path.exists(p)]
+    out = []
+    for old in catalog.scenes():
+        if not _under(old["key"].rstrip("*"), roots):
+            continue
+        gone = sorted(Path(f).name for f in set(old["files"].values()) if not os.path.lexists(f))
+        if gone:
+            tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
+            if tiles is not None:
+                out.append(Problem(old["key"], f"its file{'s' * (len(gone) > 1)} {', '.join(gone)} "
+                                               f"{'are' if len(gone) > 1 else 'is'} gone: its {tiles} tiles are "
+                                               "removed from the catalog (the next `rsretrieve index` drops their "
+                                               "vectors)"))
+    return out
+
+
 def _own_companion(path: str, sensor: str) -> bool:
     """Whether ``path`` is named as one of ``sensor``'s companion files (its spec's ``aux_patterns``): a folder's
     only scene takes any companion-like file beside it, a Sentinel-2 ``TCI.tif`` beside a Sentinel-1 scene too."""
@@ -755,7 +780,7 @@ def _refused_reread(problem: Problem) -> Problem:
 def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
            min_coverage: float = MIN_COVERAGE,
            workers: int = 1, progress: Callable[[int, int, str], None] | None = None,
-           label_scheme: str | None = None) -> IngestReport:
+           label_scheme: str | None = None, prune: bool = False) -> IngestReport:
     """Add the scenes under ``paths`` to ``catalog``; idempotent and resumable.
 
     Args:
@@ -767,12 +792,15 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         progress: called as ``progress(done, total, key)`` after each scene.
         label_scheme: the label scheme of every land-cover raster of this run (see :mod:`rsretrieve.data.labels`);
             found per raster when omitted.
+        prune: also take out the catalogued scenes under ``paths`` whose band files are gone (:func:`_prune`).
     """
     if label_scheme is not None:
         label_scheme = check_scheme(label_scheme)
     report = IngestReport()
     tile_m = catalog.tile_m
     sources, report.problems = discover(paths)
+    if prune:
+        report.pruned = _prune(catalog, paths, report.problems)
     unseen = _unseen(catalog, sources, paths, sensor)
     known = set(list_sensors())
     todo = []
