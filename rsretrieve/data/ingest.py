@@ -98,10 +98,8 @@ class IngestReport:
 
     def to_dict(self) -> dict:
         d = self.__dict__.copy()
-        d["problems"] = [{"path": p.path, "reason": p.reason} for p in self.problems]
-        d["retired"] = [{"path": p.path, "reason": p.reason} for p in self.retired]
-        d["unseen"] = [{"path": p.path, "reason": p.reason} for p in self.unseen]
-        d["pruned"] = [{"path": p.path, "reason": p.reason} for p in self.pruned]
+        for k in ("problems", "retired", "unseen", "pruned"):
+            d[k] = [{"path": p.path, "reason": p.reason} for p in d[k]]
         return d
 
 
@@ -627,7 +625,7 @@ def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | No
     keep the others, each with a line saying what it is now (``report.unseen``): a scene that is no one's companion,
     whose new owner was refused or is of a sensor without such companions, or that was seen while discover could not
     read part of the run's paths, is not deleted on a guess."""
-    blind = any(p.reason.startswith("cannot read") for p in problems)
+    blind = not _read_all(problems)
     for old, owner, now in unseen:
         new = catalog.scene_by_key(owner) if owner is not None else None
         if (new is not None and _rules_of(new["fingerprint"]) == INGEST_RULES and not blind
@@ -648,7 +646,7 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem]) -
     """Take out of the catalog the scenes under ``paths`` (each an existing folder or file) whose band files are not
     all there any more (deleted or moved from the archive); what was taken out, and why. Nothing while discover could
     not read part of the paths (a folder it could not list would look empty)."""
-    if any(p.reason.startswith("cannot read") for p in problems):
+    if not _read_all(problems):
         return []
     roots = [Path(p).resolve() for p in paths if os.path.exists(p)]
     out = []
@@ -664,6 +662,12 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem]) -
                                                "removed from the catalog (the next `rsretrieve index` drops their "
                                                "vectors)"))
     return out
+
+
+def _read_all(problems: list[Problem]) -> bool:
+    """Whether a run read all its paths: none of its ``problems`` is a file or folder it could not read (what it
+    could not list would look empty, or like files gone)."""
+    return not any(p.reason.startswith("cannot read") for p in problems)
 
 
 def _own_companion(path: str, sensor: str) -> bool:
@@ -682,7 +686,7 @@ def _unchanged(old: dict[str, Any], stamp: str) -> bool:
     """Whether the files a catalogued scene (``old``, as :meth:`Catalog.scene_by_key` gives it) was read from are as
     its ``stamp`` recorded them: then what differs now is only which files the rules find for it."""
     try:
-        return fingerprint(sorted(set(old["files"].values()) | set(old["aux"].values()))) == stamp.split(" ", 1)[0]
+        return fingerprint(SceneSource(old["key"], old["files"], old["aux"]).all_files()) == stamp.split(" ", 1)[0]
     except OSError:
         return False
 
