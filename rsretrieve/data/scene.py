@@ -156,7 +156,8 @@ def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | No
             if t:
                 return t
     first = Path(next(iter(source.files.values())))
-    for doc in _sidecars(source):
+    docs = list(_sidecars(source))  # read once for both passes
+    for doc in docs:
         for k in ("acquisition_date", "acquisition_time", "datetime", "DATE_ACQUIRED"):
             if isinstance(doc.get(k), str) and (t := parse_time(doc[k])):
                 return t
@@ -169,7 +170,7 @@ def acquisition_time(source: SceneSource, tags: dict[str, str]) -> datetime | No
     for n in names:
         if m := _NAME_DATE.search(n):
             return datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)), tzinfo=timezone.utc)
-    for doc in _sidecars(source):  # Earth Engine's system:time_start, in milliseconds since 1970: its granule's time
+    for doc in docs:  # Earth Engine's system:time_start, in milliseconds since 1970: its granule's time
         ms = doc.get("system:time_start")
         if isinstance(ms, (int, float)) and not isinstance(ms, bool):
             return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
