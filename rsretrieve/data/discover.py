@@ -114,7 +114,7 @@ def _split(stem: str, tokens: list[str]) -> tuple[str, str] | None:
         name = up if "_" in t else stem
         if name == t:
             return "", t
-        if name.endswith(t) and name[-len(t) - 1] in "_-.":
+        if name.endswith(t) and name[-len(t) - 1] in _SEPARATORS:
             return stem[: -len(t) - 1], t
     return None
 
