@@ -119,13 +119,26 @@ def _split(stem: str, tokens: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def _is_stac_item(path: Path) -> dict | None:
+def _is_stac_item(path: Path) -> dict | str | None:
+    """The STAC Item in ``path``; None when it holds something else (a sidecar, a STAC Collection); a reason (str)
+    when it cannot be read, or names ``stac_version`` but is not valid JSON (a download cut short): its scene
+    cannot be known, and the rasters beside it read without it would make another scene of the same files, read
+    without the item's properties (a Sentinel-2 product without its baseline offset)."""
     try:
         if path.stat().st_size > 5_000_000:
             return None
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        raw = path.read_bytes()
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    try:
+        doc = json.loads(raw)
+    except UnicodeDecodeError:
         return None
+    except ValueError as e:
+        if b'"stac_version"' not in raw:
+            return None
+        where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        return f"cannot read STAC item: not valid JSON: {getattr(e, 'msg', e)}{where}"
     if isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc and "assets" in doc:
         return doc
     return None
@@ -280,10 +293,13 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
     sources: list[SceneSource] = []
     claimed: set[Path] = set()
     items: set[Path] = set()  # STAC Item files
+    unread: dict[Path, tuple[Path, str]] = {}  # folder -> a STAC item in it that could not be read, why
     for f in files:
         if f.suffix.lower() == ".json":
             doc = _is_stac_item(f)
-            if doc is not None:
+            if isinstance(doc, str):
+                unread.setdefault(f.parent, (f, doc))
+            elif doc is not None:
                 items.add(f)
                 src = _stac_source(f, doc, tokens, aux_pats)
                 if isinstance(src, Problem):
@@ -292,6 +308,13 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
                     sources.append(src)
                     claimed.update(Path(v) for v in src.files.values())
     rasters = [f for f in files if f.suffix.lower() in RASTER_SUFFIXES and f not in claimed]
+    if unread:  # the rasters beside an item that could not be read wait for it (see _is_stac_item)
+        held = {folder: sum(f.parent == folder for f in rasters) for folder in unread}
+        rasters = [f for f in rasters if f.parent not in unread]
+        for folder, (item, reason) in unread.items():
+            n = held[folder]
+            problems.append(Problem(str(item), reason + (f"; the {n} raster{'s' if n != 1 else ''} beside it "
+                                                         "are left out until it can be read" if n else "")))
     aux = [f for f in rasters if any(re.search(p, f.name) for p in aux_pats)]
     aux_set = set(aux)  # built once: in the comprehension's test it was rebuilt per raster (quadratic)
     rasters = [f for f in rasters if f not in aux_set]

@@ -103,3 +103,51 @@ def test_a_file_beside_a_stac_item_is_not_its_asset(tmp_path):
         assert report.problems == [] and report.added == 1
         (s,) = cat.scenes()
         assert s["cloud_fraction"] == pytest.approx(0.5) and len(s["aux"]) == 2
+
+
+def _truncate(path):
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # a download cut short
+
+
+def test_an_item_cut_short_is_reported_and_its_rasters_wait_for_it(tmp_path):
+    """A STAC item that is not valid JSON: one line naming it and why, and the rasters beside it are not made into a
+    scene of their own (they were: the 12 bands and the SCL, read without the item's baseline offset, as a second
+    scene of the same files); a scene elsewhere in the same run is added as before."""
+    _s2_item(tmp_path / "cut", lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    _s2_item(tmp_path / "whole", lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    _truncate(tmp_path / "cut" / "item.json")
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([tmp_path], cat)
+        (problem,) = report.problems
+        assert str(problem).startswith(f"{tmp_path / 'cut' / 'item.json'}: cannot read STAC item: not valid JSON: ")
+        assert "(line " in str(problem)
+        assert str(problem).endswith("; the 14 rasters beside it are left out until it can be read")
+        assert report.added == 1
+        assert [s["key"] for s in cat.scenes()] == [str(tmp_path / "whole" / "item.json")]
+
+
+def test_an_item_cut_short_after_ingest_keeps_its_scene_and_adds_no_other(tmp_path):
+    d = tmp_path / "pc"
+    _s2_item(d, lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        assert ingest([d], cat).added == 1
+        before = [(s["key"], s["layout"], s["n_tiles"]) for s in cat.scenes()]
+        _truncate(d / "item.json")
+        report = ingest([d], cat, prune=True)
+        assert report.added == 0 and len(report.problems) == 1 and not report.pruned
+        assert [(s["key"], s["layout"], s["n_tiles"]) for s in cat.scenes()] == before
+
+
+def test_json_that_is_not_a_stac_item_is_ignored_whatever_it_holds(tmp_path):
+    """Sidecars and notes beside scenes: invalid JSON without ``stac_version`` (or not text) is no item, as before."""
+    d = tmp_path / "s1"
+    rng = np.random.default_rng(0)
+    for pol, mean in (("VV", -12.0), ("VH", -19.0)):
+        write_tif(d / f"S1A_IW_GRDH_1SDV_20210504T030201_{pol}.tif",
+                  (mean + rng.standard_normal((96, 96))).astype("float32"), nodata=float("nan"))
+    (d / "notes.json").write_text('{"comment": "half a')
+    (d / "blob.json").write_bytes(b"\xff\xfe\x00garbage")
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([d], cat)
+        assert report.problems == [] and report.added == 1
