@@ -181,7 +181,13 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
     """The JSON objects beside the scene's first file that describe it: those whose name begins with the scene's
     (``<stem>.json`` beside a stacked file, BigEarthNet's ``<patch>_labels_metadata.json`` beside its band files),
     in name order; else the folder's only JSON file (an Earth Engine export's ``metadata.json``). Another scene's
-    sidecar in the same folder is never read. Unreadable ones are skipped."""
+    sidecar in the same folder is never read.
+
+    Raises:
+        SceneError: a sidecar named after the scene cannot be read or is not valid JSON: what it says (the date, the
+            Sentinel-2 baseline or the provider's offset flag) would be missing from the scene's reading. A folder's
+            only JSON file that is not named after the scene is skipped then (it may be anything).
+    """
     first = Path(next(iter(source.files.values())))
     own = first.stem if source.stacked else "" if source.key.endswith(os.sep) else Path(source.key).name.rstrip("*")
     found = [first.parent / n for n in _json_names(str(first.parent))]
@@ -189,14 +195,44 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
     mine = [f for f in found if own and f.name.startswith(own) and f.name[len(own):][:1] in (".", "_", "-")]
     for side in mine or (found if len(found) == 1 else []):
         try:
-            doc = json.loads(side.read_text())
-        except (OSError, ValueError, UnicodeDecodeError):
+            doc = _read_sidecar(str(side))
+        except OSError as e:
+            if mine:
+                raise SceneError(f"cannot read its sidecar {side}: {e.strerror or e}", file_at_fault=False) from None
+            continue
+        except ValueError as e:
+            if mine:
+                where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+                raise SceneError(f"its sidecar {side} is not valid JSON: {getattr(e, 'msg', e)}{where}; it may say "
+                                 "the scene's date or baseline: mend or move it") from None
             continue
         if isinstance(doc, dict) and doc.get("type") == "Image" and isinstance(doc.get("properties"), dict):
             # Earth Engine's ``json.dump(image.getInfo())``: the image's properties, its id the collection's path
             yield {**doc["properties"], "system:id": doc.get("id", doc["properties"].get("system:id", ""))}
         elif isinstance(doc, dict):
             yield doc
+
+
+def _read_sidecar(path: str) -> object:
+    """The JSON in ``path``, parsed once for the several questions asked of a scene's sidecar (date, baseline,
+    offset flag): kept while the file's size, modification time and identity stay the same, except in the two
+    seconds after a change (as :func:`_json_names`).
+
+    Raises:
+        OSError: it cannot be read. ValueError: it is not JSON (UnicodeDecodeError: not text).
+    """
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < 2_000_000_000:
+        return _parse_json.__wrapped__(path, stamp)
+    return _parse_json(path, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_json(path: str, stamp: tuple[int, int, int, int]) -> object:
+    """:func:`_read_sidecar` of ``path`` as it is at ``stamp`` (kept by that key; the caller must not change it)."""
+    with open(path, "rb") as f:
+        return json.loads(f.read())
 
 
 def _json_names(folder: str) -> tuple[str, ...]:

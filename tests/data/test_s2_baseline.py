@@ -320,3 +320,50 @@ def test_a_folders_json_listing_is_kept_until_the_folder_changes(tmp_path, monke
     time.sleep(0.05)
     os.chmod(folder, 0o750)
     assert list(scene_mod._sidecars(src)) == [] and len(listed) == 6
+
+
+def test_a_scenes_own_sidecar_cut_short_rejects_it_with_the_reason(tmp_path):
+    """An Earth Engine export whose <stem>.json is not valid JSON: it was read as if it had no sidecar (no baseline,
+    so its DN offset left in, and no date), silently. Now it is refused with the sidecar's name, the JSON error and
+    where; a scene beside it in the same run is added, and a folder's lone JSON that is not named after its scene
+    (it may be anything) is still skipped when it cannot be parsed."""
+    d = tmp_path / "flat"
+    for stem in (NEW, "export_ok"):
+        write_tif(d / f"{stem}.tif", np.full((12, 48, 48), 1500, np.uint16), crs="EPSG:32632",
+                  origin=(600_000, 5_400_000), nodata=0)
+    (d / "export_ok.json").write_text(json.dumps({"datetime": "2023-07-05T10:15:59Z", "PROCESSING_BASELINE": "05.09"}))
+    (d / f"{NEW}.json").write_text('{"PROCESSING_BASELINE": "05.09", "system:id": "COPERNICUS/S2_SR_HARMON')
+    lone = tmp_path / "lone"
+    write_tif(lone / "export_z.tif", np.full((12, 48, 48), 1500, np.uint16), crs="EPSG:32632",
+              origin=(600_000, 5_400_000), nodata=0)
+    (lone / "metadata.json").write_text('{"datetime": "2023-07-05T10')
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([d, lone], cat)
+        assert [str(p) for p in report.problems] == [
+            f"{d / (NEW + '.tif')}: its sidecar {d / (NEW + '.json')} is not valid JSON: Unterminated string starting "
+            "at (line 1, column 47); it may say the scene's date or baseline: mend or move it"]
+        assert sorted(s["key"] for s in cat.scenes()) == [str(d / "export_ok.tif"), str(lone / "export_z.tif")]
+
+
+def test_a_sidecar_is_parsed_once_for_the_date_the_baseline_and_the_offset_flag(tmp_path, monkeypatch):
+    import time
+    import types
+
+    from rsretrieve.data import scene as scene_mod
+
+    parsed = []
+    real = scene_mod.json.loads
+    def loads(text, *a, **k):  # json.loads everywhere: only the sidecar's text is counted
+        parsed.extend([1] if "S2_SR/x" in (text.decode() if isinstance(text, bytes) else text) else [])
+        return real(text, *a, **k)
+
+    monkeypatch.setattr(scene_mod.json, "loads", loads)
+    write_tif(tmp_path / "export_q.tif", np.full((12, 48, 48), 1500, np.uint16), crs="EPSG:32632",
+              origin=(600_000, 5_400_000), nodata=0)
+    (tmp_path / "export_q.json").write_text(json.dumps({"system:id": "COPERNICUS/S2_SR/x", "PRODUCT_ID": NEW}))
+    monkeypatch.setattr(scene_mod, "time", types.SimpleNamespace(time_ns=lambda: time.time_ns() + 5_000_000_000))
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        assert ingest([tmp_path / "export_q.tif"], cat).added == 1
+        (s,) = cat.scenes()
+        assert s["layout"] == "full+N0400" and s["acquired"] == "2023-07-05T10:15:59Z"
+    assert len(parsed) == 1  # 3 before: once for each question
