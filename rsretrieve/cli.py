@@ -257,6 +257,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         _eprint(f"not a scene now: {p}")
     for p in report.pruned:
         _eprint(f"pruned: {p}")
+    for p in report.not_pruned:
+        _eprint(f"not pruned: {p}")
     for p in report.problems:
         _eprint(f"rejected: {p}")
     return EXIT_PARTIAL if report.problems else EXIT_OK

@@ -57,6 +57,13 @@ class SceneSource:
         return sorted(set(self.files.values()) | set(self.aux.values()))
 
 
+#: reasons of problems that hide nothing a run could otherwise have found (see ``ingest._hides_files``)
+LINK_CYCLE = "cannot read: too many levels of symbolic links (a cycle of links)"
+BROKEN_LINK = "cannot read: No such file or directory (broken symbolic link)"
+STAC_UNREAD = "cannot read STAC item"
+NOT_HIDING = (LINK_CYCLE, BROKEN_LINK, STAC_UNREAD)
+
+
 @dataclass
 class Problem:
     """An input that could not be ingested: its path and the reason, one line."""
@@ -138,7 +145,7 @@ def _is_stac_item(path: Path) -> dict | str | None:
         if b'"stac_version"' not in raw:
             return None
         where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
-        return f"cannot read STAC item: not valid JSON: {getattr(e, 'msg', e)}{where}"
+        return f"{STAC_UNREAD}: not valid JSON: {getattr(e, 'msg', e)}{where}"
     if isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc and "assets" in doc:
         return doc
     return None
@@ -209,13 +216,16 @@ def _resolution(f: Path) -> int:
 
 
 def _broken_link(path: Path) -> Problem:
-    """The problem of a symbolic link that leads nowhere: dangling, or a cycle of links."""
+    """The problem of a symbolic link that leads nowhere: dangling, or a cycle of links; or whose target cannot be
+    looked at (a folder on its way not readable)."""
     try:
         os.stat(path)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            return Problem(str(path), "cannot read: too many levels of symbolic links (a cycle of links)")
-    return Problem(str(path), "cannot read: No such file or directory (broken symbolic link)")
+            return Problem(str(path), LINK_CYCLE)
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return Problem(str(path), f"cannot read: {e.strerror or e}")
+    return Problem(str(path), BROKEN_LINK)
 
 
 def _walk(root: Path, files: list[Path], problems: list[Problem], seen: set[tuple[int, int]]) -> None:

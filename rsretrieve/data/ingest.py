@@ -43,7 +43,7 @@ from rasterio.windows import Window, from_bounds
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
-from rsretrieve.data.discover import Problem, SceneSource, discover, split_resolution
+from rsretrieve.data.discover import NOT_HIDING, Problem, SceneSource, discover, split_resolution
 from rsretrieve.data.grid import Cell, cell_bounds_in, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
 from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
@@ -95,10 +95,13 @@ class IngestReport:
     unseen: list[Problem] = field(default_factory=list)
     #: with ``prune``: catalogued scenes under the run's paths whose band files are gone, taken out (:func:`_prune`)
     pruned: list[Problem] = field(default_factory=list)
+    #: with ``prune``: catalogued scenes kept because a file of theirs could not be looked at, or one line saying
+    #: that nothing was pruned because part of the paths could not be read
+    not_pruned: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = self.__dict__.copy()
-        for k in ("problems", "retired", "unseen", "pruned"):
+        for k in ("problems", "retired", "unseen", "pruned", "not_pruned"):
             d[k] = [{"path": p.path, "reason": p.reason} for p in d[k]]
         return d
 
@@ -642,32 +645,66 @@ def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | No
                                                  "the catalog (Catalog.remove_scene takes it out)"))
 
 
-def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem]) -> list[Problem]:
-    """Take out of the catalog the scenes under ``paths`` (each an existing folder or file) whose band files are not
-    all there any more (deleted or moved from the archive); what was taken out, and why. Nothing while discover could
-    not read part of the paths (a folder it could not list would look empty)."""
-    if not _read_all(problems):
-        return []
+def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], sensor: str | None,
+           report: IngestReport) -> None:
+    """Take out of the catalog the scenes under ``paths`` (each an existing folder or file: the scene's key or one of
+    its files under it) whose band files, or STAC item, are not all there any more (deleted or moved from the
+    archive): ``report.pruned``, each with why. Under ``sensor``, only that sensor's scenes.
+
+    Only a file the system says does not exist is gone: one that cannot be looked at (permission denied, an I/O error,
+    a stale network handle) keeps its scene, with a line (``report.not_pruned``). Nothing is taken out while discover
+    could not list part of the paths (a folder it could not read would look empty): one line says so."""
+    blind = next((p for p in problems if _hides_files(p)), None)
+    if blind is not None:
+        report.not_pruned.append(Problem(blind.path, "nothing is pruned in this run: this folder or file could not be "
+                                                     "read, and what it holds would look gone"))
+        return
     roots = [Path(p).resolve() for p in paths if os.path.exists(p)]
-    out = []
     for old in catalog.scenes():
-        if not _under(old["key"].rstrip("*"), roots):
+        if sensor is not None and old["sensor"] != sensor:
             continue
-        gone = sorted(Path(f).name for f in set(old["files"].values()) if not os.path.lexists(f))
+        key = old["key"].rstrip("*")
+        files = sorted(set(old["files"].values()))
+        if not (_under(key, roots) or any(_under(f, roots) for f in files)):
+            continue
+        looked = {f: _gone(f) for f in files + ([key] if key.lower().endswith(".json") else [])}
+        unknown = {f: why for f, why in looked.items() if isinstance(why, str)}
+        if unknown:
+            f, why = next(iter(unknown.items()))
+            report.not_pruned.append(Problem(old["key"], f"cannot look at {f}: {why}: kept"))
+            continue
+        gone = sorted(Path(f).name for f, g in looked.items() if g is True)
         if gone:
             tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
             if tiles is not None:
-                out.append(Problem(old["key"], f"its file{'s' * (len(gone) > 1)} {', '.join(gone)} "
-                                               f"{'are' if len(gone) > 1 else 'is'} gone: its {tiles} tiles are "
-                                               "removed from the catalog (the next `rsretrieve index` drops their "
-                                               "vectors)"))
-    return out
+                report.pruned.append(Problem(old["key"], f"its file{'s' * (len(gone) > 1)} {', '.join(gone)} "
+                                                         f"{'are' if len(gone) > 1 else 'is'} gone: its {tiles} tiles "
+                                                         "are removed from the catalog (the next `rsretrieve index` "
+                                                         "drops their vectors)"))
+
+
+def _gone(path: str) -> bool | str:
+    """Whether ``path`` is gone: True only where the system says it does not exist (it, or a folder on its way);
+    a reason (str) where it cannot be looked at."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError as e:
+        return e.strerror or str(e)
+    return False
+
+
+def _hides_files(problem: Problem) -> bool:
+    """Whether a problem of discover is a folder or file it could not read, so what it holds may look gone; not a
+    broken link, a cycle of links or a STAC item it could not parse, which hide nothing."""
+    return problem.reason.startswith("cannot read") and not problem.reason.startswith(NOT_HIDING)
 
 
 def _read_all(problems: list[Problem]) -> bool:
-    """Whether a run read all its paths: none of its ``problems`` is a file or folder it could not read (what it
-    could not list would look empty, or like files gone)."""
-    return not any(p.reason.startswith("cannot read") for p in problems)
+    """Whether a run read all its paths: none of its ``problems`` is a folder or file it could not read
+    (:func:`_hides_files`: what it could not list would look empty, or like files gone)."""
+    return not any(_hides_files(p) for p in problems)
 
 
 def _own_companion(path: str, sensor: str) -> bool:
@@ -804,7 +841,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     tile_m = catalog.tile_m
     sources, report.problems = discover(paths)
     if prune:
-        report.pruned = _prune(catalog, paths, report.problems)
+        _prune(catalog, paths, report.problems, sensor, report)
     unseen = _unseen(catalog, sources, paths, sensor)
     known = set(list_sensors())
     todo = []

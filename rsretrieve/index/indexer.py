@@ -160,10 +160,17 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
                 scene = catalog.scene(sid)
             except KeyError:  # replaced or removed by an ingest since the tiles were listed: its tiles are stale
                 continue  # already (the catalog check below reports the change)
-            if gone := sorted(f for f in set(scene["files"].values()) if not os.path.lexists(f)):
-                raise FileNotFoundError(f"{gone[0]}: No such file or directory: the scene {scene['key']} is catalogued "
-                                        "but its file is gone (deleted or moved): put it back, or take such scenes out "
-                                        f"with `rsretrieve ingest ARCHIVE --workspace {ws} --prune`")
+            for f in sorted(set(scene["files"].values())):
+                try:
+                    os.lstat(f)
+                except (FileNotFoundError, NotADirectoryError):
+                    raise FileNotFoundError(f"{f}: No such file or directory: the scene {scene['key']} is catalogued "
+                                            "but its file is gone (deleted or moved): put it back, or take such scenes "
+                                            f"out with `rsretrieve ingest ARCHIVE --workspace {ws} --prune`") from None
+                except OSError as e:  # there, maybe, but not to be looked at now: not a case for --prune
+                    raise OSError(e.errno, f"{e.strerror or e}: the file of the scene {scene['key']} cannot be looked "
+                                           "at now (not a case for --prune): run `rsretrieve index` again once it can "
+                                           "be read", f) from None
             arrays = dict(read_scene_tiles(scene, rows, catalog.tile_m))
             vecs = embed_tiles(model, scene["sensor"], [arrays[t["tile_id"]] for t in rows], batch)
             buf.add(vecs, [t["tile_id"] for t in rows], [t["lon"] for t in rows], [t["lat"] for t in rows],

@@ -92,3 +92,120 @@ def test_index_names_a_gone_file_and_the_way_out(tmp_path, capsys):
     with Catalog(ws / "catalog.sqlite") as cat:
         n = len(cat.tiles(columns=["tile_id"]))
     assert f"index: {n} tiles embedded and added, 0 removed; {n} tiles indexed" in out
+
+
+def _refuse_lstat(monkeypatch, blocked, errno_=13, why="Permission denied"):
+    """``os.lstat`` of ``blocked`` fails as on a file in a folder this user may not search (we run as root here,
+    whom chmod does not stop) or on a stale network share."""
+    real = os.lstat
+    blocked = {str(b) for b in blocked}
+
+    def lstat(path, *a, **k):
+        if str(path) in blocked:
+            raise OSError(errno_, why, str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+
+
+def test_a_file_that_cannot_be_looked_at_is_not_gone(tmp_path, monkeypatch, capsys):
+    """A band file that exists but cannot be looked at now (permission denied, an I/O error, a stale share) counted as
+    gone: --prune deleted its scene, and the same run then rejected the file as unreadable. Only a file the system
+    says does not exist is gone; the other is kept with a line, and `rsretrieve index` does not send to --prune."""
+    a, b = _scene(tmp_path / "archive", 5), _scene(tmp_path / "archive", 6)
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws)]) == 0
+    before, _ = _tiles(ws / "catalog.sqlite")
+    b.unlink()
+    _refuse_lstat(monkeypatch, [a])
+    capsys.readouterr()
+    main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws), "--prune"])
+    err = capsys.readouterr().err.splitlines()
+    assert f"not pruned: {a}: cannot look at {a}: Permission denied: kept" in err
+    assert any(line.startswith(f"pruned: {b}: its file {b.name} is gone") for line in err)
+    assert _tiles(ws / "catalog.sqlite")[0] == {str(a): before[str(a)]}
+    save_untrained_model(ws)
+    capsys.readouterr()
+    assert main(["index", "--workspace", str(ws)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rsretrieve index: error: {a}: Permission denied: the file of the scene {a} cannot be "
+                          "looked at now (not a case for --prune): run `rsretrieve index` again once it can be read")
+
+
+def test_broken_links_do_not_turn_pruning_off_and_an_unreadable_folder_says_so(tmp_path, monkeypatch, capsys):
+    """A dangling link or an item cut short elsewhere under PATH hides nothing, yet turned --prune off for the whole
+    run without a word; a folder that cannot be listed still turns it off, now with one line saying so."""
+    a, _ = _scene(tmp_path / "archive", 5), _scene(tmp_path / "archive", 6)
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws)]) == 0
+    a.unlink()
+    (tmp_path / "archive" / "stale.tif").symlink_to(tmp_path / "nowhere.tif")
+    (tmp_path / "archive" / "item.json").write_text('{"type": "Feature", "stac_version": "1.0.0", "ass')
+    capsys.readouterr()
+    assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws), "--prune"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err] == ["pruned", "rejected", "rejected"]
+    assert len(_tiles(ws / "catalog.sqlite")[0]) == 1
+    b = _scene(tmp_path / "archive", 7)
+    assert main(["ingest", str(b), "--workspace", str(ws)]) == 0
+    b.unlink()
+    real = ingest_mod.discover
+    monkeypatch.setattr(ingest_mod, "discover", lambda paths: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
+        str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths)))
+    capsys.readouterr()
+    main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws), "--prune"])
+    err = capsys.readouterr().err.splitlines()
+    assert f"not pruned: {tmp_path / 'archive' / 'x'}: nothing is pruned in this run: this folder or file could not " \
+           "be read, and what it holds would look gone" in err
+    assert str(b) in _tiles(ws / "catalog.sqlite")[0]
+
+
+def test_a_stac_items_scene_is_pruned_when_its_item_or_a_file_under_the_path_is_gone(tmp_path):
+    """A deleted STAC item left its scene in the catalog beside a second scene of the same files (its rasters read
+    alone); and with the item in items/ and its assets in data/, pruning data/ found nothing (only the key, the
+    item's path, was looked at). Under --sensor, only that sensor's scenes are pruned."""
+    import pystac
+    from datetime import datetime, timezone
+
+    def item(path, files):
+        it = pystac.Item(id=path.stem, geometry=None, bbox=None, datetime=datetime(2023, 7, 5, tzinfo=timezone.utc),
+                         properties={})
+        for pol, f in zip(("VV", "VH"), files):
+            it.add_asset(pol.lower(), pystac.Asset(href=str(f), roles=["data"], extra_fields={"eo:bands": [
+                {"name": pol}]}))
+        it.set_self_href(str(path))
+        it.save_object(include_self_link=False)
+
+    def pols(folder, day):
+        import numpy as np
+        from tests.conftest import write_tif
+        rng = np.random.default_rng(day)
+        out = []
+        for pol, mean in (("vv", -12.0), ("vh", -19.0)):
+            out.append(folder / f"{pol}.tif")
+            write_tif(out[-1], (mean + rng.standard_normal((96, 96))).astype("float32"), crs="EPSG:32632",
+                      origin=ORIGIN, nodata=float("nan"))
+        return out
+
+    item(tmp_path / "beside" / "item.json", pols(tmp_path / "beside", 1))
+    far = pols(tmp_path / "data" / "x", 2)
+    item(tmp_path / "items" / "x.json", far)
+    s2 = tmp_path / "data" / "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327.tif"
+    from tests.conftest import write_tif
+    import numpy as np
+    write_tif(s2, np.full((12, 48, 48), 1500, np.uint16), crs="EPSG:32632", origin=ORIGIN, nodata=0)
+    db = tmp_path / "ws" / "catalog.sqlite"
+    with Catalog(db, tile_m=480) as cat:
+        assert ingest([tmp_path], cat).added == 3
+    (tmp_path / "beside" / "item.json").unlink()
+    far[0].unlink()
+    s2.unlink()
+    with Catalog(db, tile_m=480) as cat:
+        report = ingest([tmp_path / "beside", tmp_path / "data"], cat, prune=True, sensor="sentinel1")
+        assert sorted(p.path for p in report.pruned) == [str(tmp_path / "beside" / "item.json"),
+                                                          str(tmp_path / "items" / "x.json")]
+        assert report.pruned[0].reason.startswith("its file item.json is gone")
+        keys = sorted(s["key"] for s in cat.scenes())
+        # the sentinel2 scene stays (another sensor); the item's rasters, alone now, are not catalogued a second time
+        # (one band each, lower-case names: no scene), nor is the item's scene kept beside them
+        assert keys == [str(s2)]
