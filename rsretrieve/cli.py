@@ -230,7 +230,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise UsageError(f"--tile-size must be > 0 metres, in whole metres, got {args.tile_size:g}")
     if not any(os.path.lexists(p) for p in args.paths):  # a typo: no workspace is made for it (a broken link is
         # not one: discover names it as such)
-        raise UsageError(f"nothing to ingest: no such file or directory: {', '.join(args.paths)}")
+        raise UsageError(f"nothing to ingest: no such file or directory: {', '.join(args.paths)}"
+                         + ("; --prune looks under paths that exist: give the folder that held it" if args.prune
+                            else ""))
     try:
         ws = Workspace.create(args.workspace, args.tile_size)
         catalog = ws.catalog()
@@ -634,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes cutting scenes in parallel")
     s.add_argument("--prune", action="store_true",
                    help="also take out of the catalog the scenes under PATH whose band files are gone (deleted or "
-                        "moved); the next `rsretrieve index` drops their vectors")
+                        "moved), and the labels of land-cover rasters under PATH that are gone; the next "
+                        "`rsretrieve index` drops their vectors")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_ingest)
 

@@ -665,6 +665,11 @@ class Catalog:
             c.execute("DELETE FROM meta WHERE key = ?", (f"labels:{source}",))
         return int(n)
 
+    def label_sources(self) -> dict[str, str]:
+        """Every land-cover source ingested (its path) and its ingest stamp (meta ``labels:SOURCE``)."""
+        rows = self.conn.execute("SELECT key, value FROM meta WHERE key LIKE 'labels:%'")
+        return {k[len("labels:"):]: v for k, v in rows}
+
     def labels(self, cells: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every label of the catalog (or of ``cells``): dicts with cell_id, scheme, label, label_name, purity."""
         q = "SELECT cell_id, scheme, label, label_name, purity FROM cell_labels"

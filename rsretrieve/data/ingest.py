@@ -649,7 +649,8 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], s
            report: IngestReport) -> None:
     """Take out of the catalog the scenes under ``paths`` (each an existing folder or file: the scene's key or one of
     its files under it) whose band files, or STAC item, are not all there any more (deleted or moved from the
-    archive): ``report.pruned``, each with why. Under ``sensor``, only that sensor's scenes.
+    archive): ``report.pruned``, each with why; and the land-cover rasters under ``paths`` that are gone, with
+    their labels. Under ``sensor``, only that sensor's scenes (and no land-cover raster).
 
     Only a file the system says does not exist is gone: one that cannot be looked at (permission denied, an I/O error,
     a stale network handle) keeps its scene, with a line (``report.not_pruned``). Nothing is taken out while discover
@@ -681,6 +682,17 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], s
                                                          f"{'are' if len(gone) > 1 else 'is'} gone: its {tiles} tiles "
                                                          "are removed from the catalog (the next `rsretrieve index` "
                                                          "drops their vectors)"))
+    if sensor is not None:
+        return
+    for source, stamp in sorted(catalog.label_sources().items()):  # land-cover rasters
+        if not _under(source, roots):
+            continue
+        gone = _gone(source)
+        if isinstance(gone, str):
+            report.not_pruned.append(Problem(source, f"cannot look at it: {gone}: its land-cover labels are kept"))
+        elif gone and (cells := catalog.remove_labels(source, stamp=stamp)) is not None:
+            report.pruned.append(Problem(source, f"this land-cover raster is gone: its labels of {cells} cells are "
+                                                 "removed from the catalog"))
 
 
 def _gone(path: str) -> bool | str:

@@ -209,3 +209,43 @@ def test_a_stac_items_scene_is_pruned_when_its_item_or_a_file_under_the_path_is_
         # the sentinel2 scene stays (another sensor); the item's rasters, alone now, are not catalogued a second time
         # (one band each, lower-case names: no scene), nor is the item's scene kept beside them
         assert keys == [str(s2)]
+
+
+def test_a_land_cover_raster_that_is_gone_is_pruned_with_its_labels(tmp_path):
+    """Deleting a land-cover raster left its labels in the catalog (train and evaluate still used them) and --prune
+    said nothing; now its labels go with a line. Under --sensor (labels are no sensor's) they stay."""
+    from rsretrieve.data.synthetic import make_archive
+
+    make_archive(tmp_path / "archive", scenes=2, sensors=("sentinel1",), seed=3, size_m=1920)
+    db = tmp_path / "ws" / "catalog.sqlite"
+    with Catalog(db, tile_m=480) as cat:
+        ingest([tmp_path / "archive"], cat)
+        sources = cat.label_sources()
+        labelled = len(cat.labels())
+    assert len(sources) == 2 and labelled > 0
+    gone = sorted(sources)[0]
+    os.unlink(gone)
+    with Catalog(db, tile_m=480) as cat:
+        assert ingest([tmp_path / "archive"], cat, prune=True, sensor="sentinel1").pruned == []
+        assert len(cat.labels()) == labelled
+        report = ingest([tmp_path / "archive"], cat, prune=True)
+        (p,) = report.pruned
+        assert p.path == gone and p.reason.startswith("this land-cover raster is gone: its labels of ")
+        assert list(cat.label_sources()) == sorted(sources)[1:] and 0 < len(cat.labels()) < labelled
+
+
+def test_pruning_a_deleted_folder_by_its_own_name_says_to_give_its_parent(tmp_path, capsys):
+    a = _scene(tmp_path / "archive" / "one", 5)
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws)]) == 0
+    before = _tiles(ws / "catalog.sqlite")
+    a.unlink()
+    (tmp_path / "archive" / "one").rmdir()
+    capsys.readouterr()
+    assert main(["ingest", str(tmp_path / "archive" / "one"), "--workspace", str(ws), "--prune"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"rsretrieve ingest: error: nothing to ingest: no such file or directory: {tmp_path / 'archive' / 'one'}; "
+        "--prune looks under paths that exist: give the folder that held it"]
+    assert _tiles(ws / "catalog.sqlite") == before
+    assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws), "--prune"]) == 0
+    assert _tiles(ws / "catalog.sqlite") == ({}, [])
