@@ -645,6 +645,20 @@ def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | No
                                                  "the catalog (Catalog.remove_scene takes it out)"))
 
 
+def _catalogued_files(catalog: Catalog) -> dict[str, str]:
+    """Each band file of the catalogued scenes of this version's rules (or a later one's), and its scene's key. An
+    earlier version's scenes are not counted: files it grouped otherwise are :func:`_unseen`'s to report."""
+    return {f: old["key"] for old in catalog.scenes() if _rules_of(old["fingerprint"]) >= INGEST_RULES
+            for f in old["files"].values()}
+
+
+def _already_catalogued(path: str, key: str) -> str:
+    """Why a scene is not added: its file ``path`` is a band file of the catalogued scene ``key``."""
+    return (f"its file {Path(path).name} is already catalogued as part of the scene {key}, found otherwise before "
+            "(from another path, or with a STAC item): not added, so that its tiles are not indexed twice; if that "
+            "scene's item or files are gone, `--prune` takes it out and the next run adds this one")
+
+
 def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], sensor: str | None,
            report: IngestReport) -> None:
     """Take out of the catalog the scenes under ``paths`` (each an existing folder or file: the scene's key or one of
@@ -857,6 +871,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     unseen = _unseen(catalog, sources, paths, sensor)
     known = set(list_sensors())
     todo = []
+    owners: dict[str, str] | None = None  # band file -> the key of the catalogued scene it belongs to, when needed
     for s in sources:
         try:
             fp = fingerprint(s.all_files())
@@ -885,6 +900,12 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
             report.skipped += 1
             report.skipped_label_sources += s.role == "labels"
             continue
+        if stored is None and s.role == "scene":
+            if owners is None:
+                owners = _catalogued_files(catalog)
+            if taken := next((f for f in s.files.values() if f in owners and owners[f] != s.key), None):
+                report.problems.append(Problem(s.key, _already_catalogued(taken, owners[taken])))
+                continue
         todo.append((s, stored, fp, as_sensor, rules_only))
     jobs = [(s, tile_m, as_sensor, min_coverage, label_scheme, fp) for s, _, fp, as_sensor, _ in todo]
     if workers > 1 and len(jobs) > 1:

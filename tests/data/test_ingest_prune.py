@@ -249,3 +249,50 @@ def test_pruning_a_deleted_folder_by_its_own_name_says_to_give_its_parent(tmp_pa
     assert _tiles(ws / "catalog.sqlite") == before
     assert main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws), "--prune"]) == 0
     assert _tiles(ws / "catalog.sqlite") == ({}, [])
+
+
+def test_files_catalogued_in_one_scene_are_not_catalogued_again_in_another(tmp_path):
+    """A STAC item deleted, its band files then grouped by their names: a second scene of the same files was added
+    beside the item's (every search hit twice). It is refused with a line pointing to --prune, which takes the item's
+    scene out so that the files are catalogued once. A band file named on its own after its folder was ingested is
+    refused the same way."""
+    import numpy as np
+    import pystac
+    from datetime import datetime, timezone
+
+    from tests.conftest import write_tif
+
+    d = tmp_path / "item"
+    rng = np.random.default_rng(0)
+    it = pystac.Item(id="s1", geometry=None, bbox=None, datetime=datetime(2023, 7, 5, tzinfo=timezone.utc),
+                     properties={})
+    for pol, mean in (("VV", -12.0), ("VH", -19.0)):
+        f = d / f"S1A_IW_GRDH_1SDV_20230705T053000_{pol}.tif"
+        write_tif(f, (mean + rng.standard_normal((96, 96))).astype("float32"), crs="EPSG:32632", origin=ORIGIN,
+                  nodata=float("nan"))
+        it.add_asset(pol.lower(), pystac.Asset(href=f"./{f.name}", roles=["data"],
+                                               extra_fields={"eo:bands": [{"name": pol}]}))
+    it.set_self_href(str(d / "item.json"))
+    it.make_asset_hrefs_relative()
+    it.save_object(include_self_link=False)
+    db = tmp_path / "ws" / "catalog.sqlite"
+    with Catalog(db, tile_m=480) as cat:
+        assert ingest([d], cat).added == 1
+        (d / "item.json").unlink()
+        report = ingest([d], cat)
+        (p,) = report.problems
+        assert p.path == str(d / "S1A_IW_GRDH_1SDV_20230705T053000*") and p.reason.startswith(
+            f"its file S1A_IW_GRDH_1SDV_20230705T053000_VH.tif is already catalogued as part of the scene "
+            f"{d / 'item.json'}, found otherwise before")
+        assert report.added == 0 and [s["key"] for s in cat.scenes()] == [str(d / "item.json")]
+        report = ingest([d], cat, prune=True)
+        assert report.problems == [] and len(report.pruned) == 1 and report.added == 1
+        (scene,) = cat.scenes()
+        assert scene["key"] == p.path
+    a = _scene(tmp_path / "archive", 5)
+    with Catalog(db, tile_m=480) as cat:
+        assert ingest([tmp_path / "archive"], cat).added == 1
+        n = len(cat.scenes())
+        report = ingest([d / "S1A_IW_GRDH_1SDV_20230705T053000_VV.tif"], cat)
+        assert report.added == 0 and "is already catalogued as part of the scene" in report.problems[0].reason
+        assert len(cat.scenes()) == n and str(a) in {s["key"] for s in cat.scenes()}
