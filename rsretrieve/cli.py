@@ -275,12 +275,46 @@ def _of_them(label_sources: int, reread: int = 0) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-
     ws = _open_workspace(args.workspace)
     with ws.catalog() as c:
+        removed = []
+        if args.remove:
+            scenes = c.scenes()
+            wanted = [_scene_named(name, scenes) for name in args.remove]  # all known before any is removed
+            for old in {s["key"]: s for s in wanted}.values():
+                n = c.remove_scene_version(old["key"], old["fingerprint"])
+                if n is not None:  # else replaced or removed by an ingest meanwhile: not this version's to remove
+                    removed.append({"key": old["key"], "sensor": old["sensor"], "tiles": n})
+        listed = [{"key": s["key"], "sensor": s["sensor"], "acquired": s["acquired"], "tiles": s["n_tiles"]}
+                  for s in sorted(c.scenes(), key=lambda s: s["key"])] if args.scenes else None
         counts = c.counts()
-    print(json.dumps(counts, indent=2)) if args.json else _print_summary(counts)
+    if args.json:
+        print(json.dumps({**counts, **({"removed": removed} if args.remove else {}),
+                          **({"scenes": listed} if listed is not None else {})}, indent=2))
+        return EXIT_OK
+    for r in removed:
+        print(f"removed: {r['key']}: its {r['tiles']} {r['sensor']} tiles are taken out of the catalog (the next "
+              "`rsretrieve index` drops their vectors; an ingest of its path adds it again)")
+    for s in listed or []:
+        print(f"{s['key']}\t{s['sensor']}\t{s['acquired'] or '-'}\t{s['tiles']} tiles")
+    _print_summary(counts)
     return EXIT_OK
+
+
+def _scene_named(name: str, scenes: list[dict]) -> dict:
+    """The catalogued scene ``name`` stands for: its key as ingest prints it, or one of its files (any path to it)."""
+    for s in scenes:
+        if s["key"] == name:
+            return s
+    try:
+        path = str(Path(name).resolve())
+    except (OSError, RuntimeError):
+        path = name
+    for s in scenes:
+        if path == s["key"] or path in s["files"].values() or path in (s.get("aux") or {}).values():
+            return s
+    raise UsageError(f"--remove {name}: no catalogued scene has this key or file (`rsretrieve catalog --workspace WS "
+                     "--scenes` lists them); nothing was removed")
 
 
 # -- export --------------------------------------------------------------------------------------------------------
@@ -701,8 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--png", help="write a contact sheet of the query and its results")
     s.set_defaults(func=cmd_query)
 
-    s = sub.add_parser("catalog", help="summary of a workspace catalog")
+    s = sub.add_parser("catalog", help="summary of a workspace catalog; list or remove its scenes")
     s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--scenes", action="store_true", help="list every scene: key, sensor, acquisition time, tiles")
+    s.add_argument("--remove", nargs="+", metavar="SCENE",
+                   help="take these scenes (each its key, as ingest and --scenes print it, or one of its files) out "
+                        "of the catalog; the next `rsretrieve index` drops their vectors, and an ingest of their "
+                        "path adds them again")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_catalog)
 

@@ -642,7 +642,7 @@ def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | No
                 continue
         why = " while this run could not read all its paths" if blind else ""
         report.unseen.append(Problem(old["key"], f"{now}{why}: its earlier version as a {old['sensor']} scene stays in "
-                                                 "the catalog (Catalog.remove_scene takes it out)"))
+                                                 "the catalog (`rsretrieve catalog --remove` takes it out)"))
 
 
 def _catalogued_files(catalog: Catalog) -> dict[str, str]:
@@ -841,7 +841,7 @@ def _refused_reread(problem: Problem) -> Problem:
     return Problem(problem.path, f"{problem.reason}; its earlier version stays in the catalog: its files are "
                                  "unchanged since an earlier version of rsretrieve ingested them, and this refusal may "
                                  "come from this run's options or sensor definitions (run ingest as it was run then) "
-                                 "or from this version's rules (Catalog.remove_scene takes it out)")
+                                 "or from this version's rules (`rsretrieve catalog --remove` takes it out)")
 
 
 def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,

@@ -231,7 +231,7 @@ def test_a_scene_no_longer_found_as_one_but_nobodys_companion_stays_with_a_line(
         report = ingest([tmp_path / "archive"], cat)
     assert report.problems == report.retired == [] and [str(p) for p in report.unseen] == [
         f"{tci}: no longer read as a scene (a file beside a STAC item, or a product's companion): its earlier version "
-        "as a landsat7 scene stays in the catalog (Catalog.remove_scene takes it out)"]
+        "as a landsat7 scene stays in the catalog (`rsretrieve catalog --remove` takes it out)"]
     assert sorted(_rows(db)[0]) == sorted(before[0])
 
 
@@ -297,7 +297,7 @@ def test_a_scene_whose_companions_are_new_is_read_again_and_a_refusal_keeps_it(t
                         "ground; its earlier version stays in the catalog: its files are unchanged since an earlier "
                         "version of rsretrieve ingested them, and this refusal may come from this run's options or "
                         "sensor definitions (run ingest as it was run then) or from this version's rules "
-                        "(Catalog.remove_scene takes it out)")
+                        "(`rsretrieve catalog --remove` takes it out)")
     assert _rows(db) == before
 
 
@@ -314,5 +314,5 @@ def test_a_companion_like_file_beside_another_sensors_scene_stays(tmp_path):
     report = _ingest(db, [tmp_path / "archive"])
     assert report.added == 1 and report.retired == [] and [str(p) for p in report.unseen] == [
         f"{tci}: now read as the companion TCI of the scene {s1}: its earlier version as a landsat7 scene stays in the "
-        "catalog (Catalog.remove_scene takes it out)"]
+        "catalog (`rsretrieve catalog --remove` takes it out)"]
     assert str(tci) in _rows(db)[0]
