@@ -127,16 +127,17 @@ def _split(stem: str, tokens: list[str]) -> tuple[str, str] | None:
 
 
 def _is_stac_item(path: Path) -> dict | str | None:
-    """The STAC Item in ``path``; None when it holds something else (a sidecar, a STAC Collection); a reason (str)
-    when it cannot be read, or names ``stac_version`` but is not valid JSON (a download cut short): its scene
-    cannot be known, and the rasters beside it read without it would make another scene of the same files, read
-    without the item's properties (a Sentinel-2 product without its baseline offset)."""
+    """The STAC Item in ``path``; None when it holds something else (a sidecar, a STAC Collection) or cannot be read
+    (it may be anything: a settings file of another user); a reason (str) when it names ``stac_version`` but is not
+    valid JSON (a download cut short): its scene cannot be known, and the rasters beside it read without it would
+    make another scene of the same files, read without the item's properties (a Sentinel-2 product without its
+    baseline offset)."""
     try:
         if path.stat().st_size > 5_000_000:
             return None
         raw = path.read_bytes()
-    except OSError as e:
-        return f"cannot read: {e.strerror or e}"
+    except OSError:
+        return None
     try:
         doc = json.loads(raw)
     except UnicodeDecodeError:

@@ -88,7 +88,8 @@ class IngestReport:
     labelled_cells: int = 0
     problems: list[Problem] = field(default_factory=list)
     #: scenes an earlier version's rules catalogued that are now companions of a scene this run catalogued
-    #: (Sentinel-2's true-colour TCI was a Landsat 7 scene): taken out of the catalog, each with why
+    #: (Sentinel-2's true-colour TCI was a Landsat 7 scene), and scenes of files that a STAC item this run catalogued
+    #: reads with its properties now: taken out of the catalog, each with why
     retired: list[Problem] = field(default_factory=list)
     #: scenes an earlier version's rules catalogued that this version does not find as scenes, kept: each with
     #: what it is now (:func:`_settle_unseen`)
@@ -645,18 +646,34 @@ def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | No
                                                  "the catalog (`rsretrieve catalog --remove` takes it out)"))
 
 
-def _catalogued_files(catalog: Catalog) -> dict[str, str]:
-    """Each band file of the catalogued scenes of this version's rules (or a later one's), and its scene's key. An
-    earlier version's scenes are not counted: files it grouped otherwise are :func:`_unseen`'s to report."""
-    return {f: old["key"] for old in catalog.scenes() if _rules_of(old["fingerprint"]) >= INGEST_RULES
+def _catalogued_files(catalog: Catalog) -> dict[str, dict[str, Any]]:
+    """Each band file of the catalogued scenes of this version's rules (or a later one's), and its scene. An earlier
+    version's scenes are not counted: files it grouped otherwise are :func:`_unseen`'s to report."""
+    return {f: old for old in catalog.scenes() if _rules_of(old["fingerprint"]) >= INGEST_RULES
             for f in old["files"].values()}
 
 
-def _already_catalogued(path: str, key: str) -> str:
-    """Why a scene is not added: its file ``path`` is a band file of the catalogued scene ``key``."""
-    return (f"its file {Path(path).name} is already catalogued as part of the scene {key}, found otherwise before "
-            "(from another path, or with a STAC item): not added, so that its tiles are not indexed twice; if that "
-            "scene's item or files are gone, `--prune` takes it out and the next run adds this one")
+def _claimed(source: SceneSource, owners: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    """Whether a new scene may be catalogued although some of its band files are catalogued scenes' (``owners``):
+    (the scenes it supersedes, None), or ([], why not).
+
+    A STAC item supersedes the scenes its files made without an item (named on their own, or ingested before the
+    item was downloaded, or while it was cut short): it reads them with the item's properties (a Sentinel-2
+    baseline offset), so those scenes are taken out once it is catalogued. Any other sharing would index the same
+    tiles twice: refused, with the way out."""
+    taken = [f for f in source.files.values() if f in owners and owners[f]["key"] != source.key]
+    if not taken:
+        return [], None
+    olds = list({owners[f]["key"]: owners[f] for f in taken}.values())
+    mine = set(source.files.values()) | set(source.aux.values())
+    if source.stac is not None and all(o["fingerprint"] is not None and not o["key"].lower().endswith(".json")
+                                       and set(o["files"].values()) <= mine for o in olds):
+        return olds, None
+    key = owners[taken[0]]["key"]
+    return [], (f"its file {Path(taken[0]).name} is already catalogued as part of the scene {key}, found otherwise "
+                "before (from another path, or with a STAC item): not added, so that its tiles are not indexed twice; "
+                f"`rsretrieve catalog --remove {key}` takes that scene out (`ingest --prune` over its folder does, if "
+                "its item or files are gone)")
 
 
 def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], sensor: str | None,
@@ -871,7 +888,8 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     unseen = _unseen(catalog, sources, paths, sensor)
     known = set(list_sensors())
     todo = []
-    owners: dict[str, str] | None = None  # band file -> the key of the catalogued scene it belongs to, when needed
+    owners: dict[str, dict[str, Any]] | None = None  # band file -> the catalogued scene it belongs to, when needed
+    supersedes: dict[str, list[dict[str, Any]]] = {}  # a STAC item's key -> the scenes of its files without it
     for s in sources:
         try:
             fp = fingerprint(s.all_files())
@@ -903,9 +921,14 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         if stored is None and s.role == "scene":
             if owners is None:
                 owners = _catalogued_files(catalog)
-            if taken := next((f for f in s.files.values() if f in owners and owners[f] != s.key), None):
-                report.problems.append(Problem(s.key, _already_catalogued(taken, owners[taken])))
+            olds, why = _claimed(s, owners)
+            if why is not None:
+                report.problems.append(Problem(s.key, why))
                 continue
+            if olds:
+                supersedes[s.key] = olds
+            owners.update({f: {"key": s.key, "files": s.files, "fingerprint": None}  # for later ones of this run
+                           for f in s.files.values()})
         todo.append((s, stored, fp, as_sensor, rules_only))
     jobs = [(s, tile_m, as_sensor, min_coverage, label_scheme, fp) for s, _, fp, as_sensor, _ in todo]
     if workers > 1 and len(jobs) > 1:
@@ -940,6 +963,13 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 report.tiles += len(tiles)
                 report.replaced += stored is not None
                 report.added += stored is None
+                for old in supersedes.get(source.key, []):
+                    n = catalog.remove_scene_version(old["key"], old["fingerprint"])
+                    if n is not None:
+                        report.retired.append(Problem(old["key"], f"its files are read with the STAC item {source.key} "
+                                                                  f"now: this scene ({n} tiles) is removed from the "
+                                                                  "catalog (the next `rsretrieve index` drops its "
+                                                                  "vectors)"))
             if progress:
                 progress(i + 1, len(todo), source.key)
     finally:

@@ -24,7 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from rsretrieve.data.discover import SceneSource, band_tokens, in_l2a_granule, split_band_token
+from rsretrieve.data.discover import RASTER_SUFFIXES, SceneSource, band_tokens, in_l2a_granule, split_band_token
 from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors, parse_baseline
 
 
@@ -181,7 +181,8 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
     """The JSON objects beside the scene's first file that describe it: those whose name begins with the scene's
     (``<stem>.json`` beside a stacked file, BigEarthNet's ``<patch>_labels_metadata.json`` beside its band files),
     in name order; else the folder's only JSON file (an Earth Engine export's ``metadata.json``). Another scene's
-    sidecar in the same folder is never read.
+    sidecar in the same folder is never read: one named after another raster of the folder (``field_north.json``
+    beside ``field_north.tif`` is not ``field.tif``'s, though its name begins with ``field_``).
 
     Raises:
         SceneError: a sidecar named after the scene cannot be read or is not valid JSON: what it says (the date, the
@@ -190,7 +191,9 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
     """
     first = Path(next(iter(source.files.values())))
     own = first.stem if source.stacked else "" if source.key.endswith(os.sep) else Path(source.key).name.rstrip("*")
-    found = [first.parent / n for n in _json_names(str(first.parent))]
+    jsons, rasters = _folder_names(str(first.parent))
+    others = rasters - {Path(f).stem for f in source.files.values()}
+    found = [first.parent / n for n in jsons if n[:-len(".json")] not in others]
     # the scene's name, then the end of a name or a separator: export_1's is export_1.json, never export_10.json
     mine = [f for f in found if own and f.name.startswith(own) and f.name[len(own):][:1] in (".", "_", "-")]
     for side in mine or (found if len(found) == 1 else []):
@@ -204,7 +207,7 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
             if mine:
                 where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
                 raise SceneError(f"its sidecar {side} is not valid JSON: {getattr(e, 'msg', e)}{where}; it may say "
-                                 "the scene's date or baseline: mend or move it") from None
+                                 "the scene's date or baseline: mend or move it", file_at_fault=False) from None
             continue
         if isinstance(doc, dict) and doc.get("type") == "Image" and isinstance(doc.get("properties"), dict):
             # Earth Engine's ``json.dump(image.getInfo())``: the image's properties, its id the collection's path
@@ -215,28 +218,33 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
 
 def _read_sidecar(path: str) -> object:
     """The JSON in ``path``, parsed once for the several questions asked of a scene's sidecar (date, baseline,
-    offset flag): kept while the file's size, modification time and identity stay the same, except in the two
-    seconds after a change (as :func:`_json_names`).
+    offset flag): kept while the file's size, modification and status-change times and identity stay the same,
+    except in the two seconds after a change (as :func:`_folder_names`). Text that is not UTF-8 is read as Latin-1.
 
     Raises:
-        OSError: it cannot be read. ValueError: it is not JSON (UnicodeDecodeError: not text).
+        OSError: it cannot be read. ValueError: it is not JSON.
     """
     st = os.stat(path)
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+    stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < 2_000_000_000:
         return _parse_json.__wrapped__(path, stamp)
     return _parse_json(path, stamp)
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_json(path: str, stamp: tuple[int, int, int, int]) -> object:
+def _parse_json(path: str, stamp: tuple[int, ...]) -> object:
     """:func:`_read_sidecar` of ``path`` as it is at ``stamp`` (kept by that key; the caller must not change it)."""
     with open(path, "rb") as f:
-        return json.loads(f.read())
+        raw = f.read()
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:  # a tool writing its platform's 8-bit encoding (an accented place name)
+        return json.loads(raw.decode("latin-1"))
 
 
-def _json_names(folder: str) -> tuple[str, ...]:
-    """The names ending in ``.json`` in ``folder``, sorted; none where it cannot be listed.
+def _folder_names(folder: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The names ending in ``.json`` in ``folder``, sorted, and the stems of its rasters (their names without the
+    suffix); none where it cannot be listed.
 
     A scene's metadata is looked for in its folder several times (date, baseline, the provider's offset flag), and a
     flat folder of 20,000 scenes took 11 ms to list each time: so a listing is kept while the folder's modification
@@ -245,21 +253,23 @@ def _json_names(folder: str) -> tuple[str, ...]:
     try:
         st = os.stat(folder)
     except OSError:
-        return ()
+        return (), frozenset()
     stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < 2_000_000_000:
-        return _list_json.__wrapped__(folder, stamp)
-    return _list_json(folder, stamp)
+        return _list_folder.__wrapped__(folder, stamp)
+    return _list_folder(folder, stamp)
 
 
 @functools.lru_cache(maxsize=64)
-def _list_json(folder: str, stamp: tuple[int, int, int, int]) -> tuple[str, ...]:
-    """:func:`_json_names` of ``folder`` as it is at ``stamp`` (kept by that key)."""
+def _list_folder(folder: str, stamp: tuple[int, int, int, int]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """:func:`_folder_names` of ``folder`` as it is at ``stamp`` (kept by that key)."""
     try:
         with os.scandir(folder) as entries:
-            return tuple(sorted(e.name for e in entries if e.name.endswith(".json")))
+            names = [e.name for e in entries]
     except OSError:
-        return ()
+        return (), frozenset()
+    stems = frozenset(n.rsplit(".", 1)[0] for n in names if os.path.splitext(n)[1].lower() in RASTER_SUFFIXES)
+    return tuple(sorted(n for n in names if n.endswith(".json"))), stems
 
 
 #: an ESA Sentinel-2 product name and its processing baseline: ``S2B_MSIL2A_20230101T101321_N0509_R022_...``

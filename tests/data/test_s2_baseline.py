@@ -367,3 +367,34 @@ def test_a_sidecar_is_parsed_once_for_the_date_the_baseline_and_the_offset_flag(
         (s,) = cat.scenes()
         assert s["layout"] == "full+N0400" and s["acquired"] == "2023-07-05T10:15:59Z"
     assert len(parsed) == 1  # 3 before: once for each question
+
+
+def _export(path):
+    write_tif(path, np.full((12, 48, 48), 1500, np.uint16), crs="EPSG:32632", origin=(600_000, 5_400_000), nodata=0)
+
+
+def test_a_neighbours_sidecar_is_not_a_scenes_own(tmp_path):
+    """``field_north.json`` begins with ``field_`` but is ``field_north.tif``'s: cut short, it refused ``field.tif``
+    too (and deleted its catalogued version); and ``field_north.tif`` without a sidecar took ``field.json``'s date as
+    the folder's only JSON. A catalogued scene whose own sidecar is cut short keeps its earlier version; a sidecar in
+    Latin-1 is read."""
+    for stem in ("field", "field_north", "plain"):
+        _export(tmp_path / f"{stem}.tif")
+    (tmp_path / "field.json").write_text(json.dumps({"acquisition_date": "2021-06-01"}))
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        assert ingest([tmp_path], cat).added == 3
+        when = {os.path.basename(s["key"]): s["acquired"] for s in cat.scenes()}
+        assert when == {"field.tif": "2021-06-01T00:00:00Z", "field_north.tif": None, "plain.tif": None}
+        (tmp_path / "field_north.json").write_text('{"acquisition_date": "2020-05-0')
+        latin1 = '{"acquisition_date": "2019-04-03", "place": "Bogot\xe1"}'.encode("latin-1")
+        (tmp_path / "plain.json").write_bytes(latin1)
+        for stem in ("field", "field_north", "plain"):
+            os.utime(tmp_path / f"{stem}.tif", ns=(1_700_000_000_000_000_000,) * 2)  # changed: read again
+        report = ingest([tmp_path], cat)
+        (p,) = report.problems
+        assert p.path == str(tmp_path / "field_north.tif") and "its sidecar" in p.reason
+        assert p.reason.endswith("; its earlier version stays in the catalog (this refusal may not be the file's "
+                                 "fault): run ingest again once it is fixed")
+        when = {os.path.basename(s["key"]): s["acquired"] for s in cat.scenes()}
+        assert when == {"field.tif": "2021-06-01T00:00:00Z", "field_north.tif": None,
+                        "plain.tif": "2019-04-03T00:00:00Z"}

@@ -151,3 +151,43 @@ def test_json_that_is_not_a_stac_item_is_ignored_whatever_it_holds(tmp_path):
     with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
         report = ingest([d], cat)
         assert report.problems == [] and report.added == 1
+
+
+def test_an_item_supersedes_the_scene_its_files_made_without_it(tmp_path, capsys):
+    """Band files ingested before their STAC item came (or while it was cut short) are a scene read without the
+    item's properties (no baseline offset). The item, once it can be read, was refused as a second scene of the
+    same files on every run, --prune or not; it now replaces that scene, which is taken out with a line."""
+    from rsretrieve.cli import main
+
+    d = tmp_path / "pc"
+    _s2_item(d, lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    (d / "item.json").rename(tmp_path / "later.json")
+    ws = tmp_path / "ws"
+    assert main(["ingest", str(d), "--workspace", str(ws)]) == 0
+    with Catalog(ws / "catalog.sqlite") as cat:
+        (before,) = cat.scenes()
+    assert before["key"] == str(d) + "/" and before["layout"] == "full"
+    (tmp_path / "later.json").rename(d / "item.json")
+    capsys.readouterr()
+    assert main(["ingest", str(d), "--workspace", str(ws)]) == 0
+    out, err = capsys.readouterr()
+    assert "1 scenes added" in out
+    assert err.splitlines() == [f"taken out: {d}/: its files are read with the STAC item {d / 'item.json'} now: this "
+                                f"scene ({before['n_tiles']} tiles) is removed from the catalog (the next `rsretrieve "
+                                "index` drops its vectors)"]
+    with Catalog(ws / "catalog.sqlite") as cat:
+        (after,) = cat.scenes()
+    assert after["key"] == str(d / "item.json") and after["layout"] == "full+N0400"
+
+
+def test_two_items_of_the_same_files_in_one_run_make_one_scene(tmp_path):
+    d = tmp_path / "pc"
+    _s2_item(d, lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    (d / "copy.json").write_text((d / "item.json").read_text())
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([d], cat)
+        assert report.added == 1 and len(cat.scenes()) == 1
+        (p,) = report.problems
+        assert p.path == str(d / "item.json") and p.reason.startswith(
+            f"its file B01.tif is already catalogued as part of the scene {d / 'copy.json'}")
+        assert f"`rsretrieve catalog --remove {d / 'copy.json'}` takes that scene out" in p.reason
