@@ -959,10 +959,8 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 report.reread += 1
             else:
                 scene_row, tiles = res
-                catalog.write_scene(scene_row, tiles)
-                report.tiles += len(tiles)
-                report.replaced += stored is not None
-                report.added += stored is None
+                # the scenes a STAC item supersedes go first: interrupted between the two, the next run adds the
+                # item (its files then catalogued in no scene), whereas the other order left both for good
                 for old in supersedes.get(source.key, []):
                     n = catalog.remove_scene_version(old["key"], old["fingerprint"])
                     if n is not None:
@@ -970,6 +968,10 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                                                                   f"now: this scene ({n} tiles) is removed from the "
                                                                   "catalog (the next `rsretrieve index` drops its "
                                                                   "vectors)"))
+                catalog.write_scene(scene_row, tiles)
+                report.tiles += len(tiles)
+                report.replaced += stored is not None
+                report.added += stored is None
             if progress:
                 progress(i + 1, len(todo), source.key)
     finally:

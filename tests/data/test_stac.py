@@ -191,3 +191,27 @@ def test_two_items_of_the_same_files_in_one_run_make_one_scene(tmp_path):
         assert p.path == str(d / "item.json") and p.reason.startswith(
             f"its file B01.tif is already catalogued as part of the scene {d / 'copy.json'}")
         assert f"`rsretrieve catalog --remove {d / 'copy.json'}` takes that scene out" in p.reason
+
+
+def test_an_item_superseding_a_scene_interrupted_leaves_no_second_scene(tmp_path, monkeypatch):
+    """Interrupted between taking the superseded scene out and writing the item, the next run ends with the item
+    alone (in the other order an interruption left both, the item then skipped as catalogued on every run)."""
+    d = tmp_path / "pc"
+    _s2_item(d, lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    (d / "item.json").rename(tmp_path / "later.json")
+    db = tmp_path / "c.sqlite"
+    with Catalog(db, tile_m=480) as cat:
+        assert ingest([d], cat).added == 1
+    (tmp_path / "later.json").rename(d / "item.json")
+
+    def interrupted(self, key, fingerprint):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Catalog, "remove_scene_version", interrupted)
+        with Catalog(db, tile_m=480) as cat, pytest.raises(KeyboardInterrupt):
+            ingest([d], cat)
+    with Catalog(db, tile_m=480) as cat:
+        report = ingest([d], cat)
+        assert report.added == 1 and len(report.retired) == 1
+        assert [s["key"] for s in cat.scenes()] == [str(d / "item.json")]
