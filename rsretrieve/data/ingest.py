@@ -707,12 +707,8 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], s
             continue
         gone = sorted(Path(f).name for f, g in looked.items() if g is True)
         if gone:
-            tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
-            if tiles is not None:
-                report.pruned.append(Problem(old["key"], f"its file{'s' * (len(gone) > 1)} {', '.join(gone)} "
-                                                         f"{'are' if len(gone) > 1 else 'is'} gone: its {tiles} tiles "
-                                                         "are removed from the catalog (the next `rsretrieve index` "
-                                                         "drops their vectors)"))
+            _take_out(catalog, old, report.pruned, f"its file{'s' * (len(gone) > 1)} {', '.join(gone)} "
+                                                   f"{'are' if len(gone) > 1 else 'is'} gone")
     if sensor is not None:
         return
     for source, stamp in sorted(catalog.label_sources().items()):  # land-cover rasters
@@ -724,6 +720,14 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], s
         elif gone and (cells := catalog.remove_labels(source, stamp=stamp)) is not None:
             report.pruned.append(Problem(source, f"this land-cover raster is gone: its labels of {cells} cells are "
                                                  "removed from the catalog"))
+
+
+def _take_out(catalog: Catalog, old: dict[str, Any], into: list[Problem], why: str) -> None:
+    """Remove the catalogued scene ``old`` (only while it is that version) and say so in ``into``, after ``why``."""
+    tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
+    if tiles is not None:
+        into.append(Problem(old["key"], f"{why}: its {tiles} tiles are removed from the catalog (the next "
+                                        "`rsretrieve index` drops their vectors)"))
 
 
 def _gone(path: str) -> bool | str:
@@ -962,12 +966,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 # the scenes a STAC item supersedes go first: interrupted between the two, the next run adds the
                 # item (its files then catalogued in no scene), whereas the other order left both for good
                 for old in supersedes.get(source.key, []):
-                    n = catalog.remove_scene_version(old["key"], old["fingerprint"])
-                    if n is not None:
-                        report.retired.append(Problem(old["key"], f"its files are read with the STAC item {source.key} "
-                                                                  f"now: this scene ({n} tiles) is removed from the "
-                                                                  "catalog (the next `rsretrieve index` drops its "
-                                                                  "vectors)"))
+                    _take_out(catalog, old, report.retired, f"its files are read with the STAC item {source.key} now")
                 catalog.write_scene(scene_row, tiles)
                 report.tiles += len(tiles)
                 report.replaced += stored is not None

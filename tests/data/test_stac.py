@@ -172,9 +172,9 @@ def test_an_item_supersedes_the_scene_its_files_made_without_it(tmp_path, capsys
     assert main(["ingest", str(d), "--workspace", str(ws)]) == 0
     out, err = capsys.readouterr()
     assert "1 scenes added" in out
-    assert err.splitlines() == [f"taken out: {d}/: its files are read with the STAC item {d / 'item.json'} now: this "
-                                f"scene ({before['n_tiles']} tiles) is removed from the catalog (the next `rsretrieve "
-                                "index` drops its vectors)"]
+    assert err.splitlines() == [f"taken out: {d}/: its files are read with the STAC item {d / 'item.json'} now: its "
+                                f"{before['n_tiles']} tiles are removed from the catalog (the next `rsretrieve index` "
+                                "drops their vectors)"]
     with Catalog(ws / "catalog.sqlite") as cat:
         (after,) = cat.scenes()
     assert after["key"] == str(d / "item.json") and after["layout"] == "full+N0400"
