@@ -290,7 +290,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         counts = c.counts()
     if args.json:
         print(json.dumps({**counts, **({"removed": removed} if args.remove else {}),
-                          **({"scenes": listed} if listed is not None else {})}, indent=2))
+                          **({"scene_list": listed} if listed is not None else {})}, indent=2))
         return EXIT_OK
     for r in removed:
         print(f"removed: {r['key']}: its {r['tiles']} {r['sensor']} tiles are taken out of the catalog (the next "
@@ -302,17 +302,22 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def _scene_named(name: str, scenes: list[dict]) -> dict:
-    """The catalogued scene ``name`` stands for: its key as ingest prints it, or one of its files (any path to it)."""
-    for s in scenes:
-        if s["key"] == name:
-            return s
+    """The catalogued scene ``name`` stands for: its key as ingest prints it, else one of its band files, else one of
+    its companion files (any path to it); a file two scenes share at that level is refused as ambiguous."""
     try:
         path = str(Path(name).resolve())
     except (OSError, RuntimeError):
         path = name
-    for s in scenes:
-        if path == s["key"] or path in s["files"].values() or path in (s.get("aux") or {}).values():
-            return s
+    levels = (lambda s: name == s["key"], lambda s: path in (s["key"], s["key"].rstrip(os.sep)),
+              lambda s: path in s["files"].values(), lambda s: path in (s.get("aux") or {}).values())
+    for level in levels:
+        found = [s for s in scenes if level(s)]
+        if len(found) > 1:
+            keys = ", ".join(s["key"] for s in found)
+            raise UsageError(f"--remove {name}: a file of several catalogued scenes ({keys}): name the scene by its "
+                             "key; nothing was removed")
+        if found:
+            return found[0]
     raise UsageError(f"--remove {name}: no catalogued scene has this key or file (`rsretrieve catalog --workspace WS "
                      "--scenes` lists them); nothing was removed")
 

@@ -666,14 +666,18 @@ def _claimed(source: SceneSource, owners: dict[str, dict[str, Any]]) -> tuple[li
         return [], None
     olds = list({owners[f]["key"]: owners[f] for f in taken}.values())
     mine = set(source.files.values()) | set(source.aux.values())
-    if source.stac is not None and all(o["fingerprint"] is not None and not o["key"].lower().endswith(".json")
-                                       and set(o["files"].values()) <= mine for o in olds):
+    if source.stac is not None and all(not o["key"].lower().endswith(".json") and set(o["files"].values()) <= mine
+                                       for o in olds):
         return olds, None
-    key = owners[taken[0]]["key"]
-    return [], (f"its file {Path(taken[0]).name} is already catalogued as part of the scene {key}, found otherwise "
-                "before (from another path, or with a STAC item): not added, so that its tiles are not indexed twice; "
-                f"`rsretrieve catalog --remove {key}` takes that scene out (`ingest --prune` over its folder does, if "
-                "its item or files are gone)")
+    return [], _already_catalogued(taken[0], owners[taken[0]]["key"], "found otherwise before (from another path, "
+                                                                    "or with a STAC item)")
+
+
+def _already_catalogued(path: str, key: str, when: str) -> str:
+    """Why a new scene is not added: its band file ``path`` is one of the catalogued scene ``key``'s."""
+    return (f"its file {Path(path).name} is already catalogued as part of the scene {key}, {when}: not added, so "
+            f"that its tiles are not indexed twice; `rsretrieve catalog --remove {key}` takes that scene out "
+            "(`ingest --prune` over its folder does, if its item or files are gone)")
 
 
 def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], sensor: str | None,
@@ -846,6 +850,10 @@ def _refused_change(catalog: Catalog, source: SceneSource, stored: str, kind: st
         return Problem(problem.path, f"{reason}; its earlier version (catalogued as {old['sensor']}) stays in the "
                                      f"catalog, since --sensor {sensor} may be what is refused: run ingest without it "
                                      "to bring the scene up to date")
+    if _unchanged(old, stored):  # its own files as they were: what differs is which files are found with them
+        return Problem(problem.path, f"{reason}; its earlier version stays in the catalog: its files are unchanged, "
+                                     "and are found otherwise now (some taken by a STAC item, or files added beside "
+                                     "them)")
     tiles = catalog.remove_scene_version(source.key, stored)
     if tiles is None:
         return problem
@@ -894,6 +902,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     todo = []
     owners: dict[str, dict[str, Any]] | None = None  # band file -> the catalogued scene it belongs to, when needed
     supersedes: dict[str, list[dict[str, Any]]] = {}  # a STAC item's key -> the scenes of its files without it
+    written: dict[str, str] = {}  # band file -> the key of the new scene this run wrote it in
     for s in sources:
         try:
             fp = fingerprint(s.all_files())
@@ -931,8 +940,6 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 continue
             if olds:
                 supersedes[s.key] = olds
-            owners.update({f: {"key": s.key, "files": s.files, "fingerprint": None}  # for later ones of this run
-                           for f in s.files.values()})
         todo.append((s, stored, fp, as_sensor, rules_only))
     jobs = [(s, tile_m, as_sensor, min_coverage, label_scheme, fp) for s, _, fp, as_sensor, _ in todo]
     if workers > 1 and len(jobs) > 1:
@@ -961,8 +968,14 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 # read by an earlier version's rules, and read the same now: its tile ids and vectors stay
                 report.skipped += 1
                 report.reread += 1
+            elif stored is None and (twice := next((f for f in source.files.values() if f in written), None)):
+                # two new scenes of one file (two STAC items listing it): the first catalogued keeps it; a claim
+                # made when planning, before either was read, kept out the good one when the first was refused
+                report.problems.append(Problem(source.key, _already_catalogued(twice, written[twice], "in this run")))
             else:
                 scene_row, tiles = res
+                if stored is None:
+                    written.update(dict.fromkeys(source.files.values(), source.key))
                 # the scenes a STAC item supersedes go first: interrupted between the two, the next run adds the
                 # item (its files then catalogued in no scene), whereas the other order left both for good
                 for old in supersedes.get(source.key, []):

@@ -14,7 +14,7 @@ def test_scenes_are_listed_and_removed_by_key_or_file_and_the_index_drops_them(t
     ws = make_workspace(tmp_path)
     capsys.readouterr()
     assert main(["catalog", "--workspace", str(ws), "--scenes", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)["scenes"]
+    listed = json.loads(capsys.readouterr().out)["scene_list"]
     with Catalog(ws / "catalog.sqlite") as cat:
         scenes = sorted(cat.scenes(), key=lambda s: s["key"])
     assert [s["key"] for s in listed] == [s["key"] for s in scenes] and len(scenes) >= 3
@@ -42,3 +42,25 @@ def test_scenes_are_listed_and_removed_by_key_or_file_and_the_index_drops_them(t
     assert main(["ingest", os.path.dirname(f), "--workspace", str(ws)]) == 0  # its path ingested again: back
     with Catalog(ws / "catalog.sqlite") as cat:
         assert by_file["key"] in {s["key"] for s in cat.scenes()}
+
+
+def test_a_name_is_a_key_before_a_band_file_before_a_companion_and_never_a_guess(tmp_path, monkeypatch):
+    """An earlier version's scene keyed ``pc/TCI.tif`` beside the item whose companion that file is now: ``--remove
+    TCI.tif`` (relative) took out the item, the first scene with that file anywhere. A key comes first, then band
+    files, then companions; two scenes at the same level are refused."""
+    import pytest
+
+    from rsretrieve.cli import UsageError, _scene_named
+
+    (tmp_path / "pc").mkdir()
+    tci, b1 = str(tmp_path / "pc" / "TCI.tif"), str(tmp_path / "pc" / "B01.tif")
+    item = {"key": str(tmp_path / "pc" / "item.json"), "files": {"B01": b1}, "aux": {"TCI": tci}}
+    old = {"key": tci, "files": {"*": tci}, "aux": {}}
+    twin = {"key": str(tmp_path / "pc") + os.sep, "files": {"B01": b1}, "aux": {}}
+    monkeypatch.chdir(tmp_path / "pc")
+    assert _scene_named("TCI.tif", [item, old]) is old and _scene_named(tci, [item, old]) is old
+    assert _scene_named("B01.tif", [item, old]) is item
+    monkeypatch.chdir(tmp_path)
+    assert _scene_named("pc", [item, twin]) is twin  # a folder's key without its trailing separator
+    with pytest.raises(UsageError, match=r"^--remove pc/B01.tif: a file of several catalogued scenes \("):
+        _scene_named("pc/B01.tif", [item, twin])

@@ -1,5 +1,6 @@
 """Local STAC items: assets with local hrefs are ingested as one scene with the item's datetime."""
 
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -215,3 +216,36 @@ def test_an_item_superseding_a_scene_interrupted_leaves_no_second_scene(tmp_path
         report = ingest([d], cat)
         assert report.added == 1 and len(report.retired) == 1
         assert [s["key"] for s in cat.scenes()] == [str(d / "item.json")]
+
+
+def test_a_refused_item_does_not_keep_out_a_good_one_nor_cost_the_scene_of_its_files(tmp_path):
+    """Two items of the same files, the first (by name) refused: the files were claimed while planning, before either
+    was read, so the good item was refused on every run with advice that could not work. And an item listing only
+    four of a catalogued folder scene's twelve bands (refused) left the other eight to a new version of the folder's
+    scene, whose refusal then deleted the complete, unchanged scene."""
+    d = tmp_path / "pc"
+    _s2_item(d, lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    doc = json.loads((d / "item.json").read_text())
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "B10.tif").write_bytes(b"II*\x00 cut short")
+    doc["assets"]["cirrus"] = {"href": "../extra/B10.tif", "roles": ["data"], "eo:bands": [{"name": "B10"}]}
+    (d / "copy.json").write_text(json.dumps(doc))
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([d], cat)
+        assert report.added == 1 and [s["key"] for s in cat.scenes()] == [str(d / "item.json")]
+        assert [p.path for p in report.problems] == [str(d / "copy.json")]
+    e = tmp_path / "folder"
+    _s2_item(e, lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    item = json.loads((e / "item.json").read_text())
+    (e / "item.json").unlink()
+    with Catalog(tmp_path / "d.sqlite", tile_m=480) as cat:
+        assert ingest([e], cat).added == 1
+        (before,) = cat.scenes()
+        item["assets"] = {k: v for k, v in item["assets"].items() if k in ("blue", "green", "red", "nir")}
+        (e / "item.json").write_text(json.dumps(item))
+        report = ingest([e], cat)
+        assert report.added == 0 and len(report.problems) == 2
+        folder = next(p for p in report.problems if p.path == before["key"])
+        assert folder.reason.endswith("; its earlier version stays in the catalog: its files are unchanged, and are "
+                                      "found otherwise now (some taken by a STAC item, or files added beside them)")
+        assert [(s["key"], s["scene_id"]) for s in cat.scenes()] == [(before["key"], before["scene_id"])]
