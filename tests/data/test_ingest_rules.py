@@ -259,19 +259,19 @@ def test_a_companion_is_taken_out_only_once_its_product_is_catalogued_and_all_wa
         _as_landsat7(cat, tci, key=item)
     _as_earlier_version(db)
     real = ingest_mod.discover
-    monkeypatch.setattr(ingest_mod, "discover", lambda paths: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
-        str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths)))
     with Catalog(db, tile_m=480) as cat:
+        write_tif(folder / "SCL.tif", np.full((1, 24, 24), 9, np.uint8), crs="EPSG:32633", origin=ORIGIN, res=20.0)
+        report = ingest([tmp_path / "archive"], cat)  # the product's SCL is on other ground: the product is refused
+        assert report.added == 0 and report.retired == [] and [p.path for p in report.unseen] == [str(tci)]
+        (folder / "SCL.tif").unlink()
+        monkeypatch.setattr(ingest_mod, "discover", lambda paths: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
+            str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths)))
         report = ingest([tmp_path / "archive"], cat)
         assert report.added == 1 and report.retired == [] and [p.path for p in report.unseen] == [str(tci)]
         assert report.unseen[0].reason.startswith(f"now read as the companion TCI of the scene {folder}/ while this "
                                                   "run could not read all its paths: ")
         assert {str(tci), item} <= set(_rows(db)[0])
         monkeypatch.setattr(ingest_mod, "discover", real)
-        write_tif(folder / "SCL.tif", np.full((1, 24, 24), 9, np.uint8), crs="EPSG:32633", origin=ORIGIN, res=20.0)
-        report = ingest([tmp_path / "archive"], cat)  # the product's SCL is on other ground: the product is refused
-        assert report.retired == [] and [p.path for p in report.unseen] == [str(tci)]
-        (folder / "SCL.tif").unlink()
         report = ingest([tmp_path / "archive"], cat)
         assert [p.path for p in report.retired] == [str(tci)] and report.unseen == []
     assert item in _rows(db)[0]  # its key is not under the run's paths
