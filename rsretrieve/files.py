@@ -5,6 +5,7 @@
   meanwhile leaves the old one (and a ``.tmp-*`` file, which the next run of the writer may remove).
 - :func:`run_lock`: a lock held by a whole command run (``rsretrieve index`` on a workspace, ``rsretrieve train`` of
   one name).
+- :func:`gone`: whether an archive file is gone (deleted or moved), told from one that cannot be looked at now.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def gone(path: str | os.PathLike) -> bool | str:
+    """Whether ``path`` is gone: True only where the system says it does not exist (it, or a folder on its way);
+    a reason (str) where it cannot be looked at (permission denied, an I/O error, a stale network handle)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError as e:
+        return e.strerror or str(e)
+    return False
 
 
 def fsync_path(path: Path) -> None:

@@ -49,6 +49,7 @@ from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
                                    to_physical, valid_pixels)
 from rsretrieve.data.tiles import CellSampler
+from rsretrieve.files import gone
 from rsretrieve.sensors import CloudTest, get_sensor, list_sensors
 
 log = logging.getLogger(__name__)
@@ -703,25 +704,25 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], s
         files = sorted(set(old["files"].values()))
         if not (_under(key, roots) or any(_under(f, roots) for f in files)):
             continue
-        looked = {f: _gone(f) for f in files + ([key] if key.lower().endswith(".json") else [])}
+        looked = {f: gone(f) for f in files + ([key] if key.lower().endswith(".json") else [])}
         unknown = {f: why for f, why in looked.items() if isinstance(why, str)}
         if unknown:
             f, why = next(iter(unknown.items()))
             report.not_pruned.append(Problem(old["key"], f"cannot look at {f}: {why}: kept"))
             continue
-        gone = sorted(Path(f).name for f, g in looked.items() if g is True)
-        if gone:
-            _take_out(catalog, old, report.pruned, f"its file{'s' * (len(gone) > 1)} {', '.join(gone)} "
-                                                   f"{'are' if len(gone) > 1 else 'is'} gone")
+        missing = sorted(Path(f).name for f, g in looked.items() if g is True)
+        if missing:
+            _take_out(catalog, old, report.pruned, f"its file{'s' * (len(missing) > 1)} {', '.join(missing)} "
+                                                   f"{'are' if len(missing) > 1 else 'is'} gone")
     if sensor is not None:
         return
     for source, stamp in sorted(catalog.label_sources().items()):  # land-cover rasters
         if not _under(source, roots):
             continue
-        gone = _gone(source)
-        if isinstance(gone, str):
-            report.not_pruned.append(Problem(source, f"cannot look at it: {gone}: its land-cover labels are kept"))
-        elif gone and (cells := catalog.remove_labels(source, stamp=stamp)) is not None:
+        state = gone(source)
+        if isinstance(state, str):
+            report.not_pruned.append(Problem(source, f"cannot look at it: {state}: its land-cover labels are kept"))
+        elif state and (cells := catalog.remove_labels(source, stamp=stamp)) is not None:
             report.pruned.append(Problem(source, f"this land-cover raster is gone: its labels of {cells} cells are "
                                                  "removed from the catalog"))
 
@@ -732,18 +733,6 @@ def _take_out(catalog: Catalog, old: dict[str, Any], into: list[Problem], why: s
     if tiles is not None:
         into.append(Problem(old["key"], f"{why}: its {tiles} tiles are removed from the catalog (the next "
                                         "`rsretrieve index` drops their vectors)"))
-
-
-def _gone(path: str) -> bool | str:
-    """Whether ``path`` is gone: True only where the system says it does not exist (it, or a folder on its way);
-    a reason (str) where it cannot be looked at."""
-    try:
-        os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    except OSError as e:
-        return e.strerror or str(e)
-    return False
 
 
 def _hides_files(problem: Problem) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.tiles import read_scene_tiles
+from rsretrieve.files import gone
 from rsretrieve.index.ann import check_factory
 from rsretrieve.index.search import Searcher
 from rsretrieve.index.segment import TIME_UNKNOWN, Segment
@@ -161,16 +161,13 @@ def _update(ws: Path, model_name: str, model: torch.nn.Module, checksum: str, fa
             except KeyError:  # replaced or removed by an ingest since the tiles were listed: its tiles are stale
                 continue  # already (the catalog check below reports the change)
             for f in sorted(set(scene["files"].values())):
-                try:
-                    os.lstat(f)
-                except (FileNotFoundError, NotADirectoryError):
+                if (state := gone(f)) is True:
                     raise FileNotFoundError(f"{f}: No such file or directory: the scene {scene['key']} is catalogued "
                                             "but its file is gone (deleted or moved): put it back, or take such scenes "
-                                            f"out with `rsretrieve ingest ARCHIVE --workspace {ws} --prune`") from None
-                except OSError as e:  # there, maybe, but not to be looked at now: not a case for --prune
-                    raise OSError(e.errno, f"{e.strerror or e}: the file of the scene {scene['key']} cannot be looked "
-                                           "at now (not a case for --prune): run `rsretrieve index` again once it can "
-                                           "be read", f) from None
+                                            f"out with `rsretrieve ingest ARCHIVE --workspace {ws} --prune`")
+                if state:  # there, maybe, but not to be looked at now: not a case for --prune
+                    raise OSError(None, f"{state}: the file of the scene {scene['key']} cannot be looked at now (not "
+                                        "a case for --prune): run `rsretrieve index` again once it can be read", f)
             arrays = dict(read_scene_tiles(scene, rows, catalog.tile_m))
             vecs = embed_tiles(model, scene["sensor"], [arrays[t["tile_id"]] for t in rows], batch)
             buf.add(vecs, [t["tile_id"] for t in rows], [t["lon"] for t in rows], [t["lat"] for t in rows],
