@@ -126,6 +126,13 @@ def _split(stem: str, tokens: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def json_error(e: ValueError) -> str:
+    """What is wrong in a JSON text, and where: json's message and ``(line L, column C)``."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg} (line {e.lineno}, column {e.colno})"
+    return str(e)
+
+
 def _is_stac_item(path: Path) -> dict | str | None:
     """The STAC Item in ``path``; None when it holds something else (a sidecar, a STAC Collection) or cannot be read
     (it may be anything: a settings file of another user); a reason (str) when it names ``stac_version`` but is not
@@ -145,8 +152,7 @@ def _is_stac_item(path: Path) -> dict | str | None:
     except ValueError as e:
         if b'"stac_version"' not in raw:
             return None
-        where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
-        return f"{STAC_UNREAD}: not valid JSON: {getattr(e, 'msg', e)}{where}"
+        return f"{STAC_UNREAD}: not valid JSON: {json_error(e)}"
     if isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc and "assets" in doc:
         return doc
     return None

@@ -12,11 +12,12 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -24,7 +25,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from rsretrieve.data.discover import RASTER_SUFFIXES, SceneSource, band_tokens, in_l2a_granule, split_band_token
+from rsretrieve.data.discover import (RASTER_SUFFIXES, SceneSource, band_tokens, in_l2a_granule, json_error,
+                                      split_band_token)
 from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors, parse_baseline
 
 
@@ -205,9 +207,8 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
             continue
         except ValueError as e:
             if mine:
-                where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
-                raise SceneError(f"its sidecar {side} is not valid JSON: {getattr(e, 'msg', e)}{where}; it may say "
-                                 "the scene's date or baseline: mend or move it", file_at_fault=False) from None
+                raise SceneError(f"its sidecar {side} is not valid JSON: {json_error(e)}; it may say the scene's date "
+                                 "or baseline: mend or move it", file_at_fault=False) from None
             continue
         if isinstance(doc, dict) and doc.get("type") == "Image" and isinstance(doc.get("properties"), dict):
             # Earth Engine's ``json.dump(image.getInfo())``: the image's properties, its id the collection's path
@@ -224,11 +225,7 @@ def _read_sidecar(path: str) -> object:
     Raises:
         OSError: it cannot be read. ValueError: it is not JSON.
     """
-    st = os.stat(path)
-    stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < 2_000_000_000:
-        return _parse_json.__wrapped__(path, stamp)
-    return _parse_json(path, stamp)
+    return _kept(_parse_json, path, os.stat(path))
 
 
 @functools.lru_cache(maxsize=64)
@@ -251,17 +248,26 @@ def _folder_names(folder: str) -> tuple[tuple[str, ...], frozenset[str]]:
     and status-change times and identity say nothing was added, removed or made readable, except in the two seconds
     after a change (a coarse clock could not tell a later change within them)."""
     try:
-        st = os.stat(folder)
+        return _kept(_list_folder, folder, os.stat(folder))
     except OSError:
         return (), frozenset()
-    stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+_T = TypeVar("_T")
+
+
+def _kept(cached: Callable[[str, tuple[int, ...]], _T], path: str, st: os.stat_result) -> _T:
+    """``cached(path, stamp)``, an ``lru_cache`` function of a file or folder, keyed by its modification and
+    status-change times, size and identity (``stamp``); called afresh in the two seconds after a change, which a
+    coarse clock could not tell from a later one."""
+    stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < 2_000_000_000:
-        return _list_folder.__wrapped__(folder, stamp)
-    return _list_folder(folder, stamp)
+        return cached.__wrapped__(path, stamp)
+    return cached(path, stamp)
 
 
 @functools.lru_cache(maxsize=64)
-def _list_folder(folder: str, stamp: tuple[int, int, int, int]) -> tuple[tuple[str, ...], frozenset[str]]:
+def _list_folder(folder: str, stamp: tuple[int, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
     """:func:`_folder_names` of ``folder`` as it is at ``stamp`` (kept by that key)."""
     try:
         with os.scandir(folder) as entries:
