@@ -85,6 +85,12 @@ def _aux_patterns() -> list[str]:
     return [p for n in list_sensors() for p in get_sensor(n).aux_patterns]
 
 
+def is_aux_name(name: str) -> bool:
+    """Whether a file name is that of a scene's auxiliary file (a cloud or quality mask, by some sensor's
+    ``aux_patterns``): discover attaches such files to a scene and never makes one of them."""
+    return any(re.search(p, name) for p in _aux_patterns())
+
+
 #: the resolution suffix of a Sentinel-2 L2A granule's files, in either case: ``T32UQD_20230705T101559_B04_10m``
 _RES_SUFFIX = re.compile(r"(?i)_([126]0)m$")
 #: the resolution folders of a Sentinel-2 L2A granule's ``IMG_DATA``
@@ -174,7 +180,9 @@ def _stac_source(path: Path, doc: dict, tokens: list[str], aux_pats: list[str]) 
         if re.match(r"^[a-z][a-z0-9+.-]*://", href) and not href.startswith("file://"):
             continue  # remote assets are not read: nothing is downloaded
         href = href.removeprefix("file://")
-        target = (path.parent / href).resolve() if not os.path.isabs(href) else Path(href)
+        # os.path.realpath, not Path.resolve: that raises RuntimeError on a cycle of links, which is refused when
+        # the scene is read (as a broken link is)
+        target = Path(os.path.realpath(path.parent / href)) if not os.path.isabs(href) else Path(href)
         if target.suffix.lower() not in RASTER_SUFFIXES:
             continue
         roles = asset.get("roles", ["data"])

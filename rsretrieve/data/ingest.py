@@ -605,7 +605,7 @@ def _unseen(catalog: Catalog, sources: list[SceneSource], paths: list[str | Path
     keys = {s.key for s in sources}
     aux_of = {path: (s.key, role) for s in sources for role, path in s.aux.items()}
     part_of = {path: s.key for s in sources for path in s.files.values()}
-    roots = [Path(p).resolve() for p in paths]
+    roots = _roots(paths)
     out = []
     for old in catalog.scenes_stamped_otherwise(f" rules={INGEST_RULES}"):
         files = sorted(set(old["files"].values()))
@@ -696,7 +696,7 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], s
         report.not_pruned.append(Problem(blind.path, "nothing is pruned in this run: this folder or file could not be "
                                                      "read, and what it holds would look gone"))
         return
-    roots = [Path(p).resolve() for p in paths if os.path.exists(p)]
+    roots = _roots(paths)
     for old in catalog.scenes():
         if sensor is not None and old["sensor"] != sensor:
             continue
@@ -751,6 +751,13 @@ def _own_companion(path: str, sensor: str) -> bool:
     """Whether ``path`` is named as one of ``sensor``'s companion files (its spec's ``aux_patterns``): a folder's
     only scene takes any companion-like file beside it, a Sentinel-2 ``TCI.tif`` beside a Sentinel-1 scene too."""
     return any(re.search(p, Path(path).name) for p in get_sensor(sensor).aux_patterns)
+
+
+def _roots(paths: list[str | Path]) -> list[Path]:
+    """The resolved paths of the run's ``paths`` that exist, to tell the catalogued scenes under them. One that does
+    not (a broken link, a cycle of links: discover reports it) is left out: ``Path.resolve`` raises RuntimeError on
+    a cycle, and nothing lies under it."""
+    return [Path(os.path.realpath(p)) for p in paths if os.path.exists(p)]
 
 
 def _under(path: str, roots: list[Path]) -> bool:

@@ -1,6 +1,7 @@
 """Symbolic links in an archive: linked folders and files are followed, a link cycle ends the walk of that branch,
 and a file reachable by several paths is one scene (keyed by its resolved path, whichever path led to it)."""
 
+import json
 import os
 import shutil
 import sqlite3
@@ -91,3 +92,46 @@ def test_a_dangling_link_inside_a_folder_is_reported_and_the_rest_ingested(tmp_p
     assert [s.key for s in sources] == [str(a)]
     assert [str(p) for p in problems] == [
         f"{archive / 'dangling'}: cannot read: No such file or directory (broken symbolic link)"]
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_a_link_cycle_or_broken_link_given_as_a_path_is_rejected_and_the_rest_ingested(cli, tmp_path, prune):
+    """A cycle of links named on the command line is one rejected line, as one inside a folder is (``Path.resolve``
+    raised RuntimeError on it: a traceback, nothing committed)."""
+    a = _scene(tmp_path / "archive", 1, "a")
+    os.symlink("loop2", tmp_path / "loop1")
+    os.symlink("loop1", tmp_path / "loop2")
+    os.symlink("gone", tmp_path / "brokenlink.tif")
+    r = cli("ingest", tmp_path / "loop1", tmp_path / "brokenlink.tif", tmp_path / "archive",
+            "--workspace", tmp_path / "ws", *(["--prune"] if prune else []))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "1 scenes added" in r.stdout and "2 rejected" in r.stdout
+    assert f"rejected: {tmp_path / 'loop1'}: cannot read: too many levels of symbolic links (a cycle of links)" \
+        in r.stderr.splitlines()
+    assert f"rejected: {tmp_path / 'brokenlink.tif'}: cannot read: No such file or directory (broken symbolic link)" \
+        in r.stderr.splitlines()
+    assert _keys(tmp_path / "ws") == [str(a)]
+    # the cycle on its own: one rejected line, exit 1
+    r2 = cli("ingest", tmp_path / "loop1", "--workspace", tmp_path / "ws")
+    assert r2.returncode == 1 and "Traceback" not in r2.stderr, r2.stderr
+    assert "1 rejected" in r2.stdout and _keys(tmp_path / "ws") == [str(a)]
+
+
+def test_a_stac_asset_that_is_a_cycle_of_links_is_refused_and_the_rest_ingested(tmp_path):
+    archive = tmp_path / "archive"
+    a = _scene(archive / "a", 1, "a")
+    item_dir = archive / "item"
+    item_dir.mkdir()
+    os.symlink("b.tif", item_dir / "a.tif")
+    os.symlink("a.tif", item_dir / "b.tif")
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "x", "geometry": None, "links": [],
+            "properties": {"datetime": "2021-01-01T00:00:00Z"},
+            "assets": {"vv": {"href": "a.tif", "roles": ["data"], "eo:bands": [{"name": "VV"}]}}}
+    (item_dir / "item.json").write_text(json.dumps(item))
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([archive, item_dir / "item.json"], cat)
+        assert report.added == 1 and [s["key"] for s in cat.scenes()] == [str(a)]
+    reasons = {p.path: p.reason for p in report.problems}
+    assert reasons[str(item_dir / "a.tif")] == reasons[str(item_dir / "b.tif")] == (
+        "cannot read: too many levels of symbolic links (a cycle of links)")
+    assert reasons[str(item_dir / "item.json")].startswith("cannot read: ")
