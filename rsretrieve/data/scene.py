@@ -383,12 +383,18 @@ def _identify_stacked(src: rasterio.DatasetReader, path: str, override: str | No
         except KeyError as e:
             raise SceneError(f"tag RSRETRIEVE_SENSOR names {e.args[0]}") from None
         return _identify_stacked(src, path, spec.name, None)
-    text = " ".join([path, json.dumps(stac or {})])
+    # the path and the STAC item's properties are matched apart: joined, a pattern anchored at the end of the path
+    # (``RGB\.byte\.tif$``) never matched, and one could match across the two
+    texts = [path] + ([json.dumps(stac)] if stac else [])
+
+    def named(spec: SensorSpec) -> bool:
+        return any(spec.matches_name(t) for t in texts)
+
     fits = [(get_sensor(n), ln) for n in list_sensors() for ln, lay in get_sensor(n).layouts.items()
             if len(lay.bands) == count]
     # a sensor's alternative layout (Landsat 7's 3-band 8-bit rgb_byte) is taken only for a file named like the
     # sensor: by band count and type alone every 8-bit RGB file (Sentinel-2's TCI, an orthophoto) would be one
-    cands = [c for c in fits if c[1] == "full" or c[0].matches_name(text)]
+    cands = [c for c in fits if c[1] == "full" or named(c[0])]
     if not cands:
         known = ", ".join(f"{n} {len(get_sensor(n).bands)}" for n in list_sensors())
         hint = (count == 1 and _one_band_file(path)) or "; pass --sensor if it is one"
@@ -400,7 +406,7 @@ def _identify_stacked(src: rasterio.DatasetReader, path: str, override: str | No
         by_dtype = [c for c in cands if c[0].layouts[c[1]].dtype == dtype]
         cands = by_dtype or cands
     if len(cands) > 1:
-        by_name = [c for c in cands if c[0].matches_name(text)]
+        by_name = [c for c in cands if named(c[0])]
         cands = by_name or cands
     if len(cands) > 1:
         names = ", ".join(sorted({c[0].name for c in cands}))
@@ -472,8 +478,8 @@ def open_scene(source: SceneSource, sensor: str | None = None, check_bands: bool
                 for found in dict.fromkeys(src.dtypes):  # one type per GeoTIFF; a VRT may mix them
                     if (why := dtype_problem(found, spec, lname)) is not None:
                         raise SceneError(why)
-            if check_bands:
-                check_bands_readable(src, [i for _, i in band_files.values()])
+            if check_bands:  # the file is named where it is not the scene's key (a STAC item's asset)
+                check_bands_readable(src, [i for _, i in band_files.values()], named=path != source.key)
             nodata = src.nodata if src.nodata is not None else layout.nodata
             return OpenedScene(source, spec, layout, lname, band_files, src.crs, src.transform, src.width,
                                src.height, nodata, acquisition_time(source, tags))
@@ -519,17 +525,21 @@ def _check_band_dtype(path: str, found: str, spec: SensorSpec, layout_name: str)
         raise SceneError(f"band file {Path(path).name}: {why}")
 
 
-def check_bands_readable(src: rasterio.DatasetReader, indexes: list[int]) -> None:
+def check_bands_readable(src: rasterio.DatasetReader, indexes: list[int], named: bool = True) -> None:
     """Read the last block of each of the bands ``indexes`` of an open file, to refuse a truncated or corrupt one.
 
     Ingest itself reads only the finest valid band and the cloud-test bands; without this check a damaged other band
     would be catalogued and fail only when its tiles are read. The last block is where a truncated file has lost
     its data (GDAL writes a file's blocks in order); one block per band keeps the check cheap.
 
+    Args:
+        named: start the message with the file's name; not where the file is the scene itself (its path is the
+            scene's key, which the rejection line names already).
+
     Raises:
-        SceneError: naming the file and the first band that cannot be read.
+        SceneError: naming the file (``named``) and the first band that cannot be read.
     """
-    name = Path(src.name).name
+    name = f"{Path(src.name).name}: " if named else ""
     indexes = sorted(set(indexes))
     try:
         _read_last_blocks(src, indexes)
@@ -539,8 +549,8 @@ def check_bands_readable(src: rasterio.DatasetReader, indexes: list[int]) -> Non
                 _read_last_blocks(src, [i])
             except RasterioError as e:
                 cause = str(e.__cause__ or e).split("\n")[0].split(": ")[-1]  # GDAL's own words, without the path
-                raise SceneError(f"{name}: truncated or unreadable (band {i}): {cause}") from None
-        raise SceneError(f"{name}: truncated or unreadable (band {indexes[0]})") from None
+                raise SceneError(f"{name}truncated or unreadable (band {i}): {cause}") from None
+        raise SceneError(f"{name}truncated or unreadable (band {indexes[0]})") from None
 
 
 def _read_last_blocks(src: rasterio.DatasetReader, indexes: list[int]) -> None:

@@ -115,7 +115,9 @@ def test_truncated_band_that_ingest_does_not_read_is_rejected_naming_file_and_ba
     r = cli("ingest", d, "--workspace", tmp_path / "ws")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     (line,) = _rejected(r.stderr)
-    assert line.startswith(f"rejected: {d / p.name}: {p.name}: truncated or unreadable (band 11)"), line
+    # the scene is the file: its name is said once, by the path the line starts with
+    assert line.startswith(f"rejected: {d / p.name}: truncated or unreadable (band 11): "), line
+    assert line.count(p.name) == 1, line
     assert {t[0] for t in _tiles(tmp_path / "ws")} == {str(good)}
 
 
@@ -130,8 +132,25 @@ def test_truncated_b12_of_a_real_bigearthnet_product_is_rejected(real_data, tmp_
     good = s1_scene(tmp_path / "S1A_IW_GRDH_1SDV_20210101T000000_good.tif")
     with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
         report = ingest([d, good], cat)
+        # the scene is the product (its key the folder and prefix): the band file at fault is named
         assert [p.reason.split(": ")[:2] for p in report.problems] == [[b12.name, "truncated or unreadable (band 1)"]]
         assert [s["key"] for s in cat.scenes()] == [str(good)]
+
+
+def test_truncated_file_of_a_stac_item_is_rejected_naming_the_file(tmp_path):
+    """The scene of a STAC item is keyed by the item: its stacked file at fault is named in the reason."""
+    full = s1_scene(tmp_path / "src" / "vvvh.tif").read_bytes()
+    d = tmp_path / "archive"
+    d.mkdir()
+    (d / "vvvh.tif").write_bytes(full[: len(full) * 2 // 3])
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "cut", "geometry": None, "links": [],
+            "properties": {"datetime": "2021-01-01T00:00:00Z", "platform": "sentinel-1a"},
+            "assets": {"data": {"href": "vvvh.tif", "roles": ["data"], "eo:bands": [{"name": "VV"}, {"name": "VH"}]}}}
+    (d / "item.json").write_text(json.dumps(item))
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([d / "item.json"], cat)
+    assert [(p.path, p.reason.split(" (")[0]) for p in report.problems] == [
+        (str(d / "item.json"), "vvvh.tif: truncated or unreadable")]
 
 
 # -- 4: scenes that make no tile -------------------------------------------------------------------------------------

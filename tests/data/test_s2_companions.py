@@ -2,6 +2,9 @@
 are its companions, not scenes; and an 8-bit RGB file is taken for Landsat 7's ``rgb_byte`` layout only when named
 like Landsat 7 or forced with ``--sensor``."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -69,10 +72,37 @@ def test_an_8_bit_rgb_file_is_landsat_7_only_when_named_so_or_forced(tmp_path, c
     finally:
         cat.close()
     # named like Landsat 7 (as rasterio's RGB.byte.tif, or a product id), it is taken without --sensor
-    named = tmp_path / "archive2" / "LE07_L2SP_042034_20200101_20200201_02_T1_rgb.tif"
-    write_tif(named, np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, res=10.0, nodata=0)
-    assert main(["ingest", str(named.parent), "--workspace", str(tmp_path / "ws2")]) == 0
+    for i, name in enumerate(["LE07_L2SP_042034_20200101_20200201_02_T1_rgb.tif", "RGB.byte.tif"]):
+        named = tmp_path / f"archive{i + 2}" / name
+        write_tif(named, np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN, res=10.0, nodata=0)
+        assert main(["ingest", str(named.parent), "--workspace", str(tmp_path / f"ws{i + 2}")]) == 0
+        assert "1 scenes added" in capsys.readouterr().out
+    # or described so by its STAC item: the item's properties are matched as well as the file's path
+    item = tmp_path / "archive4" / "item.json"
+    write_tif(item.parent / "ortho.tif", np.full((3, 48, 48), 90, np.uint8), crs="EPSG:32632", origin=ORIGIN,
+              res=10.0, nodata=0)
+    item.write_text(json.dumps({
+        "type": "Feature", "stac_version": "1.0.0", "id": "x", "geometry": None, "links": [],
+        "properties": {"datetime": "2020-01-01T00:00:00Z", "platform": "landsat-7"},
+        "assets": {"data": {"href": "ortho.tif", "roles": ["data"],
+                            "eo:bands": [{"name": "red"}, {"name": "green"}, {"name": "blue"}]}}}))
+    assert main(["ingest", str(item), "--workspace", str(tmp_path / "ws4")]) == 0
     assert "1 scenes added" in capsys.readouterr().out
+
+
+def test_rasterios_rgb_byte_tif_is_landsat_7_in_any_folder(real_data, tmp_path, cli):
+    """rasterio's sample ``RGB.byte.tif`` is recognised by its file name (``(^|/)RGB\\.byte\\.tif$``), not only in a
+    folder named like Landsat 7: the path was matched joined to the STAC text, so the ``$`` never matched."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(real_data / "landsat7_rasterio" / "RGB.byte.tif", plain / "RGB.byte.tif")
+    # 300 m pixels: tiles of 2401 m or more are 8 px across
+    r = cli("ingest", plain, "--workspace", tmp_path / "ws", "--tile-size", "2401")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 scenes added" in r.stdout
+    with Catalog(tmp_path / "ws" / "catalog.sqlite") as cat:
+        (s,) = cat.scenes()
+    assert (s["key"], s["sensor"], s["layout"]) == (str(plain / "RGB.byte.tif"), "landsat7", "rgb_byte")
 
 
 def _scl_scene(folder, scl, name="{b}.tif", scl_name="SCL.tif"):
