@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import signal
 import sys
@@ -49,7 +50,7 @@ import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from rsretrieve.data.datamodule import CellDataModule
 from rsretrieve.files import run_lock, write_file_atomic
@@ -114,6 +115,15 @@ class RetrievalCLI(LightningCLI):
         self.trainer_defaults["callbacks"] = [*self.trainer_defaults.get("callbacks", []),
                                               RecordRunConfig(self.run_config)]
 
+    def instantiate_classes(self) -> None:
+        """Build the task, data module, callbacks and Trainer; Lightning's MisconfigurationException for an option
+        it cannot use (``--trainer.max_time notatime``, ``--trainer.accelerator gpu`` without a GPU) is a ValueError
+        of one line naming the option (:func:`misconfigured_option`), not a traceback."""
+        try:
+            super().instantiate_classes()
+        except MisconfigurationException as e:
+            raise ValueError(misconfigured_option(self.run_config, e)) from None
+
     def before_fit(self) -> None:
         """With ``--ckpt_path`` (``--resume``), check that the checkpoint's weights fit the configured model."""
         if self._resume:
@@ -132,6 +142,29 @@ class RecordRunConfig(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"config": self.config}
+
+
+def misconfigured_option(config: dict[str, Any], e: Exception) -> str:
+    """Lightning's refusal ``e`` of the trainer options of ``config`` (a parsed ``fit`` config) as one line that starts
+    with the option it is about, as given on the command line (``--trainer.max_time notatime: ...``).
+
+    The option is ``trainer.max_time`` for the Timer's "not a valid duration"; otherwise the trainer option the
+    message names first (``devices`` in "`Trainer(devices='0')` value is not a valid input using cpu accelerator"),
+    or else whose value it names (``accelerator`` for "No supported gpu backend found!"). A message that names none
+    is given alone.
+    """
+    msg = " ".join(str(e).split()) or type(e).__name__
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+
+    def first(words: dict[str, str]) -> str | None:  # the option whose word comes first in the message
+        found = {k: m.start() for k, w in words.items()
+                 if (m := re.search(rf"(?<![\w.]){re.escape(w)}(?![\w])", msg, re.IGNORECASE))}
+        return min(found, key=found.__getitem__) if found else None
+
+    key = ("max_time" if msg.startswith("`Timer(duration=") and "max_time" in trainer else
+           first({k: k for k in trainer})
+           or first({k: v for k, v in trainer.items() if isinstance(v, str) and len(v) > 1}))
+    return f"--trainer.{key} {_show(trainer[key])}: {msg}" if key else msg
 
 
 def read_checkpoint(path: str | Path) -> Any:

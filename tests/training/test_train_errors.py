@@ -87,6 +87,22 @@ def test_unknown_option_is_one_line(empty_ws):
     assert "no_such_option" in line
 
 
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("max_time", "notatime", "`Timer(duration='notatime')` is not a valid duration"),
+    ("max_time", "00:00:00:-5", "`Timer(duration='00:00:00:-5')` is not a valid duration"),
+    pytest.param("accelerator", "gpu", "No supported gpu backend found", marks=pytest.mark.skipif(
+        torch.backends.mps.is_available(), reason="'gpu' is the MPS accelerator here")),
+])
+def test_an_option_lightning_refuses_when_building_the_trainer_is_one_line_naming_it(empty_ws, option, value, says):
+    """Lightning's MisconfigurationException from the Trainer and its Timer was a traceback and exit 1; the refusal
+    comes before any data is read (an empty catalog would be the "only 0 training cells" error) and writes nothing."""
+    r = run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", empty_ws, "--name", "x2",
+                f"--trainer.{option}", value, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU, on any machine
+    line = _error_line(r)
+    assert line.startswith(f"--trainer.{option} {value}: {says}"), line
+    assert sorted(p.name for p in (empty_ws / "checkpoints").iterdir()) == [".x2.lock"]  # no checkpoints/x2
+
+
 def test_unknown_sensor_is_one_line_not_a_key_error(empty_ws):
     line = _error_line(run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", empty_ws,
                                "--data.sensors", "[sentinel1,sentinel9]"))
