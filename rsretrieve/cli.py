@@ -560,11 +560,19 @@ def _output_path(value: str | None, flag: str, suffix: str | None) -> Path | Non
     """An output file of ``query``, checked before the query runs (its folder is created if missing)."""
     if value is None:
         return None
+    if not value.strip():  # Path("") is the working folder
+        raise UsageError(f"{flag} needs a file name, got {value!r}")
     p = Path(value)
     if suffix and p.suffix.lower() != suffix:
         raise UsageError(f"{flag} must name a {suffix} file, got {value!r}")
     if p.is_dir():
         raise UsageError(f"{flag} {value} is a directory; give a file name")
+    if p.exists() and not p.is_file():  # a FIFO or a device (/dev/stdout): written into, its folder aside
+        if not os.access(p, os.W_OK):
+            raise UsageError(f"{flag} {value}: not writable")
+        return p
+    if p.is_symlink() and p.exists():  # the file it points to is replaced (files.write_file_atomic)
+        p = Path(os.path.realpath(p))
     parent = next((a for a in p.absolute().parents if a.exists()), None)
     if parent is not None and not parent.is_dir():
         raise UsageError(f"{flag} {value}: {parent} is not a directory")
@@ -588,6 +596,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.target_sensors is not None and not targets:  # else searched every sensor, as if the flag were absent
         raise UsageError(f"--target-sensors must name at least one sensor, got {args.target_sensors!r}")
     outputs = [_output_path(args.geojson, "--geojson", None), _output_path(args.png, "--png", ".png")]
+    if all(outputs) and os.path.realpath(outputs[0]) == os.path.realpath(outputs[1]):
+        raise UsageError(f"--geojson and --png name the same file {args.png}; give each its own")
     try:
         ws = Workspace.open(args.workspace)
         res = ws.query(args.tile, args.tile_id, sensor=args.sensor, point=point, window=window, bbox=args.bbox,
@@ -602,11 +612,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     from rsretrieve.viz.results import TileReadError, write_geojson, write_png
 
     q, hits, plan = res.query, res.hits, res.plan
-    try:
-        if outputs[0]:
-            write_geojson(outputs[0], q, hits)
+    try:  # the contact sheet first: it reads every hit's tile, and a failure leaves no GeoJSON written either
         if outputs[1]:
             write_png(outputs[1], ws.path, q, hits)
+        if outputs[0]:
+            write_geojson(outputs[0], q, hits)
     except TileReadError as e:
         raise UsageError(f"--png: {e}") from None
     except OSError as e:
@@ -680,7 +690,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("train", help="fit the model (LightningCLI options such as --trainer.max_time pass through)")
+    s = sub.add_parser(
+        "train", help="fit the model (LightningCLI options such as --trainer.max_time pass through)",
+        epilog="Any option of the config's sections passes through to LightningCLI and overrides the YAML, e.g. "
+               "--trainer.max_time 00:00:04:00 (DD:HH:MM:SS), --trainer.max_epochs N, --data.batch_size N, "
+               "--data.sensors '[sentinel1,sentinel2]', --model.lr 0.002, --model.pretrained WS/checkpoints/NAME/"
+               "model.pt (add a sensor); see configs/*.yaml for the sections and their options.")
     s.add_argument("--config", required=True, help="an experiment YAML in configs/")
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--name", default="default", help="checkpoints go to WS/checkpoints/NAME (default: default)")

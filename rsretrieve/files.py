@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,13 +42,32 @@ def fsync_path(path: Path) -> None:
 
 def write_file_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Replace ``path`` atomically by the file ``write(tmp)`` makes at a temporary path in the same folder: fsync,
-    rename, fsync of the folder. The temporary file is removed when ``write`` fails."""
+    rename, fsync of the folder. The temporary file is removed when ``write`` fails.
+
+    A link to a file is followed: the file it points to is replaced and the link kept (a rename over the link
+    replaced the link itself). Where ``path`` is no regular file (a FIFO, ``/dev/stdout``, a device), there is
+    nothing to replace: ``write`` writes straight into it (a rename put a regular file in its place). An OSError of
+    the temporary file names ``path`` instead."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        write(path)
+        return
+    if st is not None and path.is_symlink():
+        path = Path(os.path.realpath(path))
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is not None and os.fspath(e.filename) == os.fspath(tmp):
+            raise type(e)(e.errno, e.strerror, os.fspath(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     fsync_path(path.parent)

@@ -124,8 +124,8 @@ class QueryFilter:
 
 def parse_bbox(value: str | tuple | list) -> tuple[float, float, float, float]:
     """``"W,S,E,N"`` (or a 4-sequence) as validated floats, in degrees."""
-    parts = value.split(",") if isinstance(value, str) else list(value)
     try:
+        parts = value.split(",") if isinstance(value, str) else list(value)
         w, s, e, n = (float(p) for p in parts)
     except (TypeError, ValueError):
         raise ValueError(f"{_BBOX_RULE}, got {value!r}") from None
@@ -201,6 +201,24 @@ _GEOMETRY_ERRORS = (AttributeError, KeyError, TypeError, ValueError, IndexError,
                     shapely.errors.GEOSException, shapely.errors.GeometryTypeError)
 
 
+def _check_crs(obj: dict, what: str, where: str) -> None:
+    """Refuse a ``crs`` member of ``obj`` (GeoJSON 2008's named CRS; RFC 7946 has none: lon/lat always) other than a
+    named EPSG:4326 / CRS84; ``where`` says which object of the document, after ``what``. A member on a feature or
+    its geometry counts as much as one at the top: the coordinates under it are in that CRS."""
+    crs = obj.get("crs")
+    if crs is None:
+        return
+    props = crs.get("properties") if isinstance(crs, dict) else None
+    name = crs if isinstance(crs, str) else props.get("name") if isinstance(props, dict) else None
+    if not isinstance(name, str) or not _LONLAT_CRS.search(name.strip().upper()):
+        raise ValueError(f"{what} has CRS {_short(name if isinstance(name, str) else crs)}{where}; only EPSG:4326 / "
+                         f"CRS84 lon/lat is accepted")
+    if isinstance(crs, str):
+        raise ValueError(f"{what} has a crs member that is a string ({_short(crs)}){where}, not a named CRS object "
+                         f'{{"type": "name", "properties": {{"name": ...}}}}; or leave it out (lon/lat is the '
+                         f"default)")
+
+
 def region_from_geojson(doc: object, what: str) -> Polygon | MultiPolygon:
     """A (multi)polygon in EPSG:4326 from a parsed GeoJSON document: a Polygon / MultiPolygon geometry, a Feature or
     a FeatureCollection (its polygons unioned). The one parser of ``query --within FILE`` (:func:`load_region`) and
@@ -220,17 +238,7 @@ def region_from_geojson(doc: object, what: str) -> Polygon | MultiPolygon:
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
         got = type(doc).__name__ if not isinstance(doc, dict) else "an object without one"
         raise ValueError(f"{what} is not GeoJSON: a JSON object with a 'type' is expected, got {got}")
-    crs = doc.get("crs")
-    if crs is not None:  # GeoJSON 2008's named CRS; RFC 7946 has none (lon/lat always)
-        props = crs.get("properties") if isinstance(crs, dict) else None
-        name = crs if isinstance(crs, str) else props.get("name") if isinstance(props, dict) else None
-        if not isinstance(name, str) or not _LONLAT_CRS.search(name.strip().upper()):
-            raise ValueError(f"{what} has CRS {_short(name if isinstance(name, str) else crs)}; only EPSG:4326 / "
-                             f"CRS84 lon/lat is accepted")
-        if isinstance(crs, str):
-            raise ValueError(f"{what} has a crs member that is a string ({_short(crs)}), not a named CRS object "
-                             f'{{"type": "name", "properties": {{"name": ...}}}}; or leave it out (lon/lat is the '
-                             f"default)")
+    _check_crs(doc, what, "")
     kind = doc["type"]
     if kind == "FeatureCollection":
         features = doc.get("features")
@@ -248,6 +256,9 @@ def region_from_geojson(doc: object, what: str) -> Polygon | MultiPolygon:
                                  f"{_short(f.get('type'))})")
             if "geometry" not in f:
                 raise ValueError(f"{what} is not GeoJSON: {which} has no 'geometry' member")
+            _check_crs(f, what, f" ({which})")
+            if isinstance(f["geometry"], dict):
+                _check_crs(f["geometry"], what, f" (the geometry of {which})")
         geoms = [f["geometry"] for f in features if f["geometry"] is not None]  # null: a feature without a place
     else:
         geoms = [doc]

@@ -7,25 +7,29 @@ with ``window=(col, row, width, height)`` that pixel window.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 from rasterio.crs import CRS
+from rasterio.errors import RasterioError
 from rasterio.transform import Affine, array_bounds, rowcol
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.polygon import orient
 
 from rsretrieve.data.catalog import Catalog
-from rsretrieve.data.discover import SceneSource, discover
+from rsretrieve.data.discover import RASTER_SUFFIXES, SceneSource, discover, is_aux_name
 from rsretrieve.data.grid import (Cell, ground_neighbours, lonlat_boxes, parse_cell_id, to_lonlat, transformer,
                                   wrap_near)
 from rsretrieve.data.ingest import cell_window, check_sar_units, scene_extent
@@ -220,13 +224,21 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
                    window: tuple[int, int, int, int] | None = None) -> QueryTile:
     """Cut a query tile from a raster file (or a folder of per-band files)."""
     p = Path(path)
-    if not p.exists():
-        raise QueryError(f"{p}: no such file or directory")
+    try:
+        os.stat(p)
+    except OSError as e:  # a link cycle or a broken link is a link, not a missing file
+        why = ("too many levels of symbolic links (a cycle of links)" if e.errno == errno.ELOOP else
+               f"a link to {os.readlink(p)}, which does not exist" if p.is_symlink() else "no such file or directory"
+               if isinstance(e, FileNotFoundError) else (e.strerror or str(e)).lower())
+        raise QueryError(f"{p}: {why}") from None
     sources, problems = discover([p])
     sources = [s for s in sources if s.role == "scene"]
     if problems:
         raise QueryError(str(problems[0]))
     if not sources and p.is_file():
+        if p.suffix.lower() in RASTER_SUFFIXES and is_aux_name(p.name):
+            raise QueryError(f"{p}: named as a scene's mask or auxiliary file (a companion of a scene), not as a "
+                             f"scene: give the scene's own file")
         raise QueryError(f"{p}: not a raster file ({p.suffix or 'no extension'})")
     if len(sources) != 1:
         raise QueryError(f"{p}: expected one raster scene, found {len(sources)}")
@@ -278,18 +290,22 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
     scene = {"files": {b: f for b, (f, _) in sc.band_files.items()} if not src.stacked else dict(src.files),
              "width": sc.width, "height": sc.height, "transform": list(sc.transform)[:6], "layout": sc.layout_name,
              "sensor": sc.spec.name, "crs": sc.crs.to_wkt()}
-    if not window_has_valid_pixels(scene, (c0, r0, ww, hh)):
-        where = f"the cell {cid} of {p}" if cid else f"window {c0},{r0},{ww},{hh} of {p}" if (c0, r0, ww, hh) != (
-            0, 0, sc.width, sc.height) else str(p)
-        raise NoValidPixelsError(f"{where} holds no valid pixels: every pixel of its {sc.spec.name} bands is NaN or "
-                                 f"nodata; nothing to search with", asked, sc.spec.name, sc.nodata)
-    try:
-        check_sar_units(sc, (c0, r0, ww, hh))  # linear sigma0 for a dB sensor is refused, as by ingest
-    except SceneError as e:
-        raise QueryError(f"{p}: {e}") from None
-    # with a point, the cell's own pixels as ingest cuts them (turned to the grid in a CRS other than its zone)
-    tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh, "cell_id": cid}
-    _, arr = next(read_scene_tiles(scene, [tile], tile_m))
+    try:  # the pixels: a file whose header reads but whose data was cut short fails only here
+        if not window_has_valid_pixels(scene, (c0, r0, ww, hh)):
+            where = f"the cell {cid} of {p}" if cid else f"window {c0},{r0},{ww},{hh} of {p}" if (
+                c0, r0, ww, hh) != (0, 0, sc.width, sc.height) else str(p)
+            raise NoValidPixelsError(f"{where} holds no valid pixels: every pixel of its {sc.spec.name} bands is NaN "
+                                     f"or nodata; nothing to search with", asked, sc.spec.name, sc.nodata)
+        try:
+            check_sar_units(sc, (c0, r0, ww, hh))  # linear sigma0 for a dB sensor is refused, as by ingest
+        except SceneError as e:
+            raise QueryError(f"{p}: {e}") from None
+        # with a point, the cell's own pixels as ingest cuts them (turned to the grid in a CRS other than its zone)
+        tile = {"tile_id": 0, "col_off": c0, "row_off": r0, "width": ww, "height": hh, "cell_id": cid}
+        _, arr = next(read_scene_tiles(scene, [tile], tile_m))
+    except RasterioError as e:  # GDAL's words name the band file of a folder and say what failed
+        cause = str(e.__cause__ or e).splitlines()[0]
+        raise QueryError(f"{p}: its pixels cannot be read (truncated or damaged): {cause}") from None
     when = sc.acquired.strftime("%Y-%m-%dT%H:%M:%SZ") if sc.acquired else None
     if footprint is None:  # the window asked for (it may reach past the file's edge: its tile shows nodata there)
         footprint = _window_footprint(sc.transform, sc.crs, (c0, r0, ww, hh)).wkt
@@ -546,16 +562,32 @@ def _positive_k(k: object) -> int:
     return int(k)
 
 
+#: a date alone, with an optional UTC offset: the whole day (where the offset says)
+_DATE_ONLY = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8})(Z|z|[+-]\d{2}(?::?\d{2})?)?")
+#: a date and a time: ISO 8601's T (or RFC 3339's space) between them
+_DATE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[Tt ]|\d{8}[Tt])\d")
+
+
 def _when(value: object, flag: str) -> object:
+    """A ``start`` / ``end`` string as a date or datetime (other values are left to :class:`QueryFilter`).
+
+    A date alone (2021-06-30 or 20210630) means the whole day, inclusive at both ends; with an offset
+    (2021-06-30+05:00, 2021-06-30Z) the whole day there. Python's ``fromisoformat`` reads 2021-06-30+05:00 as 05:00
+    UTC and takes any character between date and time, so the forms are matched here first."""
     if value is None or not isinstance(value, str):
         return value
     try:
-        # a date alone (2021-06-30 or 20210630) means the whole day, inclusive at both ends
-        if len(value) == 10 or (len(value) == 8 and value.isdigit()):
-            return date.fromisoformat(value)
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if m := _DATE_ONLY.fullmatch(value):
+            day = date.fromisoformat(m[1])
+            if m[2] is None:
+                return day
+            tz = datetime.fromisoformat("2000-01-01T00:00" + ("+00:00" if m[2] in "Zz" else m[2])).tzinfo
+            return datetime.combine(day, dt_time.max if flag == "end" else dt_time.min, tzinfo=tz)
+        if _DATE_TIME.match(value):
+            return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise QueryError(f"{flag} must be an ISO date (2021-06-30) or date-time, got {value!r}") from None
+        pass
+    raise QueryError(f"{flag} must be an ISO date (2021-06-30) or date-time (2021-06-30T10:00:00Z), got {value!r}")
 
 
 def _numbers(value: object, n: int, name: str, what: str) -> tuple[float, ...] | None:
@@ -605,6 +637,9 @@ def run_query(engine: QueryEngine, tile: str | Path | None = None, tile_id: int 
         raise QueryError(f"tile_id must be an integer, got {tile_id!r}")
     if tile is not None and not isinstance(tile, (str, os.PathLike)):
         raise QueryError(f"tile must be a file path, got {tile!r}")
+    for name, value in (("tile", tile), ("within", within), ("sensor", sensor)):
+        if isinstance(value, str) and not value.strip():  # Path("") is the working folder; sensor "" was none
+            raise QueryError(f"{name} must not be empty, got {value!r}")
     k = _positive_k(k)
     if isinstance(target_sensors, str):
         target_sensors = [s for s in target_sensors.split(",") if s]
