@@ -121,8 +121,17 @@ class RetrievalCLI(LightningCLI):
         of one line naming the option (:func:`misconfigured_option`), not a traceback."""
         try:
             super().instantiate_classes()
-        except MisconfigurationException as e:
+        except (MisconfigurationException, TypeError, ModuleNotFoundError) as e:
+            # TypeError: --trainer.devices -3; ModuleNotFoundError: --trainer.accelerator tpu without torch_xla
             raise ValueError(misconfigured_option(self.run_config, e)) from None
+        if self.trainer.world_size > 1:
+            # several processes (DDP) would each re-run this command and take the name's lock, write checkpoints/
+            # NAME and model.pt: the children re-ran "rsretrieve" without its arguments and the run was killed
+            trainer = self.run_config.get("trainer") or {}
+            given = ", ".join(f"--trainer.{k} {_show(trainer[k])}" for k in ("devices", "num_nodes", "strategy")
+                              if k in trainer and trainer[k] not in (None, "auto", 1))
+            raise ValueError(f"{given or 'the trainer options'}: {self.trainer.world_size} processes; rsretrieve "
+                             f"train runs on one device (one GPU, or the CPU's cores): use --trainer.devices 1")
 
     def before_fit(self) -> None:
         """With ``--ckpt_path`` (``--resume``), check that the checkpoint's weights fit the configured model."""
@@ -163,7 +172,10 @@ def misconfigured_option(config: dict[str, Any], e: Exception) -> str:
 
     key = ("max_time" if msg.startswith("`Timer(duration=") and "max_time" in trainer else
            first({k: k for k in trainer})
-           or first({k: v for k, v in trainer.items() if isinstance(v, str) and len(v) > 1}))
+           or first({k: v for k, v in trainer.items() if isinstance(v, str) and len(v) > 1})
+           # a package an accelerator needs is missing (tpu: torch_xla)
+           or ("accelerator" if isinstance(e, ModuleNotFoundError) and trainer.get("accelerator") not in (
+               None, "auto", "cpu") else None))
     return f"--trainer.{key} {_show(trainer[key])}: {msg}" if key else msg
 
 

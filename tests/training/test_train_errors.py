@@ -103,6 +103,20 @@ def test_an_option_lightning_refuses_when_building_the_trainer_is_one_line_namin
     assert sorted(p.name for p in (empty_ws / "checkpoints").iterdir()) == [".x2.lock"]  # no checkpoints/x2
 
 
+@pytest.mark.parametrize(("option", "value", "says"), [
+    # each of 5 processes re-ran "rsretrieve" without its arguments; the run was killed (exit 137)
+    ("devices", "5", "--trainer.devices '5': 5 processes; rsretrieve train runs on one device (one GPU, or the CPU's "
+                     "cores): use --trainer.devices 1"),
+    ("devices", "-3", "--trainer.devices '-3': "),
+    ("accelerator", "tpu", "--trainer.accelerator tpu: Requirement 'torch_xla"),  # a ModuleNotFoundError traceback (no torch_xla)
+])
+def test_devices_and_accelerators_this_command_cannot_use_are_one_line(empty_ws, option, value, says):
+    r = run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", empty_ws, "--name", "x2",
+                f"--trainer.{option}", value, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert _error_line(r).startswith(says), r.stderr[-2000:]
+    assert sorted(p.name for p in (empty_ws / "checkpoints").iterdir()) == [".x2.lock"]  # no checkpoints/x2
+
+
 def test_unknown_sensor_is_one_line_not_a_key_error(empty_ws):
     line = _error_line(run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", empty_ws,
                                "--data.sensors", "[sentinel1,sentinel9]"))
