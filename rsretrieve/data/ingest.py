@@ -370,7 +370,10 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     res_m = _res_m(scene)
     if tile_m / res_m < min_tile_px:
         # the size suggested is whole metres (as --tile-size takes it), rounded up: 8 px of 300.04 m need 2401 m
-        raise SceneError(f"{res_m:.0f} m pixels make {tile_m:g} m tiles {tile_m / res_m:.1f} px across (fewer than "
+        across = f"{tile_m / res_m:.1f}"
+        if float(across) >= min_tile_px:  # 7.9989 px is not "8.0 px (fewer than 8)": cut, not rounded up
+            across = f"{math.floor(tile_m / res_m * 1000) / 1000:g}"
+        raise SceneError(f"{res_m:.0f} m pixels make {tile_m:g} m tiles {across} px across (fewer than "
                          f"{min_tile_px}); ingest it into a workspace with --tile-size >= "
                          f"{math.ceil(round(min_tile_px * res_m, 6))}")
     bounds = rasterio.transform.array_bounds(scene.height, scene.width, t)  # (west, south, east, north) in crs

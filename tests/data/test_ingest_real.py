@@ -69,6 +69,14 @@ def test_real_ingest_rejects_only_the_300m_landsat_scene_at_480m_tiles(real_cata
     assert "300 m pixels make 480 m tiles 1.6 px across" in report.problems[0].reason
 
 
+def test_a_tile_just_short_of_8_px_is_not_said_to_be_8_px(real_data, tmp_path):
+    # 2400 m over 300.04 m pixels is 7.9989 px: "8.0 px across (fewer than 8)" read as a contradiction
+    with Catalog(tmp_path / "c.sqlite", tile_m=2400) as cat:
+        report = ingest([real_data / "landsat7_rasterio"], cat)
+    assert [p.reason for p in report.problems] == ["300 m pixels make 2400 m tiles 7.998 px across (fewer than 8); "
+                                                   "ingest it into a workspace with --tile-size >= 2401"]
+
+
 def test_landsat7_scene_ingests_on_a_coarser_grid(real_data, tmp_path):
     with Catalog(tmp_path / "c.sqlite", tile_m=4800) as cat:
         report = ingest([real_data / "landsat7_rasterio"], cat)
