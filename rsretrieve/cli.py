@@ -747,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--one-per-cell", action="store_true",
                    help="only the best tile of each ground cell (a cell of another UTM zone covering most of a cell's "
                    "ground counts as it)")
-    s.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    s.add_argument("-k", type=_k_value, default=10, help="number of results (default 10)")
     s.add_argument("--model", help="trained model name (WS/checkpoints/NAME; default: the one the index was built "
                    "with)")
     s.add_argument("--json", action="store_true", help="print the query, the plan and the hits as JSON")
@@ -889,6 +889,15 @@ def _join_negative_values(argv: list[str]) -> list[str]:
         out.append(a)
         i += 1
     return out
+
+
+def _k_value(text: str) -> int:
+    """``-k`` in ASCII digits, as ``--tile-id`` (``int`` read ``1_0`` as 10); 0 and negatives are left to the query's
+    own check, which names them."""
+    t = text.strip()
+    if not (t.lstrip("-").isascii() and t.lstrip("-").isdigit()) or len(t) > 20:
+        raise argparse.ArgumentTypeError(f"k must be a positive integer, got {text!r}")
+    return int(t)
 
 
 def _tile_id(text: str) -> int:

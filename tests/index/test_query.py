@@ -96,6 +96,7 @@ def _bowtie(path):
     (["--tile-id", "1", "--start", "2021-02-01", "--end", "2021-01-01"], "is before start"),
     (["--tile-id", "1", "--target-sensors", "sentinel9"], "unknown sensor 'sentinel9'"),
     (["--tile-id", "1", "-k", "0"], "k must be a positive integer, got 0"),
+    (["--tile-id", "1", "-k", "1_0"], "k must be a positive integer, got '1_0'"),  # read as 10
     (["--tile-id", "99999"], "no tile with id 99999"),
     (["--tile-id", "1_0"], "a tile id is a non-negative integer in digits 0-9, got '1_0'"),
     (["--tile-id", "+1"], "a tile id is a non-negative integer in digits 0-9, got '+1'"),
