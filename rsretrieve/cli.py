@@ -571,16 +571,20 @@ def _output_path(value: str | None, flag: str, suffix: str | None) -> Path | Non
         if not os.access(p, os.W_OK):
             raise UsageError(f"{flag} {value}: not writable")
         return p
-    if p.is_symlink() and p.exists():  # the file it points to is replaced (files.write_file_atomic)
-        p = Path(os.path.realpath(p))
-    parent = next((a for a in p.absolute().parents if a.exists()), None)
+    from rsretrieve.files import replaced_file
+
+    try:  # a link: the file it points to is replaced (files.write_file_atomic), in its folder
+        target = replaced_file(p)
+    except OSError as e:
+        raise UsageError(f"{flag} {value}: {e.strerror}") from None
+    parent = next((a for a in target.absolute().parents if a.exists()), None)
     if parent is not None and not parent.is_dir():
         raise UsageError(f"{flag} {value}: {parent} is not a directory")
     try:
-        p.absolute().parent.mkdir(parents=True, exist_ok=True)
+        target.absolute().parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"{flag} {value}: cannot create its folder: {e.strerror or e}") from None
-    if not os.access(p.absolute().parent, os.W_OK):
+    if not os.access(target.absolute().parent, os.W_OK):
         raise UsageError(f"{flag} {value}: its folder is not writable")
     return p
 

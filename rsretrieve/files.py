@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -40,14 +41,35 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def replaced_file(path: Path) -> Path:
+    """The file :func:`write_file_atomic` replaces for ``path``: ``path``, or for a link the file it points to.
+
+    Raises:
+        OSError: naming ``path``, for a cycle of links, and for a path under ``/dev`` or ``/proc`` that leads to a
+            regular file (``/dev/stdout`` redirected to a file: replacing that file lost what the process had
+            written to it, and what it would still write).
+    """
+    path = Path(path)
+    if not path.is_symlink():
+        return path
+    real = Path(os.path.realpath(path))
+    if real.is_symlink():  # realpath stops in a cycle
+        raise OSError(errno.ELOOP, "too many levels of symbolic links (a cycle of links)", os.fspath(path))
+    if str(path.absolute()).startswith(("/dev/", "/proc/")):
+        raise OSError(errno.EINVAL, f"a link to the file {real} (a redirected standard stream?); name that file "
+                                    "instead", os.fspath(path))
+    return real
+
+
 def write_file_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Replace ``path`` atomically by the file ``write(tmp)`` makes at a temporary path in the same folder: fsync,
     rename, fsync of the folder. The temporary file is removed when ``write`` fails.
 
-    A link to a file is followed: the file it points to is replaced and the link kept (a rename over the link
-    replaced the link itself). Where ``path`` is no regular file (a FIFO, ``/dev/stdout``, a device), there is
-    nothing to replace: ``write`` writes straight into it (a rename put a regular file in its place). An OSError of
-    the temporary file names ``path`` instead."""
+    A link is followed: the file it points to is replaced (or made, for a link to a missing file) and the link kept
+    (a rename over the link replaced the link itself). Where ``path`` is no regular file (a FIFO, a terminal, a
+    device), there is nothing to replace: ``write`` writes straight into it (a rename put a regular file in its
+    place). Links :func:`replaced_file` refuses raise its OSError. An OSError of the temporary file names ``path``
+    instead."""
     path = Path(path)
     try:
         st = os.stat(path)
@@ -56,8 +78,7 @@ def write_file_atomic(path: Path, write: Callable[[Path], object]) -> None:
     if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
         write(path)
         return
-    if st is not None and path.is_symlink():
-        path = Path(os.path.realpath(path))
+    path = replaced_file(path)
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         write(tmp)

@@ -227,9 +227,14 @@ def tile_from_file(path: str | Path, tile_m: float, sensor: str | None = None,
     try:
         os.stat(p)
     except OSError as e:  # a link cycle or a broken link is a link, not a missing file
-        why = ("too many levels of symbolic links (a cycle of links)" if e.errno == errno.ELOOP else
-               f"a link to {os.readlink(p)}, which does not exist" if p.is_symlink() else "no such file or directory"
-               if isinstance(e, FileNotFoundError) else (e.strerror or str(e)).lower())
+        why = (e.strerror or str(e)).lower()
+        if e.errno == errno.ELOOP:
+            why = "too many levels of symbolic links (a cycle of links)"
+        elif isinstance(e, FileNotFoundError):
+            try:
+                why = f"a link to {os.readlink(p)}, which does not exist"
+            except OSError:  # not a link (or not there itself)
+                why = "no such file or directory"
         raise QueryError(f"{p}: {why}") from None
     sources, problems = discover([p])
     sources = [s for s in sources if s.role == "scene"]
@@ -563,7 +568,7 @@ def _positive_k(k: object) -> int:
 
 
 #: a date alone, with an optional UTC offset: the whole day (where the offset says)
-_DATE_ONLY = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8})(Z|z|[+-]\d{2}(?::?\d{2})?)?")
+_DATE_ONLY = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}-W\d{2}(?:-\d)?|\d{4}W\d{2}\d?)(Z|z|[+-]\d{2}(?::?\d{2})?)?")
 #: a date and a time: ISO 8601's T (or RFC 3339's space) between them
 _DATE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[Tt ]|\d{8}[Tt])\d")
 

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -16,7 +18,7 @@ from rsretrieve.files import write_file_atomic
 from rsretrieve.index.filters import region_from_geojson
 from rsretrieve.index.query import QueryError, _when
 from rsretrieve.workspace import Workspace
-from tests.conftest import make_workspace, run_cli
+from tests.conftest import ROOT, make_workspace, run_cli
 
 
 def _one_line_error(r) -> str:
@@ -54,6 +56,8 @@ def test_a_tile_file_whose_pixels_were_cut_short_is_named_with_the_reason(small_
     ("2023-07-03", "end", dt.date(2023, 7, 3)),
     ("2023-07-03T05:00Z", "start", dt.datetime(2023, 7, 3, 5, tzinfo=dt.timezone.utc)),
     ("2023-07-03 05:00:00+02:00", "start", dt.datetime(2023, 7, 3, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))),
+    ("2023-W27", "end", dt.date(2023, 7, 3)),  # an ISO week date: its Monday
+    ("2023-W27-7Z", "end", dt.datetime.combine(dt.date(2023, 7, 9), dt.time.max, tzinfo=dt.timezone.utc)),
 ])
 def test_dates_with_an_offset_mean_the_day_there(value, flag, want):
     assert _when(value, flag) == want
@@ -176,3 +180,30 @@ def test_a_mask_file_given_as_the_query_tile_is_named_as_a_companion(small_works
         Workspace.open(small_workspace).query(mask, k=1)
     assert str(e.value) == (f"{mask}: named as a scene's mask or auxiliary file (a companion of a scene), not as a "
                             "scene: give the scene's own file")
+
+
+def test_a_link_to_a_missing_file_makes_that_file_and_a_cycle_is_refused(tmp_path):
+    (tmp_path / "dangling.geojson").symlink_to("made.geojson")
+    write_file_atomic(tmp_path / "dangling.geojson", lambda p: p.write_bytes(b"{}"))
+    assert (tmp_path / "dangling.geojson").is_symlink()  # it was replaced by a regular file
+    assert (tmp_path / "made.geojson").read_bytes() == b"{}"
+    (tmp_path / "c1").symlink_to("c2")
+    (tmp_path / "c2").symlink_to("c1")
+    with pytest.raises(OSError) as e:  # a regular file replaced one link of the cycle
+        write_file_atomic(tmp_path / "c1", lambda p: p.write_bytes(b"{}"))
+    assert e.value.filename == str(tmp_path / "c1") and "cycle of links" in e.value.strerror
+    assert (tmp_path / "c1").is_symlink() and (tmp_path / "c2").is_symlink()
+
+
+def test_dev_stdout_redirected_to_a_file_is_refused_and_the_file_kept(small_workspace, tmp_path):
+    # the file behind /dev/stdout was replaced by the GeoJSON: what the shell had appended to it was lost, and the
+    # table printed after it went to the replaced file
+    log = tmp_path / "q.log"
+    log.write_text("earlier\n")
+    with open(log, "a") as out:
+        r = subprocess.run([sys.executable, "-m", "rsretrieve.cli", "query", "-w", str(small_workspace), "--tile-id",
+                            "1", "-k", "2", "--geojson", "/dev/stdout"], stdout=out, stderr=subprocess.PIPE,
+                           text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 2 and r.stderr == (f"rsretrieve query: error: --geojson /dev/stdout: a link to the file "
+                                              f"{log} (a redirected standard stream?); name that file instead\n")
+    assert log.read_text() == "earlier\n"
