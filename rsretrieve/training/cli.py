@@ -48,6 +48,7 @@ from typing import Any
 import torch
 import yaml
 from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -115,23 +116,28 @@ class RetrievalCLI(LightningCLI):
         self.trainer_defaults["callbacks"] = [*self.trainer_defaults.get("callbacks", []),
                                               RecordRunConfig(self.run_config)]
 
-    def instantiate_classes(self) -> None:
-        """Build the task, data module, callbacks and Trainer; Lightning's MisconfigurationException for an option
-        it cannot use (``--trainer.max_time notatime``, ``--trainer.accelerator gpu`` without a GPU) is a ValueError
-        of one line naming the option (:func:`misconfigured_option`), not a traceback."""
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Build the Trainer (and its callbacks); Lightning's refusal of an option it cannot use
+        (``--trainer.max_time notatime``, ``--trainer.accelerator gpu`` without a GPU) is a ValueError of one line
+        naming the option (:func:`misconfigured_option`), not a traceback. Only the Trainer's construction is
+        caught: the task's and the data module's are not, so their own errors keep their tracebacks.
+
+        Several processes (DDP) are refused: each would re-run this command, take the name's lock and write
+        checkpoints/NAME and model.pt (its children re-ran "rsretrieve" without its arguments and the run was
+        killed)."""
         try:
-            super().instantiate_classes()
+            trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, TypeError, ModuleNotFoundError) as e:
             # TypeError: --trainer.devices -3; ModuleNotFoundError: --trainer.accelerator tpu without torch_xla
             raise ValueError(misconfigured_option(self.run_config, e)) from None
-        if self.trainer.world_size > 1:
-            # several processes (DDP) would each re-run this command and take the name's lock, write checkpoints/
-            # NAME and model.pt: the children re-ran "rsretrieve" without its arguments and the run was killed
-            trainer = self.run_config.get("trainer") or {}
-            given = ", ".join(f"--trainer.{k} {_show(trainer[k])}" for k in ("devices", "num_nodes", "strategy")
-                              if k in trainer and trainer[k] not in (None, "auto", 1))
-            raise ValueError(f"{given or 'the trainer options'}: {self.trainer.world_size} processes; rsretrieve "
-                             f"train runs on one device (one GPU, or the CPU's cores): use --trainer.devices 1")
+        if trainer.world_size > 1:
+            given = self.run_config.get("trainer") or {}
+            named = [f"--trainer.{k} {_show(given.get(k, 'auto' if k == 'devices' else 1))}"
+                     for k in ("devices", "num_nodes") if k == "devices" or given.get(k) not in (None, 1)]
+            raise ValueError(f"{' and '.join(named)}: {trainer.world_size} processes; rsretrieve train runs in one "
+                             f"process on one device (one GPU, or the CPU's cores): use --trainer.devices 1"
+                             + (" --trainer.num_nodes 1" if len(named) > 1 else ""))
+        return trainer
 
     def before_fit(self) -> None:
         """With ``--ckpt_path`` (``--resume``), check that the checkpoint's weights fit the configured model."""

@@ -105,10 +105,13 @@ def test_an_option_lightning_refuses_when_building_the_trainer_is_one_line_namin
 
 @pytest.mark.parametrize(("option", "value", "says"), [
     # each of 5 processes re-ran "rsretrieve" without its arguments; the run was killed (exit 137)
-    ("devices", "5", "--trainer.devices '5': 5 processes; rsretrieve train runs on one device (one GPU, or the CPU's "
-                     "cores): use --trainer.devices 1"),
-    ("devices", "-3", "--trainer.devices '-3': "),
-    ("accelerator", "tpu", "--trainer.accelerator tpu: Requirement 'torch_xla"),  # a ModuleNotFoundError traceback (no torch_xla)
+    ("devices", "5", "--trainer.devices '5': 5 processes; rsretrieve train runs in one process on one device (one "
+                     "GPU, or the CPU's cores): use --trainer.devices 1"),
+    ("num_nodes", "2", "--trainer.devices auto and --trainer.num_nodes 2: 2 processes; rsretrieve train runs in one "
+                       "process on one device (one GPU, or the CPU's cores): use --trainer.devices 1 "
+                       "--trainer.num_nodes 1"),
+    ("devices", "-3", "--trainer.devices '-3': "),  # a TypeError traceback
+    ("accelerator", "tpu", "--trainer.accelerator tpu: Requirement 'torch_xla"),  # ModuleNotFoundError (no torch_xla)
 ])
 def test_devices_and_accelerators_this_command_cannot_use_are_one_line(empty_ws, option, value, says):
     r = run_cli("train", "--config", ROOT / "configs/demo.yaml", "--workspace", empty_ws, "--name", "x2",
@@ -267,3 +270,17 @@ def test_empty_validation_split_is_one_warning_and_training_goes_on(tmp_path, ca
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith(f"the validation split of {ws} has 0 cells (train ")
     assert len(dm.datasets["val"]) == 0 and len(dm.datasets["train"]) >= 2
+
+
+def test_a_type_error_of_the_data_module_itself_keeps_its_traceback(empty_ws, monkeypatch):
+    # only the Trainer's construction is read as a refused option: a bug in the data module's own constructor was a
+    # usage line ("unsupported operand type(s) ...", exit 2) without its traceback
+    import rsretrieve.data.datamodule as dm
+    from rsretrieve.training.cli import run_train
+
+    def broken(hp):
+        raise TypeError("a bug in the data module")
+
+    monkeypatch.setattr(dm, "_check_settings", broken)
+    with pytest.raises(TypeError, match="a bug in the data module"):
+        run_train(ROOT / "configs/demo.yaml", empty_ws, "x3", progress=False)
