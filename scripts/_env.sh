@@ -14,7 +14,7 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]]; then
   echo "[setup] installing rsretrieve and its dependencies into .venv (first time: a few minutes)" >&2
   "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
-  "$ROOT/.venv/bin/python" -c "import rsretrieve, torch, torchgeo, faiss, rasterio, numba" \
+  "$ROOT/.venv/bin/python" -c "import rsretrieve, torch, torchgeo, faiss, rasterio, numba, xdist" \
     || { echo "[setup] install failed" >&2; exit 3; }
   echo "$WANT" > "$STAMP"
 fi

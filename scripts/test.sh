@@ -3,18 +3,22 @@
 #   scripts/test.sh                 the whole suite
 #   scripts/test.sh tests/index -x  any pytest arguments
 # Tests run on one pytest-xdist worker per CPU, at most 4 (a file's tests on one worker, so that its fixtures are
-# made once): 7 min 31 s instead of 11 min 16 s on 2 cores. RSRETRIEVE_TEST_WORKERS=N sets the number, 0 runs them
-# all in this process (as does -n 0 among the arguments).
+# made once): 7 min 31 s instead of 11 min 16 s on 2 cores. RSRETRIEVE_TEST_WORKERS=N (or auto) sets the number, 0
+# runs them all in this process (as does -n 0 among the arguments).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
 set +e
-if [[ -z "${RSRETRIEVE_TEST_WORKERS:-}" ]]; then
-  RSRETRIEVE_TEST_WORKERS="$(nproc 2>/dev/null || echo 1)"
-  (( RSRETRIEVE_TEST_WORKERS > 4 )) && RSRETRIEVE_TEST_WORKERS=4
+WORKERS="${RSRETRIEVE_TEST_WORKERS:-auto}"
+if [[ "$WORKERS" == auto ]]; then
+  WORKERS="$(nproc 2>/dev/null || echo 1)"
+  (( WORKERS > 4 )) && WORKERS=4
+elif [[ ! "$WORKERS" =~ ^[0-9]+$ ]]; then
+  echo "RSRETRIEVE_TEST_WORKERS must be a number of workers or auto, got '$WORKERS'" >&2
+  exit 2
 fi
-if (( RSRETRIEVE_TEST_WORKERS > 1 )); then
-  python -m pytest -n "$RSRETRIEVE_TEST_WORKERS" --dist loadfile "$@"
+if (( WORKERS > 1 )); then
+  python -m pytest -n "$WORKERS" --dist loadfile "$@"
 else
   python -m pytest "$@"
 fi
