@@ -433,22 +433,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ws = _open_workspace(args.workspace)
     from rsretrieve.evaluation.report import evaluate_workspace, format_report
 
+    from rsretrieve.files import replaced_file, write_file_atomic
+
     names = [n.strip() for n in (args.models or "").split(",") if n.strip()]
+    if args.models is not None and not names:  # else every model was evaluated, as if the flag were absent
+        raise UsageError(f"--models must name at least one model, got {args.models!r}")
+    if args.charts is not None and not args.charts.strip():
+        raise UsageError(f"--charts needs a folder name, got {args.charts!r}")
     # the output paths are checked before the evaluation, which takes minutes on a large workspace
-    out = _output_path(args.out, "--out", None) if args.out else ws.path / "evaluation.json"
+    out = _output_path(args.out, "--out", None) if args.out is not None else ws.path / "evaluation.json"
+    own = [ws.path / "catalog.sqlite", ws.path / "index", ws.path / "checkpoints"]
+    real = Path(os.path.realpath(replaced_file(out) if out.is_symlink() else out))
+    if any(real == Path(os.path.realpath(o)) or Path(os.path.realpath(o)) in real.parents for o in own):
+        raise UsageError(f"--out {args.out}: a file of the workspace's catalog, index or models; give another file")
     charts = _charts_dir(args.charts) if args.charts else None
     try:
         report = evaluate_workspace(ws.path, names or None)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, out)
+    try:  # a link: the file it points to; a FIFO: written into (files.write_file_atomic)
+        write_file_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     except OSError as e:
-        raise UsageError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {e.filename or out}: {e.strerror or e}") from None
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if not args.json:
         print(f"(written to {out})")
@@ -762,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("catalog", help="summary of a workspace catalog; list or remove its scenes")
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--scenes", action="store_true", help="list every scene: key, sensor, acquisition time, tiles")
-    s.add_argument("--remove", nargs="+", metavar="SCENE",
+    s.add_argument("--remove", nargs="+", action="extend", metavar="SCENE",
                    help="take these scenes (each its key, as ingest and --scenes print it, or one of its files) out "
                         "of the catalog; the next `rsretrieve index` drops their vectors, and an ingest of their "
                         "path adds them again")
@@ -947,8 +953,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.DatabaseError as e:
         logging.getLogger("rsretrieve").debug("%s failed", args.command, exc_info=True)
         ws = getattr(args, "workspace", None)
-        _eprint(f"rsretrieve {args.command}: error: {Path(ws) / 'catalog.sqlite' if ws else 'the catalog'} is not a "
-                f"readable rsretrieve catalog ({e})")
+        where = Path(ws) / "catalog.sqlite" if ws else "the catalog"
+        if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):  # busy, not damaged
+            _eprint(f"rsretrieve {args.command}: error: {where} is busy: another process (an ingest?) held its write "
+                    f"lock for the 60 s this one waited ({e}); run it again when that one has finished")
+        else:
+            _eprint(f"rsretrieve {args.command}: error: {where} is not a readable rsretrieve catalog ({e})")
         return EXIT_USAGE
     except KeyboardInterrupt as e:
         how = "interrupted by SIGTERM" if isinstance(e, Terminated) else "interrupted"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Mapping
 from datetime import date
@@ -68,6 +69,10 @@ class Workspace:
         ws = cls(path)
         if not ws.catalog_path.is_file():
             raise WorkspaceError(f"{ws.path}: not a workspace (no catalog.sqlite); run `rsretrieve ingest` first")
+        if _foreign_database(ws.catalog_path):  # opening it wrote rsretrieve's tables into it, then a traceback
+            raise WorkspaceError(f"{ws.catalog_path} is not an rsretrieve catalog: an empty file or another "
+                                 "program's SQLite database (it has no meta table); run `rsretrieve ingest` into a "
+                                 "new workspace")
         return ws
 
     def trained_models(self) -> dict[str, Path]:
@@ -280,3 +285,18 @@ def _sensors(target_sensors: object) -> object:
     if not all(isinstance(s, str) for s in names):  # the filter would take 1 for the name '1'
         raise QueryError(f"target_sensors must be sensor names (strings), got {target_sensors!r}")
     return names
+
+
+def _foreign_database(path: Path) -> bool:
+    """Whether ``path`` reads as an SQLite database without rsretrieve's ``meta`` table (a 0-byte file is one); a
+    file that does not read (damaged, locked by another process's exclusive mode) is left to the catalog's own
+    error."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return "meta" not in names

@@ -68,6 +68,24 @@ def test_export_needs_a_workspace_and_a_parquet_name(cli, tmp_path):
     assert r.returncode == 2 and "OUT must end in .parquet" in r.stderr
 
 
+def test_export_through_a_link_replaces_its_file_and_a_fifo_is_refused(cli, small_workspace, tmp_path):
+    import os
+
+    (tmp_path / "kept").mkdir()
+    link = tmp_path / "tiles.parquet"
+    link.symlink_to(tmp_path / "kept" / "tiles.parquet")
+    r = cli("export", link, "-w", small_workspace)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink()  # the rename replaced the link, not the file it points to
+    assert gpd.read_parquet(tmp_path / "kept" / "tiles.parquet").shape[0] > 0
+    os.mkfifo(tmp_path / "fifo.parquet")  # a rename put a regular file in its place, and its reader got nothing
+    r = cli("export", tmp_path / "fifo.parquet", "-w", small_workspace)
+    assert r.returncode == 2 and r.stderr == (
+        f"rsretrieve export: error: cannot write {tmp_path / 'fifo.parquet'}: not a regular file (a FIFO or a "
+        "device): the GeoParquet file is written whole and renamed into place\n")
+    assert (tmp_path / "fifo.parquet").is_fifo()
+
+
 def test_export_carries_embeddings_once_indexed(cli, small_workspace, tmp_path):
     import numpy as np
 
@@ -129,7 +147,7 @@ def test_io_and_catalog_errors_are_one_line_with_the_path(cli, tmp_path):
 
 def test_argparse_errors_are_one_line(cli):
     for args, message in ((("ingest",), "the following arguments are required: PATH"),
-                          (("query", "-w", "ws", "-k", "abc"), "argument -k: invalid int value: 'abc'")):
+                          (("query", "-w", "ws", "-k", "abc"), "argument -k: k must be a positive integer, got 'abc'")):
         r = cli(*args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert message in r.stderr and "--help" in r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rsretrieve.data.catalog import Catalog
+from rsretrieve.files import replaced_file
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,10 @@ def export_geoparquet(catalog: Catalog, out: str | Path,
         rows = np.array([pos.get(t, -1) for t in gdf["tile_id"].tolist()], np.int64)
         dense = vecs[np.maximum(rows, 0)] if len(vecs) else np.zeros((len(rows), vecs.shape[1]), np.float32)
         column = pa.FixedSizeListArray.from_arrays(pa.array(dense.ravel()), vecs.shape[1], mask=pa.array(rows < 0))
-    out = Path(out)
+    out = replaced_file(Path(out))  # a link: the file it points to is replaced, the link kept
+    if out.exists() and not out.is_file():  # a rename put a regular file in the FIFO's place, its reader got nothing
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO or a device): the GeoParquet file is written whole "
+                                    "and renamed into place", str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temporaries(out)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")

@@ -67,6 +67,9 @@ def data_config(workspace: Path, name: str) -> dict[str, Any]:
         cfg = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:  # the codec's words alone did not name the file
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); not the config.yaml that "
+                         "`rsretrieve train` writes") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
         raise ValueError(f"{path}: no 'data' section; it is not the config of an `rsretrieve train` run")
     return {k: v for k, v in cfg["data"].items() if k not in ("workspace", "num_workers")}
@@ -271,7 +274,7 @@ def added_sensors(workspace: Path, name: str, model: torch.nn.Module) -> list[st
     path = workspace / "checkpoints" / name / "config.yaml"
     try:
         cfg = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return []
     raw = ((cfg or {}).get("model") or {}).get("pretrained") if isinstance(cfg, dict) else None
     if not raw or not isinstance(model, CrossSensorEncoder):

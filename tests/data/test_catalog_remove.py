@@ -64,3 +64,38 @@ def test_a_name_is_a_key_before_a_band_file_before_a_companion_and_never_a_guess
     assert _scene_named("pc", [item, twin]) is twin  # a folder's key without its trailing separator
     with pytest.raises(UsageError, match=r"^--remove pc/B01.tif: a file of several catalogued scenes \("):
         _scene_named("pc/B01.tif", [item, twin])
+
+
+def test_remove_given_twice_takes_out_the_scenes_of_both(tmp_path, capsys):
+    ws = make_workspace(tmp_path, index=False)
+    with Catalog(ws / "catalog.sqlite") as cat:
+        keys = sorted(s["key"] for s in cat.scenes())
+    capsys.readouterr()
+    # argparse kept only the last --remove: the first scene stayed, and the run said nothing of it
+    assert main(["catalog", "--workspace", str(ws), "--remove", keys[0], "--remove", keys[1], "--json"]) == 0
+    assert sorted(r["key"] for r in json.loads(capsys.readouterr().out)["removed"]) == keys[:2]
+    with Catalog(ws / "catalog.sqlite") as cat:
+        assert sorted(s["key"] for s in cat.scenes()) == keys[2:]
+
+
+def test_an_empty_or_foreign_database_is_not_a_workspace_and_is_left_as_it_was(tmp_path, capsys):
+    import sqlite3
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "catalog.sqlite").write_bytes(b"")
+    con = sqlite3.connect(tmp_path / "foreign.sqlite")
+    con.execute("CREATE TABLE foo (x)")
+    con.commit()
+    con.close()
+    (tmp_path / "other").mkdir()
+    os.replace(tmp_path / "foreign.sqlite", tmp_path / "other" / "catalog.sqlite")
+    for ws in (tmp_path / "empty", tmp_path / "other"):
+        before = (ws / "catalog.sqlite").read_bytes()
+        capsys.readouterr()
+        # a TypeError traceback (no tile size), after rsretrieve's tables were written into the file
+        assert main(["catalog", "--workspace", str(ws)]) == 2
+        assert capsys.readouterr().err == (
+            f"rsretrieve catalog: error: {ws / 'catalog.sqlite'} is not an rsretrieve catalog: an empty file or "
+            "another program's SQLite database (it has no meta table); run `rsretrieve ingest` into a new "
+            "workspace\n")
+        assert (ws / "catalog.sqlite").read_bytes() == before

@@ -157,3 +157,48 @@ def test_every_model_and_baseline_leaves_same_ground_tiles_of_another_zone_out(e
         assert m["pairs"], name
         for pair, v in m["pairs"].items():
             assert v["recall@1"] == 1.0 and "neg_score" not in v, (name, pair, v)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--models", ""], "--models must name at least one model, got ''"),  # every model was evaluated
+    (["--models", ",,"], "--models must name at least one model, got ',,'"),
+    (["--out", ""], "--out needs a file name, got ''"),  # WS/evaluation.json was written
+    (["--charts", ""], "--charts needs a folder name, got ''"),  # no chart was drawn
+    (["--out", "WS/catalog.sqlite"], "--out WS/catalog.sqlite: a file of the workspace's catalog, index or models; "
+                                     "give another file"),  # the catalog was replaced by the report
+    (["--out", "WS/checkpoints/default/model.pt"], "--out WS/checkpoints/default/model.pt: a file of the workspace's "
+                                                   "catalog, index or models; give another file"),
+])
+def test_empty_values_and_the_workspaces_own_files_are_refused_before_evaluating(ews, args, message):
+    before = (ews / "catalog.sqlite").read_bytes()
+    r = run_cli("evaluate", "-w", ews, *[a.replace("WS", str(ews)) for a in args])
+    one_line(r, message.replace("WS", str(ews)))
+    assert r.stdout == "" and (ews / "catalog.sqlite").read_bytes() == before
+
+
+def test_out_through_a_link_replaces_its_file_and_into_a_fifo_is_written(ews, tmp_path):
+    import os
+    import threading
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "report.json").symlink_to(tmp_path / "kept" / "report.json")
+    r = run_cli("evaluate", "-w", ews, "--out", tmp_path / "report.json")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "report.json").is_symlink()  # the rename replaced the link, not the file it points to
+    assert "splits" in json.loads((tmp_path / "kept" / "report.json").read_text())
+    os.mkfifo(tmp_path / "fifo.json")
+    got = []
+    reader = threading.Thread(target=lambda: got.append((tmp_path / "fifo.json").read_text()), daemon=True)
+    reader.start()
+    r = run_cli("evaluate", "-w", ews, "--out", tmp_path / "fifo.json")
+    reader.join(30)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fifo.json").is_fifo() and "splits" in json.loads(got[0])  # its reader got nothing
+
+
+def test_a_config_yaml_that_is_not_text_is_named(ews_copy):
+    cfg = ews_copy / "checkpoints" / "default" / "config.yaml"
+    cfg.write_bytes(b"\xff\xfe\x00bad")
+    # "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte", naming no file
+    one_line(run_cli("evaluate", "-w", ews_copy), f"{cfg}: not UTF-8 text (invalid start byte at byte 0); not the "
+                                                  "config.yaml that `rsretrieve train` writes")
