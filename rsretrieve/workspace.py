@@ -291,8 +291,8 @@ def _foreign_database(path: Path) -> bool:
     """Whether ``path`` reads as an SQLite database without rsretrieve's ``meta`` table (a 0-byte file is one); a
     file that does not read (damaged, locked by another process's exclusive mode) is left to the catalog's own
     error."""
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:  # not mode=ro: a read-only connection to a WAL catalog left its -wal and -shm files behind
+        con = sqlite3.connect(path)
         try:
             names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
         finally:
