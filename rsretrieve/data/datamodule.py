@@ -134,6 +134,10 @@ def _check_settings(hp: dict) -> None:
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ValueError(f"data.{name} must be an integer >= {low}{' or null' if allow_none else ''}, got {v!r}")
 
+    sensors = hp["sensors"]
+    if isinstance(sensors, str) or not isinstance(sensors, (list, tuple)) or not sensors or not all(
+            isinstance(s, str) and s for s in sensors):  # [] ended in a TypeError traceback, "s1" read as "s", "1"
+        raise ValueError(f"data.sensors must be a list of sensor names, at least one, got {sensors!r}")
     for name, low in (("batch_size", 1), ("block", 1), ("split_seed", 0), ("min_sensors", 1), ("num_workers", 0),
                       ("neighbourhood", 0), ("groups", 1)):
         whole(name, low)

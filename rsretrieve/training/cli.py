@@ -347,6 +347,11 @@ def run_train(config: str | Path, workspace: str | Path, name: str = "default", 
         # evaluate and index (checkpoints/*/model.pt) never find
         raise ValueError(f"--name {name!r}: a model name is one folder name in {Path(workspace) / 'checkpoints'}, "
                          "not empty and without '/' (e.g. --name with_landsat8)")
+    if name.partition("@")[0] in ("untrained", "band_stats") or "," in name or "@" in name:
+        # evaluate's baseline rows are named untrained[@MODEL] and band_stats[@MODEL]: a model of that name was
+        # replaced by its baseline in the report; --models A,B could never name a model "a,b"
+        raise ValueError(f"--name {name!r}: 'untrained' and 'band_stats' name evaluate's baselines, and a model name "
+                         "has no ',' or '@' (evaluate --models A,B, untrained@MODEL); give another name")
     ckdir = Path(workspace) / "checkpoints" / name
     # one run of a name at a time: two wrote into one folder, each exiting 0, leaving a model.pt of one run beside
     # the last.ckpt of the other (and both runs' best.ckpt)

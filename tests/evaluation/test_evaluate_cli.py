@@ -202,3 +202,11 @@ def test_a_config_yaml_that_is_not_text_is_named(ews_copy):
     # "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte", naming no file
     one_line(run_cli("evaluate", "-w", ews_copy), f"{cfg}: not UTF-8 text (invalid start byte at byte 0); not the "
                                                   "config.yaml that `rsretrieve train` writes")
+
+
+@pytest.mark.parametrize("sensors", [[], "sentinel1"])
+def test_a_config_yaml_without_a_list_of_sensors_is_named(ews_copy, sensors):
+    write_config(ews_copy, "default", sensors)  # []: a TypeError traceback; a string: "unknown sensor 's'"
+    one_line(run_cli("evaluate", "-w", ews_copy),
+             f"{ews_copy / 'checkpoints' / 'default' / 'config.yaml'}: bad data section (data.sensors must be a list "
+             f"of sensor names, at least one, got {sensors!r})")

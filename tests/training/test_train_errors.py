@@ -284,3 +284,16 @@ def test_a_type_error_of_the_data_module_itself_keeps_its_traceback(empty_ws, mo
     monkeypatch.setattr(dm, "_check_settings", broken)
     with pytest.raises(TypeError, match="a bug in the data module"):
         run_train(ROOT / "configs/demo.yaml", empty_ws, "x3", progress=False)
+
+
+@pytest.mark.parametrize("name", ["band_stats", "untrained", "a,b", "x@y"])
+def test_a_model_name_evaluate_could_not_tell_apart_is_refused(empty_ws, name):
+    # a model named band_stats was replaced in evaluate's report by the baseline of that name; "a,b" could not be
+    # named in --models A,B
+    from rsretrieve.training.cli import run_train
+
+    with pytest.raises(ValueError) as e:
+        run_train(ROOT / "configs/demo.yaml", empty_ws, name, progress=False)
+    assert str(e.value) == (f"--name {name!r}: 'untrained' and 'band_stats' name evaluate's baselines, and a model "
+                            "name has no ',' or '@' (evaluate --models A,B, untrained@MODEL); give another name")
+    assert not (empty_ws / "checkpoints").exists() or not any((empty_ws / "checkpoints").iterdir())
