@@ -433,7 +433,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ws = _open_workspace(args.workspace)
     from rsretrieve.evaluation.report import evaluate_workspace, format_report
 
-    from rsretrieve.files import replaced_file, write_file_atomic
+    from rsretrieve.files import write_file_atomic
 
     names = [n.strip() for n in (args.models or "").split(",") if n.strip()]
     if args.models is not None and not names:  # else every model was evaluated, as if the flag were absent
@@ -443,7 +443,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # the output paths are checked before the evaluation, which takes minutes on a large workspace
     out = _output_path(args.out, "--out", None) if args.out is not None else ws.path / "evaluation.json"
     own = [ws.path / "catalog.sqlite", ws.path / "index", ws.path / "checkpoints"]
-    real = Path(os.path.realpath(replaced_file(out) if out.is_symlink() else out))
+    real = Path(os.path.realpath(out))  # (a cycle of links is refused by _output_path)
     if any(real == Path(os.path.realpath(o)) or Path(os.path.realpath(o)) in real.parents for o in own):
         raise UsageError(f"--out {args.out}: a file of the workspace's catalog, index or models; give another file")
     charts = _charts_dir(args.charts) if args.charts else None

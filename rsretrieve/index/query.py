@@ -581,6 +581,7 @@ def _when(value: object, flag: str) -> object:
     UTC and takes any character between date and time, so the forms are matched here first."""
     if value is None or not isinstance(value, str):
         return value
+    bad = f"{flag} must be an ISO date (2021-06-30) or date-time (2021-06-30T10:00:00Z), got {value!r}"
     try:
         if m := _DATE_ONLY.fullmatch(value):
             day = date.fromisoformat(m[1])
@@ -590,9 +591,9 @@ def _when(value: object, flag: str) -> object:
             return datetime.combine(day, dt_time.max if flag == "end" else dt_time.min, tzinfo=tz)
         if _DATE_TIME.match(value):
             return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        pass
-    raise QueryError(f"{flag} must be an ISO date (2021-06-30) or date-time (2021-06-30T10:00:00Z), got {value!r}")
+    except ValueError:  # a day or time out of range (2023-02-30, T25:00)
+        raise QueryError(bad) from None
+    raise QueryError(bad)
 
 
 def _numbers(value: object, n: int, name: str, what: str) -> tuple[float, ...] | None:
