@@ -198,7 +198,7 @@ def evaluate_workspace(workspace: str | Path, names: list[str] | None = None, ma
     with Catalog(ws / "catalog.sqlite") as catalog:
         index = {sp: modules[sp].split_index(catalog) for sp in splits}
         for sp in splits:
-            _check_test_split(ws, sp, ref, modules[sp].split_sizes)
+            _check_test_split(ws, sp, ref, modules[sp])
             _check_pairs(ws, sp, ref, modules[sp].sensors, _test_tiles(index[sp]["test"], modules[sp].sensors))
         base_pairs = _baseline_pairs(splits, {sp: modules[sp].sensors for sp in splits},
                                      {sp: _test_tiles(index[sp]["test"], modules[sp].sensors) for sp in splits})
@@ -382,10 +382,18 @@ def _test_tiles(test: CellIndex, sensors: list[str]) -> dict[str, int]:
     return {s: int((test.tile_ids[s] >= 0).sum()) for s in sensors}
 
 
-def _check_test_split(ws: Path, split: str, ref: str, sizes: dict[str, int]) -> None:
-    """ValueError when the held-out test split of model ``split``'s settings has no cell."""
+def _check_test_split(ws: Path, split: str, ref: str, module: CellDataModule) -> None:
+    """ValueError when the held-out test split of model ``split``'s settings (``module``'s) has no cell."""
+    sizes = module.split_sizes
     if not sizes["test"]:
         whose = "" if split == ref else f" (the split of model {split}'s config.yaml)"
+        if not (sizes["train"] or sizes["val"] or sizes["buffer"]) and sizes["too_few_sensors"]:
+            # no cell to split: each was seen by fewer sensors than a pair needs (a catalog of one sensor)
+            n, low = sizes["too_few_sensors"], module.hparams["min_sensors"]
+            raise ValueError(f"the held-out test split of {ws}{whose} has 0 cells: none of the {n} cells with "
+                             f"tiles of {', '.join(module.sensors)} was seen by {low} or more of them "
+                             f"(data.min_sensors {low}); ingest scenes of another of these sensors over the same "
+                             "ground")
         raise ValueError(f"the held-out test split of {ws}{whose} has 0 cells (train {sizes['train']}, val "
                          f"{sizes['val']}); ingest more ground or train with a smaller data.block")
 
