@@ -343,19 +343,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     tile_ids = np.array([r[0] for r in rows], np.int64)
     indexed = np.isin(tile_ids, emb[0]) if emb is not None else np.zeros(len(rows), bool)
     with_emb = int(indexed.sum())
-    if args.json:
-        print(json.dumps({"out": str(args.out), "rows": n, **({} if emb is None else {"embeddings": with_emb})}))
-        return EXIT_OK
-    note = ""
+    lacking: dict[str, int] = {}  # tiles without an embedding because the index's model has no branch for them
     if emb is not None and with_emb < n:
         # the index's model embeds only the sensors it has a branch for (an index of an earlier version recorded
         # them only as the sensors of its fingerprints, and a model kind without fingerprints not at all)
         known = set(store.model_sensors or store.sensor_fingerprints)
-        lacking: dict[str, int] = {}
         for (_, sensor), done in zip(rows, indexed):
             if not done and known and sensor not in known:
                 lacking[sensor] = lacking.get(sensor, 0) + 1
-        behind = n - with_emb - sum(lacking.values())
+    behind = n - with_emb - sum(lacking.values()) if emb is not None else 0  # to embed by `rsretrieve index`
+    if args.json:
+        counts = {} if emb is None else {"embeddings": with_emb, "not_indexed": behind,
+                                         "sensors_without_branch": dict(sorted(lacking.items()))}
+        print(json.dumps({"out": str(args.out), "rows": n, **counts}))
+        return EXIT_OK
+    note = ""
+    if emb is not None and with_emb < n:
         parts = [f"{behind} not indexed yet: run `rsretrieve index`"] if behind else []
         parts += [f"{v} {k} tiles, a sensor the index's model has no branch for" for k, v in sorted(lacking.items())]
         note = f" ({with_emb} with embeddings; {'; '.join(parts)})"
@@ -451,7 +454,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_workspace(ws.path, names or None)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    try:  # a link: the file it points to; a FIFO: written into (files.write_file_atomic)
+    try:  # a link: the file it points to; a FIFO: written into; a missing folder: made (files.write_file_atomic)
         write_file_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     except OSError as e:
         raise UsageError(f"cannot write {e.filename or out}: {e.strerror or e}") from None
@@ -469,9 +472,10 @@ def _charts_dir(value: str) -> Path:
     p = Path(value)
     if p.exists() and not p.is_dir():
         raise UsageError(f"--charts {value} is a file; give a folder (recall.png and projection.png go in it)")
-    parent = next((a for a in p.absolute().parents if a.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise UsageError(f"--charts {value}: {parent} is not a directory")
+    _writable_folder(p.absolute(), f"--charts {value}")
+    for name in ("recall.png", "projection.png"):
+        if (p / name).is_dir():
+            raise UsageError(f"--charts {value}: {p / name} is a directory; the chart {name} is written there")
     return p
 
 
@@ -563,11 +567,14 @@ def _floats(value: str | None, n: int, flag: str, what: str) -> tuple | None:
 
 
 def _output_path(value: str | None, flag: str, suffix: str | None) -> Path | None:
-    """An output file of ``query``, checked before the query runs (its folder is created if missing)."""
+    """An output file (of ``query``, ``evaluate``, ``export``), checked before the command runs; its folder is made
+    when the file is written."""
     if value is None:
         return None
     if not value.strip():  # Path("") is the working folder
         raise UsageError(f"{flag} needs a file name, got {value!r}")
+    if value.endswith(("/", os.sep)):  # Path drops the slash: "dir/" wrote a file named dir
+        raise UsageError(f"{flag} {value} ends in a slash (a folder); give a file name")
     p = Path(value)
     if suffix and p.suffix.lower() != suffix:
         raise UsageError(f"{flag} must name a {suffix} file, got {value!r}")
@@ -583,16 +590,19 @@ def _output_path(value: str | None, flag: str, suffix: str | None) -> Path | Non
         target = replaced_file(p)
     except OSError as e:
         raise UsageError(f"{flag} {value}: {e.strerror}") from None
-    parent = next((a for a in target.absolute().parents if a.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise UsageError(f"{flag} {value}: {parent} is not a directory")
-    try:
-        target.absolute().parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{flag} {value}: cannot create its folder: {e.strerror or e}") from None
-    if not os.access(target.absolute().parent, os.W_OK):
-        raise UsageError(f"{flag} {value}: its folder is not writable")
+    _writable_folder(target.absolute().parent, f"{flag} {value}")
     return p
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """UsageError unless ``folder`` is a writable directory or can be made (its nearest existing parent is a writable
+    directory). Nothing is created here: a command that fails later leaves no folder behind (the writers make it)."""
+    parent = next((a for a in (folder, *folder.parents) if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{what}: {parent} is not a directory")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{what}: its folder is not writable" if parent == folder
+                         else f"{what}: cannot create its folder: {parent} is not writable")
 
 
 def cmd_query(args: argparse.Namespace) -> int:

@@ -68,8 +68,8 @@ def write_file_atomic(path: Path, write: Callable[[Path], object]) -> None:
     A link is followed: the file it points to is replaced (or made, for a link to a missing file) and the link kept
     (a rename over the link replaced the link itself). Where ``path`` is no regular file (a FIFO, a terminal, a
     device), there is nothing to replace: ``write`` writes straight into it (a rename put a regular file in its
-    place). Links :func:`replaced_file` refuses raise its OSError. An OSError of the temporary file names ``path``
-    instead."""
+    place). Links :func:`replaced_file` refuses raise its OSError. A missing folder is made (for a link: that of the
+    file it points to). An OSError of the temporary file names ``path`` instead."""
     path = Path(path)
     try:
         st = os.stat(path)
@@ -79,6 +79,7 @@ def write_file_atomic(path: Path, write: Callable[[Path], object]) -> None:
         write(path)
         return
     path = replaced_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         write(tmp)

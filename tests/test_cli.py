@@ -234,6 +234,10 @@ def test_export_tells_tiles_of_a_sensor_the_model_lacks_from_tiles_not_indexed_y
     assert r.stdout.strip() == (f"wrote {total} tiles to {tmp_path / 'e.parquet'} ({total - a - b} with embeddings; "
                                 f"{a} not indexed yet: run `rsretrieve index`; {b} landsat8 tiles, a sensor the "
                                 "index's model has no branch for)")
+    r = cli("export", tmp_path / "e.parquet", "-w", ws, "--json")  # the same counts for scripts
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"out": str(tmp_path / "e.parquet"), "rows": total, "embeddings": total - a - b,
+                                    "not_indexed": a, "sensors_without_branch": {"landsat8": b}}
 
 
 def test_export_of_a_dual_encoder_index_counts_the_sensors_it_lacks_too(cli, small_workspace, tmp_path):

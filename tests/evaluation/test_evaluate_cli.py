@@ -58,6 +58,34 @@ def test_charts_into_a_file_or_out_into_a_folder_is_refused_before_evaluating(ew
     assert not tmp_path.with_name(tmp_path.name + ".tmp").exists()  # the report's temporary was left beside it
 
 
+def test_out_ending_in_a_slash_or_a_chart_name_taken_by_a_folder_is_refused_before_evaluating(ews, tmp_path):
+    r = run_cli("evaluate", "-w", ews, "--out", f"{tmp_path / 'report'}/")
+    one_line(r, f"--out {tmp_path / 'report'}/ ends in a slash (a folder); give a file name")
+    (tmp_path / "charts" / "projection.png").mkdir(parents=True)
+    r = run_cli("evaluate", "-w", ews, "--charts", tmp_path / "charts")
+    one_line(r, f"--charts {tmp_path / 'charts'}: {tmp_path / 'charts' / 'projection.png'} is a directory; the "
+             "chart projection.png is written there")
+    assert r.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["charts"]  # no file named report
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == ["projection.png"]
+
+
+def test_a_catalog_of_one_sensor_is_named_and_a_failed_evaluate_makes_no_folder(ews_copy, tmp_path):
+    r = run_cli("catalog", "-w", ews_copy, "--remove",
+                *[s["key"] for s in Catalog(ews_copy / "catalog.sqlite").scenes() if s["sensor"] != "sentinel1"])
+    assert r.returncode == 0, r.stderr
+    before = sorted(p.name for p in ews_copy.iterdir())
+    r = run_cli("evaluate", "-w", ews_copy, "--out", tmp_path / "new" / "sub" / "r.json", "--charts",
+                tmp_path / "new" / "charts")
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"rsretrieve evaluate: error: the held-out test split of {ews_copy} has 0 cells: none "
+                               "of the ")
+    assert r.stderr.rstrip().endswith(" cells with tiles of sentinel1, sentinel2, enmap was seen by 2 or more of "
+                                      "them (data.min_sensors 2); ingest scenes of another of these sensors over the "
+                                      "same ground"), r.stderr
+    assert not (tmp_path / "new").exists()  # the output folders are made only when a file is written
+    assert sorted(p.name for p in ews_copy.iterdir()) == before
+
+
 def test_charts_after_a_scene_left_the_catalog_project_only_catalog_tiles(ews_copy, tmp_path):
     from rsretrieve.index.store import IndexStore
 

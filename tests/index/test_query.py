@@ -113,6 +113,8 @@ def _bowtie(path):
     (["--tile-id", "1", "--png", "OUT_TXT"], "--png must name a .png file"),
     (["--tile-id", "1", "--geojson", "TMPDIR"], "is a directory"),
     (["--tile-id", "1", "--png", "UNDER_A_FILE"], "is not a directory"),
+    (["--tile-id", "1", "--geojson", "NEW_FOLDER/"], "--geojson NEW_FOLDER/ ends in a slash (a folder); give a file"),
+    (["--tile-id", "99999", "--png", "IN_NEW_FOLDERS"], "no tile with id 99999"),  # and the folders are not made
     (["--tile-id", "1", "--point", "0,0"], "point applies to a query tile file, not to a tile id"),
     (["--tile-id", "1", "--sensor", "sentinel2", "--point", "0,0"], "sensor and point apply to a query tile file"),
     (["--tile", "S1FILE", "--window", "0,0,0,48"], "window width and height must be > 0 pixels, got 0,0,0,48 (col, "),
@@ -128,15 +130,18 @@ def test_bad_query_inputs_exit_2_with_one_line(small_workspace, tmp_path, args, 
             "CRS_STRING": {"type": "Polygon", "crs": "EPSG:3857", "coordinates": ring}, "JSON_LIST": [1, 2]}
     subst = {"BOWTIE": str(_bowtie(tmp_path / "bow.geojson")), "MISSING": str(tmp_path / "none.tif"),
              "TEXT": str(tmp_path / "t.tif"), "S1FILE": s1, "OUT_TXT": str(tmp_path / "sheet.txt"),
-             "TMPDIR": str(tmp_path), "UNDER_A_FILE": str(tmp_path / "t.tif" / "q.png")}
+             "TMPDIR": str(tmp_path), "UNDER_A_FILE": str(tmp_path / "t.tif" / "q.png"),
+             "NEW_FOLDER/": f"{tmp_path / 'new'}/", "IN_NEW_FOLDERS": str(tmp_path / "new" / "sub" / "q.png")}
     for name, doc in docs.items():
         (tmp_path / f"{name}.geojson").write_text(json.dumps(doc))
         subst[name] = str(tmp_path / f"{name}.geojson")
     r = run_cli("query", "--workspace", small_workspace, *[subst.get(a, a) for a in args])
     assert r.returncode == 2, r.stdout
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+    assert len(lines) == 1 and message.replace("NEW_FOLDER/", subst["NEW_FOLDER/"]) in lines[0], lines
+    assert "Traceback" not in r.stderr
     assert not (tmp_path / "sheet.txt").exists() and not (tmp_path / "sheet.txt.png").exists()
+    assert not (tmp_path / "new").exists()  # a refused output path, or a failed query, makes no folder
 
 
 def test_a_search_with_another_model_is_refused(small_workspace, tmp_path):

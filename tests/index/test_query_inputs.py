@@ -143,10 +143,16 @@ def test_a_fifo_is_written_into_not_replaced(tmp_path):
 
 
 def test_a_write_that_fails_names_the_file_not_its_temporary(tmp_path):
-    target = tmp_path / "gone" / "hits.geojson"  # its folder removed after the checks
-    with pytest.raises(FileNotFoundError) as e:
-        write_file_atomic(target, lambda p: p.write_bytes(b"{}"))
-    assert e.value.filename == str(target)
+    import errno
+
+    def full_disk(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    target = tmp_path / "new" / "hits.geojson"  # a missing folder is made
+    with pytest.raises(OSError) as e:
+        write_file_atomic(target, full_disk)
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(target))
+    assert list((tmp_path / "new").iterdir()) == []  # the temporary file removed
 
 
 def test_a_contact_sheet_that_fails_leaves_no_geojson_either(tmp_path):
