@@ -40,6 +40,16 @@ def test_sensors_list_and_show(cli):
     assert d["cloud_test"]["snow_bands"] == ["B03", "B11"]
 
 
+def test_synth_of_sites_too_large_for_this_machines_memory_is_refused_before_anything_is_written(cli, tmp_path):
+    # a digit too many (3,000 km for 30 km) was an OOM kill after minutes, the output folder left half made
+    r = cli("synth", tmp_path / "out", "--size-m", "3000000")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("rsretrieve synth: error: --size-m 3000000: a site that large needs about 28499 GiB "
+                               "of memory to generate, ")
+    assert r.stderr.rstrip().endswith(" GiB is available; use a smaller --size-m (and more --scenes)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_sensors_show_unknown_is_a_usage_error(cli):
     r = cli("sensors", "show", "sentinel9")
     assert r.returncode == 2 and r.stderr.strip().startswith("rsretrieve sensors: error: unknown sensor 'sentinel9'")

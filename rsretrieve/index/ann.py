@@ -54,6 +54,9 @@ def check_factory(factory: str, dim: int) -> int:
         raise ValueError(f"--factory {factory!r} is not a FAISS index factory string for {dim}-d vectors"
                          f"{': ' + reason if reason else ''} (examples: 'IVF1024,Flat', 'IVF4096,PQ32', "
                          f"'HNSW32')") from None
+    if isinstance(faiss.downcast_index(index), (faiss.IndexIDMap, faiss.IndexIDMap2)):  # its add() refuses rows
+        raise ValueError(f"--factory {factory!r}: a segment's ANN index is searched by row number, mapped to tile ids "
+                         f"by rsretrieve; give the factory without {factory.split(',')[0]!r}")
     if index.is_trained:
         return 0
     ivf = faiss.try_extract_index_ivf(index)

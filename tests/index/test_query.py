@@ -235,6 +235,13 @@ def test_index_rejects_a_bad_factory_before_any_work_and_small_segments_stay_exa
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--factory 'garbage' is not a FAISS index factory string" in r.stderr
     assert not (ws / "index").exists()  # nothing embedded or written
+    for args, message in [(["--factory", "IDMap,Flat"], "--factory 'IDMap,Flat': a segment's ANN index is searched "
+                           "by row number, mapped to tile ids by rsretrieve; give the factory without 'IDMap'"),
+                          (["--factory", " "], "--factory needs a FAISS index factory string or 'auto', got ' '"),
+                          (["--model", ""], "--model needs the name of a trained model (WS/checkpoints/NAME), got ''")]:
+        r = run_cli("index", "-w", ws, *args)  # IDMap: a traceback from FAISS's add() once the tiles were embedded
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"rsretrieve index: error: {message}"], r.stderr
+        assert not (ws / "index").exists()
     r = run_cli("index", "-w", ws, "--factory", "IVF4096,PQ32", "--json")  # the README's example, on few tiles
     assert r.returncode == 0, r.stderr
     with Catalog(ws / "catalog.sqlite") as cat:
