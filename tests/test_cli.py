@@ -352,3 +352,36 @@ def test_an_interrupted_command_keeps_its_exit_code_when_its_buffered_output_can
     assert r.returncode == 143, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted by SIGTERM"), lines
+
+
+def test_a_catalog_another_process_holds_the_write_lock_of_is_busy_not_damaged(small_workspace, tmp_path, capsys,
+                                                                              monkeypatch):
+    # "is not a readable rsretrieve catalog (database is locked)" sent the user to a catalog that was fine
+    import shutil
+    import sqlite3
+
+    from rsretrieve.cli import main
+    from rsretrieve.data import catalog as catalog_module
+    from rsretrieve.data.catalog import Catalog
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(catalog_module.sqlite3, "connect", lambda *a, **kw: real_connect(*a, **{**kw, "timeout": 0.2}))
+    with Catalog(ws / "catalog.sqlite") as cat:
+        key = cat.scenes()[0]["key"]
+    other = real_connect(ws / "catalog.sqlite", isolation_level=None)  # another process's ingest, say
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        before = (ws / "catalog.sqlite").read_bytes()
+        assert main(["catalog", "--workspace", str(ws), "--remove", key]) == 2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rsretrieve catalog: error: {ws / 'catalog.sqlite'} is busy: another "
+                                               "process (an ingest?) held its write lock for the 60 s this one waited")
+    assert err[0].endswith("; run it again when that one has finished")
+    assert (ws / "catalog.sqlite").read_bytes() == before
+    with Catalog(ws / "catalog.sqlite") as cat:
+        assert key in {s["key"] for s in cat.scenes()}
