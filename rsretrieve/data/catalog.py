@@ -418,6 +418,12 @@ class Catalog:
             cur = c.execute("UPDATE scenes SET fingerprint = ? WHERE key = ? AND fingerprint = ?", (new, key, old))
         return cur.rowcount == 1
 
+    def restamp_scenes(self, stamps: Sequence[tuple[str, str, str]]) -> int:
+        """:meth:`restamp_scene` for each (key, old, new), in one transaction; how many were restamped."""
+        with self.transaction() as c:
+            return sum(c.execute("UPDATE scenes SET fingerprint = ? WHERE key = ? AND fingerprint = ?",
+                                 (new, key, old)).rowcount for key, old, new in stamps)
+
     def write_scene(self, scene: SceneRow, tiles: Sequence[TileRow]) -> int:
         """Insert a scene and its tiles in one transaction, replacing an older version of the same key.
 

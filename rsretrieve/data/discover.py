@@ -160,7 +160,46 @@ def _is_stac_item(path: Path) -> dict | str | None:
             return None
         return f"{STAC_UNREAD}: not valid JSON: {json_error(e)}"
     if isinstance(doc, dict) and doc.get("type") == "Feature" and "stac_version" in doc and "assets" in doc:
+        if (why := _stac_malformed(doc)) is not None:
+            return f"{STAC_UNREAD}: {why}"
         return doc
+    return None
+
+
+def _kind(x: object) -> str:
+    """What a JSON value is, for messages: ``a list``, ``null``, ``a number``."""
+    if x is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(x), "a number")
+
+
+def _stac_malformed(doc: dict) -> str | None:
+    """What makes a STAC Item unusable where ingest reads it (its ``assets``, each asset's ``href``, ``roles`` and
+    ``eo:bands`` / ``bands``, its ``properties``), in one line; ``None`` when nothing does. Such an item (written
+    by hand, or by a tool that got the layout wrong) stopped the whole ingest with a traceback."""
+    assets = doc["assets"]
+    if not isinstance(assets, dict):
+        return f"its assets are {_kind(assets)}, not an object of assets by key"
+    for key, asset in assets.items():
+        if not isinstance(asset, dict):
+            return f"asset {key!r} is {_kind(asset)}, not an object"
+        if "href" in asset and not isinstance(asset["href"], str):
+            return f"asset {key!r}: its href is {_kind(asset['href'])}, not a string"
+        roles = asset.get("roles", [])
+        if not isinstance(roles, (list, str)) or (isinstance(roles, list)
+                                                  and not all(isinstance(r, str) for r in roles)):
+            return f"asset {key!r}: its roles are {_kind(roles)}, not a list of strings"
+        for field_ in ("eo:bands", "bands"):
+            bands = asset.get(field_)
+            if bands is not None and not isinstance(bands, list):
+                return f"asset {key!r}: its {field_} is {_kind(bands)}, not a list of band objects"
+            if odd := [b for b in bands or [] if not isinstance(b, dict)]:
+                return f"asset {key!r}: its {field_} lists {_kind(odd[0])}, not a band object"
+            if bands and not all(isinstance(b.get("name") or "", str) for b in bands):
+                return f"asset {key!r}: a band of its {field_} has a name that is not a string"
+    props = doc.get("properties", {})
+    if not isinstance(props, dict):
+        return f"its properties are {_kind(props)}, not an object"
     return None
 
 
@@ -186,7 +225,7 @@ def _stac_source(path: Path, doc: dict, tokens: list[str], aux_pats: list[str]) 
         if target.suffix.lower() not in RASTER_SUFFIXES:
             continue
         roles = asset.get("roles", ["data"])
-        if "data" not in roles:
+        if "data" not in ([roles] if isinstance(roles, str) else roles):  # one role as a string: not a substring
             continue
         if any(re.search(p, target.name) for p in aux_pats):
             aux[target.stem] = str(target)
@@ -243,12 +282,14 @@ def _broken_link(path: Path) -> Problem:
     return Problem(str(path), BROKEN_LINK)
 
 
-def _walk(root: Path, files: list[Path], problems: list[Problem], seen: set[tuple[int, int]]) -> None:
+def _walk(root: Path, files: list[Path], problems: list[Problem], seen: set[tuple[int, int]],
+          linked: list[Path] | None = None) -> None:
     """Add the files under the folder ``root`` to ``files``, following symbolic links to folders and files.
 
     Each folder is entered once, known by its device and inode in ``seen``: a link back to a folder above it (a
     cycle) or a second path to a folder already walked is not walked again. A file reached by several paths is
-    listed once by :func:`discover` (by its resolved path).
+    listed once by :func:`discover` (by its resolved path). The resolved path of each folder reached through a link
+    is added to ``linked`` (when given): what is found there lies under it, not under ``root``.
     """
     stack = [root]
     while stack:
@@ -269,6 +310,8 @@ def _walk(root: Path, files: list[Path], problems: list[Problem], seen: set[tupl
             try:
                 if e.is_dir():  # follows a link to a folder
                     sub.append(Path(e.path))
+                    if linked is not None and e.is_symlink():
+                        linked.append(Path(os.path.realpath(e.path)))
                 elif e.is_file():
                     files.append(Path(e.path))
                 elif e.is_symlink():
@@ -279,12 +322,17 @@ def _walk(root: Path, files: list[Path], problems: list[Problem], seen: set[tupl
         stack.extend(reversed(sub))
 
 
-def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]:
+def discover(paths: list[str | Path],
+             linked: list[Path] | None = None) -> tuple[list[SceneSource], list[Problem]]:
     """Walk files and folders and group what is found into scenes.
 
     Symbolic links to folders and files are followed (a folder is walked once, however many links lead to it);
     what is found is known by its resolved path, so a file reachable by two paths is one input, and a scene's key
     is the same whichever path led to it.
+
+    Args:
+        linked: filled with the resolved paths of the folders under ``paths`` reached through a symbolic link (the
+            keys of the scenes found there lie under them, not under ``paths``: ``ingest --prune`` looks there too).
 
     Returns:
         (scenes sorted by key, problems such as paths that do not exist)
@@ -301,7 +349,7 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         elif not p.exists():
             problems.append(Problem(str(p), "no such file or directory"))
         elif p.is_dir():
-            _walk(p, files, problems, seen)
+            _walk(p, files, problems, seen, linked)
         else:
             files.append(p)
             named.setdefault(p.resolve(), p)
@@ -339,7 +387,8 @@ def discover(paths: list[str | Path]) -> tuple[list[SceneSource], list[Problem]]
         for folder, (item, reason) in unread.items():
             n = held[folder]
             problems.append(Problem(str(item), reason + (f"; the {n} raster{'s' if n != 1 else ''} beside it "
-                                                         "are left out until it can be read" if n else "")))
+                                                         f"{'are' if n != 1 else 'is'} left out until it can be read"
+                                                         if n else "")))
     aux = [f for f in rasters if any(re.search(p, f.name) for p in aux_pats)]
     aux_set = set(aux)  # built once: in the comprehension's test it was rebuilt per raster (quadratic)
     rasters = [f for f in rasters if f not in aux_set]

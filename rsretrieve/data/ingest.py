@@ -46,8 +46,8 @@ from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
 from rsretrieve.data.discover import NOT_HIDING, Problem, SceneSource, discover, split_resolution
 from rsretrieve.data.grid import Cell, cell_bounds_in, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
 from rsretrieve.data.labels import check_scheme, class_name, scheme_for
-from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, open_raster, open_scene,
-                                   to_physical, valid_pixels)
+from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, metadata_files, open_raster,
+                                   open_scene, to_physical, valid_pixels)
 from rsretrieve.data.tiles import CellSampler
 from rsretrieve.files import gone
 from rsretrieve.sensors import CloudTest, get_sensor, list_sensors
@@ -437,7 +437,7 @@ def process_scene(source: SceneSource, tile_m: float, sensor: str | None = None,
     acq = scene.acquired
     px = scene.width * scene.height
     row = SceneRow(
-        key=source.key, fingerprint=file_fingerprint or _stamp(fingerprint(source.all_files())),
+        key=source.key, fingerprint=file_fingerprint or _stamp(fingerprint(source.all_files()), _meta_stamp(source)),
         sensor=scene.spec.name, layout=scene.layout_name,
         files={b: p for b, (p, _) in scene.band_files.items()} if not source.stacked else {"*": source.files["*"]},
         aux=source.aux, crs=crs.to_wkt(), transform=list(t)[:6], width=scene.width, height=scene.height,
@@ -561,9 +561,40 @@ def process_labels(source: SceneSource, tile_m: float,
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
-def _stamp(fp: str) -> str:
-    """What is recorded for an ingested scene: its files' fingerprint and the rules it was read by."""
-    return f"{fp} rules={INGEST_RULES}"
+def _stamp(fp: str, meta: str = "") -> str:
+    """What is recorded for an ingested scene: its files' fingerprint, that of its STAC item and sidecars
+    (``meta``, from :func:`_meta_stamp`) and the rules it was read by."""
+    return f"{fp}{meta} rules={INGEST_RULES}"
+
+
+def _meta_stamp(source: SceneSource) -> str:
+    """`` meta=<digest>`` of the files that say what the scene is besides its rasters (its STAC item, its sidecar
+    JSON: :func:`~rsretrieve.data.scene.metadata_files`), ``""`` where it has none. Without it, an item or sidecar
+    edited after ingest (a corrected date or baseline, an item's offset flag) was skipped as unchanged for good.
+
+    Raises:
+        OSError: one of them cannot be looked at.
+    """
+    files = metadata_files(source)
+    return f" meta={fingerprint(files)[:16]}" if files else ""
+
+
+def _files_part(stamp: str) -> str:
+    """The fingerprint of a scene's rasters in its stamp (without its metadata and rules)."""
+    return stamp.split(" ", 1)[0]
+
+
+def _metadata_newer(source: SceneSource, old: dict[str, Any] | None) -> bool:
+    """Whether a file of the scene's STAC item or sidecars was written or put in place (its modification or status
+    change time) after the catalogued scene ``old`` was ingested: for a stamp of a version that did not record them
+    (then :func:`_meta_stamp` cannot tell an edited one from one that was there all along)."""
+    if old is None:
+        return True
+    try:
+        then = datetime.fromisoformat(old["ingested_at"]).timestamp()
+        return any(max((st := os.stat(f)).st_mtime, st.st_ctime) > then for f in metadata_files(source))
+    except (OSError, ValueError):
+        return True
 
 
 def _rules_of(stamp: str) -> int:
@@ -597,18 +628,18 @@ def _same_reading(catalog: Catalog, row: SceneRow, tiles: list[TileRow], min_cov
             and all(want[c][5] < lowest for c in want.keys() - have.keys()))
 
 
-def _unseen(catalog: Catalog, sources: list[SceneSource], paths: list[str | Path],
-            sensor: str | None) -> list[tuple[dict[str, Any], str | None, str]]:
-    """The scenes an earlier version's rules catalogued under ``paths`` (their key and files) that this version does
+def _unseen(catalog: Catalog, sources: list[SceneSource], roots: list[Path],
+            sensor: str | None) -> list[tuple[dict[str, Any], str | None, str, str]]:
+    """The scenes an earlier version's rules catalogued under ``roots`` (their key and files) that this version does
     not find as scenes although their files are all still there, each as (catalogued scene, the key of the scene
-    found now whose companion all its files are, or ``None``, what it is now). Under ``sensor``, only that sensor's.
+    found now whose companions or band files all its files are, or ``None``, ``"companion"``, ``"part"`` or ``""``
+    for which, what it is now). Under ``sensor``, only that sensor's.
 
     The cases: a product's companion (an 8-bit true-colour ``TCI.tif`` was catalogued as a Landsat 7 scene), a band
     file beside its STAC item, files now grouped under another key."""
     keys = {s.key for s in sources}
     aux_of = {path: (s.key, role) for s in sources for role, path in s.aux.items()}
     part_of = {path: s.key for s in sources for path in s.files.values()}
-    roots = _roots(paths)
     out = []
     for old in catalog.scenes_stamped_otherwise(f" rules={INGEST_RULES}"):
         files = sorted(set(old["files"].values()))
@@ -618,32 +649,41 @@ def _unseen(catalog: Catalog, sources: list[SceneSource], paths: list[str | Path
             continue
         if all(f in aux_of for f in files):
             owner, role = aux_of[files[0]]
-            out.append((old, owner, f"now read as the companion {role} of the scene {owner}"))
+            out.append((old, owner, "companion", f"now read as the companion {role} of the scene {owner}"))
         elif all(f in part_of for f in files):
-            out.append((old, None, f"now read as part of the scene {part_of[files[0]]}"))
+            owner = part_of[files[0]]
+            out.append((old, owner, "part", f"now read as part of the scene {owner}"))
         else:
-            out.append((old, None, "no longer read as a scene (a file beside a STAC item, or a product's companion)"))
+            out.append((old, None, "", "no longer read as a scene (a file beside a STAC item, or a product's "
+                                       "companion)"))
     return out
 
 
-def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | None, str]], problems: list[Problem],
-                   report: IngestReport) -> None:
-    """After a run, take out of the catalog each scene of :func:`_unseen` that is now a companion of a scene the run
-    catalogued under this version's rules, named as that scene's sensor names its companions (``report.retired``);
-    keep the others, each with a line saying what it is now (``report.unseen``): a scene that is no one's companion,
-    whose new owner was refused or is of a sensor without such companions, or that was seen while discover could not
-    read part of the run's paths, is not deleted on a guess."""
+def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | None, str, str]],
+                   problems: list[Problem], report: IngestReport) -> None:
+    """After a run, take out of the catalog each scene of :func:`_unseen` that is now a companion of a scene
+    catalogued under this version's rules, named as that scene's sensor names its companions, or whose files are all
+    band files of such a scene (the same pixels, catalogued twice: an earlier version read the band files beside a
+    STAC item without it, or grouped a product's files under another key) (``report.retired``); keep the others, each
+    with a line saying what it is now (``report.unseen``): a scene that is no one's companion or part, whose new
+    owner was refused or is of a sensor without such companions, an earlier STAC item's scene (its item may be gone:
+    ``--prune``'s to say), or one seen while discover could not read part of the run's paths, is not deleted on a
+    guess."""
     blind = not _read_all(problems)
-    for old, owner, now in unseen:
+    for old, owner, kind, now in unseen:
         new = catalog.scene_by_key(owner) if owner is not None else None
-        if (new is not None and _rules_of(new["fingerprint"]) == INGEST_RULES and not blind
-                and new["sensor"] in list_sensors() and all(_own_companion(f, new["sensor"])
-                                                             for f in old["files"].values())):
+        current = new is not None and _rules_of(new["fingerprint"]) == INGEST_RULES and not blind
+        files = set(old["files"].values())
+        if current and ((kind == "companion" and new["sensor"] in list_sensors()
+                         and all(_own_companion(f, new["sensor"]) for f in files))
+                        or (kind == "part" and not old["key"].lower().endswith(".json")
+                            and files <= set(new["files"].values()))):
             tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
             if tiles is not None:
+                twice = ", so that its pixels are not indexed twice" if kind == "part" else ""
                 report.retired.append(Problem(old["key"], f"{now}: its earlier version as a {old['sensor']} scene "
-                                                          f"({tiles} tiles) is removed from the catalog (the next "
-                                                          "`rsretrieve index` drops its vectors)"))
+                                                          f"({tiles} tiles) is removed from the catalog{twice} (the "
+                                                          "next `rsretrieve index` drops its vectors)"))
                 continue
         why = " while this run could not read all its paths" if blind else ""
         report.unseen.append(Problem(old["key"], f"{now}{why}: its earlier version as a {old['sensor']} scene stays in "
@@ -684,12 +724,13 @@ def _already_catalogued(path: str, key: str, when: str) -> str:
             "(`ingest --prune` over its folder does, if its item or files are gone)")
 
 
-def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], sensor: str | None,
+def _prune(catalog: Catalog, roots: list[Path], problems: list[Problem], sensor: str | None,
            report: IngestReport) -> None:
-    """Take out of the catalog the scenes under ``paths`` (each an existing folder or file: the scene's key or one of
-    its files under it) whose band files, or STAC item, are not all there any more (deleted or moved from the
-    archive): ``report.pruned``, each with why; and the land-cover rasters under ``paths`` that are gone, with
-    their labels. Under ``sensor``, only that sensor's scenes (and no land-cover raster).
+    """Take out of the catalog the scenes under ``roots`` (:func:`_roots`: the run's paths that exist and the
+    folders reached through links under them; the scene's key or one of its files under one) whose band files, or
+    STAC item, are not all there any more (deleted or moved from the archive): ``report.pruned``, each with why; and
+    the land-cover rasters under ``roots`` that are gone, with their labels. Under ``sensor``, only that sensor's
+    scenes (and no land-cover raster).
 
     Only a file the system says does not exist is gone: one that cannot be looked at (permission denied, an I/O error,
     a stale network handle) keeps its scene, with a line (``report.not_pruned``). Nothing is taken out while discover
@@ -699,7 +740,6 @@ def _prune(catalog: Catalog, paths: list[str | Path], problems: list[Problem], s
         report.not_pruned.append(Problem(blind.path, "nothing is pruned in this run: this folder or file could not be "
                                                      "read, and what it holds would look gone"))
         return
-    roots = _roots(paths)
     for old in catalog.scenes():
         if sensor is not None and old["sensor"] != sensor:
             continue
@@ -756,11 +796,13 @@ def _own_companion(path: str, sensor: str) -> bool:
     return any(re.search(p, Path(path).name) for p in get_sensor(sensor).aux_patterns)
 
 
-def _roots(paths: list[str | Path]) -> list[Path]:
-    """The resolved paths of the run's ``paths`` that exist, to tell the catalogued scenes under them. One that does
-    not (a broken link, a cycle of links: discover reports it) is left out: ``Path.resolve`` raises RuntimeError on
-    a cycle, and nothing lies under it."""
-    return [Path(os.path.realpath(p)) for p in paths if os.path.exists(p)]
+def _roots(paths: list[str | Path], linked: list[Path] = ()) -> list[Path]:
+    """The resolved paths of the run's ``paths`` that exist, to tell the catalogued scenes under them, and the
+    folders discover reached through links under them (``linked``): a scene found there is keyed by its resolved
+    path, which lies under no path of the run (``--prune`` over an archive holding a link to a folder elsewhere
+    never pruned that folder's scenes). One that does not exist (a broken link, a cycle of links: discover reports
+    it) is left out: ``Path.resolve`` raises RuntimeError on a cycle, and nothing lies under it."""
+    return [Path(os.path.realpath(p)) for p in paths if os.path.exists(p)] + list(linked)
 
 
 def _under(path: str, roots: list[Path]) -> bool:
@@ -893,24 +935,36 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         label_scheme = check_scheme(label_scheme)
     report = IngestReport()
     tile_m = catalog.tile_m
-    sources, report.problems = discover(paths)
+    linked: list[Path] = []
+    sources, report.problems = discover(paths, linked)
+    roots = _roots(paths, linked)
     if prune:
-        _prune(catalog, paths, report.problems, sensor, report)
-    unseen = _unseen(catalog, sources, paths, sensor)
+        _prune(catalog, roots, report.problems, sensor, report)
+    unseen = _unseen(catalog, sources, roots, sensor)
     known = set(list_sensors())
     todo = []
     owners: dict[str, dict[str, Any]] | None = None  # band file -> the catalogued scene it belongs to, when needed
     supersedes: dict[str, list[dict[str, Any]]] = {}  # a STAC item's key -> the scenes of its files without it
     written: dict[str, str] = {}  # band file -> the key of the new scene this run wrote it in
+    restamps: list[tuple[str, str, str]] = []  # (key, stamp, stamp with its metadata): scenes stamped before it
     for s in sources:
         try:
             fp = fingerprint(s.all_files())
+            fp = _label_stamp(fp, label_scheme) if s.role == "labels" else _stamp(fp, _meta_stamp(s))
         except OSError as e:
             report.problems.append(Problem(s.key, f"cannot read: {e.strerror}"))
             continue
-        fp = _label_stamp(fp, label_scheme) if s.role == "labels" else _stamp(fp)
         stored = catalog.meta(f"labels:{s.key}") if s.role == "labels" else catalog.scene_fingerprint(s.key)
-        as_sensor, rules_only = sensor, False
+        as_sensor, rules_only, meta_only = sensor, False, False
+        if (s.role == "scene" and stored is not None and stored != fp and _rules_of(stored) == INGEST_RULES
+                and _files_part(stored) == _files_part(fp)):
+            # its rasters as catalogued, its STAC item or sidecars not: edited (read again), or stamped by a version
+            # that did not record them and not changed since it ingested the scene (recorded now, nothing read)
+            if " meta=" not in stored and not _metadata_newer(s, catalog.scene_by_key(s.key)):
+                restamps.append((s.key, stored, fp))
+                stored = fp
+            else:
+                meta_only = True
         if s.role == "scene" and stored is not None and stored != fp and _rules_of(stored) != INGEST_RULES:
             old = catalog.scene_by_key(s.key)
             rules_only = _unchanged(old, stored)
@@ -939,8 +993,10 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 continue
             if olds:
                 supersedes[s.key] = olds
-        todo.append((s, stored, fp, as_sensor, rules_only))
-    jobs = [(s, tile_m, as_sensor, min_coverage, label_scheme, fp) for s, _, fp, as_sensor, _ in todo]
+        todo.append((s, stored, fp, as_sensor, rules_only, meta_only))
+    if restamps:
+        catalog.restamp_scenes(restamps)
+    jobs = [(s, tile_m, as_sensor, min_coverage, label_scheme, fp) for s, _, fp, as_sensor, _, _ in todo]
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_die_with_parent, initargs=(os.getpid(),))
@@ -951,10 +1007,15 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
         # each source is recorded under the fingerprint taken before its pixels were read: a file that changes while
         # it is read then differs from it, and the next run ingests it again (a fingerprint taken after the read
         # matched the new file, so the old content stayed in the catalog for good); the scene row carries it already
-        for i, ((source, stored, fp, _, rules_only), (kind, res)) in enumerate(zip(todo, results)):
+        for i, ((source, stored, fp, _, rules_only, meta_only), (kind, res)) in enumerate(zip(todo, results)):
             if kind in ("problem", "error"):
                 if rules_only:
                     res = _refused_reread(res)
+                elif meta_only:
+                    res = Problem(res.path, f"{res.reason}; its earlier version stays in the catalog: its rasters are "
+                                            "unchanged since it was catalogued, only its STAC item or sidecar JSON "
+                                            "changed (mend it and run ingest again, or `rsretrieve catalog --remove` "
+                                            "takes the scene out)")
                 elif stored is not None:
                     res = _refused_change(catalog, source, stored, kind, res, sensor, report)
                 report.problems.append(res)
@@ -962,11 +1023,12 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
                 catalog.write_labels(res, source=source.key, stamp=fp)
                 report.label_sources += 1
                 report.labelled_cells += len(res)
-            elif rules_only and _same_reading(catalog, *res, min_coverage) and catalog.restamp_scene(source.key,
-                                                                                                   stored, fp):
-                # read by an earlier version's rules, and read the same now: its tile ids and vectors stay
+            elif ((rules_only or meta_only) and _same_reading(catalog, *res, min_coverage)
+                  and catalog.restamp_scene(source.key, stored, fp)):
+                # read by an earlier version's rules, or its item or sidecar edited, and read the same now: its tile
+                # ids and vectors stay
                 report.skipped += 1
-                report.reread += 1
+                report.reread += rules_only
             elif stored is None and (twice := next((f for f in source.files.values() if f in written), None)):
                 # two new scenes of one file (two STAC items listing it): the first catalogued keeps it; a claim
                 # made when planning, before either was read, kept out the good one when the first was refused

@@ -5,6 +5,7 @@ Every expected problem raises :class:`SceneError` with a one-line reason; the ca
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import math
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import pyproj
 import rasterio
+import rasterio.crs
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -105,6 +108,8 @@ def check_georef(src: rasterio.DatasetReader) -> None:
     """Raise :class:`SceneError` unless ``src`` has a CRS and a north-up, axis-aligned geotransform."""
     if src.crs is None:
         raise SceneError("no CRS: the file is not georeferenced")
+    if (why := _crs_problem(src.crs.to_wkt())) is not None:
+        raise SceneError(why)
     t = src.transform
     if t == Affine.identity():
         raise SceneError("no geotransform: the file is not georeferenced")
@@ -117,6 +122,30 @@ def check_georef(src: rasterio.DatasetReader) -> None:
     if t.a < 0:
         raise SceneError("mirrored geotransform (negative pixel width): flip it to west-to-east columns first, "
                          "e.g. gdalwarp")
+
+
+@functools.lru_cache(maxsize=64)
+def _crs_problem(wkt: str) -> str | None:
+    """Why a CRS (as WKT) cannot place a file on the Earth's grid, in one line; ``None`` when it can.
+
+    A local (engineering) or geocentric CRS and one of another body (Mars, the Moon) have no use on the grid: a
+    file's footprint and cells are found through WGS 84, and such a file stopped with a traceback of rasterio's
+    CRSError or of PROJ's error, holding the whole PROJJSON of the CRS. Kept per CRS: every band file is checked.
+    """
+    crs = rasterio.crs.CRS.from_wkt(wkt)
+    name = wkt.split('"')[1] if wkt.count('"') >= 2 else wkt[:60]
+    if not (crs.is_geographic or crs.is_projected):
+        return (f"its CRS {name!r} is neither geographic nor projected (a local, engineering or geocentric CRS), "
+                "so its pixels have no place on the grid: georeference it in a geographic or projected CRS first, "
+                "e.g. gdalwarp -t_srs")
+    try:
+        pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
+    except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError) as e:
+        m = re.search(r"proj_create_operations: ([^.]*)", str(e))
+        detail = m.group(1) if m else str(e).split("\n")[0][:120]
+        return (f"its CRS {name!r} cannot be transformed to WGS 84 (EPSG:4326): {detail}; the grid's cells are on "
+                "the Earth")
+    return None
 
 
 _TIME_TAGS = ("ACQUISITION_DATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "datetime")
@@ -191,14 +220,8 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
             Sentinel-2 baseline or the provider's offset flag) would be missing from the scene's reading. A folder's
             only JSON file that is not named after the scene is skipped then (it may be anything).
     """
-    first = Path(next(iter(source.files.values())))
-    own = first.stem if source.stacked else "" if source.key.endswith(os.sep) else Path(source.key).name.rstrip("*")
-    jsons, rasters = _folder_names(str(first.parent))
-    others = rasters - {Path(f).stem for f in source.files.values()}
-    found = [first.parent / n for n in jsons if n[:-len(".json")] not in others]
-    # the scene's name, then the end of a name or a separator: export_1's is export_1.json, never export_10.json
-    mine = [f for f in found if own and f.name.startswith(own) and f.name[len(own):][:1] in (".", "_", "-")]
-    for side in mine or (found if len(found) == 1 else []):
+    paths, mine = _sidecar_paths(source)
+    for side in paths:
         try:
             doc = _read_sidecar(str(side))
         except OSError as e:
@@ -215,6 +238,44 @@ def _sidecars(source: SceneSource) -> Iterator[dict]:
             yield {**doc["properties"], "system:id": doc.get("id", doc["properties"].get("system:id", ""))}
         elif isinstance(doc, dict):
             yield doc
+
+
+def _sidecar_paths(source: SceneSource) -> tuple[list[Path], bool]:
+    """The JSON files :func:`_sidecars` reads for ``source``, in name order, and whether they are named after the
+    scene (else: the folder's only JSON file, or none).
+
+    Looked up among the folder's sorted names by the scene's name (a bisection), not by a pass over them: asked of
+    every scene of every run (:func:`metadata_files`), a pass cost a flat folder of 20,000 scenes, each with its
+    ``<stem>.json``, 20,000 comparisons a scene.
+    """
+    first = Path(next(iter(source.files.values())))
+    own = first.stem if source.stacked else "" if source.key.endswith(os.sep) else Path(source.key).name.rstrip("*")
+    jsons, rasters = _folder_names(str(first.parent))
+    if not jsons:
+        return [], False
+    others = rasters - {Path(f).stem for f in source.files.values()}
+    mine = []
+    if own:  # the scene's name, then the end of a name or a separator: export_1's is export_1.json, not export_10's
+        at = bisect.bisect_left(jsons, own)
+        while at < len(jsons) and jsons[at].startswith(own):
+            n = jsons[at]
+            if n[len(own):][:1] in (".", "_", "-") and n[:-len(".json")] not in others:
+                mine.append(first.parent / n)
+            at += 1
+    if mine:
+        return mine, True
+    if len(jsons) - len(others) > 1:  # at least two not named after another raster: none is the folder's only one
+        return [], False
+    found = [first.parent / n for n in jsons if n[:-len(".json")] not in others]
+    return (found if len(found) == 1 else []), False
+
+
+def metadata_files(source: SceneSource) -> list[str]:
+    """The files besides its rasters that say what a scene is: its STAC item, and the sidecar JSON files it is read
+    with (:func:`_sidecars`: its date, the Sentinel-2 baseline, the provider's offset flag). Ingest stamps them, so an
+    edited item or sidecar (a corrected date, a baseline) is read again, as a changed raster is."""
+    out = [source.key] if source.stac is not None else []
+    return sorted(set(out) | {str(p) for p in _sidecar_paths(source)[0]})
 
 
 def _read_sidecar(path: str) -> object:
