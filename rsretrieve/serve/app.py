@@ -10,10 +10,11 @@ Endpoints:
   transparent).
 
 Errors (every 4xx, and the app's own 500s) are JSON ``{"detail": "<one line>"}``: 400 malformed form, 404 unknown
-tile id or route, 413 upload over the limit, 415 a ``/query`` body that is not a form, 422 a bad request: a tile id
-that is not plain ASCII digits (``1_0``, `` 7 ``, ``+7``, ``7.0`` are refused, not read as numbers), a form field
-given twice, a query parameter on ``POST /query`` (it reads the form only), bad filters, or an upload that is not a usable GeoTIFF or
-holds no valid pixels. FastAPI's own request validation errors are turned into the same one line
+tile id or route, 413 upload over the limit (or a form field over 1 MiB), 415 a ``/query`` body that is not a form,
+422 a bad request: a tile id that is not plain ASCII digits (``1_0``, `` 7 ``, ``+7``, ``7.0`` are refused, not read
+as numbers), a form field given twice, an unknown one, more parts than the form has, a query parameter on
+``POST /query`` (it reads the form only), bad filters, or an upload that is not a usable GeoTIFF or holds no valid
+pixels. FastAPI's own request validation errors are turned into the same one line
 (:func:`_first_error_line`). The model and the index are loaded once, by :func:`create_app`, and shared by all
 requests.
 """
@@ -40,6 +41,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 from rasterio.errors import RasterioError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from rsretrieve.data.scene import product_name
 from rsretrieve.index.filters import first_line
@@ -56,8 +58,15 @@ log = logging.getLogger(__name__)
 PREVIEW_PX = 192
 _FORM_FIELDS = ("tile", "tile_id", "filters")
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+#: files, and fields, the form parser takes from ``POST /query``: more than the form's own (one ``tile``), so that
+#: a ``tile`` given twice, or a file under another name, is refused naming it (a parser limit of one file was a 400
+#: "Too many files"); the request's byte limit bounds what they hold, and each file keeps at most 1 MiB in memory
+_MAX_PARTS = 2 * len(_FORM_FIELDS)
 #: a tile id as a request may write it: ASCII decimal digits, nothing else (``str.isdigit`` and ``int`` take more)
 _TILE_ID = re.compile(r"[0-9]+")
+#: a character of an uploaded tile's name that its folder's name does not keep (upload_folders): product names
+#: (S1A_IW_GRDH_..., ENMAP01-____L2A-..., LC08_L2SP_...) have none
+_UNSAFE_NAME_CHAR = re.compile(r"[^A-Za-z0-9._-]")
 _LOCATIONS = {"path": "path parameter", "query": "query parameter", "header": "header", "cookie": "cookie",
               "body": "body field"}
 _QUERY_BODY = {"requestBody": {"content": {"multipart/form-data": {"schema": {
@@ -249,6 +258,21 @@ def _watching_close(receive: Any, boundary: str | None, state: dict[str, bool]) 
     return wrapped
 
 
+def _form_limit_error(e: HTTPException) -> Exception:
+    """Starlette's form parser refuses a part past ``max_part_size`` and parts past ``max_files`` / ``max_fields``
+    with a 400 in its own words (``Part exceeded maximum size of 1024KB.``): here the first is a 413 naming the
+    fields and their limit (a detailed ``within`` polygon reaches it), the second a 422 naming the fields expected.
+    Other parser errors (no boundary, not multipart at all) stay 400s: a malformed form."""
+    detail = str(e.detail)
+    if e.status_code == 400 and "exceeded maximum size" in detail:
+        return ServiceError(413, f"a form field exceeds {MAX_FIELD_BYTES >> 20} MiB, the limit of tile_id and "
+                                 f"filters (a 'within' polygon that large: simplify it)")
+    if e.status_code == 400 and detail.startswith("Too many"):
+        return ServiceError(422, f"too many form parts (more than {_MAX_PARTS} files or fields); expected "
+                                 f"{', '.join(_FORM_FIELDS)}, each at most once")
+    return e
+
+
 async def _query(app: FastAPI, request: Request) -> dict[str, Any]:
     limit = app.state.max_upload_bytes
     check_content_length(request.headers, limit)
@@ -259,7 +283,10 @@ async def _query(app: FastAPI, request: Request) -> dict[str, Any]:
                                 f"filters), got {got}")
     boundary, state = _boundary(ctype), {"closed": False}
     limited = Request(request.scope, receive=_watching_close(limited_receive(request.receive, limit), boundary, state))
-    form = await limited.form(max_files=1, max_fields=len(_FORM_FIELDS), max_part_size=MAX_FIELD_BYTES)
+    try:
+        form = await limited.form(max_files=_MAX_PARTS, max_fields=_MAX_PARTS, max_part_size=MAX_FIELD_BYTES)
+    except HTTPException as e:  # the parser's limits (Starlette words them, with a 400 for all)
+        raise _form_limit_error(e) from None
     try:
         if boundary and not state["closed"]:
             # the parser keeps the parts before a cut and drops the rest silently: a request whose tile_id was in
@@ -314,12 +341,9 @@ async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]
         raise FilterError("filter 'exclude_own_scene' applies to a tile_id: an uploaded tile is not matched to a "
                           "catalog scene (query by the tile_id of a catalog tile to leave its scene out)")
     with tempfile.TemporaryDirectory(prefix="rsretrieve-upload-") as tmp:
-        path = Path(tmp) / "query.tif"  # the server's name, never the client's
-        if product := product_name((upload.filename or "")[:300]):  # [A-Z0-9_] only: safe as a folder name
-            # the Sentinel-2 product name (with its processing baseline, which decides the DN offset) is read from
-            # the file's folder, as for a file given to the CLI
-            path = Path(tmp) / product / "query.tif"
-            path.parent.mkdir()
+        # the file has the server's name, never the client's; its folders carry the client's name (upload_folders)
+        path = Path(tmp).joinpath(*upload_folders(upload.filename), "query.tif")
+        path.parent.mkdir(parents=True, exist_ok=True)
         size = await save_upload(upload, path, app.state.max_upload_bytes)
         log.info("query upload: %d bytes", size)
         name = (upload.filename or "")[:100]
@@ -327,18 +351,46 @@ async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]
         try:
             res = await app.state.worker.run_engine(_run_upload, path, label, kwargs)
         except UploadError as e:
-            raise UploadError(e.status, _scrub(e.message, path)) from None
+            raise UploadError(e.status, _scrub(e.message, path, Path(tmp))) from None
         except QueryError as e:
-            raise QueryError(_scrub(str(e), path)) from None
+            raise QueryError(_scrub(str(e), path, Path(tmp))) from None
     res.query.origin = f"uploaded tile{f' ({name})' if name else ''}"
     return _response(res)
 
 
-def _scrub(message: str, path: Path) -> str:
+def upload_folders(filename: str | None) -> list[str]:
+    """The folders (outermost first) an uploaded tile is saved in, inside its private temporary folder, named
+    after the client's file name: ``[]`` where it has no usable name.
+
+    The CLI reads what a file's tags do not say from the file's name and its folders' names: the acquisition time
+    (``S1A_IW_GRDH_1SDV_20210817T004835_...``, ``LC08_L2SP_..._20230705_...``), a Sentinel-2 product's processing
+    baseline (which decides the DN offset), the sensor of a file its bands leave open (Landsat 7's 8-bit RGB,
+    ``LE07_L2SP_...``). Saved as ``query.tif`` alone, an upload lost all of it: a tile the CLI dates was answered
+    with ``acquired: null``. So the client's name (without a .tif / .tiff suffix) and the folder it names, if any,
+    become folders that the same readers see, while the file keeps the server's name (a name that reads as a
+    land-cover raster or a mask would make the same pixels something else); a Sentinel-2 product named further up
+    the client's path goes outermost. Each folder keeps only ``[A-Za-z0-9._-]`` (others become ``_``), at most 120
+    characters, never a leading dot (``.`` and ``..`` come to nothing), so each stays one folder where it is put.
+    """
+    text = (filename or "")[:1000]
+    parts = re.split(r"[/\\]", text)
+    parts[-1] = re.sub(r"(?i)\.tiff?$", "", parts[-1])
+    folders = [n for n in (_UNSAFE_NAME_CHAR.sub("_", p)[:120].lstrip(".") for p in parts[-2:]) if n]
+    if (product := product_name(text)) and not any(product in f for f in folders):  # [A-Z0-9_] only: safe
+        folders.insert(0, product)
+    return folders
+
+
+def _scrub(message: str, path: Path, tmp: Path) -> str:
     """A message without the server's temporary paths, and in the service's terms: the CLI's ``--sensor`` (named by
     the sensor recognition that both share) is the ``sensor`` filter here."""
-    message = message.replace(str(path), "uploaded tile").replace(str(path.parent), "upload folder")
-    return re.sub(r"\bpass --sensor\b", "give the filter 'sensor'", message)
+    message = message.replace(str(path), "uploaded tile")
+    for folder in (path.parent, *path.parent.parents):  # the innermost first: the others are their prefixes
+        message = message.replace(str(folder), "upload folder")
+        if folder == tmp:
+            break
+    message = re.sub(r"\bpass --sensor\b", "give the filter 'sensor'", message)
+    return re.sub(r"--sensor ([\w-]+)", r"""the filter {"sensor": "\1"}""", message)
 
 
 def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> QueryResult:

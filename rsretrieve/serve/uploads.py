@@ -4,8 +4,9 @@ The request body is counted as it arrives (``Content-Length`` is checked first, 
 at the limit), so an oversized upload is refused before it is read in full; the multipart parser keeps at most 1 MiB
 of a file in memory and spools the rest to disk. The tile is then copied under a server-chosen name into a private
 temporary folder (mode 0700, deleted after the query), checked for TIFF / BigTIFF magic bytes and opened by
-rasterio as a GeoTIFF (the query refuses a tile with no valid pixel). No name or path from the request is ever used
-on the file system.
+rasterio as a GeoTIFF (the query refuses a tile with no valid pixel). No path from the request is ever opened: the
+client's file name is used only cut to ``[A-Za-z0-9._-]``, as the names of folders inside that private one, where
+the readers the CLI shares find the acquisition time or product it names (:func:`rsretrieve.serve.app.upload_folders`).
 """
 
 from __future__ import annotations

@@ -333,3 +333,71 @@ def test_an_uploaded_offset_product_is_read_as_the_cli_reads_it(client, ws, tmp_
         scores[name] = top["score"]
         assert product not in r.text.replace(f"{product}_window.tif", "")  # no server path with it
     assert scores["offset"] == pytest.approx(scores["plain"], abs=1e-5) and scores["plain"] > 0.999
+
+
+def _untagged_copy(data: bytes, out: Path) -> bytes:
+    """The GeoTIFF ``data`` written again without its tags (a window exported without its metadata)."""
+    with rasterio.MemoryFile(data) as mem, mem.open() as src:
+        with rasterio.open(out, "w", **src.profile) as dst:
+            dst.write(src.read())
+    return out.read_bytes()
+
+
+def test_an_upload_is_read_with_its_name_as_the_cli_reads_the_file_of_that_name(client, ws, s1_tile, s1_upload,
+                                                                                  tmp_path):
+    """Where the tags do not say, the CLI dates a tile by its product name (``S1A_IW_GRDH_1SDV_<time>_...``, the
+    file's or its folder's): saved as ``query.tif`` and nothing more, an upload of the same file was answered with
+    ``acquired: null``. The client's name is read as the CLI reads the file's, through folders named after it."""
+    from rsretrieve.workspace import Workspace
+
+    t, scene = s1_tile
+    stamp = scene["acquired"].replace("-", "").replace(":", "").rstrip("Z")  # 20210817T004835
+    data = _untagged_copy(s1_upload, tmp_path / "plain.tif")
+    for client_name, cli_path in ((f"S1A_IW_GRDH_1SDV_{stamp}_window.tif", f"S1A_IW_GRDH_1SDV_{stamp}_window.tif"),
+                                  (f"S1A_IW_GRDH_1SDV_{stamp}/window.tif", f"S1A_IW_GRDH_1SDV_{stamp}/window.tif"),
+                                  (f"C:\\exports\\S1A_IW_GRDH_1SDV_{stamp} (copy 2).tif", "other/plain.tif")):
+        path = tmp_path / "cli" / cli_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        w = Workspace.open(ws)
+        try:
+            cli = w.query(tile=path, k=3)
+        finally:
+            w.close()
+        r = _query(client, filters={"k": 3}, upload=data, name=client_name)
+        assert r.status_code == 200, r.text
+        fc = r.json()
+        assert fc["query"]["acquired"] == scene["acquired"], client_name
+        assert [(f["properties"]["tile_id"], f["properties"]["score"]) for f in fc["features"][:-1]] == [
+            (h.tile_id, pytest.approx(h.score, abs=1e-6)) for h in cli.hits]
+        if cli_path != "other/plain.tif":
+            assert cli.query.describe()["acquired"] == scene["acquired"]
+        assert "rsretrieve-upload" not in r.text and "query.tif" not in r.text
+    r = _query(client, filters={"k": 3}, upload=data, name="window.tif")  # no date in the name: none, as in the CLI
+    assert r.status_code == 200 and r.json()["query"]["acquired"] is None
+
+
+def test_a_sensor_told_by_the_upload_name_is_read_and_the_flag_hint_names_the_filter(client, ws, tmp_path):
+    """Landsat 7's 3-band 8-bit layout is taken only for a file named like Landsat 7: an upload so named was refused
+    (its name was never read), and the refusal of another name sent the client to the CLI's ``--sensor landsat7``."""
+    from rsretrieve.index.query import QueryError
+    from rsretrieve.workspace import Workspace
+
+    rgb = np.random.default_rng(0).integers(1, 255, (3, 64, 64), dtype=np.uint8)
+    data = write_tif(tmp_path / "rgb.tif", rgb, crs="EPSG:32633").read_bytes()
+    r = _query(client, upload=data, name="rgb.tif")
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "--sensor" not in detail and detail.endswith(
+        """taken only for a file named like landsat7 or with the filter {"sensor": "landsat7"})"""), detail
+    name = "LE07_L2SP_044034_20210715_20210810_02_T1_rgb.tif"
+    (tmp_path / name).write_bytes(data)
+    w = Workspace.open(ws)
+    try:
+        with pytest.raises(QueryError) as cli:  # landsat7: the model has no branch for it
+            w.query(tile=tmp_path / name, k=3)
+    finally:
+        w.close()
+    assert "landsat7" in str(cli.value)
+    r = _query(client, upload=data, name=name)
+    assert r.status_code == 422 and r.json()["detail"] == str(cli.value).splitlines()[0], r.text

@@ -101,6 +101,39 @@ def test_a_form_field_given_twice_is_422(client, body, field):
     assert "is given 2 times" in _one_line_detail(client.post("/query", files=files), 422)
 
 
+def test_a_tile_given_twice_or_a_file_under_another_name_is_422_naming_it(client, tile_id):
+    """The form parser took one file: a second one was its 400 "Too many files. Maximum number of files is 1.",
+    which named neither the field nor what the form expects."""
+    tif = ("q.tif", b"II*\0" + bytes(64), "image/tiff")
+    r = client.post("/query", files=[("tile", tif), ("tile", tif)])
+    assert _one_line_detail(r, 422) == "form field 'tile' is given 2 times; give it once"
+    r = client.post("/query", files=[("tile", tif), ("tiles", tif)])
+    assert _one_line_detail(r, 422) == "unknown form field 'tiles'; expected tile, tile_id, filters"
+    r = client.post("/query", files=[("tile", tif), ("filters", ("f.json", b'{"k": 1}', "application/json"))])
+    assert _one_line_detail(r, 422) == "tile_id and filters must be form fields, not files"
+    # past the parser's own limit on parts: still a 422 naming the fields expected, for files and fields alike
+    for parts in ([("tile", tif)] * 7, [("tile_id", (None, str(tile_id)))] * 7):
+        assert _one_line_detail(client.post("/query", files=parts), 422) == (
+            "too many form parts (more than 6 files or fields); expected tile, tile_id, filters, each at most once")
+
+
+@pytest.mark.parametrize("multipart", [True, False], ids=["multipart", "urlencoded"])
+def test_a_form_field_over_1_mib_is_413_naming_the_fields(client, tile_id, multipart):
+    """A detailed ``within`` polygon (an administrative boundary) is a filters field of over 1 MiB: the parser's 400
+    "Part exceeded maximum size of 1024KB." (urlencoded: "Field ...") named neither the field nor the limit's
+    status (413 too large, as for the tile)."""
+    ring = [[10 + i * 1e-7, 50.0] for i in range(60_000)] + [[10.0, 50.1], [10.0, 50.0]]
+    filters = json.dumps({"within": {"type": "Polygon", "coordinates": [ring]}})
+    assert len(filters) > 1 << 20
+    fields = {"tile_id": str(tile_id), "filters": filters}
+    r = (client.post("/query", files={k: (None, v) for k, v in fields.items()}) if multipart
+         else _post(client, fields))
+    assert _one_line_detail(r, 413) == ("a form field exceeds 1 MiB, the limit of tile_id and filters (a 'within' "
+                                        "polygon that large: simplify it)")
+    fields["filters"] = json.dumps({"within": {"type": "Polygon", "coordinates": [ring[::60] + ring[-2:]]}})
+    assert _post(client, fields).status_code == 200  # the same field under 1 MiB is read
+
+
 @pytest.mark.parametrize("url", ["/query?tile_id=1", "/query?tile_id=1&tile_id=2"])
 def test_query_parameters_of_post_query_are_refused_not_ignored(client, tile_id, url):
     detail = _one_line_detail(client.post(url, data={"tile_id": str(tile_id)}), 422)
@@ -179,7 +212,9 @@ def test_every_4xx_is_one_detail_line(client, tile_id):
     t = tile_id
     cases = [
         (client.post("/query", content=b"x", headers={"content-type": "multipart/form-data"}), 400),
-        (_post(client, {"tile_id": "1", "filters": "{}", "a": "1", "b": "2"}), 400),
+        (_post(client, {"tile_id": "1", "filters": "{}", "a": "1", "b": "2"}), 422),  # unknown form field 'a'
+        (client.post("/query", files=[("tile_id", (None, "1"))] * 7), 422),  # past the parser's limit on parts
+        (_post(client, {"tile_id": "1", "filters": " " * (1 << 20) + "{}"}), 413),  # past its limit on a field
         (client.post("/query", content=b"x", headers={"content-length": "nope",
                                                        "content-type": "multipart/form-data; boundary=b"}), 400),
         (client.get("/nowhere"), 404),
