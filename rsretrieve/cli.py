@@ -839,6 +839,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be within 1..65535, got {args.port}")
     if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):  # inf reached create_app's own message
         raise UsageError(f"--max-upload-mb must be a number of MB > 0, got {args.max_upload_mb:g}")
+    if int(args.max_upload_mb * 1e6) < 1:  # create_app's limit in whole bytes: 0, every upload refused (413)
+        raise UsageError(f"--max-upload-mb must be at least 1e-06 (one byte), got {args.max_upload_mb:g}")
     import uvicorn
 
     from rsretrieve.serve import create_app

@@ -2,10 +2,13 @@
 
 Endpoints:
 
-* ``GET /health``: status, number of indexed tiles, model name and checksum, sensors.
+* ``GET /health``: status, number of indexed tiles, model name and checksum, sensors (``HEAD /health``: the same
+  status and headers, no body, for monitors and load balancers that probe with HEAD).
 * ``POST /query``: multipart form with either ``tile`` (an uploaded GeoTIFF) or ``tile_id`` (a catalog tile), and
   ``filters`` (a JSON object, see :data:`rsretrieve.serve.filters.FILTER_KEYS`); returns a GeoJSON
-  FeatureCollection of the hits, best first, with the ``query`` and the search ``plan`` as foreign members.
+  FeatureCollection of the hits, best first, with the ``query``, the search ``plan`` and the query's ``warnings``
+  (the lines the CLI prints on stderr for it, such as a target sensor the index holds no tiles of) as foreign
+  members.
 * ``GET /tiles/{tile_id}/preview.png``: a quicklook of a catalog tile, about 192 px across (RGBA: nodata
   transparent).
 
@@ -28,8 +31,9 @@ import logging
 import math
 import re
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -166,13 +170,15 @@ def create_app(workspace: str | Path, model: str | None = None, max_upload_mb: f
         max_upload_mb: largest uploaded query tile, in MB (10^6 bytes).
 
     Raises:
-        ValueError: ``max_upload_mb`` not a positive number.
+        ValueError: ``max_upload_mb`` not a positive number, or under one byte (10^-6 MB): a limit of 0 bytes.
         rsretrieve.workspace.WorkspaceError, FileNotFoundError, rsretrieve.index.query.QueryError,
         rsretrieve.index.store.IndexMismatchError: no workspace, model or index, or an index of another model.
     """
     if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not (
             math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise ValueError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb!r}")
+    if int(max_upload_mb * 1e6) < 1:  # the limit is in whole bytes: it was 0, and every upload a 413
+        raise ValueError(f"max_upload_mb must be at least 1e-06 (one byte), got {max_upload_mb!r}")
     follow = model is None  # the index's model, whichever it is then: `rsretrieve index --model NAME` switches it
     if model is None:
         from rsretrieve.workspace import Workspace
@@ -204,6 +210,13 @@ def create_app(workspace: str | Path, model: str | None = None, max_upload_mb: f
         # a long-running service follows every `rsretrieve index` run, and a model retrained and re-indexed
         health.update(await worker.run_engine(_engine_health))
         return health
+
+    @app.head("/health", response_class=Response)
+    async def head_health() -> Response:
+        """``GET /health`` without its body: the same status and headers (monitors and load balancers probe with
+        HEAD; it was a 405)."""
+        full = JSONResponse(await get_health())
+        return Response(status_code=full.status_code, headers=dict(full.headers))  # its Content-Length kept
 
     @app.post("/query", openapi_extra=_QUERY_BODY, dependencies=[Depends(_no_query_parameters)])
     async def post_query(request: Request) -> Response:
@@ -324,14 +337,14 @@ async def _query_catalog(app: FastAPI, text: str, kwargs: dict[str, Any]) -> dic
     given = [k for k in UPLOAD_ONLY if k in kwargs]
     if given:
         raise FilterError(f"filter {given[0]!r} applies to an uploaded tile, not to a tile_id")
-    res = await app.state.worker.run_engine(_run_catalog, tile_id, kwargs)
-    return _response(res)
+    res, warnings = await app.state.worker.run_engine(_run_catalog, tile_id, kwargs)
+    return _response(res, warnings)
 
 
-def _run_catalog(engine: Any, tile_id: int, kwargs: dict[str, Any]) -> QueryResult:
+def _run_catalog(engine: Any, tile_id: int, kwargs: dict[str, Any]) -> tuple[QueryResult, list[str]]:
     _catalog_tile(engine, tile_id)
     try:
-        return run_query(engine, tile_id=tile_id, **kwargs)
+        return _with_warnings(engine, lambda: run_query(engine, tile_id=tile_id, **kwargs))
     except (RasterioError, OSError) as e:
         raise ServiceError(500, f"tile {tile_id}: cannot read its scene: {first_line(e)}") from None
 
@@ -349,13 +362,14 @@ async def _query_upload(app: FastAPI, upload: UploadFile, kwargs: dict[str, Any]
         name = (upload.filename or "")[:100]
         label = f"uploaded tile {name!r}" if name else "uploaded tile"
         try:
-            res = await app.state.worker.run_engine(_run_upload, path, label, kwargs)
+            res, warnings = await app.state.worker.run_engine(_run_upload, path, label, kwargs)
         except UploadError as e:
             raise UploadError(e.status, _scrub(e.message, path, Path(tmp))) from None
         except QueryError as e:
             raise QueryError(_scrub(str(e), path, Path(tmp))) from None
+        warnings = [_scrub(w, path, Path(tmp)) for w in warnings]
     res.query.origin = f"uploaded tile{f' ({name})' if name else ''}"
-    return _response(res)
+    return _response(res, warnings)
 
 
 def upload_folders(filename: str | None) -> list[str]:
@@ -393,10 +407,10 @@ def _scrub(message: str, path: Path, tmp: Path) -> str:
     return re.sub(r"--sensor ([\w-]+)", r"""the filter {"sensor": "\1"}""", message)
 
 
-def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> QueryResult:
+def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> tuple[QueryResult, list[str]]:
     check_geotiff(path)
     try:
-        return run_query(engine, tile=path, **kwargs)
+        return _with_warnings(engine, lambda: run_query(engine, tile=path, **kwargs))
     except (RasterioError, OSError) as e:
         raise UploadError(422, f"uploaded tile cannot be read: {first_line(e)}") from None
     except NoValidPixelsError as e:
@@ -408,6 +422,53 @@ def _run_upload(engine: Any, path: Path, label: str, kwargs: dict[str, Any]) -> 
                                f"nothing to search with") from None
 
 
+class _ThreadWarnings(logging.Handler):
+    """Collects the messages of the warnings (and errors) logged on the thread that made it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if threading.get_ident() == self.thread:  # handlers run on the thread that logs: other requests' are not
+            self.lines.append(record.getMessage())
+
+
+@contextmanager
+def logged_warnings(logger: str = "rsretrieve") -> Iterator[list[str]]:
+    """The messages ``logger`` and its children log at WARNING or above on this thread meanwhile, each once, in order
+    (without the log's ``WARNING name:`` prefix); they still go to the server's log too."""
+    handler, log_ = _ThreadWarnings(), logging.getLogger(logger)
+    lines: list[str] = []
+    log_.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        log_.removeHandler(handler)
+        lines.extend(dict.fromkeys(handler.lines))
+
+
+def _with_warnings(engine: Any, query: Callable[[], QueryResult]) -> tuple[QueryResult, list[str]]:
+    """``query()`` (a ``run_query`` on ``engine``, on the engine thread) and the warnings it logged: what the CLI
+    prints on stderr for the same query, such as ``the index holds no sentinel2_l1c tiles: its model ... has no
+    branch for it`` (without it a query for such a sensor was a 200 with no hit, the reason in the server's log only).
+
+    The engine warns of a target sensor its model lacks once in its life (the CLI runs one query): each request here
+    is told of it again, the engine's memory of what it told set aside meanwhile and kept after.
+    """
+    told = getattr(engine, "_told_lacking", None)  # QueryEngine.search: target sensors it warned of, once each
+    if isinstance(told, set):
+        engine._told_lacking = set()
+    try:
+        with logged_warnings() as lines:
+            res = query()
+    finally:
+        if isinstance(told, set):
+            engine._told_lacking = told | engine._told_lacking
+    return res, lines
+
+
 def _engine_health(engine: Any) -> dict[str, Any]:
     """The fields of ``/health`` that come from the engine answering now (its model and index generation, as
     :meth:`EngineWorker.current` refreshed them)."""
@@ -417,9 +478,10 @@ def _engine_health(engine: Any) -> dict[str, Any]:
             "sensors": list(engine.store.sensors), "query_sensors": list(engine.model.sensors)}
 
 
-def _response(res: QueryResult) -> dict[str, Any]:
+def _response(res: QueryResult, warnings: list[str]) -> dict[str, Any]:
     fc = feature_collection(res.query, res.hits)
     fc["plan"] = json.loads(json.dumps(res.plan, default=_jsonable))
+    fc["warnings"] = warnings  # [] when none
     return fc
 
 

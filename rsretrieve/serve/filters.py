@@ -26,7 +26,7 @@ FILTER_KEYS: dict[str, str] = {
     "exclude_own_cell": "true or false",
     "sensor": "a sensor name",
     "point": "[lon, lat] in degrees",
-    "window": "[col, row, width, height] in pixels",
+    "window": "[col, row, width, height] in whole pixels",
 }
 #: filters that only make sense for an uploaded tile
 UPLOAD_ONLY = ("sensor", "point", "window")
@@ -114,6 +114,8 @@ def parse_filters(text: str | None) -> dict[str, Any]:
                 out[key] = v
             case "sensor":
                 _need(isinstance(v, str), key, v)
+                if not v.strip():  # the query layer's words (the CLI's ``--sensor ''``), not "unknown sensor ''"
+                    raise FilterError(f"sensor must not be empty, got {v!r}")
                 try:
                     get_sensor(v)
                 except KeyError as e:
@@ -123,7 +125,8 @@ def parse_filters(text: str | None) -> dict[str, Any]:
                 _need(isinstance(v, list) and len(v) == 2 and all(map(_number, v)), key, v)
                 out[key] = (float(v[0]), float(v[1]))
             case "window":
-                _need(isinstance(v, list) and len(v) == 4 and all(isinstance(x, int) and not isinstance(x, bool)
-                                                                 for x in v), key, v)
+                # numbers, as the CLI's --window 0.0,0,48,48: the query layer takes whole ones (48.0 too) and refuses
+                # a fraction of a pixel in the CLI's words
+                _need(isinstance(v, list) and len(v) == 4 and all(map(_number, v)), key, v)
                 out[key] = tuple(v)
     return out

@@ -3,6 +3,8 @@ uploads that are malformed, oversized or name a path."""
 
 import io
 import json
+import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,11 @@ from shapely.geometry import shape
 from rsretrieve.data.catalog import Catalog
 from rsretrieve.data.tiles import read_scene_tiles
 from rsretrieve.index.indexer import model_checksum
+from rsretrieve.index.query import QueryError, run_query
 from rsretrieve.index.store import IndexStore
 from rsretrieve.serve import create_app
 from rsretrieve.viz.quicklook import quicklook
-from tests.conftest import write_tif
+from tests.conftest import run_cli, write_tif
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,23 @@ def test_health_reports_the_index_and_the_model(client, ws):
     assert h["model_checksum"] == model_checksum(ws / "checkpoints" / "default" / "model.pt")
     assert sorted(h["sensors"]) == ["enmap", "sentinel1", "sentinel2"]
     assert client.app.state.worker.warm_up_s >= 0  # the search kernels were ready before the first request
+
+
+def test_head_health_answers_as_get_without_a_body(client):
+    # monitors and load balancers probe with HEAD: it was a 405
+    r, g = client.head("/health"), client.get("/health")
+    assert r.status_code == g.status_code == 200 and r.content == b""
+    assert r.headers["content-type"] == g.headers["content-type"] == "application/json"
+    assert r.headers["content-length"] == g.headers["content-length"] == str(len(g.content))
+    assert client.head("/health?ts=1").status_code == 200  # query parameters ignored, as by GET
+    assert client.head("/query").status_code == 405  # HEAD on /health only
+
+
+def test_an_upload_limit_under_one_byte_is_refused_not_a_limit_of_zero_bytes(small_workspace):
+    # int(1e-7 * 1e6) was a limit of 0 bytes: every upload a 413
+    for mb in (1e-7, 9.99e-7):
+        with pytest.raises(ValueError, match=r"^max_upload_mb must be at least 1e-06 \(one byte\), got "):
+            create_app(small_workspace, max_upload_mb=mb)
 
 
 def test_query_by_tile_id_equals_brute_force_under_sensor_and_bbox_filters(client, ws, s1_tile):
@@ -155,6 +175,85 @@ def test_uploaded_tile_with_target_sensor_and_window(client, s1_upload):
     assert r.status_code == 200, r.text
     assert [(f["properties"]["role"], f["properties"]["sensor"]) for f in r.json()["features"]] == [
         ("hit", "enmap"), ("hit", "enmap"), ("query", "sentinel1")]
+
+
+def _query_error(**kwargs) -> str:
+    """What the query layer, and so the CLI (``rsretrieve query: error: ...``), says of these arguments."""
+    with pytest.raises(QueryError) as e:
+        run_query(None, tile="q.tif", **kwargs)  # refused before the engine or the file is used
+    return str(e.value)
+
+
+def _hits(r):
+    assert r.status_code == 200, r.text
+    return [(f["properties"]["tile_id"], f["properties"]["score"]) for f in r.json()["features"]
+            if f["properties"]["role"] == "hit"]
+
+
+def test_a_window_of_whole_numbers_written_as_floats_is_taken_as_the_cli_takes_it(client, s1_upload):
+    # `rsretrieve query --window 0.0,0,24,24` is taken; the service refused [0.0, 0, 24, 24]
+    want = _hits(_query(client, filters={"k": 3, "window": [0, 0, 24, 24]}, upload=s1_upload))
+    assert len(want) == 3
+    assert _hits(_query(client, filters={"k": 3, "window": [0.0, 0, 24.0, 24]}, upload=s1_upload)) == want
+    # a fraction of a pixel: refused in the CLI's words
+    r = _query(client, filters={"window": [0.5, 0, 24, 24]}, upload=s1_upload)
+    assert r.status_code == 422 and r.json()["detail"] == _query_error(window=(0.5, 0, 24, 24))
+    assert r.json()["detail"] == "window must be whole pixels (col, row, width, height), got (0.5, 0.0, 24.0, 24.0)"
+    # not a number, or an integer of no float (was a 500: OverflowError)
+    for window in ([0, 0, 24, "24"], [0, 0, 24, True], [int("9" * 400), 0, 24, 24]):
+        r = _query(client, filters={"window": window}, upload=s1_upload)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("filter 'window' must be [col, row, width, height] in whole pixels, got ")
+
+
+@pytest.mark.parametrize("sensor", ["", " "])
+def test_an_empty_sensor_filter_is_refused_in_the_cli_words(client, s1_upload, sensor):
+    # it said "unknown sensor ''; known sensors: ..."
+    r = _query(client, filters={"sensor": sensor}, upload=s1_upload)
+    assert r.status_code == 422 and r.json()["detail"] == _query_error(sensor=sensor)
+    assert r.json()["detail"] == f"sensor must not be empty, got {sensor!r}"
+
+
+_L1C_WARNING = ("the index holds no sentinel2_l1c tiles: its model 'default' has no branch for it (add one with "
+                "configs/add_sensor.yaml, then run `rsretrieve index`)")
+
+
+def test_a_target_sensor_the_index_lacks_is_a_warning_in_the_response_as_the_cli_prints_it(client, ws, s1_tile,
+                                                                                          s1_upload):
+    # a 200 with no hit, the reason in the server's log only
+    t, _ = s1_tile
+    cli = run_cli("query", "--workspace", ws, "--tile-id", t["tile_id"], "--target-sensors", "sentinel2_l1c")
+    assert cli.returncode == 0
+    assert cli.stderr.strip().splitlines() == [f"WARNING rsretrieve.index.query: {_L1C_WARNING}"]
+    for _ in range(2):  # every request is told (the engine, which lives on, logs it once)
+        r = _query(client, t["tile_id"], {"target_sensors": ["sentinel2_l1c"]})
+        assert r.status_code == 200 and _hits(r) == [] and r.json()["warnings"] == [_L1C_WARNING]
+    r = _query(client, filters={"target_sensors": ["sentinel2_l1c", "landsat8", "sentinel2"], "k": 2},
+               upload=s1_upload)
+    assert len(_hits(r)) == 2 and r.json()["warnings"] == [
+        "the index holds no landsat8 or sentinel2_l1c tiles: its model 'default' has no branch for them (add one "
+        "with configs/add_sensor.yaml, then run `rsretrieve index`)"]
+    # none: an empty list
+    for r in (_query(client, t["tile_id"], {"target_sensors": ["sentinel2"], "k": 1}),
+              _query(client, filters={"k": 1}, upload=s1_upload)):
+        assert r.status_code == 200 and r.json()["warnings"] == []
+
+
+def test_logged_warnings_takes_the_warnings_of_its_own_thread_only():
+    from rsretrieve.serve.app import logged_warnings
+
+    lg, handlers = logging.getLogger("rsretrieve.index.query"), list(logging.getLogger("rsretrieve").handlers)
+    with logged_warnings() as lines:
+        lg.warning("mine %d", 1)
+        other = threading.Thread(target=lg.warning, args=("another request's",))
+        other.start()
+        other.join()
+        lg.info("not a warning")
+        logging.getLogger("elsewhere").warning("not rsretrieve's")
+        lg.error("mine too")
+        lg.warning("mine %d", 1)
+    assert lines == ["mine 1", "mine too"]
+    assert logging.getLogger("rsretrieve").handlers == handlers  # taken off again
 
 
 def _not_georeferenced(tmp_path):

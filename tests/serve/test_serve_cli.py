@@ -51,6 +51,10 @@ def test_serve_answers_on_its_port_and_stops_as_documented(small_workspace, sig,
             except OSError:
                 time.sleep(0.1)
         assert health["status"] == "ok" and health["model"] == "default"
+        # a monitor's HEAD probe (it was a 405): uvicorn sends the headers of GET, no body
+        head = urllib.request.Request(f"http://127.0.0.1:{port}/health", method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as resp:
+            assert resp.status == 200 and resp.read() == b"" and resp.headers["content-type"] == "application/json"
         p.send_signal(sig)
         assert p.wait(timeout=60) == code
         assert "Traceback" not in p.stderr.read()
@@ -66,6 +70,15 @@ def test_a_bad_upload_limit_names_the_flag(small_workspace, value):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [f"rsretrieve serve: error: --max-upload-mb must be a number of MB > 0, "
                                              f"got {float(value):g}"]
+
+
+@pytest.mark.parametrize("value", ["1e-7", "9.99e-7"])
+def test_an_upload_limit_under_one_byte_is_refused_at_start(small_workspace, value):
+    # it rounded to a limit of 0 bytes: a service that refused every upload (413)
+    r = run_cli("serve", "--workspace", small_workspace, "--max-upload-mb", value, "--port", _free_port())
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"rsretrieve serve: error: --max-upload-mb must be at least 1e-06 (one "
+                                             f"byte), got {float(value):g}"]
 
 
 def test_listen_takes_every_address_of_the_host_and_a_second_service_is_refused_at_once():
