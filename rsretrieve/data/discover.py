@@ -203,6 +203,44 @@ def _stac_malformed(doc: dict) -> str | None:
     return None
 
 
+#: asset roles of a picture or a document of a STAC item (a thumbnail, an overview, a true-colour rendering, its
+#: metadata), never of its measurements: an asset with one of them and without ``data`` is no band and no scene
+_NOT_PIXELS_ROLES = frozenset({"thumbnail", "overview", "visual", "graphic", "metadata"})
+
+
+def _asset_roles(asset: dict) -> list[str]:
+    """An asset's roles (``data`` where it names none; one role given as a string is that role, not its letters)."""
+    roles = asset.get("roles", ["data"])
+    return [roles] if isinstance(roles, str) else roles
+
+
+def _local_target(item: Path, href: str) -> Path | None:
+    """The file a STAC asset's ``href`` names, resolved; ``None`` for a remote asset (nothing is downloaded)."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://", href) and not href.startswith("file://"):
+        return None
+    href = href.removeprefix("file://")
+    # os.path.realpath, not Path.resolve: that raises RuntimeError on a cycle of links, which is refused when the
+    # scene is read (as a broken link is)
+    return Path(os.path.realpath(item.parent / href)) if not os.path.isabs(href) else Path(href)
+
+
+def _stac_not_pixels(path: Path, doc: dict) -> set[Path]:
+    """The local rasters a STAC item lists as a picture or a document of itself (:data:`_NOT_PIXELS_ROLES`: a
+    ``thumb.tif`` of role ``thumbnail``, an ``overview.tif``): they belong to the item, and are left out of the
+    rasters of its folder. Walked as files of their own, each was refused ("1 band(s) of uint8 fit no registered
+    sensor"), and the run exited 1 over an item that was ingested. An asset of other roles without ``data`` (a
+    ``cloud`` mask, a band whose item forgot ``data``) is left to the folder's rules, as before."""
+    out = set()
+    for asset in doc.get("assets", {}).values():
+        roles = _asset_roles(asset)
+        if "data" in roles or not _NOT_PIXELS_ROLES.intersection(roles):
+            continue
+        target = _local_target(path, asset.get("href", ""))
+        if target is not None and target.suffix.lower() in RASTER_SUFFIXES:
+            out.add(target)
+    return out
+
+
 def _stac_source(path: Path, doc: dict, tokens: list[str], aux_pats: list[str]) -> SceneSource | Problem:
     """Turn a STAC item into a scene: raster assets with local hrefs, keyed by their band names.
 
@@ -215,17 +253,10 @@ def _stac_source(path: Path, doc: dict, tokens: list[str], aux_pats: list[str]) 
     aux: dict[str, str] = {}
     known = set(tokens)
     for key, asset in doc.get("assets", {}).items():
-        href = asset.get("href", "")
-        if re.match(r"^[a-z][a-z0-9+.-]*://", href) and not href.startswith("file://"):
-            continue  # remote assets are not read: nothing is downloaded
-        href = href.removeprefix("file://")
-        # os.path.realpath, not Path.resolve: that raises RuntimeError on a cycle of links, which is refused when
-        # the scene is read (as a broken link is)
-        target = Path(os.path.realpath(path.parent / href)) if not os.path.isabs(href) else Path(href)
-        if target.suffix.lower() not in RASTER_SUFFIXES:
-            continue
-        roles = asset.get("roles", ["data"])
-        if "data" not in ([roles] if isinstance(roles, str) else roles):  # one role as a string: not a substring
+        target = _local_target(path, asset.get("href", ""))
+        if target is None or target.suffix.lower() not in RASTER_SUFFIXES:
+            continue  # a remote asset (nothing is downloaded) or no raster
+        if "data" not in _asset_roles(asset):
             continue
         if any(re.search(p, target.name) for p in aux_pats):
             aux[target.stem] = str(target)
@@ -322,8 +353,8 @@ def _walk(root: Path, files: list[Path], problems: list[Problem], seen: set[tupl
         stack.extend(reversed(sub))
 
 
-def discover(paths: list[str | Path],
-             linked: list[Path] | None = None) -> tuple[list[SceneSource], list[Problem]]:
+def discover(paths: list[str | Path], linked: list[Path] | None = None,
+             lone_companions: bool = False) -> tuple[list[SceneSource], list[Problem]]:
     """Walk files and folders and group what is found into scenes.
 
     Symbolic links to folders and files are followed (a folder is walked once, however many links lead to it);
@@ -333,6 +364,9 @@ def discover(paths: list[str | Path],
     Args:
         linked: filled with the resolved paths of the folders under ``paths`` reached through a symbolic link (the
             keys of the scenes found there lie under them, not under ``paths``: ``ingest --prune`` looks there too).
+        lone_companions: a companion file named on its own that no scene found takes (``ingest a/TCI.tif``) is a
+            problem, saying why (:func:`_lone_companion`), as ingest reports it; without it, it is left out, and a
+            caller that expects one scene (a query by file) says what the file is in its own words.
 
     Returns:
         (scenes sorted by key, problems such as paths that do not exist)
@@ -366,6 +400,7 @@ def discover(paths: list[str | Path],
     sources: list[SceneSource] = []
     claimed: set[Path] = set()
     items: set[Path] = set()  # STAC Item files
+    not_pixels: set[Path] = set()  # the items' thumbnails, overviews and metadata rasters (_stac_not_pixels)
     unread: dict[Path, tuple[Path, str]] = {}  # folder -> a STAC item in it that could not be read, why
     for f in files:
         if f.suffix.lower() == ".json":
@@ -374,13 +409,14 @@ def discover(paths: list[str | Path],
                 unread.setdefault(f.parent, (f, doc))
             elif doc is not None:
                 items.add(f)
+                not_pixels |= _stac_not_pixels(f, doc)
                 src = _stac_source(f, doc, tokens, aux_pats)
                 if isinstance(src, Problem):
                     problems.append(src)
                 else:
                     sources.append(src)
                     claimed.update(Path(v) for v in src.files.values())
-    rasters = [f for f in files if f.suffix.lower() in RASTER_SUFFIXES and f not in claimed]
+    rasters = [f for f in files if f.suffix.lower() in RASTER_SUFFIXES and f not in claimed and f not in not_pixels]
     if unread:  # the rasters beside an item that could not be read wait for it (see _is_stac_item)
         held = {folder: sum(f.parent == folder for f in rasters) for folder in unread}
         rasters = [f for f in rasters if f.parent not in unread]
@@ -432,6 +468,12 @@ def discover(paths: list[str | Path],
             best = _one_scene([folders.get(a.parent)])
         if best is not None:
             best.aux[_aux_role(a.stem, best)] = str(a)
+    # a companion named on its own (``ingest a/TCI.tif``) whose product is not given with it went nowhere, unsaid
+    # ("0 rejected", exit 0): the user asked for that file, so it is refused with why. One found in a folder stays
+    # quiet: the folder is what was asked for, and it may hold the companion of a product kept elsewhere.
+    if lone_companions:
+        attached = {Path(p) for s in sources for p in s.aux.values()}
+        problems.extend(_lone_companion(named[a], a, sources) for a in aux if a in named and a not in attached)
     # a link named NAME.tif (on its own or in a folder) to a file whose own name is no raster's (a content-addressed
     # cache: DVC, Nix, a Hugging Face hub snapshot) was dropped unsaid: the scan above judges files by their
     # resolved name
@@ -441,6 +483,22 @@ def discover(paths: list[str | Path],
         problems.extend(_not_rasters(named, items))
     sources.sort(key=lambda s: s.key)
     return sources, problems
+
+
+def _lone_companion(given: Path, path: Path, sources: list[SceneSource]) -> Problem:
+    """Why a companion file named on its own (``given``, resolved ``path``) is not ingested: no scene of this run
+    took it (its product's bands are not given with it, or none of the scenes beside it is its product). Its name is
+    a companion's by some sensor's ``aux_patterns``, so it is never a scene of its own, whatever ``--sensor`` says."""
+    whose = [n for n in list_sensors() if any(re.search(p, path.name) for p in get_sensor(n).aux_patterns)]
+    what = f"named as the companion file of a product ({', '.join(whose)}), not a scene of its own"
+    beside = {s.key for s in sources if s.role == "scene"
+              and any(Path(v).parent == path.parent for v in s.files.values())}
+    if beside:
+        return Problem(str(given), f"{what}, and none of the {len(beside)} scene(s) found beside it is its product "
+                                   "(their names share no product id with its, and a companion named apart from "
+                                   "its product goes only to its folder's only scene): not ingested")
+    return Problem(str(given), f"{what}, and no band file of its product is given with it: name the product's "
+                               f"folder ({given.parent}) to ingest it with its bands")
 
 
 def _link_named_apart(given: Path, target: Path, suffixes: set[str]) -> Problem:

@@ -936,7 +936,7 @@ def ingest(paths: list[str | Path], catalog: Catalog, sensor: str | None = None,
     report = IngestReport()
     tile_m = catalog.tile_m
     linked: list[Path] = []
-    sources, report.problems = discover(paths, linked)
+    sources, report.problems = discover(paths, linked, lone_companions=True)
     roots = _roots(paths, linked)
     if prune:
         _prune(catalog, roots, report.problems, sensor, report)

@@ -122,6 +122,96 @@ def check_georef(src: rasterio.DatasetReader) -> None:
     if t.a < 0:
         raise SceneError("mirrored geotransform (negative pixel width): flip it to west-to-east columns first, "
                          "e.g. gdalwarp")
+    if (why := _footprint_problem(src.crs.to_wkt(), tuple(src.bounds), (abs(t.a), abs(t.e)))) is not None:
+        raise SceneError(why)
+
+
+#: how far east or west of its central meridian a Transverse Mercator CRS holds the ground: PROJ's implementation
+#: has "full accuracy within 3900 km of the central meridian"; a UTM zone's files lie within a few hundred km of it
+_TM_REACH_M = 3_900_000.0
+
+_WRONG_GEOREF = "the georeferencing is wrong (a shifted origin, swapped axes, or another CRS's coordinates)"
+
+
+@functools.lru_cache(maxsize=256)
+def _footprint_problem(wkt: str, bounds: tuple[float, float, float, float],
+                       px: tuple[float, float]) -> str | None:
+    """Why a file's extent (``bounds``: left, bottom, right, top in its CRS; ``px`` its pixel width and height) has
+    no sense on the Earth, in one line; ``None`` when it has. Kept per CRS and extent: a product's band files of one
+    resolution share them.
+
+    The footprint was wrapped or clamped onto the globe and the file catalogued where it is not: longitudes of 370
+    degrees (as 10), an easting of 5,000,000 m in a UTM zone (4,500 km from its central meridian, placed in Iran
+    for zone 32), a northing past the pole (over it, on the other side of the Earth); latitudes past a pole and
+    points outside a projection's domain stopped with a traceback. A pixel of slack is allowed at the limits: a
+    global grid whose pixel centres lie on the poles or on both 0 and 360 degrees runs half a pixel past them.
+    """
+    crs = rasterio.crs.CRS.from_wkt(wkt)
+    name = wkt.split('"')[1] if wkt.count('"') >= 2 else wkt[:60]
+    left, bottom, right, top = bounds
+    if crs.is_geographic:
+        k = math.degrees(crs.units_factor[1])  # the CRS's angular unit in degrees (1 but for grads and the like)
+        w, s, e, n, pw, ph = left * k, bottom * k, right * k, top * k, px[0] * k, px[1] * k
+        if s < -90 - ph or n > 90 + ph:
+            return f"its latitudes run {s:g} to {n:g} degrees, past a pole (the Earth's run -90 to 90): {_WRONG_GEOREF}"
+        if w > 360 + pw or e < -180 - pw:
+            # written -180..180 or 0..360, a file across where they wrap runs on past 180 or 360 (170..190,
+            # 359..361), or starts before -180 (-185..-175); none starts past 360 or ends before -180
+            where = "beginning past 360" if w > 360 + pw else "ending before -180"
+            return (f"its longitudes run {w:g} to {e:g} degrees, {where} (longitudes are written -180..180 or "
+                    f"0..360, a file across the line where they wrap running on past it): {_WRONG_GEOREF}")
+        if e - w > 360 + pw:
+            return f"it is {e - w:g} degrees of longitude wide, more than the Earth's 360: {_WRONG_GEOREF}"
+        return None
+    k = 21  # points per edge, as the footprint is densified
+    xs = np.concatenate([np.linspace(left, right, k), np.full(k, right), np.linspace(left, right, k), np.full(k, left)])
+    ys = np.concatenate([np.full(k, top), np.linspace(bottom, top, k), np.full(k, bottom), np.linspace(bottom, top, k)])
+    lon, lat = _lonlat_transformer(wkt).transform(xs, ys, errcheck=False)
+    bad = ~(np.isfinite(lon) & np.isfinite(lat))
+    if bad.any():
+        i = int(np.argmax(bad))
+        return (f"its point ({xs[i]:,.0f}, {ys[i]:,.0f}) has no place on the Earth in its CRS {name!r} (outside the "
+                f"projection's domain): {_WRONG_GEOREF}")
+    tm = _tm_frame(wkt)
+    if tm is not None:
+        false_easting, unit, lon0, south_pole, north_pole = tm
+        far_m = max(abs(left - false_easting), abs(right - false_easting)) * unit
+        if far_m > _TM_REACH_M:
+            return (f"its eastings run {left:,.0f} to {right:,.0f}, {far_m / 1000:,.0f} km from "
+                    f"the central meridian ({lon0:g} degrees) of its Transverse Mercator CRS {name!r}, which holds "
+                    f"the Earth only within {_TM_REACH_M / 1000:,.0f} km of it: {_WRONG_GEOREF}")
+        if top > north_pole + px[1] or bottom < south_pole - px[1]:
+            pole, at = ("north", north_pole) if top > north_pole + px[1] else ("south", south_pole)
+            return (f"its northings run {bottom:,.0f} to {top:,.0f}, past the {pole} pole (at {at:,.0f} in its CRS "
+                    f"{name!r}): {_WRONG_GEOREF}")
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _lonlat_transformer(wkt: str) -> pyproj.Transformer:
+    """A CRS (as WKT) to longitude and latitude, x first (made once per CRS: every band file is checked)."""
+    return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _tm_frame(wkt: str) -> tuple[float, float, float, float, float] | None:
+    """For a Transverse Mercator CRS (UTM, national grids): its false easting (in its units), the metres of its unit,
+    its central meridian in degrees and the northings of the south and north poles; ``None`` for other CRSs."""
+    crs = pyproj.CRS.from_wkt(wkt)
+    op = crs.coordinate_operation
+    if op is None or op.method_name != "Transverse Mercator":
+        return None
+    params = {p.name: p for p in op.params}
+    unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0  # metres per unit of the CRS
+    fe, lon0 = params.get("False easting"), params.get("Longitude of natural origin")
+    if fe is None or lon0 is None or not unit:
+        return None
+    lon0_deg = math.degrees(lon0.value * lon0.unit_conversion_factor)
+    forward = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    (_, north), (_, south) = (forward.transform(lon0_deg, lat, errcheck=False) for lat in (90.0, -90.0))
+    if not (math.isfinite(north) and math.isfinite(south)):
+        return None
+    return fe.value * fe.unit_conversion_factor / unit, unit, lon0_deg, south, north
 
 
 @functools.lru_cache(maxsize=64)

@@ -189,3 +189,70 @@ def test_coverage_of_a_cell_turned_in_the_scene_crs_is_the_share_of_its_ground_t
         truth[(r, c)] = float(np.mean((col >= 0) & (col < 120) & (row >= 0) & (row < 120)))
     assert {k for k, v in truth.items() if v >= 0.3} <= set(got) <= {k for k, v in truth.items() if v >= 0.2}
     assert max(abs(v - truth[k]) for k, v in got.items()) < 0.05
+
+
+# -- footprints with no sense on the Earth ----------------------------------------------------------------------------
+_WRONG = "the georeferencing is wrong (a shifted origin, swapped axes, or another CRS's coordinates)"
+
+
+def test_a_footprint_off_the_earth_is_refused_in_one_line_and_real_places_are_not(tmp_path):
+    """Longitudes past 360 degrees were wrapped (370 read as 10) and an easting of 5,000,000 m in UTM zone 32N
+    (4,500 km from its central meridian) was placed in Iran: both catalogued, on ground they do not show. A northing
+    past the pole went over it; a latitude past a pole and a point outside LAEA's domain stopped with a traceback.
+    Files at the edges of real use (across the antimeridian, in 0..360, a northern zone south of the equator as
+    Landsat writes it, 800 km east of a zone's central meridian as Norway's UTM 33 mosaics) are ingested."""
+    d = tmp_path / "a"
+    geo, utm32 = "EPSG:4326", "EPSG:32632"
+    bad = {
+        "lon365": (from_origin(365.0, 45.0, 0.0001, 0.0001), geo,
+                   "its longitudes run 365 to 365.01 degrees, beginning past 360 (longitudes are written -180..180 "
+                   f"or 0..360, a file across the line where they wrap running on past it): {_WRONG}"),
+        "lonm400": (from_origin(-400.0, 45.0, 0.0001, 0.0001), geo,
+                    "its longitudes run -400 to -399.99 degrees, ending before -180 (longitudes are written "
+                    f"-180..180 or 0..360, a file across the line where they wrap running on past it): {_WRONG}"),
+        "e5e6": (from_origin(5_000_000, 5_400_000, 10, 10), utm32,
+                 "its eastings run 5,000,000 to 5,000,960, 4,501 km from the central meridian (9 degrees) of its "
+                 f"Transverse Mercator CRS 'WGS 84 / UTM zone 32N', which holds the Earth only within 3,900 km of it: "
+                 f"{_WRONG}"),
+        "n12e6": (from_origin(500_000, 12_000_000, 10, 10), utm32,
+                  "its northings run 11,999,040 to 12,000,000, past the north pole (at 9,997,965 in its CRS 'WGS 84 / "
+                  f"UTM zone 32N'): {_WRONG}"),
+        "lat95": (from_origin(10.0, 95.0, 0.0001, 0.0001), geo,
+                  f"its latitudes run 94.9904 to 95 degrees, past a pole (the Earth's run -90 to 90): {_WRONG}"),
+        "laea": (from_origin(40_000_000, 3_000_000, 10, 10), "EPSG:3035",
+                 "its point (40,000,000, 3,000,000) has no place on the Earth in its CRS 'ETRS89-extended / LAEA "
+                 f"Europe' (outside the projection's domain): {_WRONG}"),
+    }
+    good = {
+        "antimeridian": (from_origin(179.995, 45.0, 0.0001, 0.0001), geo),
+        "lon0to360": (from_origin(200.0, 45.0, 0.0001, 0.0001), geo),
+        "west_of_180": (from_origin(-180.005, 45.0, 0.0001, 0.0001), geo),
+        "across_greenwich_0to360": (from_origin(359.995, 45.0, 0.0001, 0.0001), geo),
+        "south_of_equator_north_zone": (from_origin(500_000, -3_800_000, 10, 10), "EPSG:32635"),
+        "norway_utm33": (from_origin(1_300_000, 7_800_000, 10, 10), "EPSG:32633"),
+    }
+    paths = {k: _s2(d / f"{S2}_{k}.tif", t, crs) for k, (t, crs, *_) in {**bad, **good}.items()}
+    with Catalog(tmp_path / "ws" / "catalog.sqlite", tile_m=480) as cat:
+        report = ingest([d], cat)
+        assert sorted(map(str, report.problems)) == sorted(f"{paths[k]}: {why}" for k, (_, _, why) in bad.items())
+        assert sorted(s["key"] for s in cat.scenes()) == sorted(str(paths[k]) for k in good)
+
+
+@pytest.mark.parametrize("crs, bounds, px", [
+    ("EPSG:4326", (-0.125, -90.125, 359.875, 90.125), (0.25, 0.25)),  # pixel centres on the poles and on 0 and 360
+    ("EPSG:4326", (-180.0, -90.0, 180.0, 90.0), (1.0, 1.0)),
+    ("EPSG:32632", (-3_000_000, 5_000_000, -2_990_000, 5_010_000), (10.0, 10.0)),  # 3,500 km west: within reach
+    ("EPSG:32732", (300_000, 1_000_000, 310_000, 1_010_000), (10.0, 10.0)),  # 80 degrees south
+])
+def test_whole_globe_grids_and_far_but_held_extents_are_not_refused(crs, bounds, px):
+    from rsretrieve.data.scene import _footprint_problem
+
+    assert _footprint_problem(rasterio.crs.CRS.from_string(crs).to_wkt(), bounds, px) is None
+
+
+def test_a_geographic_file_wider_than_the_earth_is_refused():
+    from rsretrieve.data.scene import _footprint_problem
+
+    wkt = rasterio.crs.CRS.from_epsg(4326).to_wkt()
+    assert _footprint_problem(wkt, (-180.0, -90.0, 181.5, 90.0), (0.5, 0.5)) == (
+        f"it is 361.5 degrees of longitude wide, more than the Earth's 360: {_WRONG}")

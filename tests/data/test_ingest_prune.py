@@ -59,7 +59,7 @@ def test_nothing_is_pruned_while_part_of_the_paths_could_not_be_read(tmp_path, m
         assert ingest([tmp_path / "archive"], cat).added == 1
     a.unlink()
     real = ingest_mod.discover
-    monkeypatch.setattr(ingest_mod, "discover", lambda paths, *a: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
+    monkeypatch.setattr(ingest_mod, "discover", lambda paths, *a, **k: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
         str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths)))
     with Catalog(db, tile_m=480) as cat:
         report = ingest([tmp_path / "archive"], cat, prune=True)
@@ -150,7 +150,7 @@ def test_broken_links_do_not_turn_pruning_off_and_an_unreadable_folder_says_so(t
     assert main(["ingest", str(b), "--workspace", str(ws)]) == 0
     b.unlink()
     real = ingest_mod.discover
-    monkeypatch.setattr(ingest_mod, "discover", lambda paths, *a: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
+    monkeypatch.setattr(ingest_mod, "discover", lambda paths, *a, **k: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
         str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths)))
     capsys.readouterr()
     main(["ingest", str(tmp_path / "archive"), "--workspace", str(ws), "--prune"])

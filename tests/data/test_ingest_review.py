@@ -188,7 +188,7 @@ def test_an_earlier_versions_duplicate_stays_while_part_of_the_run_could_not_be_
     _as_earlier_version(db)
     item = _item(d, _BANDS)
     real = ingest_mod.discover
-    monkeypatch.setattr(ingest_mod, "discover", lambda paths, *a: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
+    monkeypatch.setattr(ingest_mod, "discover", lambda paths, *a, **k: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
         str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths, *a)))
     with Catalog(db, tile_m=480) as cat:
         report = ingest([tmp_path / "archive"], cat)

@@ -264,7 +264,7 @@ def test_a_companion_is_taken_out_only_once_its_product_is_catalogued_and_all_wa
         report = ingest([tmp_path / "archive"], cat)  # the product's SCL is on other ground: the product is refused
         assert report.added == 0 and report.retired == [] and [p.path for p in report.unseen] == [str(tci)]
         (folder / "SCL.tif").unlink()
-        monkeypatch.setattr(ingest_mod, "discover", lambda paths, *a: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
+        monkeypatch.setattr(ingest_mod, "discover", lambda paths, *a, **k: (lambda r: (r[0], r[1] + [ingest_mod.Problem(
             str(tmp_path / "archive" / "x"), "cannot read folder: Permission denied")]))(real(paths)))
         report = ingest([tmp_path / "archive"], cat)
         assert report.added == 1 and report.retired == [] and [p.path for p in report.unseen] == [str(tci)]

@@ -4,6 +4,7 @@ like Landsat 7 or forced with ``--sensor``."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,67 @@ def test_a_bare_scl_goes_only_to_its_folders_one_scene(tmp_path):
         assert got == {"S2A": (0.0, set()), "S2B": (0.0, set()), "one": (pytest.approx(1.0), {"SCL"})}
     finally:
         cat.close()
+
+
+L7_PRODUCT = "LE07_L2SP_042034_20200101_20200201_02_T1"
+
+
+@pytest.mark.parametrize("name, whose, forced", [
+    ("TCI.tif", "sentinel2, sentinel2_l1c", None),
+    ("TCI.tif", "sentinel2, sentinel2_l1c", "landsat7"),  # --sensor does not make a companion a scene
+    ("SCL.tif", "sentinel2", None),
+    (f"{L7_PRODUCT}_QA_PIXEL.TIF", "landsat7", None),
+])
+def test_a_companion_named_on_its_own_is_refused_saying_why(tmp_path, capsys, name, whose, forced):
+    """``ingest a/TCI.tif`` (a lone ``SCL.tif``, ``QA_PIXEL``) went nowhere: "0 rejected", exit 0. A path the user
+    named is ingested or refused with why; found in a folder beside its product, it stays the product's companion."""
+    from rsretrieve.cli import main
+
+    folder = tmp_path / "a"
+    if whose == "landsat7":
+        for b in get_sensor("landsat7").band_names:
+            _band(folder / f"{L7_PRODUCT}_{b}.TIF", value=9000, res=30.0)
+    else:
+        for b in get_sensor("sentinel2").band_names:
+            _band(folder / f"{b}.tif")
+    companion = folder / name
+    _band(companion, dtype="uint8" if whose != "landsat7" else "uint16", count=3 if name == "TCI.tif" else 1,
+          value=4, res=30.0 if whose == "landsat7" else 10.0)
+    args = ["ingest", str(companion), "--workspace", str(tmp_path / "ws")] + (["--sensor", forced] if forced else [])
+    assert main(args) == 1
+    out = capsys.readouterr()
+    assert "0 scenes added" in out.out and "1 rejected" in out.out
+    assert (f"rejected: {companion}: named as the companion file of a product ({whose}), not a scene of its own, "
+            f"and no band file of its product is given with it: name the product's folder ({folder}) to ingest it "
+            "with its bands") in out.out + out.err
+    with Catalog(tmp_path / "ws" / "catalog.sqlite") as cat:
+        assert cat.scenes() == []
+    # named with its product's bands, or found in the product's folder, it is the product's companion
+    role = "QA_PIXEL" if whose == "landsat7" else Path(name).stem
+    for paths in ([*sorted(folder.iterdir())], [folder], [folder, companion]):
+        sources, problems = discover(paths, lone_companions=True)
+        assert problems == [] and len(sources) == 1
+        assert sources[0].aux == {role: str(companion)}, paths
+    assert main(["ingest", str(folder), "--workspace", str(tmp_path / "ws")]) == 0
+    with Catalog(tmp_path / "ws" / "catalog.sqlite") as cat:
+        (scene,) = cat.scenes()
+        assert scene["aux"] == {role: str(companion)}
+
+
+def test_a_companion_named_with_scenes_none_of_which_is_its_product_is_refused(tmp_path):
+    """``ingest two/*``: a bare ``SCL.tif`` beside two products is neither's (see the test above), and it was named:
+    refused, not dropped unsaid. In the folder walk it stays quiet."""
+    two = tmp_path / "two"
+    for name in ("S2A_MSIL2A_20230610T101559_N0509_R065_T32UQD_20230610T150000",
+                 "S2B_MSIL2A_20230705T101559_N0509_R065_T32UQD_20230705T133327"):
+        write_tif(two / f"{name}.tif", np.full((12, 48, 48), 800, np.uint16), crs="EPSG:32632", origin=ORIGIN,
+                  res=10.0, nodata=0)
+    write_tif(two / "SCL.tif", np.full((24, 24), 9, np.uint8), crs="EPSG:32632", origin=ORIGIN, res=20.0, nodata=0)
+    sources, problems = discover(sorted(two.iterdir()), lone_companions=True)
+    assert len(sources) == 2 and all(s.aux == {} for s in sources)
+    assert [str(p) for p in problems] == [
+        f"{two / 'SCL.tif'}: named as the companion file of a product (sentinel2), not a scene of its own, and none "
+        "of the 2 scene(s) found beside it is its product (their names share no product id with its, and a companion "
+        "named apart from its product goes only to its folder's only scene): not ingested"]
+    sources, problems = discover([two], lone_companions=True)
+    assert len(sources) == 2 and problems == []

@@ -249,3 +249,32 @@ def test_a_refused_item_does_not_keep_out_a_good_one_nor_cost_the_scene_of_its_f
         assert folder.reason.endswith("; its earlier version stays in the catalog: its files are unchanged, and are "
                                       "found otherwise now (some taken by a STAC item, or files added beside them)")
         assert [(s["key"], s["scene_id"]) for s in cat.scenes()] == [(before["key"], before["scene_id"])]
+
+
+def test_an_items_thumbnail_overview_and_metadata_rasters_are_left_out_quietly(tmp_path):
+    """A ``thumb.tif`` (role ``thumbnail``), ``overview.tif`` (``overview``), a rendered ``preview.tif``
+    (``visual``) and a ``granule.tif`` (``metadata``) beside the item's bands are the item's pictures, not scenes:
+    each was rejected ("fit no registered sensor") and the run exited 1 over an item that was ingested. A raster of
+    the folder the item does not list is still read as before."""
+    d = tmp_path / "item"
+    _s2_item(d, lambda b, common: b, {"s2:processing_baseline": "05.09"})
+    item = pystac.Item.from_file(str(d / "item.json"))
+    for key, role, count in (("thumbnail", "thumbnail", 3), ("overview", "overview", 1), ("preview", "visual", 3),
+                             ("granule", "metadata", 1)):
+        name = "thumb.tif" if key == "thumbnail" else f"{key}.tif"
+        write_tif(d / name, np.full((count, 16, 16), 90, np.uint8), crs="EPSG:32632", origin=(600_000, 5_400_000),
+                  res=30)
+        item.add_asset(key, pystac.Asset(href=f"./{name}", roles=[role]))
+    item.set_self_href(str(d / "item.json"))
+    item.make_asset_hrefs_relative()
+    item.save_object(include_self_link=False)
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([tmp_path], cat)
+        assert report.problems == [] and report.added == 1
+        (s,) = cat.scenes()
+        assert set(s["files"]) == set(S2_COMMON) and set(s["aux"]) == {"SCL", "TCI"}
+    # a raster the item does not list is not the item's: refused as before
+    write_tif(d / "stray.tif", np.full((16, 16), 90, np.uint8), crs="EPSG:32632", origin=(600_000, 5_400_000), res=30)
+    with Catalog(tmp_path / "c.sqlite", tile_m=480) as cat:
+        report = ingest([tmp_path], cat)
+        assert [p.path for p in report.problems] == [str(d / "stray.tif")] and report.skipped == 1
