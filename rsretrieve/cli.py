@@ -624,7 +624,9 @@ def _output_path(value: str | None, flag: str, suffix: str | None) -> Path | Non
 def _writable_folder(folder: Path, what: str) -> None:
     """UsageError unless ``folder`` is a writable directory or can be made (its nearest existing parent is a writable
     directory). Nothing is created here: a command that fails later leaves no folder behind (the writers make it)."""
-    parent = next((a for a in (folder, *folder.parents) if a.exists()), None)
+    parent = next((a for a in (folder, *folder.parents) if os.path.lexists(a)), None)
+    if parent is not None and parent.is_symlink() and not parent.exists():  # a folder cannot be made in its place
+        raise UsageError(f"{what}: {parent} is a broken link")
     if parent is not None and not parent.is_dir():
         raise UsageError(f"{what}: {parent} is not a directory")
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):

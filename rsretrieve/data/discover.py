@@ -185,6 +185,8 @@ def _stac_malformed(doc: dict) -> str | None:
             return f"asset {key!r} is {_kind(asset)}, not an object"
         if "href" in asset and not isinstance(asset["href"], str):
             return f"asset {key!r}: its href is {_kind(asset['href'])}, not a string"
+        if "\x00" in asset.get("href", ""):  # no path holds one (os calls raise ValueError)
+            return f"asset {key!r}: its href holds a NUL character"
         roles = asset.get("roles", [])
         if not isinstance(roles, (list, str)) or (isinstance(roles, list)
                                                   and not all(isinstance(r, str) for r in roles)):

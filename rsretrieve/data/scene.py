@@ -343,21 +343,46 @@ def _sidecar_paths(source: SceneSource) -> tuple[list[Path], bool]:
     jsons, rasters = _folder_names(str(first.parent))
     if not jsons:
         return [], False
-    others = rasters - {Path(f).stem for f in source.files.values()}
-    mine = []
+    own_stems = {Path(f).stem for f in source.files.values()}
+    mine = []  # (the stems of the folder's other rasters are tested one by one: a set of them cost a pass a scene)
     if own:  # the scene's name, then the end of a name or a separator: export_1's is export_1.json, not export_10's
         at = bisect.bisect_left(jsons, own)
         while at < len(jsons) and jsons[at].startswith(own):
             n = jsons[at]
-            if n[len(own):][:1] in (".", "_", "-") and n[:-len(".json")] not in others:
+            if n[len(own):][:1] in (".", "_", "-") and (n[:-len(".json")] not in rasters
+                                                        or n[:-len(".json")] in own_stems):
                 mine.append(first.parent / n)
             at += 1
     if mine:
         return mine, True
-    if len(jsons) - len(others) > 1:  # at least two not named after another raster: none is the folder's only one
+    # the folder's only JSON file not named after another raster: those named after none (counted once a listing)
+    # and those named after one of the scene's own files
+    free = _free_jsons(jsons, rasters)
+    if len(free) > 1:
         return [], False
-    found = [first.parent / n for n in jsons if n[:-len(".json")] not in others]
-    return (found if len(found) == 1 else []), False
+    named = [f"{stem}.json" for stem in own_stems if _sorted_contains(jsons, f"{stem}.json")]
+    found = sorted(set(free) | set(named))
+    return ([first.parent / n for n in found] if len(found) == 1 else []), False
+
+
+#: a folder listing's JSON names that are named after none of its rasters, by the listing (_free_jsons)
+_FREE_JSONS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _free_jsons(jsons: tuple[str, ...], rasters: frozenset[str]) -> tuple[str, ...]:
+    """The names of ``jsons`` (a :func:`_folder_names` listing) whose stem is none of ``rasters``: computed once for
+    a listing (kept by its identity), not once for each of the folder's scenes."""
+    got = _FREE_JSONS.get(id(jsons))
+    if got is None or got[0] is not jsons:
+        if len(_FREE_JSONS) >= 64:
+            _FREE_JSONS.clear()
+        got = _FREE_JSONS[id(jsons)] = (jsons, tuple(n for n in jsons if n[:-len(".json")] not in rasters))
+    return got[1]
+
+
+def _sorted_contains(names: tuple[str, ...], name: str) -> bool:
+    at = bisect.bisect_left(names, name)
+    return at < len(names) and names[at] == name
 
 
 def metadata_files(source: SceneSource) -> list[str]:

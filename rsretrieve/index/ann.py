@@ -54,9 +54,10 @@ def check_factory(factory: str, dim: int) -> int:
         raise ValueError(f"--factory {factory!r} is not a FAISS index factory string for {dim}-d vectors"
                          f"{': ' + reason if reason else ''} (examples: 'IVF1024,Flat', 'IVF4096,PQ32', "
                          f"'HNSW32')") from None
-    if isinstance(faiss.downcast_index(index), (faiss.IndexIDMap, faiss.IndexIDMap2)):  # its add() refuses rows
+    idmap = [p.strip() for p in factory.split(",") if p.strip().startswith("IDMap")]  # also behind PCA32, OPQ8, ...
+    if idmap:  # its add() refuses rows without ids: a traceback once every tile was embedded
         raise ValueError(f"--factory {factory!r}: a segment's ANN index is searched by row number, mapped to tile ids "
-                         f"by rsretrieve; give the factory without {factory.split(',')[0]!r}")
+                         f"by rsretrieve; give the factory without {idmap[0]!r}")
     if index.is_trained:
         return 0
     ivf = faiss.try_extract_index_ivf(index)

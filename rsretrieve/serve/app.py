@@ -466,7 +466,8 @@ def _with_warnings(engine: Any, query: Callable[[], QueryResult]) -> tuple[Query
     finally:
         if isinstance(told, set):
             engine._told_lacking = told | engine._told_lacking
-    return res, lines
+    ws = str(getattr(engine, "workspace", "")) or None  # the server's paths are not the client's business
+    return res, [line.replace(ws, "WS") if ws else line for line in lines]
 
 
 def _engine_health(engine: Any) -> dict[str, Any]:

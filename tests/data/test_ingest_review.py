@@ -45,6 +45,7 @@ _BANDS = {"vv": {"href": "./VV.tif", "roles": ["data"], "eo:bands": [{"name": "V
     ([{"href": "./VV.tif"}], None, "its assets are a list, not an object of assets by key"),
     ({"vv": "./VV.tif"}, None, "asset 'vv' is a string, not an object"),
     ({"vv": {"href": None}}, None, "asset 'vv': its href is null, not a string"),
+    ({"vv": {"href": "./VV\u0000.tif"}}, None, "asset 'vv': its href holds a NUL character"),  # ValueError
     ({"vv": {"href": "./VV.tif", "eo:bands": ["VV"]}}, None, "asset 'vv': its eo:bands lists a string, not a band "
                                                              "object"),
     ({"vv": {"href": "./VV.tif", "roles": [1]}}, None, "asset 'vv': its roles are a list, not a list of strings"),

@@ -115,6 +115,7 @@ def _bowtie(path):
     (["--tile-id", "1", "--png", "UNDER_A_FILE"], "is not a directory"),
     (["--tile-id", "1", "--geojson", "NEW_FOLDER/"], "--geojson NEW_FOLDER/ ends in a slash (a folder); give a file"),
     (["--tile-id", "99999", "--png", "IN_NEW_FOLDERS"], "no tile with id 99999"),  # and the folders are not made
+    (["--tile-id", "1", "--geojson", "UNDER_A_BROKEN_LINK"], "is a broken link"),  # was found only after the query
     (["--tile-id", "1", "--point", "0,0"], "point applies to a query tile file, not to a tile id"),
     (["--tile-id", "1", "--sensor", "sentinel2", "--point", "0,0"], "sensor and point apply to a query tile file"),
     (["--tile", "S1FILE", "--window", "0,0,0,48"], "window width and height must be > 0 pixels, got 0,0,0,48 (col, "),
@@ -131,7 +132,9 @@ def test_bad_query_inputs_exit_2_with_one_line(small_workspace, tmp_path, args, 
     subst = {"BOWTIE": str(_bowtie(tmp_path / "bow.geojson")), "MISSING": str(tmp_path / "none.tif"),
              "TEXT": str(tmp_path / "t.tif"), "S1FILE": s1, "OUT_TXT": str(tmp_path / "sheet.txt"),
              "TMPDIR": str(tmp_path), "UNDER_A_FILE": str(tmp_path / "t.tif" / "q.png"),
-             "NEW_FOLDER/": f"{tmp_path / 'new'}/", "IN_NEW_FOLDERS": str(tmp_path / "new" / "sub" / "q.png")}
+             "NEW_FOLDER/": f"{tmp_path / 'new'}/", "IN_NEW_FOLDERS": str(tmp_path / "new" / "sub" / "q.png"),
+             "UNDER_A_BROKEN_LINK": str(tmp_path / "broken" / "hits.geojson")}
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere" / "zzz")
     for name, doc in docs.items():
         (tmp_path / f"{name}.geojson").write_text(json.dumps(doc))
         subst[name] = str(tmp_path / f"{name}.geojson")
@@ -237,6 +240,9 @@ def test_index_rejects_a_bad_factory_before_any_work_and_small_segments_stay_exa
     assert not (ws / "index").exists()  # nothing embedded or written
     for args, message in [(["--factory", "IDMap,Flat"], "--factory 'IDMap,Flat': a segment's ANN index is searched "
                            "by row number, mapped to tile ids by rsretrieve; give the factory without 'IDMap'"),
+                          (["--factory", "PCA32,IDMap2,Flat"], "--factory 'PCA32,IDMap2,Flat': a segment's ANN index "
+                           "is searched by row number, mapped to tile ids by rsretrieve; give the factory without "
+                           "'IDMap2'"),
                           (["--factory", " "], "--factory needs a FAISS index factory string or 'auto', got ' '"),
                           (["--model", ""], "--model needs the name of a trained model (WS/checkpoints/NAME), got ''")]:
         r = run_cli("index", "-w", ws, *args)  # IDMap: a traceback from FAISS's add() once the tiles were embedded

@@ -239,6 +239,31 @@ def test_a_target_sensor_the_index_lacks_is_a_warning_in_the_response_as_the_cli
         assert r.status_code == 200 and r.json()["warnings"] == []
 
 
+def test_warnings_name_the_workspace_ws_not_the_servers_path(small_workspace, tmp_path):
+    # the "index is behind the catalog" line carried the server's absolute workspace path to the client
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from rsretrieve.data.catalog import Catalog
+    from rsretrieve.serve.app import create_app
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    with TestClient(create_app(ws)) as c:
+        with Catalog(ws / "catalog.sqlite") as cat:
+            scene = cat.scenes()[-1]
+            cat.remove_scene(scene["key"])
+            tile_id = cat.tiles(columns=("tile_id",))[0]["tile_id"]
+        r = _query(c, tile_id, {"k": 1})
+        assert r.status_code == 200, r.text
+        assert r.json()["warnings"] == [
+            "the index is behind the catalog: 1 scene(s) removed or re-ingested and 0 not indexed yet since the last "
+            "`rsretrieve index`; results come from the scenes indexed and still in the catalog (run `rsretrieve "
+            "index --workspace WS` to update it)"]
+        assert str(tmp_path) not in r.text
+
+
 def test_logged_warnings_takes_the_warnings_of_its_own_thread_only():
     from rsretrieve.serve.app import logged_warnings
 
