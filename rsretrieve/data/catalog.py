@@ -414,12 +414,10 @@ class Catalog:
     def restamp_scene(self, key: str, old: str, new: str) -> bool:
         """Record the scene ``key`` under the fingerprint ``new`` while it is the version with ``old`` (its tiles,
         and so their ids and vectors, are kept); whether it was."""
-        with self.transaction() as c:
-            cur = c.execute("UPDATE scenes SET fingerprint = ? WHERE key = ? AND fingerprint = ?", (new, key, old))
-        return cur.rowcount == 1
+        return self.restamp_scenes([(key, old, new)]) == 1
 
     def restamp_scenes(self, stamps: Sequence[tuple[str, str, str]]) -> int:
-        """:meth:`restamp_scene` for each (key, old, new), in one transaction; how many were restamped."""
+        """Each (key, old, new) as :meth:`restamp_scene`, in one transaction; how many were restamped."""
         with self.transaction() as c:
             return sum(c.execute("UPDATE scenes SET fingerprint = ? WHERE key = ? AND fingerprint = ?",
                                  (new, key, old)).rowcount for key, old, new in stamps)

@@ -85,6 +85,11 @@ def _aux_patterns() -> list[str]:
     return [p for n in list_sensors() for p in get_sensor(n).aux_patterns]
 
 
+def companion_of(name: str, sensor: str) -> bool:
+    """Whether a file name is that of one of ``sensor``'s companion files (its spec's ``aux_patterns``)."""
+    return any(re.search(p, name) for p in get_sensor(sensor).aux_patterns)
+
+
 def is_aux_name(name: str) -> bool:
     """Whether a file name is that of a scene's auxiliary file (a cloud or quality mask, by some sensor's
     ``aux_patterns``): discover attaches such files to a scene and never makes one of them."""
@@ -491,7 +496,7 @@ def _lone_companion(given: Path, path: Path, sources: list[SceneSource]) -> Prob
     """Why a companion file named on its own (``given``, resolved ``path``) is not ingested: no scene of this run
     took it (its product's bands are not given with it, or none of the scenes beside it is its product). Its name is
     a companion's by some sensor's ``aux_patterns``, so it is never a scene of its own, whatever ``--sensor`` says."""
-    whose = [n for n in list_sensors() if any(re.search(p, path.name) for p in get_sensor(n).aux_patterns)]
+    whose = [n for n in list_sensors() if companion_of(path.name, n)]
     what = f"named as the companion file of a product ({', '.join(whose)}), not a scene of its own"
     beside = {s.key for s in sources if s.role == "scene"
               and any(Path(v).parent == path.parent for v in s.files.values())}

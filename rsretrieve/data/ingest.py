@@ -43,7 +43,8 @@ from rasterio.windows import Window, from_bounds
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from rsretrieve.data.catalog import Catalog, SceneRow, TileRow
-from rsretrieve.data.discover import NOT_HIDING, Problem, SceneSource, discover, split_resolution
+from rsretrieve.data.discover import (NOT_HIDING, Problem, SceneSource, companion_of, discover,
+                                      split_resolution)
 from rsretrieve.data.grid import Cell, cell_bounds_in, cells_covering, grid_epsg_for, lonlat_boxes, to_lonlat
 from rsretrieve.data.labels import check_scheme, class_name, scheme_for
 from rsretrieve.data.scene import (OpenedScene, SceneError, check_georef, clip_window, metadata_files, open_raster,
@@ -674,8 +675,10 @@ def _settle_unseen(catalog: Catalog, unseen: list[tuple[dict[str, Any], str | No
         new = catalog.scene_by_key(owner) if owner is not None else None
         current = new is not None and _rules_of(new["fingerprint"]) == INGEST_RULES and not blind
         files = set(old["files"].values())
+        # a companion by its new owner's sensor: a folder's only scene takes any companion-like file beside it, a
+        # Sentinel-2 TCI.tif beside a Sentinel-1 scene too
         if current and ((kind == "companion" and new["sensor"] in list_sensors()
-                         and all(_own_companion(f, new["sensor"]) for f in files))
+                         and all(companion_of(Path(f).name, new["sensor"]) for f in files))
                         or (kind == "part" and not old["key"].lower().endswith(".json")
                             and files <= set(new["files"].values()))):
             tiles = catalog.remove_scene_version(old["key"], old["fingerprint"])
@@ -788,12 +791,6 @@ def _read_all(problems: list[Problem]) -> bool:
     """Whether a run read all its paths: none of its ``problems`` is a folder or file it could not read
     (:func:`_hides_files`: what it could not list would look empty, or like files gone)."""
     return not any(_hides_files(p) for p in problems)
-
-
-def _own_companion(path: str, sensor: str) -> bool:
-    """Whether ``path`` is named as one of ``sensor``'s companion files (its spec's ``aux_patterns``): a folder's
-    only scene takes any companion-like file beside it, a Sentinel-2 ``TCI.tif`` beside a Sentinel-1 scene too."""
-    return any(re.search(p, Path(path).name) for p in get_sensor(sensor).aux_patterns)
 
 
 def _roots(paths: list[str | Path], linked: list[Path] = ()) -> list[Path]:

@@ -30,6 +30,7 @@ from rasterio.windows import Window
 
 from rsretrieve.data.discover import (RASTER_SUFFIXES, SceneSource, band_tokens, in_l2a_granule, json_error,
                                       split_band_token)
+from rsretrieve.data.grid import transformer
 from rsretrieve.sensors import Layout, SensorSpec, get_sensor, list_sensors, parse_baseline
 
 
@@ -166,7 +167,7 @@ def _footprint_problem(wkt: str, bounds: tuple[float, float, float, float],
     k = 21  # points per edge, as the footprint is densified
     xs = np.concatenate([np.linspace(left, right, k), np.full(k, right), np.linspace(left, right, k), np.full(k, left)])
     ys = np.concatenate([np.full(k, top), np.linspace(bottom, top, k), np.full(k, bottom), np.linspace(bottom, top, k)])
-    lon, lat = _lonlat_transformer(wkt).transform(xs, ys, errcheck=False)
+    lon, lat = transformer(wkt, "EPSG:4326").transform(xs, ys, errcheck=False)
     bad = ~(np.isfinite(lon) & np.isfinite(lat))
     if bad.any():
         i = int(np.argmax(bad))
@@ -188,12 +189,6 @@ def _footprint_problem(wkt: str, bounds: tuple[float, float, float, float],
 
 
 @functools.lru_cache(maxsize=64)
-def _lonlat_transformer(wkt: str) -> pyproj.Transformer:
-    """A CRS (as WKT) to longitude and latitude, x first (made once per CRS: every band file is checked)."""
-    return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
-
-
-@functools.lru_cache(maxsize=64)
 def _tm_frame(wkt: str) -> tuple[float, float, float, float, float] | None:
     """For a Transverse Mercator CRS (UTM, national grids): its false easting (in its units), the metres of its unit,
     its central meridian in degrees and the northings of the south and north poles; ``None`` for other CRSs."""
@@ -207,7 +202,7 @@ def _tm_frame(wkt: str) -> tuple[float, float, float, float, float] | None:
     if fe is None or lon0 is None or not unit:
         return None
     lon0_deg = math.degrees(lon0.value * lon0.unit_conversion_factor)
-    forward = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    forward = transformer("EPSG:4326", wkt)
     (_, north), (_, south) = (forward.transform(lon0_deg, lat, errcheck=False) for lat in (90.0, -90.0))
     if not (math.isfinite(north) and math.isfinite(south)):
         return None
@@ -229,7 +224,7 @@ def _crs_problem(wkt: str) -> str | None:
                 "so its pixels have no place on the grid: georeference it in a geographic or projected CRS first, "
                 "e.g. gdalwarp -t_srs")
     try:
-        pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
+        transformer(wkt, "EPSG:4326")  # (the one the footprint check then uses, cached)
     except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError) as e:
         m = re.search(r"proj_create_operations: ([^.]*)", str(e))
         detail = m.group(1) if m else str(e).split("\n")[0][:120]
